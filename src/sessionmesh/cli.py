@@ -1,0 +1,491 @@
+"""The ``mesh`` command: parse, call the client or the server, print.
+
+Imports are lazy so one-shot commands start fast. Exit codes (see README):
+
+    0  ok / reply PASS or ANSWERED      5  timeout
+    1  error                            6  no broker reachable
+    2  usage                            7  lock conflict
+    3  denied                           10 reply PARTIAL
+    4  refused                          11 reply BLOCKED, 12 reply DECLINED
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any, Callable
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DENIED, EXIT_REFUSED = 0, 1, 2, 3, 4
+EXIT_TIMEOUT, EXIT_UNAVAILABLE, EXIT_CONFLICT = 5, 6, 7
+EXIT_BY_END_STATE = {"PASS": 0, "ANSWERED": 0, "PARTIAL": 10, "BLOCKED": 11, "DECLINED": 12}
+EXIT_BY_SEND_STATUS = {"received": 0, "queued": 0, "sent": 0, "denied": EXIT_DENIED,
+                       "refused": EXIT_REFUSED, "timeout": EXIT_TIMEOUT}
+
+
+def _out(args: argparse.Namespace, data: Any) -> None:
+    print(json.dumps(data, ensure_ascii=False), flush=True)
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Any:
+    from .config import load
+
+    return load(overrides={"home": getattr(args, "home", None), "url": getattr(args, "url", None), **extra})
+
+
+def _oneshot(args: argparse.Namespace) -> Any:
+    from .client.http import OneShot
+
+    return OneShot(_settings(args), getattr(args, "as_name", None))
+
+
+def _resource(value: str) -> str:
+    """Paths (anything with a '/', or that exists here) become absolute; names stay."""
+    if value.startswith(("/", "./", "../", "~")) or "/" in value or os.path.exists(value):
+        return os.path.abspath(os.path.expanduser(value))
+    return value
+
+
+def _body(args: argparse.Namespace) -> Any:
+    text = " ".join(args.body) if args.body else ""
+    if text == "-" or (not args.body and not sys.stdin.isatty()):
+        text = sys.stdin.read()
+    if getattr(args, "json_body", False):
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            from .errors import BadFrame
+
+            raise BadFrame(f"--json-body: {exc}") from None
+    return text
+
+
+def _to(value: str) -> Any:
+    if "," in value:
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+def _print_send(args: argparse.Namespace, result: dict[str, Any]) -> int:
+    from .render import paint
+
+    status = result.get("status", "refused")
+    if args.json:
+        _out(args, result)
+    else:
+        if result.get("statuses") and len(result["statuses"]) > 1 or status == "sent":
+            print(f"{paint(status)} to {result.get('recipients', 0)} recipient(s)  id {result.get('id')}")
+            for name, st in sorted((result.get("statuses") or {}).items()):
+                print(f"  {name}: {paint(st)}")
+        else:
+            print(f"{paint(status)}  id {result.get('id')}")
+        reasons = [result.get("reason")] if result.get("reason") else list((result.get("reasons") or {}).values())
+        for reason in reasons:
+            hint = f" ({reason['hint']})" if reason.get("hint") else ""
+            print(f"  {reason.get('message')}{hint}", file=sys.stderr)
+    return EXIT_BY_SEND_STATUS.get(status, EXIT_ERROR)
+
+
+def _send_args(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
+    from .envelope import new_id
+
+    out: dict[str, Any] = {"id": args.id or new_id(), "body": _body(args),
+                           "priority": "urgent" if args.urgent else "normal", **extra}
+    if args.ttl:
+        out["ttl"] = args.ttl
+    return out
+
+
+# -- commands ----------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from .server import run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = _settings(args, host=args.host, port=args.port)
+    run(settings, autostarted=args.autostarted)
+    return EXIT_OK
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from .client import discovery
+
+    settings = _settings(args, host=args.host, port=args.port)
+    status = discovery.running_broker(settings) or discovery.start_background(
+        settings, autostarted=args.idle_exit
+    )
+    if args.json:
+        _out(args, status)
+    else:
+        print(f"broker up at {status['url']} (pid {status['pid']}, home {settings.home})")
+    return EXIT_OK
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from .client import discovery
+    from .client.http import OneShot
+
+    settings = _settings(args)
+    status = discovery.running_broker(settings)
+    if status is None:
+        print("no broker is running", file=sys.stderr)
+        return EXIT_OK
+    shot = OneShot(settings.with_(autostart=False), "admin")
+    shot._post("/v1/shutdown", {}, {}, settings.request_timeout)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            os.kill(status["pid"], 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        print(f"broker pid {status['pid']} did not stop in time", file=sys.stderr)
+        return EXIT_TIMEOUT
+    print(f"broker stopped (pid {status['pid']})") if not args.json else _out(args, {"stopped": status["pid"]})
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .client import discovery
+
+    settings = _settings(args)
+    status = discovery.health(settings.url) if settings.url else discovery.running_broker(settings)
+    if status is None:
+        if args.json:
+            _out(args, {"ok": False, "home": settings.home})
+        else:
+            print(f"no broker is running for {settings.home}")
+        return EXIT_UNAVAILABLE
+    if args.json:
+        _out(args, status)
+    else:
+        print(f"broker {status['url']}  pid {status['pid']}  version {status['version']}  "
+              f"online {status['online']}  up {status['uptime']:.0f}s  home {status['home']}")
+    return EXIT_OK
+
+
+def cmd_peers(args: argparse.Namespace) -> int:
+    from .render import ago, table
+
+    peers = _oneshot(args).call("peers")["peers"]
+    if args.json:
+        _out(args, peers)
+        return EXIT_OK
+    now = time.time()
+    table(["name", "presence", "client", "role", "status", "unread", "last seen", "cwd"], [
+        [p["name"], p["presence"], p["meta"].get("client", "-"), p["meta"].get("role") or "-",
+         p["meta"].get("status") or "-", p["unread"], ago(p["last_seen"], now), p["meta"].get("cwd", "-")]
+        for p in peers
+    ])
+    return EXIT_OK
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    shot = _oneshot(args)
+    return _print_send(args, shot.call("send", to=_to(args.to), **_send_args(args)))
+
+
+def cmd_broadcast(args: argparse.Namespace) -> int:
+    shot = _oneshot(args)
+    return _print_send(args, shot.call("send", to="broadcast", **_send_args(args)))
+
+
+def cmd_reply(args: argparse.Namespace) -> int:
+    extra: dict[str, Any] = {"re": args.message_id, "kind": "reply"}
+    if args.status:
+        extra["status"] = args.status
+    return _print_send(args, _oneshot(args).call("send", **_send_args(args, **extra)))
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    shot = _oneshot(args)
+    result = shot.call("send", to=args.to, kind="request", **_send_args(args))
+    code = _print_send(args, result) if not args.json else EXIT_BY_SEND_STATUS.get(result["status"], 1)
+    if code != EXIT_OK:
+        if args.json:
+            _out(args, {"request": result})
+        return code
+    return _await(args, shot, result["id"], request=result)
+
+
+def _await(args: argparse.Namespace, shot: Any, msg_id: str, request: dict[str, Any] | None = None) -> int:
+    from .errors import Timeout
+    from .render import message_line
+
+    try:
+        # the HTTP call outlives the broker-side wait, so the broker's Timeout comes back
+        reply = shot.call("await", timeout=args.timeout + 5, **{"id": msg_id, "timeout": args.timeout})["reply"]
+    except Timeout:
+        if args.json:
+            _out(args, {"request": request, "reply": None, "status": "timeout"} if request else
+                 {"id": msg_id, "reply": None, "status": "timeout"})
+        else:
+            print(f"no reply to {msg_id} within {args.timeout:g}s", file=sys.stderr)
+        return EXIT_TIMEOUT
+    if args.json:
+        _out(args, {"request": request, "reply": reply} if request else reply)
+    else:
+        print(message_line(reply))
+    return EXIT_BY_END_STATE.get(reply.get("status") or "ANSWERED", EXIT_OK)
+
+
+def cmd_await(args: argparse.Namespace) -> int:
+    return _await(args, _oneshot(args), args.message_id)
+
+
+def cmd_inbox(args: argparse.Namespace) -> int:
+    from .render import message_line
+
+    shot = _oneshot(args)
+    messages = shot.call("inbox", limit=args.limit)["messages"]
+    if args.json:
+        _out(args, messages)
+    elif not messages:
+        print("no new messages")
+    else:
+        for env in messages:
+            print(message_line(env))
+    sys.stdout.flush()
+    if messages and not args.peek:
+        shot.call("ack", ids=[m["id"] for m in messages], state="read")
+    return EXIT_OK
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    from .render import clock, table
+
+    result = _oneshot(args).call("track", id=args.message_id)
+    if args.json:
+        _out(args, result)
+        return EXIT_OK
+    print(f"message {result['id']}  from {result['from']}  to {result['to']}  answered {result['status']}")
+    table(["recipient", "state", "since"], [
+        [name, state, clock(result["updated"].get(name))] for name, state in sorted(result["receipts"].items())
+    ])
+    for reply_id in result["replies"]:
+        print(f"reply {reply_id}")
+    return EXIT_OK
+
+
+def cmd_thread(args: argparse.Namespace) -> int:
+    from .render import message_line, paint
+
+    result = _oneshot(args).call("thread", id=args.thread_id, close=args.close)
+    if args.json:
+        _out(args, result)
+        return EXIT_OK
+    print(f"thread {result['id']}  {paint(result['state'])}  {result['turns']} turn(s)  "
+          f"{', '.join(result['participants'])}")
+    for env in result["messages"]:
+        print("  " + message_line(env))
+    return EXIT_OK
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    from .render import clock, paint
+
+    call: dict[str, Any] = {"resource": _resource(args.resource), "exclusive": not args.shared,
+                            "reason": args.reason or ""}
+    if args.ttl:
+        call["ttl"] = args.ttl
+    result = _oneshot(args).call("lock", **call)
+    if args.json:
+        _out(args, result)
+    elif result["outcome"] == "conflict":
+        lease = result["lease"]
+        print(f"{paint('conflict')}: {lease['resource']} is held by {lease['holder']} until "
+              f"{clock(lease['expires_at'])}" + (f" ({lease['reason']})" if lease["reason"] else ""))
+    else:
+        lease = result["lease"]
+        print(f"{paint(result['outcome'])}: {lease['resource']} until {clock(lease['expires_at'])}")
+    return EXIT_CONFLICT if result["outcome"] == "conflict" else EXIT_OK
+
+
+def cmd_unlock(args: argparse.Namespace) -> int:
+    result = _oneshot(args).call("unlock", resource=_resource(args.resource))
+    _out(args, result) if args.json else print(f"released {result['released']}")
+    return EXIT_OK
+
+
+def cmd_locks(args: argparse.Namespace) -> int:
+    from .render import table
+
+    locks = _oneshot(args).call("locks")["locks"]
+    if args.json:
+        _out(args, locks)
+    elif not locks:
+        print("no locks held")
+    else:
+        table(["resource", "holder", "mode", "expires in", "reason"], [
+            [l["resource"], l["holder"], "exclusive" if l["exclusive"] else "shared",
+             f"{l['expires_in']:.0f}s", l["reason"] or "-"] for l in locks
+        ])
+    return EXIT_OK
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    from .render import clock
+
+    entries = _oneshot(args).call("log", after=args.after, limit=args.limit)["entries"]
+    for entry in entries:
+        if args.json:
+            print(json.dumps(entry, ensure_ascii=False))
+        else:
+            detail = {k: v for k, v in entry.items() if k not in ("seq", "ts", "event")}
+            print(f"{entry['seq']:>6} {clock(entry['ts'])} {entry['event']:<16} {json.dumps(detail, ensure_ascii=False)}")
+    return EXIT_OK
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .client.aio import AsyncClient
+    from .render import message_line
+
+    settings = _settings(args)
+
+    async def watch() -> None:
+        async with AsyncClient(settings, args.as_name, client_kind="watch", auto_read=False,
+                               events=args.events) as peer:
+            if not args.json:
+                print(f"watching as {peer.name} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+            for topic in args.topic or ():
+                await peer.subscribe(topic, from_start=args.from_start)
+
+            async def events() -> None:
+                while True:
+                    event = await peer.events.get()
+                    print(json.dumps(event, ensure_ascii=False) if args.json else
+                          f"· {event['event']} {json.dumps({k: v for k, v in event.items() if k not in ('op', 'event', 'ts')})}",
+                          flush=True)
+
+            ev_task = asyncio.create_task(events()) if args.events else None
+            try:
+                while True:
+                    env = await peer.recv()
+                    wire = env.to_wire()
+                    print(json.dumps(wire, ensure_ascii=False) if args.json else message_line(wire), flush=True)
+                    peer.note_read(env.id)
+            finally:
+                if ev_task:
+                    ev_task.cancel()
+
+    try:
+        asyncio.run(watch())
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(json_output=args.json)
+
+
+# -- parser ------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    common.add_argument("--home", help="state dir (MESH_HOME)")
+    common.add_argument("--url", help="broker address (MESH_URL)")
+    peer = argparse.ArgumentParser(add_help=False, parents=[common])
+    peer.add_argument("--as", dest="as_name", metavar="NAME",
+                      help="act as this peer (default: MESH_NAME, else the git top-level's name)")
+    sending = argparse.ArgumentParser(add_help=False)
+    sending.add_argument("--urgent", action="store_true", help="deliver ahead of normal messages")
+    sending.add_argument("--ttl", type=float, help="seconds before an undelivered message expires")
+    sending.add_argument("--id", help="message id (UUIDv7); resending the same id is safe")
+    sending.add_argument("--json-body", action="store_true", help="parse the body as JSON")
+
+    parser = argparse.ArgumentParser(prog="mesh", description="sessionmesh: a message bus for coding agents")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"sessionmesh {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help: str, parents: list[Any]) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, parents=parents)
+        p.set_defaults(fn=fn)
+        return p
+
+    p = add("serve", cmd_serve, "run the broker in the foreground", [common])
+    p.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 9474; 0 picks a free one)")
+    p.add_argument("--autostarted", action="store_true", help=argparse.SUPPRESS)
+    p = add("up", cmd_up, "start the broker in the background", [common])
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--idle-exit", action="store_true", help="stop after idle_timeout with no peers")
+    add("down", cmd_down, "stop the broker gracefully", [common])
+    add("status", cmd_status, "is a broker running, and where", [common])
+    add("peers", cmd_peers, "who is on the mesh", [peer])
+    p = add("send", cmd_send, "send a message to a name, names (a,b) or #topic", [peer, sending])
+    p.add_argument("to")
+    p.add_argument("body", nargs="*", help="text ('-' or nothing: read stdin)")
+    p = add("broadcast", cmd_broadcast, "send to every known peer", [peer, sending])
+    p.add_argument("body", nargs="*")
+    p = add("reply", cmd_reply, "reply to a message", [peer, sending])
+    p.add_argument("message_id")
+    p.add_argument("body", nargs="*")
+    p.add_argument("--status", choices=list(EXIT_BY_END_STATE), help="end-state (for requests)")
+    p = add("ask", cmd_ask, "send a request and wait for the reply; exits by its end-state", [peer, sending])
+    p.add_argument("to")
+    p.add_argument("body", nargs="*")
+    p.add_argument("--timeout", type=float, default=300.0)
+    p = add("await", cmd_await, "wait for a reply to a message", [peer])
+    p.add_argument("message_id")
+    p.add_argument("--timeout", type=float, default=300.0)
+    p = add("inbox", cmd_inbox, "print unread messages and mark them read", [peer])
+    p.add_argument("--limit", type=int, default=1000)
+    p.add_argument("--peek", action="store_true", help="do not mark them read")
+    p = add("watch", cmd_watch, "stay online and print each message as it arrives", [peer])
+    p.add_argument("--events", action="store_true", help="also print joins, leaves, receipts, locks")
+    p.add_argument("--topic", action="append", help="subscribe to #topic (repeatable)")
+    p.add_argument("--from-start", action="store_true", help="with --topic: catch up from the start")
+    p = add("track", cmd_track, "receipts of a message you sent", [peer])
+    p.add_argument("message_id")
+    p = add("thread", cmd_thread, "a thread's state, turns and messages", [peer])
+    p.add_argument("thread_id")
+    p.add_argument("--close", action="store_true", help="close the thread")
+    p = add("lock", cmd_lock, "take (or renew) an advisory lease on a path, glob or name", [peer])
+    p.add_argument("resource")
+    p.add_argument("--ttl", type=float, help="seconds (default 600)")
+    p.add_argument("--shared", action="store_true", help="a shared lease (conflicts only with exclusive)")
+    p.add_argument("--reason", help="why, shown to whoever conflicts")
+    p = add("unlock", cmd_unlock, "release a lease", [peer])
+    p.add_argument("resource")
+    add("locks", cmd_locks, "all leases held", [peer])
+    p = add("log", cmd_log, "the audit log (JSONL with --json)", [peer])
+    p.add_argument("--after", type=int, default=0, help="entries after this sequence number")
+    p.add_argument("--limit", type=int, default=1000)
+    add("demo", cmd_demo, "run scripted agents on an embedded broker and show the traffic", [common])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .errors import Conflict, MeshError, Timeout, Unavailable
+
+    try:
+        return int(args.fn(args))
+    except MeshError as exc:
+        code = (EXIT_UNAVAILABLE if isinstance(exc, Unavailable) else EXIT_TIMEOUT if isinstance(exc, Timeout)
+                else EXIT_CONFLICT if isinstance(exc, Conflict) else EXIT_ERROR)
+        if getattr(args, "json", False):
+            print(json.dumps({"error": exc.to_wire()}), flush=True)
+        print(f"mesh: {exc.code}: {exc}", file=sys.stderr)
+        return code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+def entry() -> None:
+    sys.exit(main())

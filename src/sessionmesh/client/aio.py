@@ -1,0 +1,358 @@
+"""The asyncio client: one live WebSocket session that survives broker restarts.
+
+It reconnects with backoff, reclaims its name with the saved secret, resends every
+request that had no answer (sends keep their ids, so nothing is stored twice) and
+hands each message id to the application once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from typing import Any, AsyncIterator
+
+import aiohttp
+
+from ..config import Settings
+from ..envelope import Envelope, Kind, Priority, new_id
+from ..errors import MeshError, NameTaken, Timeout, Unavailable, from_wire
+from . import discovery
+from .session import SendResult, SessionCore
+
+log = logging.getLogger("sessionmesh.client")
+BACKOFF_START = 0.05
+BACKOFF_MAX = 2.0
+
+
+class AsyncClient:
+    """A peer on the mesh. Use ``async with AsyncClient(settings, "name") as peer:``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        name: str | None = None,
+        *,
+        role: str | None = None,
+        client_kind: str = "python",
+        unique: bool = False,
+        events: bool = False,
+        auto_read: bool = True,
+        reconnect: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.name = name or settings.name or discovery.default_name()
+        self.meta = discovery.peer_meta(client_kind, role)
+        self.unique = unique
+        self.events_wanted = events
+        self.auto_read = auto_read
+        self.reconnect = reconnect
+        self.core = SessionCore()
+        self.inbox: asyncio.Queue[Envelope] = asyncio.Queue()
+        self.receipts: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._futures: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._http: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._connected = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+        self._closing = False
+        self._to_read: list[str] = []
+        self.address: discovery.BrokerAddress | None = None
+        self.reconnects = 0
+
+    # -- lifecycle ----------------------------------------------------------------
+    async def __aenter__(self) -> AsyncClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        """Find (or start) the broker, claim the name, and start reading.
+
+        Raises `NameTaken`, `BadSecret`, `InvalidName`, `Unauthorized`, `Unavailable`.
+        """
+        loop = asyncio.get_running_loop()
+        self.address = await loop.run_in_executor(None, discovery.locate, self.settings)
+        self._http = aiohttp.ClientSession()
+        try:
+            await self._open()
+        except BaseException:
+            await self._http.close()
+            raise
+        self._reader = asyncio.create_task(self._read_loop())
+
+    async def _open(self) -> None:
+        assert self._http is not None and self.address is not None
+        try:
+            ws = await self._http.ws_connect(
+                self.address.ws_url,
+                headers={"Authorization": f"Bearer {self.address.token}"},
+                max_msg_size=0,
+                heartbeat=20.0,
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status == 401:
+                from ..errors import Unauthorized
+
+                raise Unauthorized("the broker refused the token", hint="check MESH_TOKEN / $MESH_HOME/token") from None
+            raise Unavailable(f"cannot open a session with {self.address.url}: {exc.status}") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise Unavailable(f"cannot reach the broker at {self.address.url}: {exc}") from None
+        secret = discovery.load_secret(self.settings, self.name)
+        hello = {"name": self.name, "secret": secret, "meta": self.meta, "unique": self.unique,
+                 "events": self.events_wanted}
+        await ws.send_str(json.dumps({"op": "hello", "args": hello}))
+        msg = await ws.receive(timeout=self.settings.request_timeout)
+        if msg.type is not aiohttp.WSMsgType.TEXT:
+            await ws.close()
+            raise Unavailable("the broker closed the session during hello")
+        frame = json.loads(msg.data)
+        if frame.get("op") == "error":
+            await ws.close()
+            raise from_wire(frame.get("error") or {})
+        self.name = frame["name"]
+        if frame.get("secret"):
+            discovery.save_secret(self.settings, self.name, frame["secret"])
+        self._ws = ws
+        self._connected.set()
+        for pending in self.core.resend():
+            await ws.send_str(json.dumps(pending))
+
+    async def close(self, *, graceful: bool = True) -> None:
+        """Leave the mesh; a graceful leave also releases this peer's leases."""
+        self._closing = True
+        self._flush_reads()
+        ws = self._ws
+        if ws is not None and not ws.closed and graceful:
+            with contextlib.suppress(Exception):
+                await ws.send_str(json.dumps({"op": "bye", "rid": 0}))
+                await asyncio.wait_for(self._drain_until_closed(ws), timeout=2.0)
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        for future in self._futures.values():
+            if not future.done():
+                future.set_exception(Unavailable("the client closed"))
+        if self._http is not None:
+            await self._http.close()
+
+    async def _drain_until_closed(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        while not ws.closed:
+            await asyncio.sleep(0.01)
+
+    # -- the read loop ------------------------------------------------------------
+    async def _read_loop(self) -> None:
+        while True:
+            ws = self._ws
+            assert ws is not None
+            async for msg in ws:
+                if msg.type is aiohttp.WSMsgType.TEXT:
+                    await self._on_frame(json.loads(msg.data))
+                elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSED):
+                    break
+            self._connected.clear()
+            if self._closing or not self.reconnect:
+                return
+            await self._reconnect()
+
+    async def _reconnect(self) -> None:
+        delay = BACKOFF_START
+        while not self._closing:
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            try:
+                loop = asyncio.get_running_loop()
+                self.address = await loop.run_in_executor(
+                    None, lambda: discovery.locate(self.settings, autostart=False)
+                    if not self.settings.url else discovery.locate(self.settings)
+                )
+                await self._open()
+                self.reconnects += 1
+                log.info("reconnected as %s", self.name)
+                return
+            except (MeshError, aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+                if isinstance(exc, MeshError) and not isinstance(exc, (Unavailable, NameTaken)):
+                    log.error("cannot resume the session: %s", exc)
+                delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _on_frame(self, frame: dict[str, Any]) -> None:
+        op = frame.get("op")
+        if op == "deliver":
+            ids, fresh = self.core.on_deliver(frame)
+            if ids:
+                await self._send_frame({"op": "ack", "args": {"ids": ids, "state": "delivered"}})
+            for env in fresh:
+                self.inbox.put_nowait(env)
+        elif op == "result":
+            result = self.core.on_result(frame)
+            future = self._futures.pop(result.rid, None) if result else None
+            if result is not None and future is not None and not future.done():
+                if result.ok:
+                    future.set_result(result.value)
+                else:
+                    future.set_exception(from_wire(result.value))
+        elif op == "receipt":
+            self.receipts.put_nowait(frame)
+        elif op == "event":
+            self.events.put_nowait(frame)
+        elif op == "error":
+            log.warning("broker error: %s", frame.get("error"))
+
+    async def _send_frame(self, frame: dict[str, Any]) -> None:
+        ws = self._ws
+        if ws is None or ws.closed or not self._connected.is_set():
+            return  # requests are resent on resume; acks are re-earned by redelivery
+        with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
+            await ws.send_str(json.dumps(frame, separators=(",", ":"), ensure_ascii=False))
+
+    # -- requests -----------------------------------------------------------------
+    async def request(self, op: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
+        """Run one broker op and return its result; raises the broker's `MeshError`."""
+        rid, frame = self.core.request(op, args)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._futures[rid] = future
+        await self._send_frame(frame)
+        try:
+            return await asyncio.wait_for(future, timeout or self.settings.request_timeout)
+        except asyncio.TimeoutError:
+            raise Timeout(f"the broker did not answer '{op}' in time") from None
+        finally:
+            self._futures.pop(rid, None)
+            self.core.forget(rid)
+
+    async def send(
+        self,
+        to: str | list[str],
+        body: Any,
+        *,
+        kind: Kind | str = Kind.MESSAGE,
+        re: str | None = None,
+        status: str | None = None,
+        priority: Priority | str = Priority.NORMAL,
+        ttl: float | None = None,
+        id: str | None = None,
+    ) -> SendResult:
+        """Send a message; the answer says `received`, `queued`, `denied`, `refused` or `sent`.
+
+        A broker that does not answer in time gives status `timeout`; resending with
+        the same ``id`` is safe.
+        """
+        msg_id = id or new_id()
+        args: dict[str, Any] = {"id": msg_id, "to": to, "body": body, "kind": Kind(kind).value,
+                                "priority": Priority(priority).value}
+        if re is not None:
+            args["re"] = re
+        if status is not None:
+            args["status"] = status
+        if ttl is not None:
+            args["ttl"] = ttl
+        try:
+            return SendResult.from_wire(await self.request("send", **args))
+        except Timeout:
+            return SendResult.from_wire({"id": msg_id, "status": "timeout"})
+
+    async def ask(self, to: str, body: Any, **kw: Any) -> SendResult:
+        """Send a request: the recipient is expected to reply with an end-state status."""
+        return await self.send(to, body, kind=Kind.REQUEST, **kw)
+
+    async def reply(self, message: Envelope | str, body: Any, *, status: str | None = None,
+                    priority: Priority | str = Priority.NORMAL) -> SendResult:
+        """Reply to a message (to its sender); replies to requests carry an end-state."""
+        re = message.id if isinstance(message, Envelope) else message
+        args: dict[str, Any] = {"re": re, "body": body, "kind": "reply", "priority": Priority(priority).value}
+        if status:
+            args["status"] = status
+        msg_id = new_id()
+        try:
+            return SendResult.from_wire(await self.request("send", id=msg_id, **args))
+        except Timeout:
+            return SendResult.from_wire({"id": msg_id, "status": "timeout"})
+
+    async def await_reply(self, msg_id: str, timeout: float = 30.0) -> Envelope:
+        """Block until a reply to ``msg_id`` arrives; raises `Timeout`."""
+        result = await self.request("await", timeout=timeout + 5.0, id=msg_id, **{"timeout": timeout})
+        return Envelope.from_wire(result["reply"])
+
+    async def recv(self, timeout: float | None = None) -> Envelope:
+        """The next message for this peer (marked read unless auto_read is off)."""
+        try:
+            env = await asyncio.wait_for(self.inbox.get(), timeout)
+        except asyncio.TimeoutError:
+            raise Timeout("no message arrived in time") from None
+        if self.auto_read:
+            self.note_read(env.id)
+        return env
+
+    def note_read(self, msg_id: str) -> None:
+        """Mark a message read (batched, not awaited): call once the agent has it."""
+        self._to_read.append(msg_id)
+        if len(self._to_read) == 1:
+            asyncio.get_running_loop().call_soon(self._flush_reads)
+
+    async def messages(self) -> AsyncIterator[Envelope]:
+        while True:
+            yield await self.recv()
+
+    def _flush_reads(self) -> None:
+        if self._to_read:
+            ids, self._to_read = self._to_read, []
+            asyncio.ensure_future(self._send_frame({"op": "ack", "args": {"ids": ids, "state": "read"}}))
+
+    async def mark_read(self, ids: list[str]) -> int:
+        """Tell the senders these messages reached the agent."""
+        return int((await self.request("ack", ids=ids, state="read"))["acked"])
+
+    async def next_receipt(self, timeout: float | None = None) -> dict[str, Any]:
+        try:
+            return await asyncio.wait_for(self.receipts.get(), timeout)
+        except asyncio.TimeoutError:
+            raise Timeout("no receipt arrived in time") from None
+
+    async def next_event(self, timeout: float | None = None) -> dict[str, Any]:
+        try:
+            return await asyncio.wait_for(self.events.get(), timeout)
+        except asyncio.TimeoutError:
+            raise Timeout("no event arrived in time") from None
+
+    async def peers(self) -> list[dict[str, Any]]:
+        return list((await self.request("peers"))["peers"])
+
+    async def lock(self, resource: str, *, ttl: float | None = None, exclusive: bool = True,
+                   reason: str = "") -> dict[str, Any]:
+        """Take or renew a lease: ``outcome`` is granted, renewed or conflict."""
+        args: dict[str, Any] = {"resource": resource, "exclusive": exclusive, "reason": reason}
+        if ttl is not None:
+            args["ttl"] = ttl
+        return await self.request("lock", **args)
+
+    async def unlock(self, resource: str) -> dict[str, Any]:
+        return await self.request("unlock", resource=resource)
+
+    async def locks(self) -> list[dict[str, Any]]:
+        return list((await self.request("locks"))["locks"])
+
+    async def track(self, msg_id: str) -> dict[str, Any]:
+        return await self.request("track", id=msg_id)
+
+    async def thread(self, thread_id: str, *, close: bool = False) -> dict[str, Any]:
+        return await self.request("thread", id=thread_id, close=close)
+
+    async def subscribe(self, topic: str, *, from_start: bool = False) -> dict[str, Any]:
+        return await self.request("subscribe", topic=topic, from_start=from_start)
+
+    async def unsubscribe(self, topic: str) -> dict[str, Any]:
+        return await self.request("unsubscribe", topic=topic)
+
+    async def set_status(self, **meta: Any) -> dict[str, Any]:
+        return await self.request("set_status", **meta)
+
+    async def log(self, *, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        return list((await self.request("log", after=after, limit=limit))["entries"])

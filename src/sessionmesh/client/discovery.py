@@ -1,0 +1,204 @@
+"""Finding the broker (``MESH_URL``, else ``$MESH_HOME/broker.json``), starting one
+when none answers, and keeping this machine's name secrets (0600 files).
+
+Only the standard library, so that one-shot commands and hooks start fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import http.client
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import Settings
+from ..errors import Unavailable
+
+SPAWN_TIMEOUT = 15.0
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    url: str
+    token: str
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        parsed = urllib.parse.urlsplit(self.url)
+        return parsed.hostname or "127.0.0.1", parsed.port or 80
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + "/v1/ws"
+
+
+def health(url: str, *, timeout: float = 1.0) -> dict[str, Any] | None:
+    """GET /health; None when nothing healthy answers."""
+    parsed = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parsed.hostname or "127.0.0.1", parsed.port or 80, timeout=timeout)
+    try:
+        conn.request("GET", "/health")
+        resp = conn.getresponse()
+        if resp.status != 200:
+            return None
+        data = json.loads(resp.read())
+        return data if isinstance(data, dict) and data.get("ok") else None
+    except (OSError, ValueError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
+def read_broker_file(settings: Settings) -> dict[str, Any] | None:
+    try:
+        with open(settings.broker_file) as fh:
+            data = json.load(fh)
+    except (FileNotFoundError, ValueError, OSError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("url"), str) else None
+
+
+def running_broker(settings: Settings) -> dict[str, Any] | None:
+    """The health of the broker this home's broker.json names, if it answers."""
+    info = read_broker_file(settings)
+    if info is None:
+        return None
+    status = health(info["url"])
+    if status is None or status.get("pid") != info.get("pid"):
+        return None
+    return status
+
+
+def read_token(settings: Settings) -> str:
+    if settings.token:
+        return settings.token
+    try:
+        with open(settings.token_path) as fh:
+            return fh.read().strip()
+    except FileNotFoundError:
+        raise Unavailable(
+            f"no broker token at {settings.token_path}",
+            hint="start a broker for this MESH_HOME ('mesh up') or set MESH_TOKEN",
+        ) from None
+
+
+def locate(settings: Settings, *, autostart: bool | None = None) -> BrokerAddress:
+    """The broker to talk to, starting one in the background if allowed and needed.
+
+    Raises `Unavailable` when no broker answers and none may be started.
+    """
+    if settings.url:
+        return BrokerAddress(settings.url.rstrip("/"), read_token(settings))
+    status = running_broker(settings)
+    if status is None:
+        if not (settings.autostart if autostart is None else autostart):
+            raise Unavailable(
+                f"no broker is running for {settings.home}",
+                hint="start one with 'mesh up' (autostart is off: MESH_AUTOSTART=0)",
+            )
+        status = start_background(settings)
+    return BrokerAddress(status["url"], read_token(settings))
+
+
+def start_background(settings: Settings, *, autostarted: bool = True) -> dict[str, Any]:
+    """Start ``mesh serve`` detached and wait until it answers.
+
+    A flock on ``$MESH_HOME/spawn.lock`` serialises racing clients: the first starts
+    the broker, the rest find it running when they get the lock.
+    """
+    os.makedirs(settings.home, mode=0o700, exist_ok=True)
+    fd = os.open(os.path.join(settings.home, "spawn.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        status = running_broker(settings)
+        if status is not None:
+            return status
+        cmd = [sys.executable, "-m", "sessionmesh", "serve", "--home", settings.home,
+               "--host", settings.host, "--port", str(settings.port)]
+        if autostarted:
+            cmd.append("--autostarted")
+        log_path = os.path.join(settings.home, "broker.log")
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                env={**os.environ, "MESH_HOME": settings.home},
+            )
+        deadline = time.monotonic() + SPAWN_TIMEOUT
+        while time.monotonic() < deadline:
+            info = read_broker_file(settings)
+            if info is not None and info.get("pid") == proc.pid:
+                status = health(info["url"])
+                if status is not None:
+                    return status
+            if proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        raise Unavailable(
+            f"the broker did not start (exit {proc.poll()})", hint=f"see {log_path}"
+        )
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+# -- name secrets ----------------------------------------------------------------
+def _secret_path(settings: Settings, name: str) -> str:
+    return os.path.join(settings.secrets_dir, name)
+
+
+def load_secret(settings: Settings, name: str) -> str | None:
+    with contextlib.suppress(FileNotFoundError):
+        with open(_secret_path(settings, name)) as fh:
+            return fh.read().strip() or None
+    return None
+
+
+def save_secret(settings: Settings, name: str, secret: str) -> None:
+    os.makedirs(settings.secrets_dir, mode=0o700, exist_ok=True)
+    path = _secret_path(settings, name)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secret + "\n")
+    os.replace(tmp, path)
+
+
+def git_root(cwd: str) -> str | None:
+    """The nearest folder at or above ``cwd`` that holds a ``.git``."""
+    probe = os.path.abspath(cwd)
+    while True:
+        if os.path.exists(os.path.join(probe, ".git")):
+            return probe
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            return None
+        probe = parent
+
+
+def default_name(cwd: str | None = None) -> str:
+    """The basename of the git top-level above ``cwd`` (else ``cwd``), as a valid name."""
+    path = os.path.abspath(cwd or os.getcwd())
+    base = os.path.basename(git_root(path) or path).lower()
+    base = re.sub(r"[^a-z0-9._-]+", "-", base).strip("-._")
+    return (base or "peer")[:64]
+
+
+def peer_meta(client: str, role: str | None = None) -> dict[str, Any]:
+    """What a peer says about itself when it joins."""
+    cwd = os.getcwd()
+    root = git_root(cwd)
+    meta: dict[str, Any] = {"machine": socket.gethostname(), "cwd": cwd, "client": client}
+    if root:
+        meta["git_root"] = root
+    if role:
+        meta["role"] = role
+    return meta

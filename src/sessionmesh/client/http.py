@@ -1,0 +1,78 @@
+"""One-shot calls over the HTTP JSON API, standard library only (fast to start).
+
+The CLI's send/inbox/peers/track/locks... each make one or two requests here; they
+never claim the name's live session, so they work beside a running ``mesh watch``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+from typing import Any
+
+from ..config import Settings
+from ..errors import BadSecret, MeshError, Timeout, Unavailable, from_wire
+from . import discovery
+
+
+class OneShot:
+    def __init__(self, settings: Settings, name: str | None = None) -> None:
+        self.settings = settings
+        self.name = name or settings.name or discovery.default_name()
+        self.address = discovery.locate(settings)
+        self._conn: http.client.HTTPConnection | None = None
+
+    def _post(self, path: str, args: dict[str, Any], headers: dict[str, str], timeout: float) -> dict[str, Any]:
+        host, port = self.address.host_port
+        if self._conn is None:
+            self._conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        self._conn.timeout = timeout
+        body = json.dumps(args, separators=(",", ":"), ensure_ascii=False).encode()
+        try:
+            self._conn.request("POST", path, body=body, headers={
+                "Authorization": f"Bearer {self.address.token}",
+                "Content-Type": "application/json",
+                **headers,
+            })
+            resp = self._conn.getresponse()
+            data = resp.read()
+        except TimeoutError:
+            self.close()
+            raise Timeout(f"the broker did not answer {path} in {timeout:g}s") from None
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            raise Unavailable(f"cannot reach the broker at {self.address.url}: {exc}") from None
+        try:
+            payload = json.loads(data) if data else {}
+        except ValueError:
+            raise Unavailable(f"the broker answered {path} with something that is not JSON") from None
+        if resp.status != 200:
+            raise from_wire(payload.get("error") or {"message": f"HTTP {resp.status}"})
+        return payload
+
+    def _secret(self) -> str | None:
+        secret = discovery.load_secret(self.settings, self.name)
+        if secret is None:
+            joined = self._post("/v1/join", {"name": self.name, "meta": discovery.peer_meta("cli")}, {},
+                                self.settings.request_timeout)
+            secret = joined.get("secret")
+            if secret:
+                discovery.save_secret(self.settings, self.name, secret)
+        if secret is None:
+            raise BadSecret(f"the name {self.name!r} is held, and no secret for it is saved here",
+                            hint=f"pick another name (--as) or copy its secret into {self.settings.secrets_dir}")
+        return secret
+
+    def call(self, op: str, *, timeout: float | None = None, **args: Any) -> dict[str, Any]:
+        """Run one broker op as this peer; raises the broker's `MeshError`."""
+        secret = self._secret()
+        return self._post(f"/v1/{op}", args, {"X-Mesh-Name": self.name, "X-Mesh-Secret": secret or ""},
+                          timeout or self.settings.request_timeout)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+__all__ = ["OneShot", "MeshError"]

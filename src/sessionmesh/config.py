@@ -1,0 +1,119 @@
+"""Settings: defaults < ``$MESH_HOME/config.toml`` < ``MESH_*`` environment < flags.
+
+Read once into a frozen `Settings` and passed down; nothing else reads the
+environment or the working directory behind the caller's back.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from typing import Any, Mapping
+
+from .errors import BadRequest
+
+DEFAULT_PORT = 9474
+
+
+def default_home(env: Mapping[str, str]) -> str:
+    state = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state, "sessionmesh")
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: str
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    url: str | None = None  # explicit broker address (MESH_URL); wins over broker.json
+    name: str | None = None  # MESH_NAME
+    token: str | None = None  # MESH_TOKEN; else read from $MESH_HOME/token
+    autostart: bool = True
+    max_body_bytes: int = 256 * 1024
+    default_ttl: float = 7 * 24 * 3600.0
+    receive_timeout: float = 2.0  # how long a send waits for a live recipient's receipt
+    away_window: float = 300.0
+    idle_timeout: float = 600.0  # an auto-started broker exits after this long with no peers
+    lock_ttl: float = 600.0
+    rate_limit: float = 2000.0  # sends per second per peer (burst: twice that)
+    audit_bodies: bool = False
+    sqlite_synchronous: str = "NORMAL"
+    request_timeout: float = 10.0  # client side: how long to wait for any answer
+
+    @property
+    def db_path(self) -> str:
+        return os.path.join(self.home, "mesh.db")
+
+    @property
+    def token_path(self) -> str:
+        return os.path.join(self.home, "token")
+
+    @property
+    def broker_file(self) -> str:
+        return os.path.join(self.home, "broker.json")
+
+    @property
+    def secrets_dir(self) -> str:
+        return os.path.join(self.home, "secrets")
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+_BOOL_TRUE = {"1", "true", "yes", "on"}
+_BOOL_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce(name: str, kind: Any, raw: Any) -> Any:
+    try:
+        if kind in (bool, "bool"):
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in _BOOL_TRUE:
+                return True
+            if text in _BOOL_FALSE:
+                return False
+            raise ValueError(raw)
+        if kind in (int, "int"):
+            return int(raw)
+        if kind in (float, "float"):
+            return float(raw)
+        return str(raw)
+    except (TypeError, ValueError):
+        raise BadRequest(f"setting {name}={raw!r} is not a valid {kind}") from None
+
+
+def load(
+    *, env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """Build the settings from every layer; raises `BadRequest` for an invalid value."""
+    env = os.environ if env is None else env
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    home = overrides.get("home") or env.get("MESH_HOME") or default_home(env)
+    home = os.path.abspath(os.path.expanduser(str(home)))
+    layers: dict[str, Any] = {}
+    config_file = os.path.join(home, "config.toml")
+    if os.path.exists(config_file):
+        import tomllib
+
+        with open(config_file, "rb") as fh:
+            try:
+                layers.update(tomllib.load(fh))
+            except tomllib.TOMLDecodeError as exc:
+                raise BadRequest(f"{config_file}: {exc}") from None
+    for f in fields(Settings):
+        value = env.get("MESH_" + f.name.upper())
+        if value is not None and value != "":
+            layers[f.name] = value
+    layers.update(overrides)
+    layers["home"] = home
+    known = {f.name: f.type for f in fields(Settings)}
+    unknown = set(layers) - set(known)
+    if unknown:
+        raise BadRequest(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    values = {}
+    for key, raw in layers.items():
+        kind = str(known[key]).replace(" | None", "")
+        values[key] = raw if key == "home" else _coerce(key, kind, raw)
+    return Settings(**values)

@@ -1,0 +1,854 @@
+"""The broker core: every command a peer can give, as plain method calls.
+
+`Core` owns the live view (which connection holds which name, sends waiting for a
+recipient's receipt, awaiters, rate buckets) and reads and writes the durable state
+through a `Store`. Each call takes ``now`` and returns a list of effects; the server
+commits the store and only then carries the effects out, so no peer ever sees a
+message or an answer that a crash could take back.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import hashlib
+import hmac
+import secrets
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Hashable
+
+from ..config import Settings
+from ..envelope import (
+    RECEIPT_ORDER,
+    Draft,
+    Envelope,
+    Kind,
+    Priority,
+    ReceiptState,
+    ReplyStatus,
+    SendStatus,
+    Target,
+    check_id,
+    check_name,
+)
+from ..errors import (
+    BadFrame,
+    BadSecret,
+    Forbidden,
+    Impersonation,
+    InvalidName,
+    MeshError,
+    NameTaken,
+    NotHolder,
+    RateLimited,
+    SelfSend,
+    Timeout,
+    TooLarge,
+    UnknownMessage,
+    UnknownOp,
+    UnknownPeer,
+)
+from ..storage import PeerRecord, ReceiptUpdate, Store, ThreadRecord
+from .effects import Effect, Push, Respond
+from .locks import Lease, LockOutcome, check_resource, conflicts
+
+BACKLOG_CHUNK = 500
+META_KEYS = ("machine", "cwd", "git_root", "client", "role", "status", "refuse")
+
+
+class Presence(str, enum.Enum):
+    ONLINE = "online"
+    AWAY = "away"
+    OFFLINE = "offline"
+
+
+class ThreadState(str, enum.Enum):
+    OPEN = "open"
+    ANSWERED = "answered"
+    CLOSED = "closed"
+
+
+@dataclass(slots=True)
+class Caller:
+    """Who gives a command: an authenticated name, and its live connection if any."""
+
+    name: str
+    conn: int | None = None
+
+
+@dataclass(slots=True)
+class _Conn:
+    name: str
+    events: bool
+    since: float
+
+
+@dataclass(slots=True)
+class _PendingSend:
+    env: Envelope
+    answer: dict[str, Any]
+    waiting: set[str]
+    deadline: float
+    reply_tos: list[Hashable] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Awaiter:
+    reply_to: Hashable
+    name: str
+    deadline: float
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    at: float
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _int_arg(args: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
+    value = args.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise BadFrame(f"'{key}' must be an integer from {lo} to {hi}")
+    return value
+
+
+def _float_arg(args: dict[str, Any], key: str, default: float, lo: float, hi: float) -> float:
+    value = args.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+        raise BadFrame(f"'{key}' must be a number from {lo} to {hi}")
+    return float(value)
+
+
+class Core:
+    """The sans-I/O broker. Not thread-safe: one event loop drives it."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self._conns: dict[int, _Conn] = {}
+        self._online: dict[str, int] = {}
+        self._last_seen: dict[str, float] = {}
+        self._pending: dict[str, _PendingSend] = {}
+        self._awaiters: dict[str, list[_Awaiter]] = defaultdict(list)
+        self._buckets: dict[str, _Bucket] = {}
+        self._peer_cache: dict[str, PeerRecord] = {p.name: p for p in store.list_peers()}
+        self.counters: dict[str, int] = defaultdict(int)
+        self._ops: dict[str, Callable[[Caller, dict[str, Any], Hashable, float], list[Effect]]] = {
+            "send": self.send,
+            "ack": self.ack,
+            "inbox": self.inbox,
+            "peers": self.peers,
+            "track": self.track,
+            "await": self.await_reply,
+            "thread": self.thread,
+            "lock": self.lock,
+            "unlock": self.unlock,
+            "locks": self.locks,
+            "subscribe": self.subscribe,
+            "unsubscribe": self.unsubscribe,
+            "set_status": self.set_status,
+            "log": self.log,
+            "ping": self.ping,
+        }
+
+    # -- identity -----------------------------------------------------------------
+    @property
+    def ops(self) -> list[str]:
+        return sorted(self._ops)
+
+    def online_names(self) -> list[str]:
+        return sorted(self._online)
+
+    def authenticate(
+        self, name: Any, secret: Any, now: float, *, meta: dict[str, Any] | None = None
+    ) -> tuple[str, str | None]:
+        """Check ``name``'s secret; register the name if new.
+
+        Returns the name and, for a first join, the secret just issued (else None).
+        Raises `InvalidName`, or `BadSecret` when the name is held by another secret.
+        """
+        check_name(name, claim=True)
+        peer = self._peer_cache.get(name)
+        if peer is None:
+            issued = secrets.token_urlsafe(24)
+            peer = PeerRecord(name, hash_secret(issued), self._clean_meta(meta), now, now)
+            self.store.put_peer(peer)
+            self._peer_cache[name] = peer
+            self._audit(now, "peer_registered", {"name": name})
+            return name, issued
+        if not isinstance(secret, str) or not hmac.compare_digest(peer.secret_hash, hash_secret(secret)):
+            raise BadSecret(
+                f"the name {name!r} is held by another secret",
+                hint="use the secret saved under $MESH_HOME/secrets, or pick another name",
+            )
+        if meta:
+            self._update_meta(peer, meta, now)
+        return name, None
+
+    def connect(
+        self,
+        conn: int,
+        name: Any,
+        secret: Any,
+        now: float,
+        *,
+        meta: dict[str, Any] | None = None,
+        unique: bool = False,
+        events: bool = False,
+    ) -> tuple[dict[str, Any], list[Effect]]:
+        """A live connection claims a name. Returns the welcome and the backlog pushes.
+
+        Raises `NameTaken` when another live connection holds the name (unless
+        ``unique``, which picks ``name#2``, ``name#3``...), `BadSecret`, `InvalidName`.
+        """
+        check_name(name, claim=True)
+        if name in self._online or (unique and not self._secret_ok(name, secret)):
+            if not unique:
+                raise NameTaken(
+                    f"{name!r} is already connected",
+                    hint="stop the other session, or connect with unique=true to get name#2",
+                )
+            name = self._free_variant(name)
+            secret = None
+        name, issued = self.authenticate(name, secret, now, meta=meta)
+        self._conns[conn] = _Conn(name, events, now)
+        self._online[name] = conn
+        self._touch(name, now)
+        effects: list[Effect] = []
+        self._event(effects, now, "peer_joined", name=name, presence=Presence.ONLINE.value)
+        welcome = {"name": name, "secret": issued, "server_time": now}
+        effects.extend(self._backlog(conn, name, now))
+        return welcome, effects
+
+    def disconnect(self, conn: int, now: float, *, graceful: bool) -> list[Effect]:
+        """A live connection went away; a graceful leave also releases its leases."""
+        state = self._conns.pop(conn, None)
+        if state is None:
+            return []
+        effects: list[Effect] = []
+        name = state.name
+        if self._online.get(name) == conn:
+            del self._online[name]
+        self._touch(name, now)
+        self._persist_last_seen(name)
+        for pending in list(self._pending.values()):
+            if name in pending.waiting:
+                pending.waiting.discard(name)
+                effects.extend(self._maybe_finish(pending))
+        if graceful:
+            for lease in self.store.leases():
+                if lease.holder == name:
+                    self.store.delete_lease(lease.resource, name)
+                    self._audit(now, "lock_released", {"resource": lease.resource, "holder": name, "why": "leave"})
+                    self._event(effects, now, "lock_released", resource=lease.resource, holder=name)
+        self._event(effects, now, "peer_left", name=name, graceful=graceful)
+        return effects
+
+    def handle(
+        self, caller: Caller, op: Any, args: Any, reply_to: Hashable, now: float
+    ) -> list[Effect]:
+        """Run one command; errors come back as a `Respond` with the typed error."""
+        try:
+            if not isinstance(args, dict):
+                raise BadFrame("the arguments of an op must be a JSON object")
+            handler = self._ops.get(op) if isinstance(op, str) else None
+            if handler is None:
+                raise UnknownOp(
+                    f"unknown op {op!r}",
+                    hint="ops are: " + ", ".join(self.ops),
+                )
+            self._touch(caller.name, now)
+            return handler(caller, args, reply_to, now)
+        except MeshError as exc:
+            return [Respond(reply_to, error=exc)]
+
+    # -- sending ------------------------------------------------------------------
+    def send(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
+        sender = caller.name
+        if "from" in args and args["from"] != sender:
+            raise Impersonation(
+                f"you are {sender!r}; a message cannot be sent as {args['from']!r}",
+                hint="the broker sets 'from'; leave it out",
+            )
+        try:
+            draft = Draft.parse(args)
+        except InvalidName as exc:
+            return [self._refuse(reply_to, args.get("id"), exc, now)]
+        if draft.body_size > self.settings.max_body_bytes:
+            return [self._refuse(reply_to, draft.id, TooLarge(
+                f"body is {draft.body_size} bytes; the limit is {self.settings.max_body_bytes}",
+                hint="send a path or a summary instead of the whole content",
+            ), now)]
+
+        # Idempotency: a resend of a stored id answers what the first send answered.
+        if draft.id in self._pending:
+            self._pending[draft.id].reply_tos.append(reply_to)
+            return []
+        existing = self.store.get_message(draft.id)
+        if existing is not None:
+            if existing.sender != sender:
+                raise Forbidden(f"message id {draft.id} belongs to another sender")
+            answer = self.store.get_answer(draft.id) or {"id": draft.id, "status": "queued"}
+            return [Respond(reply_to, {**answer, "duplicate": True})]
+
+        if not self._take_token(sender, now):
+            return [self._refuse(reply_to, draft.id, RateLimited(
+                f"{sender!r} is over {self.settings.rate_limit:g} sends per second",
+                hint="slow down and resend with the same id",
+            ), now)]
+
+        parent = None
+        to = draft.to
+        if draft.re is not None:
+            parent = self.store.get_message(draft.re)
+            if parent is None:
+                raise UnknownMessage(f"no message with id {draft.re} to reply to")
+            if parent.sender != sender and self.store.get_receipt(parent.id, sender) is None:
+                raise Forbidden(f"you did not receive message {draft.re}, so you cannot reply to it")
+            if to is None:
+                if parent.sender == sender:
+                    raise BadFrame("'to' is required when following up your own message")
+                to = Target(names=(parent.sender,))
+        assert to is not None
+        kind = draft.kind
+        status = draft.status
+        if parent is not None and parent.kind is Kind.REQUEST and parent.sender != sender:
+            kind = Kind.REPLY
+            status = status or ReplyStatus.ANSWERED
+
+        if to.is_unicast and to.names[0] == sender:
+            return [self._refuse(reply_to, draft.id, SelfSend(
+                "you cannot send a message to yourself", hint="check the recipient name"
+            ), now)]
+
+        env = Envelope(
+            id=draft.id,
+            sender=sender,
+            to=to,
+            kind=kind,
+            body=draft.body,
+            re=draft.re,
+            thread=parent.thread if parent else draft.id,
+            status=status,
+            priority=draft.priority,
+            ttl=draft.ttl or self.settings.default_ttl,
+            ts=now,
+        )
+        statuses, reasons, recipients = self._resolve(env, parent)
+        if not recipients and to.is_unicast:
+            answer = self._answer(env, statuses, reasons, now)
+            self.counters["messages_denied"] += 1
+            self._audit(now, "send_denied", {"id": env.id, "from": sender, "to": to.to_wire(), "reasons": reasons})
+            return [Respond(reply_to, answer)]
+
+        self.store.add_message(env)
+        self.store.add_receipts(env, recipients)
+        self._audit(now, "message", self._audit_envelope(env, recipients))
+        self._thread_turn(env, now)
+        effects: list[Effect] = []
+        if parent is not None:
+            self._advance(effects, parent.id, parent.sender, sender, ReceiptState.ANSWERED, now)
+            self._wake_awaiters(effects, env, now)
+
+        wire = env.to_wire()
+        waiting: set[str] = set()
+        for name in recipients:
+            statuses[name] = SendStatus.QUEUED.value
+            conn = self._online.get(name)
+            if conn is not None:
+                effects.append(Push(conn, {"op": "deliver", "messages": [wire]}))
+                waiting.add(name)
+        answer = self._answer(env, statuses, reasons, now)
+        self.store.set_answer(env.id, answer)
+        self.counters["messages_stored"] += 1
+        if to.is_fanout or not waiting:
+            self.counters[f"send_{answer['status']}"] += 1
+            effects.append(Respond(reply_to, answer))
+            return effects
+        pending = _PendingSend(env, answer, waiting, now + self.settings.receive_timeout, [reply_to])
+        self._pending[env.id] = pending
+        return effects
+
+    def _resolve(
+        self, env: Envelope, parent: Envelope | None
+    ) -> tuple[dict[str, str], dict[str, dict[str, Any]], list[str]]:
+        """Recipients of a new envelope, and the statuses of those refused or denied."""
+        to, sender = env.to, env.sender
+        statuses: dict[str, str] = {}
+        reasons: dict[str, dict[str, Any]] = {}
+        if to.broadcast:
+            names = [n for n in self._peer_cache if n != sender]
+        elif to.topic:
+            names = [n for n in self.store.subscribers(to.topic) if n != sender]
+        else:
+            names = []
+            for name in to.names:
+                peer = self._peer_cache.get(name)
+                if name == sender:
+                    statuses[name] = SendStatus.REFUSED.value
+                    reasons[name] = SelfSend("you cannot send a message to yourself").to_wire()
+                elif peer is None:
+                    statuses[name] = SendStatus.DENIED.value
+                    reasons[name] = UnknownPeer(
+                        f"no peer named {name!r}", hint=self._suggest(name)
+                    ).to_wire()
+                elif sender in peer.meta.get("refuse", ()) and not (parent and parent.sender == name):
+                    statuses[name] = SendStatus.DENIED.value
+                    reasons[name] = Forbidden(f"{name!r} refuses messages from {sender!r}").to_wire()
+                else:
+                    names.append(name)
+        return statuses, reasons, names
+
+    def _answer(
+        self, env: Envelope, statuses: dict[str, str], reasons: dict[str, Any], now: float
+    ) -> dict[str, Any]:
+        if env.to.is_unicast:
+            status = statuses[env.to.names[0]]
+        else:
+            status = SendStatus.SENT.value
+        answer: dict[str, Any] = {
+            "id": env.id,
+            "status": status,
+            "statuses": statuses,
+            "recipients": sum(1 for s in statuses.values() if s in ("received", "queued")),
+            "thread": env.thread,
+            "ts": now,
+        }
+        if reasons:
+            answer["reasons"] = reasons
+        return answer
+
+    def _refuse(self, reply_to: Hashable, msg_id: Any, error: MeshError, now: float) -> Respond:
+        self.counters["send_refused"] += 1
+        self._audit(now, "send_refused", {"id": msg_id if isinstance(msg_id, str) else None, **error.to_wire()})
+        return Respond(reply_to, {"id": msg_id, "status": SendStatus.REFUSED.value, "statuses": {}, "reason": error.to_wire()})
+
+    def _maybe_finish(self, pending: _PendingSend) -> list[Effect]:
+        if pending.waiting:
+            return []
+        self._pending.pop(pending.env.id, None)
+        answer = pending.answer
+        answer["recipients"] = sum(1 for s in answer["statuses"].values() if s in ("received", "queued"))
+        if pending.env.to.is_unicast:
+            answer["status"] = answer["statuses"][pending.env.to.names[0]]
+        self.store.set_answer(pending.env.id, answer)
+        self.counters[f"send_{answer['status']}"] += 1
+        return [Respond(r, dict(answer)) for r in pending.reply_tos]
+
+    def _take_token(self, name: str, now: float) -> bool:
+        rate = self.settings.rate_limit
+        if rate <= 0:
+            return True
+        bucket = self._buckets.get(name)
+        if bucket is None:
+            bucket = self._buckets[name] = _Bucket(2 * rate, now)
+        bucket.tokens = min(2 * rate, bucket.tokens + (now - bucket.at) * rate)
+        bucket.at = now
+        if bucket.tokens < 1:
+            return False
+        bucket.tokens -= 1
+        return True
+
+    # -- receipts -----------------------------------------------------------------
+    def ack(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
+        """The caller holds (``delivered``) or has shown its agent (``read``) these ids."""
+        ids = args.get("ids")
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise BadFrame("'ids' must be a list of message ids")
+        try:
+            state = ReceiptState(args.get("state", "delivered"))
+        except ValueError:
+            raise BadFrame("'state' must be 'delivered' or 'read'") from None
+        if state not in (ReceiptState.DELIVERED, ReceiptState.READ):
+            raise BadFrame("'state' must be 'delivered' or 'read'")
+        effects: list[Effect] = []
+        changed = 0
+        for msg_id in ids:
+            env_sender = self._advance(effects, msg_id, None, caller.name, state, now)
+            if env_sender is not None:
+                changed += 1
+            pending = self._pending.get(msg_id)
+            if pending is not None and caller.name in pending.waiting:
+                pending.waiting.discard(caller.name)
+                pending.answer["statuses"][caller.name] = SendStatus.RECEIVED.value
+                effects.extend(self._maybe_finish(pending))
+        if reply_to is not None:
+            effects.append(Respond(reply_to, {"acked": changed}))
+        return effects
+
+    def _advance(
+        self,
+        effects: list[Effect],
+        msg_id: str,
+        sender: str | None,
+        recipient: str,
+        state: ReceiptState,
+        now: float,
+    ) -> str | None:
+        """Move one receipt forward (never back); tell the sender. Returns the sender."""
+        receipt = self.store.get_receipt(msg_id, recipient)
+        if receipt is None or RECEIPT_ORDER[receipt.state] >= RECEIPT_ORDER[state]:
+            return None
+        if receipt.state is ReceiptState.EXPIRED:
+            return None
+        if sender is None:
+            env = self.store.get_message(msg_id)
+            if env is None:
+                return None
+            sender = env.sender
+        self.store.update_receipts([ReceiptUpdate(msg_id, recipient, state, now)])
+        self.counters[f"receipts_{state.value}"] += 1
+        self._audit(now, "receipt", {"id": msg_id, "recipient": recipient, "state": state.value})
+        frame = {"op": "receipt", "id": msg_id, "recipient": recipient, "state": state.value, "ts": now}
+        conn = self._online.get(sender)
+        if conn is not None:
+            effects.append(Push(conn, frame))
+        self._event(effects, now, "receipt", id=msg_id, sender=sender, recipient=recipient, state=state.value)
+        return sender
+
+    def inbox(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
+        """Unread messages for the caller; they become ``delivered`` (ack ``read`` after)."""
+        limit = _int_arg(args, "limit", 1000, 1, 10000)
+        envs = self.store.unread(caller.name, limit)
+        effects: list[Effect] = []
+        for env in envs:
+            self._advance(effects, env.id, env.sender, caller.name, ReceiptState.DELIVERED, now)
+        effects.append(Respond(reply_to, {"messages": [e.to_wire() for e in envs]}))
+        return effects
+
+    def track(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
+        msg_id = check_id(args.get("id"))
+        env = self.store.get_message(msg_id)
+        if env is None:
+            raise UnknownMessage(f"no message with id {msg_id}")
+        receipts = self.store.receipts(msg_id)
+        if caller.name != env.sender and caller.name not in {r.recipient for r in receipts}:
+            raise Forbidden(f"message {msg_id} is neither from nor to {caller.name!r}")
+        answer = self.store.get_answer(msg_id) or {}
+        return [Respond(reply_to, {
+            "id": msg_id,
+            "from": env.sender,
+            "to": env.to.to_wire(),
+            "status": answer.get("status"),
+            "receipts": {r.recipient: r.state.value for r in receipts},
+            "updated": {r.recipient: r.updated_at for r in receipts},
+            "replies": [r.id for r in self.store.replies_to(msg_id)],
+        })]
+
+    def await_reply(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
+        """Answer with the first reply to ``id`` addressed to the caller, or `Timeout`."""
+        msg_id = check_id(args.get("id"))
+        timeout = _float_arg(args, "timeout", 30.0, 0.0, 3600.0)
+        if self.store.get_message(msg_id) is None:
+            raise UnknownMessage(f"no message with id {msg_id}")
+        for reply in self.store.replies_to(msg_id):
+            if caller.name in reply.to.names:
+                effects: list[Effect] = []
+                self._advance(effects, reply.id, reply.sender, caller.name, ReceiptState.READ, now)
+                effects.append(Respond(reply_to, {"reply": reply.to_wire()}))
+                return effects
+        self._awaiters[msg_id].append(_Awaiter(reply_to, caller.name, now + timeout))
+        return []
+
+    def _wake_awaiters(self, effects: list[Effect], reply: Envelope, now: float) -> None:
+        waiting = self._awaiters.get(reply.re or "")
+        if not waiting:
+            return
+        keep = []
+        for awaiter in waiting:
+            if awaiter.name in reply.to.names:
+                self._advance(effects, reply.id, reply.sender, awaiter.name, ReceiptState.READ, now)
+                effects.append(Respond(awaiter.reply_to, {"reply": reply.to_wire()}))
+            else:
+                keep.append(awaiter)
+        if keep:
+            self._awaiters[reply.re or ""] = keep
+        else:
+            self._awaiters.pop(reply.re or "", None)
+
+    # -- threads ------------------------------------------------------------------
+    def _thread_turn(self, env: Envelope, now: float) -> None:
+        assert env.thread is not None
+        thread = self.store.get_thread(env.thread)
+        if thread is None:
+            thread = ThreadRecord(env.thread, ThreadState.OPEN.value, 0, [env.sender], now, now)
+        thread.turns += 1
+        thread.updated_at = now
+        for name in (env.sender, *env.to.names):
+            if name not in thread.participants:
+                thread.participants.append(name)
+        if env.kind is Kind.REPLY and env.status is not None:
+            thread.state = ThreadState.ANSWERED.value
+        elif thread.state == ThreadState.CLOSED.value:
+            thread.state = ThreadState.OPEN.value
+        self.store.put_thread(thread)
+
+    def thread(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
+        thread_id = check_id(args.get("id"))
+        thread = self.store.get_thread(thread_id)
+        if thread is None:
+            env = self.store.get_message(thread_id)
+            if env is None or env.thread is None:
+                raise UnknownMessage(f"no thread or message with id {thread_id}")
+            thread = self.store.get_thread(env.thread)
+            if thread is None:
+                raise UnknownMessage(f"no thread with id {env.thread}")
+        if caller.name not in thread.participants:
+            raise Forbidden(f"{caller.name!r} is not in thread {thread.id}")
+        effects: list[Effect] = []
+        if args.get("close"):
+            thread.state = ThreadState.CLOSED.value
+            thread.updated_at = now
+            self.store.put_thread(thread)
+            self._audit(now, "thread_closed", {"thread": thread.id, "by": caller.name})
+            self._event(effects, now, "thread_closed", thread=thread.id, by=caller.name)
+        limit = _int_arg(args, "limit", 200, 1, 10000)
+        messages = self.store.thread_messages(thread.id, limit)
+        effects.append(Respond(reply_to, {**thread.to_wire(), "messages": [m.to_wire() for m in messages]}))
+        return effects
+
+    # -- topics -------------------------------------------------------------------
+    def subscribe(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
+        topic = Target.parse(args.get("topic")).topic
+        if topic is None:
+            raise BadFrame("'topic' must look like '#name'")
+        self.store.subscribe(topic, caller.name)
+        effects: list[Effect] = []
+        caught_up = 0
+        if args.get("from_start"):
+            backlog = [
+                e for e in self.store.topic_messages(topic)
+                if e.sender != caller.name and self.store.get_receipt(e.id, caller.name) is None
+                and e.expires_at > now
+            ]
+            for env in backlog:
+                self.store.add_receipts(env, [caller.name])
+            caught_up = len(backlog)
+            if backlog and caller.conn is not None:
+                effects.append(Push(caller.conn, {"op": "deliver", "messages": [e.to_wire() for e in backlog]}))
+        self._audit(now, "subscribed", {"topic": topic, "name": caller.name, "catch_up": caught_up})
+        effects.append(Respond(reply_to, {"topic": topic, "catch_up": caught_up}))
+        return effects
+
+    def unsubscribe(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
+        topic = Target.parse(args.get("topic")).topic
+        if topic is None:
+            raise BadFrame("'topic' must look like '#name'")
+        self.store.unsubscribe(topic, caller.name)
+        return [Respond(reply_to, {"topic": topic})]
+
+    # -- locks --------------------------------------------------------------------
+    def lock(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
+        resource = check_resource(args.get("resource"))
+        ttl = _float_arg(args, "ttl", self.settings.lock_ttl, 1.0, 7 * 24 * 3600.0)
+        exclusive = args.get("exclusive", True)
+        if not isinstance(exclusive, bool):
+            raise BadFrame("'exclusive' must be true or false")
+        reason = args.get("reason", "")
+        if not isinstance(reason, str) or len(reason) > 1000:
+            raise BadFrame("'reason' must be a string of at most 1000 chars")
+        effects: list[Effect] = []
+        effects.extend(self._expire_leases(now))
+        mine = None
+        for lease in self.store.leases():
+            if lease.holder == caller.name and lease.resource == resource:
+                mine = lease
+            elif conflicts(lease, resource, caller.name, exclusive):
+                self._audit(now, "lock_conflict", {"resource": resource, "by": caller.name, "holder": lease.holder})
+                effects.append(Respond(reply_to, {
+                    "outcome": LockOutcome.CONFLICT.value,
+                    "resource": resource,
+                    "holder": lease.holder,
+                    "lease": lease.to_wire(now),
+                }))
+                return effects
+        lease = Lease(resource, caller.name, exclusive, reason or (mine.reason if mine else ""),
+                      mine.acquired_at if mine else now, now + ttl)
+        self.store.put_lease(lease)
+        outcome = LockOutcome.RENEWED if mine else LockOutcome.GRANTED
+        self._audit(now, f"lock_{outcome.value}", lease.to_wire())
+        self._event(effects, now, f"lock_{outcome.value}", **lease.to_wire())
+        effects.append(Respond(reply_to, {"outcome": outcome.value, "lease": lease.to_wire(now)}))
+        return effects
+
+    def unlock(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
+        resource = check_resource(args.get("resource"))
+        held = [l for l in self.store.leases() if l.holder == caller.name and l.resource == resource]
+        if not held:
+            raise NotHolder(f"{caller.name!r} holds no lease on {resource!r}", hint="see 'mesh locks'")
+        self.store.delete_lease(resource, caller.name)
+        effects: list[Effect] = []
+        self._audit(now, "lock_released", {"resource": resource, "holder": caller.name, "why": "unlock"})
+        self._event(effects, now, "lock_released", resource=resource, holder=caller.name)
+        effects.append(Respond(reply_to, {"released": resource}))
+        return effects
+
+    def locks(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
+        effects = self._expire_leases(now)
+        effects.append(Respond(reply_to, {"locks": [l.to_wire(now) for l in self.store.leases()]}))
+        return effects
+
+    def _expire_leases(self, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        for lease in self.store.leases():
+            if lease.expires_at <= now:
+                self.store.delete_lease(lease.resource, lease.holder)
+                self._audit(now, "lock_expired", lease.to_wire())
+                self._event(effects, now, "lock_expired", resource=lease.resource, holder=lease.holder)
+        return effects
+
+    # -- peers --------------------------------------------------------------------
+    def presence(self, name: str, now: float) -> Presence:
+        if name in self._online:
+            return Presence.ONLINE
+        seen = self._last_seen.get(name) or (self._peer_cache[name].last_seen if name in self._peer_cache else 0)
+        return Presence.AWAY if now - seen < self.settings.away_window else Presence.OFFLINE
+
+    def peers(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
+        depths = self.store.queue_depths()
+        out = []
+        for name in sorted(self._peer_cache):
+            peer = self._peer_cache[name]
+            conn = self._online.get(name)
+            out.append({
+                "name": name,
+                "presence": self.presence(name, now).value,
+                "meta": {k: v for k, v in peer.meta.items() if k != "refuse"},
+                "connected_since": self._conns[conn].since if conn is not None else None,
+                "last_seen": self._last_seen.get(name, peer.last_seen),
+                "unread": depths.get(name, 0),
+            })
+        return [Respond(reply_to, {"peers": out})]
+
+    def set_status(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
+        meta = {k: v for k, v in args.items() if k in META_KEYS}
+        unknown = set(args) - set(META_KEYS)
+        if unknown:
+            raise BadFrame(f"unknown field(s): {', '.join(sorted(unknown))}", hint="fields: " + ", ".join(META_KEYS))
+        peer = self._peer_cache[caller.name]
+        self._update_meta(peer, meta, now)
+        effects: list[Effect] = []
+        self._event(effects, now, "peer_updated", name=caller.name, meta=peer.meta)
+        effects.append(Respond(reply_to, {"name": caller.name, "meta": peer.meta}))
+        return effects
+
+    def _clean_meta(self, meta: dict[str, Any] | None) -> dict[str, Any]:
+        clean: dict[str, Any] = {}
+        for key, value in (meta or {}).items():
+            if key not in META_KEYS:
+                continue
+            if key == "refuse":
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise BadFrame("'refuse' must be a list of names")
+            elif value is not None and (not isinstance(value, str) or len(value) > 2000):
+                raise BadFrame(f"'{key}' must be a string of at most 2000 chars")
+            clean[key] = value
+        return clean
+
+    def _update_meta(self, peer: PeerRecord, meta: dict[str, Any], now: float) -> None:
+        peer.meta.update(self._clean_meta(meta))
+        peer.last_seen = self._last_seen.get(peer.name, now)
+        self.store.put_peer(peer)
+
+    def _touch(self, name: str, now: float) -> None:
+        self._last_seen[name] = now
+
+    def _persist_last_seen(self, name: str) -> None:
+        peer = self._peer_cache.get(name)
+        if peer is not None:
+            peer.last_seen = self._last_seen.get(name, peer.last_seen)
+            self.store.put_peer(peer)
+
+    def _free_variant(self, name: str) -> str:
+        base = name.split("#", 1)[0]
+        for n in range(2, 10000):
+            candidate = f"{base}#{n}"
+            if candidate not in self._online and candidate not in self._peer_cache:
+                return candidate
+        raise NameTaken(f"no free variant of {base!r}")
+
+    def _secret_ok(self, name: str, secret: Any) -> bool:
+        peer = self._peer_cache.get(name)
+        return peer is None or (isinstance(secret, str) and hmac.compare_digest(peer.secret_hash, hash_secret(secret)))
+
+    def _suggest(self, name: str) -> str:
+        close = difflib.get_close_matches(name, list(self._peer_cache), n=3, cutoff=0.6)
+        if close:
+            return "did you mean " + " or ".join(repr(c) for c in close) + "? see 'mesh peers'"
+        return "see 'mesh peers' for the names on this mesh"
+
+    # -- misc ---------------------------------------------------------------------
+    def log(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
+        after = _int_arg(args, "after", 0, 0, 2**62)
+        limit = _int_arg(args, "limit", 1000, 1, 100000)
+        return [Respond(reply_to, {"entries": self.store.read_audit(after=after, limit=limit)})]
+
+    def ping(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
+        return [Respond(reply_to, {"pong": now, "name": caller.name})]
+
+    def tick(self, now: float) -> list[Effect]:
+        """Time passes: receipt waits end, TTLs expire, leases lapse, awaits time out."""
+        effects: list[Effect] = []
+        for pending in [p for p in self._pending.values() if p.deadline <= now]:
+            pending.waiting.clear()  # the copies stay in the durable inboxes: queued
+            effects.extend(self._maybe_finish(pending))
+        for msg_id, waiting in list(self._awaiters.items()):
+            due = [a for a in waiting if a.deadline <= now]
+            for awaiter in due:
+                effects.append(Respond(awaiter.reply_to, error=Timeout(
+                    f"no reply to {msg_id} yet", hint=f"try again later: mesh await {msg_id}"
+                )))
+            rest = [a for a in waiting if a.deadline > now]
+            if rest:
+                self._awaiters[msg_id] = rest
+            else:
+                del self._awaiters[msg_id]
+        for msg_id, recipient, sender in self.store.expire_due(now):
+            self.counters["receipts_expired"] += 1
+            self._audit(now, "receipt", {"id": msg_id, "recipient": recipient, "state": "expired"})
+            conn = self._online.get(sender)
+            if conn is not None:
+                effects.append(Push(conn, {"op": "receipt", "id": msg_id, "recipient": recipient,
+                                           "state": "expired", "ts": now}))
+        effects.extend(self._expire_leases(now))
+        return effects
+
+    def idle(self) -> bool:
+        return not self._online
+
+    def queue_depth(self) -> int:
+        return sum(self.store.queue_depths().values())
+
+    def flush_presence(self) -> None:
+        for name in list(self._last_seen):
+            self._persist_last_seen(name)
+
+    # -- helpers ------------------------------------------------------------------
+    def _backlog(self, conn: int, name: str, now: float) -> list[Effect]:
+        envs = self.store.unread(name, 1_000_000)
+        return [
+            Push(conn, {"op": "deliver", "messages": [e.to_wire() for e in envs[i : i + BACKLOG_CHUNK]]})
+            for i in range(0, len(envs), BACKLOG_CHUNK)
+        ]
+
+    def _audit_envelope(self, env: Envelope, recipients: list[str]) -> dict[str, Any]:
+        data = env.to_wire()
+        if not self.settings.audit_bodies:
+            data.pop("body")
+        data["recipients"] = recipients
+        return data
+
+    def _audit(self, now: float, event: str, data: dict[str, Any]) -> None:
+        self.store.append_audit(now, event, data)
+
+    def _event(self, effects: list[Effect], now: float, event: str, **data: Any) -> None:
+        frame = None
+        for conn, state in self._conns.items():
+            if state.events:
+                frame = frame or {"op": "event", "event": event, "ts": now, **data}
+                effects.append(Push(conn, frame))

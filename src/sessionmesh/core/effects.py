@@ -1,0 +1,28 @@
+"""What the core asks its server to do after a command: answer, push, or hang up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Hashable
+
+from ..errors import MeshError
+
+
+@dataclass(frozen=True, slots=True)
+class Respond:
+    """Answer the command that was given ``reply_to`` (now or later)."""
+
+    reply_to: Hashable
+    result: dict[str, Any] | None = None
+    error: MeshError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Push:
+    """Send an unsolicited frame (deliver, receipt, event) down one live connection."""
+
+    conn: int
+    frame: dict[str, Any]
+
+
+Effect = Respond | Push

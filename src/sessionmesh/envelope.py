@@ -1,0 +1,265 @@
+"""The message envelope: its fields, their enums, and validation. No I/O."""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import BadFrame, InvalidName
+
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+# A second live claimant that asks for a unique name gets `name#2`, `name#3`, ...
+CLAIM_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}(#[0-9]{1,4})?")
+TOPIC_RE = re.compile(r"#[a-z0-9][a-z0-9._-]{0,63}")
+BROADCAST = "broadcast"
+
+
+class Kind(str, enum.Enum):
+    MESSAGE = "message"
+    REQUEST = "request"
+    REPLY = "reply"
+    EVENT = "event"
+
+
+class ReplyStatus(str, enum.Enum):
+    """End-states a reply to a request carries."""
+
+    PASS = "PASS"
+    PARTIAL = "PARTIAL"
+    BLOCKED = "BLOCKED"
+    ANSWERED = "ANSWERED"
+    DECLINED = "DECLINED"
+
+
+class Priority(str, enum.Enum):
+    NORMAL = "normal"
+    URGENT = "urgent"
+
+
+class SendStatus(str, enum.Enum):
+    """What a send answers, per unicast recipient or for the whole fan-out."""
+
+    RECEIVED = "received"
+    QUEUED = "queued"
+    DENIED = "denied"
+    REFUSED = "refused"
+    SENT = "sent"
+    TIMEOUT = "timeout"
+
+
+class ReceiptState(str, enum.Enum):
+    """Where one recipient's copy of a message is."""
+
+    QUEUED = "queued"
+    DELIVERED = "delivered"
+    READ = "read"
+    ANSWERED = "answered"
+    EXPIRED = "expired"
+
+    @property
+    def unread(self) -> bool:
+        return self in (ReceiptState.QUEUED, ReceiptState.DELIVERED)
+
+
+RECEIPT_ORDER = {s: i for i, s in enumerate(ReceiptState)}
+
+
+def new_id() -> str:
+    """A UUIDv7 (RFC 9562): 48-bit ms timestamp, version, 74 random bits."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76
+    value |= ((rand >> 62) & 0xFFF) << 64
+    value |= 0b10 << 62
+    value |= rand & ((1 << 62) - 1)
+    return str(uuid.UUID(int=value))
+
+
+def check_name(name: Any, *, what: str = "name", claim: bool = False) -> str:
+    """Return ``name`` if it is a valid peer name, else raise `InvalidName`."""
+    pattern = CLAIM_RE if claim else NAME_RE
+    if not isinstance(name, str) or not pattern.fullmatch(name):
+        raise InvalidName(
+            f"invalid {what} {name!r}",
+            hint="names are 1-64 chars of a-z 0-9 . _ -, starting with a letter or digit",
+        )
+    return name
+
+
+def check_id(value: Any, *, what: str = "id") -> str:
+    if not isinstance(value, str):
+        raise BadFrame(f"{what} must be a UUID string, got {type(value).__name__}")
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise BadFrame(f"{what} {value!r} is not a UUID") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Who a message is for: one or more names, everyone, or a topic."""
+
+    names: tuple[str, ...] = ()
+    broadcast: bool = False
+    topic: str | None = None
+
+    @property
+    def is_unicast(self) -> bool:
+        return not self.broadcast and self.topic is None and len(self.names) == 1
+
+    @property
+    def is_fanout(self) -> bool:
+        return not self.is_unicast
+
+    def to_wire(self) -> str | list[str]:
+        if self.broadcast:
+            return BROADCAST
+        if self.topic:
+            return self.topic
+        return self.names[0] if len(self.names) == 1 else list(self.names)
+
+    @staticmethod
+    def parse(value: Any) -> Target:
+        """Parse the wire ``to``: a name, a list of names, ``broadcast`` or ``#topic``."""
+        if value == BROADCAST:
+            return Target(broadcast=True)
+        if isinstance(value, str) and value.startswith("#"):
+            if not TOPIC_RE.fullmatch(value):
+                raise InvalidName(f"invalid topic {value!r}", hint="topics are '#' + a valid name")
+            return Target(topic=value)
+        if isinstance(value, str):
+            return Target(names=(check_name(value, what="recipient", claim=True),))
+        if isinstance(value, list) and value:
+            names = []
+            for item in value:
+                name = check_name(item, what="recipient", claim=True)
+                if name not in names:
+                    names.append(name)
+            return Target(names=tuple(names))
+        raise BadFrame("'to' must be a name, a non-empty list of names, 'broadcast' or '#topic'")
+
+
+@dataclass(slots=True)
+class Envelope:
+    """One message as stored and delivered."""
+
+    id: str
+    sender: str
+    to: Target
+    kind: Kind = Kind.MESSAGE
+    body: Any = None
+    re: str | None = None
+    thread: str | None = None
+    status: ReplyStatus | None = None
+    priority: Priority = Priority.NORMAL
+    ttl: float = 7 * 24 * 3600.0
+    ts: float = 0.0
+    seq: int = field(default=0, compare=False)
+
+    @property
+    def expires_at(self) -> float:
+        return self.ts + self.ttl
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "from": self.sender,
+            "to": self.to.to_wire(),
+            "re": self.re,
+            "thread": self.thread,
+            "kind": self.kind.value,
+            "status": self.status.value if self.status else None,
+            "priority": self.priority.value,
+            "body": self.body,
+            "ttl": self.ttl,
+            "ts": self.ts,
+        }
+
+    @staticmethod
+    def from_wire(data: dict[str, Any]) -> Envelope:
+        """Rebuild an envelope the broker produced (trusted shape)."""
+        return Envelope(
+            id=data["id"],
+            sender=data["from"],
+            to=Target.parse(data["to"]),
+            kind=Kind(data.get("kind", "message")),
+            body=data.get("body"),
+            re=data.get("re"),
+            thread=data.get("thread"),
+            status=ReplyStatus(data["status"]) if data.get("status") else None,
+            priority=Priority(data.get("priority", "normal")),
+            ttl=float(data.get("ttl", 0.0)),
+            ts=float(data.get("ts", 0.0)),
+        )
+
+
+def body_size(body: Any) -> int:
+    """Bytes the body takes on the wire (UTF-8 for strings, compact JSON otherwise)."""
+    if isinstance(body, str):
+        return len(body.encode())
+    return len(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def _enum(cls: type[enum.Enum], value: Any, field_name: str, default: Any) -> Any:
+    if value is None:
+        return default
+    try:
+        return cls(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in cls)  # type: ignore[attr-defined]
+        raise BadFrame(f"{field_name} must be one of {allowed}, got {value!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A send as a client submitted it, validated but not yet routed."""
+
+    id: str
+    to: Target | None
+    kind: Kind
+    body: Any
+    re: str | None
+    status: ReplyStatus | None
+    priority: Priority
+    ttl: float | None
+    body_size: int
+
+    @staticmethod
+    def parse(args: dict[str, Any]) -> Draft:
+        """Validate the arguments of a ``send`` op; raises `BadFrame` / `InvalidName`."""
+        known = {"id", "to", "kind", "body", "re", "status", "priority", "ttl", "from", "thread"}
+        extra = set(args) - known
+        if extra:
+            raise BadFrame(f"unknown send field(s): {', '.join(sorted(extra))}")
+        msg_id = check_id(args.get("id"), what="id") if args.get("id") is not None else new_id()
+        kind = _enum(Kind, args.get("kind"), "kind", Kind.MESSAGE)
+        re_id = check_id(args["re"], what="re") if args.get("re") is not None else None
+        if kind is Kind.REPLY and re_id is None:
+            raise BadFrame("a reply needs 're': the id of the message it answers")
+        status = _enum(ReplyStatus, args.get("status"), "status", None)
+        if status is not None and re_id is None:
+            raise BadFrame("'status' belongs on replies only (set 're')")
+        to = Target.parse(args["to"]) if args.get("to") is not None else None
+        if to is None and re_id is None:
+            raise BadFrame("'to' is required unless replying ('re')")
+        ttl = args.get("ttl")
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0):
+            raise BadFrame("'ttl' must be a positive number of seconds")
+        return Draft(
+            id=msg_id,
+            to=to,
+            kind=kind,
+            body=args.get("body"),
+            re=re_id,
+            status=status,
+            priority=_enum(Priority, args.get("priority"), "priority", Priority.NORMAL),
+            ttl=float(ttl) if ttl is not None else None,
+            body_size=body_size(args.get("body")),
+        )

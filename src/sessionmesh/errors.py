@@ -1,0 +1,162 @@
+"""The one exception tree of sessionmesh.
+
+Every error the broker can report carries a stable wire ``code``; the client raises
+the same class from the code it receives, so ``except NameTaken`` works on both
+sides of the socket::
+
+    MeshError                       code            HTTP
+    ├── BadRequest                  bad_request     400
+    │   ├── BadFrame                bad_frame       400   malformed JSON, wrong types
+    │   ├── UnknownOp               unknown_op      400
+    │   ├── SelfSend                self_send       400   you never message yourself
+    │   └── InvalidName             invalid_name    400
+    ├── Unauthorized                unauthorized    401   missing or wrong token
+    ├── Forbidden                   forbidden       403
+    │   ├── Impersonation           impersonation   403   `from` names someone else
+    │   └── BadSecret               bad_secret      403   name held by another secret
+    ├── NotFound                    not_found       404
+    │   ├── UnknownPeer             unknown_peer    404
+    │   └── UnknownMessage          unknown_message 404
+    ├── Conflict                    conflict        409
+    │   ├── NameTaken               name_taken      409   a live claimant holds it
+    │   └── NotHolder               not_holder      409   unlock of a lease you lack
+    ├── TooLarge                    too_large       413
+    ├── RateLimited                 rate_limited    429
+    ├── Timeout                     timeout         504   client side: no answer in time
+    ├── Unavailable                 unavailable     503   no broker reachable
+    └── StorageError                storage_error   500   the store failed
+
+`Refused` send outcomes (self-send, oversize, bad name, rate limit) are not
+exceptions: a send answers with the status ``refused`` and the error as its reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MeshError(Exception):
+    """Root of every sessionmesh error."""
+
+    code = "mesh_error"
+    http_status = 500
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.hint:
+            wire["hint"] = self.hint
+        return wire
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class BadRequest(MeshError):
+    code = "bad_request"
+    http_status = 400
+
+
+class BadFrame(BadRequest):
+    code = "bad_frame"
+
+
+class UnknownOp(BadRequest):
+    code = "unknown_op"
+
+
+class SelfSend(BadRequest):
+    code = "self_send"
+
+
+class InvalidName(BadRequest):
+    code = "invalid_name"
+
+
+class Unauthorized(MeshError):
+    code = "unauthorized"
+    http_status = 401
+
+
+class Forbidden(MeshError):
+    code = "forbidden"
+    http_status = 403
+
+
+class Impersonation(Forbidden):
+    code = "impersonation"
+
+
+class BadSecret(Forbidden):
+    code = "bad_secret"
+
+
+class NotFound(MeshError):
+    code = "not_found"
+    http_status = 404
+
+
+class UnknownPeer(NotFound):
+    code = "unknown_peer"
+
+
+class UnknownMessage(NotFound):
+    code = "unknown_message"
+
+
+class Conflict(MeshError):
+    code = "conflict"
+    http_status = 409
+
+
+class NameTaken(Conflict):
+    code = "name_taken"
+
+
+class NotHolder(Conflict):
+    code = "not_holder"
+
+
+class TooLarge(MeshError):
+    code = "too_large"
+    http_status = 413
+
+
+class RateLimited(MeshError):
+    code = "rate_limited"
+    http_status = 429
+
+
+class Timeout(MeshError):
+    code = "timeout"
+    http_status = 504
+
+
+class Unavailable(MeshError):
+    code = "unavailable"
+    http_status = 503
+
+
+class StorageError(MeshError):
+    code = "storage_error"
+    http_status = 500
+
+
+def _all_subclasses(cls: type[MeshError]) -> list[type[MeshError]]:
+    out = [cls]
+    for sub in cls.__subclasses__():
+        out.extend(_all_subclasses(sub))
+    return out
+
+
+_BY_CODE: dict[str, type[MeshError]] = {c.code: c for c in _all_subclasses(MeshError)}
+
+
+def from_wire(error: dict[str, Any]) -> MeshError:
+    """Rebuild the exception a broker reported as ``{"code", "message", "hint"}``."""
+    cls = _BY_CODE.get(str(error.get("code")), MeshError)
+    return cls(str(error.get("message", "unknown error")), hint=error.get("hint"))

@@ -1,0 +1,80 @@
+"""Human output: aligned tables, colour only when a terminal is attached."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sys
+from typing import Any, Sequence, TextIO
+
+_COLOURS = {
+    "received": "32", "delivered": "32", "read": "32", "answered": "36", "sent": "32",
+    "granted": "32", "renewed": "32", "online": "32", "PASS": "32", "ANSWERED": "36",
+    "queued": "33", "away": "33", "PARTIAL": "33", "open": "33",
+    "denied": "31", "refused": "31", "timeout": "31", "expired": "31", "conflict": "31",
+    "BLOCKED": "31", "DECLINED": "31", "offline": "90", "closed": "90",
+}
+
+
+def use_colour(stream: TextIO) -> bool:
+    return stream.isatty() and "NO_COLOR" not in os.environ
+
+
+def paint(text: str, stream: TextIO = sys.stdout) -> str:
+    code = _COLOURS.get(text)
+    return f"\033[{code}m{text}\033[0m" if code and use_colour(stream) else text
+
+
+def clock(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    return datetime.datetime.fromtimestamp(ts).strftime("%H:%M:%S")
+
+
+def ago(ts: float | None, now: float) -> str:
+    if not ts:
+        return "-"
+    secs = max(0, int(now - ts))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size:
+            return f"{secs // size}{unit} ago"
+    return f"{secs}s ago"
+
+
+def body_text(body: Any, width: int = 0) -> str:
+    text = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)
+    text = text.replace("\n", " ⏎ ")
+    return text if not width or len(text) <= width else text[: width - 1] + "…"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], stream: TextIO = sys.stdout) -> None:
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, c in enumerate(row):
+            widths[i] = max(widths[i], len(c))
+    bold = use_colour(stream)
+    head = "  ".join(h.upper().ljust(widths[i]) for i, h in enumerate(headers)).rstrip()
+    print(f"\033[1m{head}\033[0m" if bold else head, file=stream)
+    for row in cells:
+        parts = []
+        for i, c in enumerate(row):
+            pad = " " * (widths[i] - len(c))
+            parts.append(paint(c, stream) + pad)
+        print("  ".join(parts).rstrip(), file=stream)
+
+
+def message_line(env: dict[str, Any], stream: TextIO = sys.stdout) -> str:
+    """One line for a message: time, sender, kind, body, id (what `watch` prints)."""
+    kind = env.get("kind", "message")
+    tag = kind if kind != "message" else ""
+    if env.get("status"):
+        tag = f"{tag} {env['status']}".strip()
+    if env.get("priority") == "urgent":
+        tag = f"URGENT {tag}".strip()
+    to = env.get("to")
+    where = f" {to}" if isinstance(to, str) and (to.startswith("#") or to == "broadcast") else ""
+    reply = f" re {env['re'][:13]}" if env.get("re") else ""
+    return (f"{clock(env.get('ts'))} {env.get('from')}{where}{reply}"
+            f"{(' [' + tag + ']') if tag else ''}: {body_text(env.get('body'))}  (id {env.get('id')})")

@@ -1,0 +1,321 @@
+"""The broker process: wires settings, store, core and endpoints; runs the effects.
+
+Commands run on one event loop. After a command the core's writes sit in the
+store's open transaction and its effects in an outbox; one flush per loop turn
+commits the store and only then sends the outbox (group commit), so every answer
+and every delivery a peer sees is already durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import secrets
+import signal
+import time
+from typing import Any, Hashable
+
+from aiohttp import web
+
+from . import __version__
+from .config import Settings
+from .core.broker import Caller, Core
+from .core.effects import Effect, Push, Respond
+from .errors import MeshError, Unauthorized, Unavailable
+from .metrics import Metrics
+from .storage.sqlite import SqliteStore
+from .transports import Connection, Endpoints, dumps
+
+log = logging.getLogger("sessionmesh.broker")
+TICK_INTERVAL = 0.2
+PRESENCE_FLUSH_INTERVAL = 30.0
+
+
+def ensure_token(settings: Settings) -> str:
+    """The broker token: read it, or create it 0600 on first use."""
+    os.makedirs(settings.home, mode=0o700, exist_ok=True)
+    try:
+        fd = os.open(settings.token_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        with open(settings.token_path) as fh:
+            return fh.read().strip()
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    return token
+
+
+class AlreadyRunning(Unavailable):
+    code = "already_running"
+    http_status = 409
+
+
+class Runner:
+    """One broker: the core, its store, the live connections and the outbox."""
+
+    def __init__(self, settings: Settings, *, autostarted: bool = False) -> None:
+        self.settings = settings
+        self.autostarted = autostarted
+        self.token = settings.token or ensure_token(settings)
+        self.store = SqliteStore(settings.db_path, synchronous=settings.sqlite_synchronous)
+        self.core = Core(self.store, settings)
+        self.metrics = Metrics(self)
+        self.conns: dict[int, Connection] = {}
+        self.started_at = time.time()
+        self.last_activity = time.monotonic()
+        self._outbox: list[Effect] = []
+        self._flush_handle: asyncio.Handle | None = None
+        self._http_waiters: dict[Hashable, asyncio.Future[dict[str, Any]]] = {}
+        self._send_started: dict[Hashable, float] = {}
+        self._http_ids = 0
+        self._stop = asyncio.Event()
+        self.url = ""
+
+    # -- auth ---------------------------------------------------------------------
+    def token_ok(self, token: str | None) -> bool:
+        return token is not None and secrets.compare_digest(token, self.token)
+
+    def join(self, name: Any, secret: Any, meta: Any) -> dict[str, Any]:
+        if meta is not None and not isinstance(meta, dict):
+            from .errors import BadFrame
+
+            raise BadFrame("'meta' must be a JSON object")
+        name, issued = self.core.authenticate(name, secret, time.time(), meta=meta)
+        self._schedule_flush()
+        return {"name": name, "secret": issued}
+
+    def authenticate(self, name: Any, secret: Any) -> str:
+        if not name:
+            raise Unauthorized("missing X-Mesh-Name header", hint="name the peer you act as")
+        name, issued = self.core.authenticate(name, secret, time.time())
+        if issued is not None:
+            # an HTTP call under a new name registers it; the secret goes back with /v1/join
+            self._schedule_flush()
+        return name
+
+    # -- commands -----------------------------------------------------------------
+    def connect(self, conn: Connection, args: dict[str, Any]) -> dict[str, Any]:
+        welcome, effects = self.core.connect(
+            conn.id,
+            args.get("name"),
+            args.get("secret"),
+            time.time(),
+            meta=args.get("meta") if isinstance(args.get("meta"), dict) else None,
+            unique=bool(args.get("unique")),
+            events=bool(args.get("events")),
+        )
+        conn.name = welcome["name"]
+        self.conns[conn.id] = conn
+        conn.push({"op": "welcome", **welcome, "version": __version__})
+        self._run(effects)
+        return welcome
+
+    def disconnect(self, conn: Connection, *, graceful: bool) -> None:
+        self.conns.pop(conn.id, None)
+        self._run(self.core.disconnect(conn.id, time.time(), graceful=graceful))
+
+    def submit(self, caller: Caller, op: Any, args: Any, reply_to: Hashable | None) -> None:
+        self.last_activity = time.monotonic()
+        if op == "send" and reply_to is not None:
+            self._send_started[reply_to] = time.perf_counter()
+        self._run(self.core.handle(caller, op, args, reply_to, time.time()))
+
+    async def call(self, caller: Caller, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Run a command and wait for its answer (the HTTP path)."""
+        self._http_ids += 1
+        key = ("http", self._http_ids)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._http_waiters[key] = future
+        try:
+            self.submit(caller, op, args, key)
+            return await future
+        finally:
+            self._http_waiters.pop(key, None)
+            self._send_started.pop(key, None)
+
+    # -- effects ------------------------------------------------------------------
+    def _run(self, effects: list[Effect]) -> None:
+        self._outbox.extend(effects)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Commit, then carry out everything the committed commands asked for."""
+        self._flush_handle = None
+        self.store.commit()
+        outbox, self._outbox = self._outbox, []
+        for effect in outbox:
+            if isinstance(effect, Push):
+                conn = self.conns.get(effect.conn)
+                if conn is not None:
+                    conn.push(effect.frame)
+            elif isinstance(effect, Respond):
+                self._respond(effect)
+
+    def _respond(self, effect: Respond) -> None:
+        key = effect.reply_to
+        if key is None:
+            return
+        started = self._send_started.pop(key, None)
+        if started is not None:
+            self.metrics.observe_send(time.perf_counter() - started)
+        future = self._http_waiters.get(key)
+        if future is not None:
+            if not future.done():
+                if effect.error is not None:
+                    future.set_exception(effect.error)
+                else:
+                    future.set_result(effect.result or {})
+            return
+        conn_id, rid = key  # type: ignore[misc]
+        conn = self.conns.get(conn_id)
+        if conn is None:
+            return
+        if effect.error is not None:
+            conn.push({"op": "result", "rid": rid, "ok": False, "error": effect.error.to_wire()})
+        else:
+            conn.push({"op": "result", "rid": rid, "ok": True, "result": effect.result})
+
+    # -- status -------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "version": __version__,
+            "pid": os.getpid(),
+            "url": self.url,
+            "home": self.settings.home,
+            "online": len(self.core.online_names()),
+            "uptime": round(time.time() - self.started_at, 3),
+            "autostarted": self.autostarted,
+        }
+
+    def metrics_text(self) -> tuple[bytes, str]:
+        return self.metrics.render()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    # -- lifecycle ----------------------------------------------------------------
+    async def _ticker(self) -> None:
+        last_presence = time.monotonic()
+        while True:
+            await asyncio.sleep(TICK_INTERVAL)
+            self._run(self.core.tick(time.time()))
+            mono = time.monotonic()
+            if mono - last_presence > PRESENCE_FLUSH_INTERVAL:
+                self.core.flush_presence()
+                last_presence = mono
+            if self.core.online_names():
+                self.last_activity = mono
+            elif self.autostarted and mono - self.last_activity > self.settings.idle_timeout:
+                log.info("idle for %.0fs with no peers; stopping", self.settings.idle_timeout)
+                self._stop.set()
+
+    async def serve(self, *, ready: asyncio.Future[str] | None = None) -> None:
+        """Bind, write broker.json, serve until stopped, then shut down cleanly."""
+        app = web.Application(client_max_size=self.settings.max_body_bytes + 1024 * 1024)
+        app.add_routes(Endpoints(self).routes())
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.settings.host, self.settings.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise Unavailable(f"cannot listen on {self.settings.host}:{self.settings.port}: {exc.strerror}") from None
+        server = site._server
+        assert server is not None and server.sockets  # type: ignore[union-attr]
+        host, port = server.sockets[0].getsockname()[:2]  # type: ignore[union-attr]
+        self.url = f"http://{host}:{port}"
+        self._write_broker_file()
+        ticker = asyncio.create_task(self._ticker())
+        log.info("broker %s listening on %s (home %s)", __version__, self.url, self.settings.home)
+        if ready is not None and not ready.done():
+            ready.set_result(self.url)
+        try:
+            await self._stop.wait()
+        finally:
+            ticker.cancel()
+            for conn in list(self.conns.values()):
+                with contextlib.suppress(Exception):
+                    await conn.ws.close(code=1001, message=b"broker stopping")
+            await runner.cleanup()
+            if self._flush_handle is not None:
+                self._flush_handle.cancel()
+                self._flush()
+            self.core.flush_presence()
+            self.store.close()
+            self._remove_broker_file()
+
+    def _write_broker_file(self) -> None:
+        info = {"url": self.url, "pid": os.getpid(), "version": __version__, "started_at": self.started_at,
+                "autostarted": self.autostarted}
+        tmp = self.settings.broker_file + ".tmp"
+        with open(tmp, "w") as fh:
+            fh.write(dumps(info) + "\n")
+        os.replace(tmp, self.settings.broker_file)
+
+    def _remove_broker_file(self) -> None:
+        with contextlib.suppress(FileNotFoundError, ValueError, OSError):
+            with open(self.settings.broker_file) as fh:
+                if json.load(fh).get("pid") == os.getpid():
+                    os.unlink(self.settings.broker_file)
+
+
+class HomeLock:
+    """An exclusive flock on ``$MESH_HOME/broker.lock``: one broker per home."""
+
+    def __init__(self, settings: Settings) -> None:
+        os.makedirs(settings.home, mode=0o700, exist_ok=True)
+        self.path = os.path.join(settings.home, "broker.lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise AlreadyRunning(
+                f"a broker already runs for {os.path.dirname(self.path)}",
+                hint="'mesh status' shows it; 'mesh down' stops it",
+            ) from None
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def run(settings: Settings, *, autostarted: bool = False) -> None:
+    """Run a broker in the foreground until SIGINT/SIGTERM or ``mesh down``."""
+    lock = HomeLock(settings)
+    lock.acquire()
+    try:
+        asyncio.run(_main(settings, autostarted))
+    finally:
+        lock.release()
+
+
+async def _main(settings: Settings, autostarted: bool) -> None:
+    runner = Runner(settings, autostarted=autostarted)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, runner.request_stop)
+    ready: asyncio.Future[str] = loop.create_future()
+    serving = asyncio.create_task(runner.serve(ready=ready))
+    done, _ = await asyncio.wait({serving, ready}, return_when=asyncio.FIRST_COMPLETED)
+    if ready.done():
+        print(f"mesh broker listening on {ready.result()} (home {settings.home})", flush=True)
+    await serving
+
+
+__all__ = ["Runner", "HomeLock", "run", "ensure_token", "AlreadyRunning", "MeshError"]

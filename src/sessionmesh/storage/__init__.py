@@ -1,0 +1,123 @@
+"""The durable state of a broker, behind one `Store` protocol.
+
+The core reads and writes through a `Store` inside a batch that the server ends with
+`Store.commit`; nothing a batch wrote is visible to a peer before that commit. The
+SQLite store is the default; the memory store serves fast core tests; both pass the
+same contract suite (``tests/storage/test_contract.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Protocol
+
+from ..core.locks import Lease
+from ..envelope import Envelope, ReceiptState
+
+
+@dataclass(slots=True)
+class PeerRecord:
+    name: str
+    secret_hash: str
+    meta: dict[str, Any] = field(default_factory=dict)
+    created_at: float = 0.0
+    last_seen: float = 0.0
+
+
+@dataclass(slots=True)
+class ThreadRecord:
+    id: str
+    state: str  # a ThreadState value
+    turns: int
+    participants: list[str]
+    created_at: float
+    updated_at: float
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "state": self.state,
+            "turns": self.turns,
+            "participants": self.participants,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    msg_id: str
+    recipient: str
+    state: ReceiptState
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptUpdate:
+    msg_id: str
+    recipient: str
+    state: ReceiptState
+    ts: float
+
+
+class Store(Protocol):
+    """Everything the core keeps across restarts."""
+
+    # lifecycle
+    def commit(self) -> None: ...
+    def close(self) -> None: ...
+
+    # peers
+    def get_peer(self, name: str) -> PeerRecord | None: ...
+    def put_peer(self, peer: PeerRecord) -> None: ...
+    def list_peers(self) -> list[PeerRecord]: ...
+
+    # messages
+    def add_message(self, env: Envelope) -> int:
+        """Store a new envelope and return its sequence number (monotonic)."""
+        ...
+
+    def get_message(self, msg_id: str) -> Envelope | None: ...
+    def set_answer(self, msg_id: str, answer: dict[str, Any]) -> None: ...
+    def get_answer(self, msg_id: str) -> dict[str, Any] | None: ...
+    def replies_to(self, msg_id: str) -> list[Envelope]: ...
+    def thread_messages(self, thread_id: str, limit: int) -> list[Envelope]: ...
+    def topic_messages(self, topic: str) -> list[Envelope]: ...
+
+    # receipts (the inboxes)
+    def add_receipts(self, env: Envelope, recipients: Iterable[str]) -> None:
+        """Create a `queued` receipt for each recipient of a stored envelope."""
+        ...
+
+    def update_receipts(self, updates: Iterable[ReceiptUpdate]) -> None: ...
+    def receipts(self, msg_id: str) -> list[Receipt]: ...
+    def get_receipt(self, msg_id: str, recipient: str) -> Receipt | None: ...
+    def unread(self, recipient: str, limit: int) -> list[Envelope]:
+        """Unread (queued or delivered) envelopes, urgent first, then by sequence."""
+        ...
+
+    def expire_due(self, now: float) -> list[tuple[str, str, str]]:
+        """Mark unread receipts past their TTL `expired`; return (msg_id, recipient, sender)."""
+        ...
+
+    def queue_depths(self) -> dict[str, int]:
+        """Unread receipts per recipient."""
+        ...
+
+    # threads
+    def get_thread(self, thread_id: str) -> ThreadRecord | None: ...
+    def put_thread(self, thread: ThreadRecord) -> None: ...
+
+    # leases
+    def leases(self) -> list[Lease]: ...
+    def put_lease(self, lease: Lease) -> None: ...
+    def delete_lease(self, resource: str, holder: str) -> None: ...
+
+    # topics
+    def subscribe(self, topic: str, name: str) -> None: ...
+    def unsubscribe(self, topic: str, name: str) -> None: ...
+    def subscribers(self, topic: str) -> list[str]: ...
+
+    # audit
+    def append_audit(self, ts: float, event: str, data: dict[str, Any]) -> None: ...
+    def read_audit(self, *, after: int, limit: int) -> list[dict[str, Any]]: ...

@@ -1,0 +1,359 @@
+"""The embedded SQLite store (WAL mode): the only module that imports sqlite3."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from typing import Any, Iterable
+
+from ..core.locks import Lease
+from ..envelope import Envelope, Kind, Priority, ReceiptState, ReplyStatus, Target
+from ..errors import StorageError
+from . import PeerRecord, Receipt, ReceiptUpdate, ThreadRecord
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS peers (
+    name TEXT PRIMARY KEY,
+    secret_hash TEXT NOT NULL,
+    meta TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    last_seen REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    sender TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    re TEXT,
+    thread TEXT NOT NULL,
+    status TEXT,
+    priority TEXT NOT NULL,
+    body TEXT NOT NULL,
+    ttl REAL NOT NULL,
+    ts REAL NOT NULL,
+    answer TEXT
+);
+CREATE INDEX IF NOT EXISTS messages_re ON messages(re) WHERE re IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_thread ON messages(thread, seq);
+CREATE INDEX IF NOT EXISTS messages_topic ON messages(recipient, seq) WHERE recipient LIKE '#%';
+CREATE TABLE IF NOT EXISTS receipts (
+    msg_id TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    urgent INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (msg_id, recipient)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS receipts_unread ON receipts(recipient, urgent DESC, seq)
+    WHERE state IN ('queued', 'delivered');
+CREATE INDEX IF NOT EXISTS receipts_expiry ON receipts(expires_at)
+    WHERE state IN ('queued', 'delivered');
+CREATE TABLE IF NOT EXISTS threads (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    turns INTEGER NOT NULL,
+    participants TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS leases (
+    resource TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    exclusive INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    acquired_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (resource, holder)
+);
+CREATE TABLE IF NOT EXISTS subscriptions (
+    topic TEXT NOT NULL,
+    name TEXT NOT NULL,
+    PRIMARY KEY (topic, name)
+);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    event TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+"""
+
+_MSG_COLS = "seq, id, sender, recipient, kind, re, thread, status, priority, body, ttl, ts"
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _row_to_envelope(row: tuple[Any, ...]) -> Envelope:
+    seq, msg_id, sender, recipient, kind, re_id, thread, status, priority, body, ttl, ts = row
+    return Envelope(
+        id=msg_id,
+        sender=sender,
+        to=Target.parse(json.loads(recipient) if recipient.startswith("[") else recipient),
+        kind=Kind(kind),
+        body=json.loads(body),
+        re=re_id,
+        thread=thread,
+        status=ReplyStatus(status) if status else None,
+        priority=Priority(priority),
+        ttl=ttl,
+        ts=ts,
+        seq=seq,
+    )
+
+
+class SqliteStore:
+    """A `Store` in one SQLite file, in WAL mode; writes batch until `commit`."""
+
+    def __init__(self, path: str, *, synchronous: str = "NORMAL") -> None:
+        if synchronous.upper() not in ("NORMAL", "FULL"):
+            raise ValueError("synchronous must be NORMAL or FULL")
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            self._db = sqlite3.connect(path, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            self._db.execute("PRAGMA foreign_keys=OFF")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+            self._db.commit()
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open the store at {path}: {exc}") from exc
+        self.path = path
+
+    @property
+    def journal_mode(self) -> str:
+        return str(self._db.execute("PRAGMA journal_mode").fetchone()[0])
+
+    # lifecycle -----------------------------------------------------------------
+    def commit(self) -> None:
+        try:
+            self._db.commit()
+        except sqlite3.Error as exc:
+            raise StorageError(f"commit failed: {exc}") from exc
+
+    def close(self) -> None:
+        self._db.commit()
+        self._db.close()
+
+    # peers ---------------------------------------------------------------------
+    def get_peer(self, name: str) -> PeerRecord | None:
+        row = self._db.execute(
+            "SELECT name, secret_hash, meta, created_at, last_seen FROM peers WHERE name = ?",
+            (name,),
+        ).fetchone()
+        return PeerRecord(row[0], row[1], json.loads(row[2]), row[3], row[4]) if row else None
+
+    def put_peer(self, peer: PeerRecord) -> None:
+        self._db.execute(
+            "INSERT INTO peers(name, secret_hash, meta, created_at, last_seen) VALUES (?,?,?,?,?)"
+            " ON CONFLICT(name) DO UPDATE SET secret_hash=excluded.secret_hash,"
+            " meta=excluded.meta, last_seen=excluded.last_seen",
+            (peer.name, peer.secret_hash, _dumps(peer.meta), peer.created_at, peer.last_seen),
+        )
+
+    def list_peers(self) -> list[PeerRecord]:
+        rows = self._db.execute(
+            "SELECT name, secret_hash, meta, created_at, last_seen FROM peers ORDER BY name"
+        ).fetchall()
+        return [PeerRecord(r[0], r[1], json.loads(r[2]), r[3], r[4]) for r in rows]
+
+    # messages ------------------------------------------------------------------
+    def add_message(self, env: Envelope) -> int:
+        to = env.to.to_wire()
+        cur = self._db.execute(
+            "INSERT INTO messages(id, sender, recipient, kind, re, thread, status, priority,"
+            " body, ttl, ts) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                env.id,
+                env.sender,
+                to if isinstance(to, str) else _dumps(to),
+                env.kind.value,
+                env.re,
+                env.thread,
+                env.status.value if env.status else None,
+                env.priority.value,
+                _dumps(env.body),
+                env.ttl,
+                env.ts,
+            ),
+        )
+        env.seq = int(cur.lastrowid or 0)
+        return env.seq
+
+    def get_message(self, msg_id: str) -> Envelope | None:
+        row = self._db.execute(f"SELECT {_MSG_COLS} FROM messages WHERE id = ?", (msg_id,)).fetchone()
+        return _row_to_envelope(row) if row else None
+
+    def set_answer(self, msg_id: str, answer: dict[str, Any]) -> None:
+        self._db.execute("UPDATE messages SET answer = ? WHERE id = ?", (_dumps(answer), msg_id))
+
+    def get_answer(self, msg_id: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT answer FROM messages WHERE id = ?", (msg_id,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else None
+
+    def replies_to(self, msg_id: str) -> list[Envelope]:
+        rows = self._db.execute(
+            f"SELECT {_MSG_COLS} FROM messages WHERE re = ? ORDER BY seq", (msg_id,)
+        ).fetchall()
+        return [_row_to_envelope(r) for r in rows]
+
+    def thread_messages(self, thread_id: str, limit: int) -> list[Envelope]:
+        rows = self._db.execute(
+            f"SELECT {_MSG_COLS} FROM messages WHERE thread = ? ORDER BY seq LIMIT ?",
+            (thread_id, limit),
+        ).fetchall()
+        return [_row_to_envelope(r) for r in rows]
+
+    def topic_messages(self, topic: str) -> list[Envelope]:
+        rows = self._db.execute(
+            f"SELECT {_MSG_COLS} FROM messages WHERE recipient = ? ORDER BY seq", (topic,)
+        ).fetchall()
+        return [_row_to_envelope(r) for r in rows]
+
+    # receipts ------------------------------------------------------------------
+    def add_receipts(self, env: Envelope, recipients: Iterable[str]) -> None:
+        urgent = 1 if env.priority is Priority.URGENT else 0
+        self._db.executemany(
+            "INSERT OR IGNORE INTO receipts(msg_id, recipient, seq, urgent, state, updated_at,"
+            " expires_at) VALUES (?,?,?,?,?,?,?)",
+            [(env.id, r, env.seq, urgent, "queued", env.ts, env.expires_at) for r in recipients],
+        )
+
+    def update_receipts(self, updates: Iterable[ReceiptUpdate]) -> None:
+        self._db.executemany(
+            "UPDATE receipts SET state = ?, updated_at = ? WHERE msg_id = ? AND recipient = ?",
+            [(u.state.value, u.ts, u.msg_id, u.recipient) for u in updates],
+        )
+
+    def receipts(self, msg_id: str) -> list[Receipt]:
+        rows = self._db.execute(
+            "SELECT msg_id, recipient, state, updated_at FROM receipts WHERE msg_id = ?"
+            " ORDER BY recipient",
+            (msg_id,),
+        ).fetchall()
+        return [Receipt(r[0], r[1], ReceiptState(r[2]), r[3]) for r in rows]
+
+    def get_receipt(self, msg_id: str, recipient: str) -> Receipt | None:
+        row = self._db.execute(
+            "SELECT msg_id, recipient, state, updated_at FROM receipts"
+            " WHERE msg_id = ? AND recipient = ?",
+            (msg_id, recipient),
+        ).fetchone()
+        return Receipt(row[0], row[1], ReceiptState(row[2]), row[3]) if row else None
+
+    def unread(self, recipient: str, limit: int) -> list[Envelope]:
+        cols = ", ".join(f"m.{c.strip()}" for c in _MSG_COLS.split(","))
+        rows = self._db.execute(
+            f"SELECT {cols} FROM receipts r JOIN messages m ON m.id = r.msg_id"
+            " WHERE r.recipient = ? AND r.state IN ('queued', 'delivered')"
+            " ORDER BY r.urgent DESC, r.seq LIMIT ?",
+            (recipient, limit),
+        ).fetchall()
+        return [_row_to_envelope(r) for r in rows]
+
+    def expire_due(self, now: float) -> list[tuple[str, str, str]]:
+        rows = self._db.execute(
+            "SELECT r.msg_id, r.recipient, m.sender FROM receipts r JOIN messages m"
+            " ON m.id = r.msg_id WHERE r.state IN ('queued', 'delivered') AND r.expires_at <= ?",
+            (now,),
+        ).fetchall()
+        if rows:
+            self._db.executemany(
+                "UPDATE receipts SET state = 'expired', updated_at = ?"
+                " WHERE msg_id = ? AND recipient = ?",
+                [(now, r[0], r[1]) for r in rows],
+            )
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    def queue_depths(self) -> dict[str, int]:
+        rows = self._db.execute(
+            "SELECT recipient, count(*) FROM receipts WHERE state IN ('queued', 'delivered')"
+            " GROUP BY recipient"
+        ).fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    # threads -------------------------------------------------------------------
+    def get_thread(self, thread_id: str) -> ThreadRecord | None:
+        row = self._db.execute(
+            "SELECT id, state, turns, participants, created_at, updated_at FROM threads"
+            " WHERE id = ?",
+            (thread_id,),
+        ).fetchone()
+        return ThreadRecord(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5]) if row else None
+
+    def put_thread(self, thread: ThreadRecord) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO threads(id, state, turns, participants, created_at, updated_at)"
+            " VALUES (?,?,?,?,?,?)",
+            (
+                thread.id,
+                thread.state,
+                thread.turns,
+                _dumps(thread.participants),
+                thread.created_at,
+                thread.updated_at,
+            ),
+        )
+
+    # leases --------------------------------------------------------------------
+    def leases(self) -> list[Lease]:
+        rows = self._db.execute(
+            "SELECT resource, holder, exclusive, reason, acquired_at, expires_at FROM leases"
+            " ORDER BY acquired_at, resource"
+        ).fetchall()
+        return [Lease(r[0], r[1], bool(r[2]), r[3], r[4], r[5]) for r in rows]
+
+    def put_lease(self, lease: Lease) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO leases(resource, holder, exclusive, reason, acquired_at,"
+            " expires_at) VALUES (?,?,?,?,?,?)",
+            (
+                lease.resource,
+                lease.holder,
+                int(lease.exclusive),
+                lease.reason,
+                lease.acquired_at,
+                lease.expires_at,
+            ),
+        )
+
+    def delete_lease(self, resource: str, holder: str) -> None:
+        self._db.execute("DELETE FROM leases WHERE resource = ? AND holder = ?", (resource, holder))
+
+    # topics --------------------------------------------------------------------
+    def subscribe(self, topic: str, name: str) -> None:
+        self._db.execute("INSERT OR IGNORE INTO subscriptions(topic, name) VALUES (?, ?)", (topic, name))
+
+    def unsubscribe(self, topic: str, name: str) -> None:
+        self._db.execute("DELETE FROM subscriptions WHERE topic = ? AND name = ?", (topic, name))
+
+    def subscribers(self, topic: str) -> list[str]:
+        rows = self._db.execute(
+            "SELECT name FROM subscriptions WHERE topic = ? ORDER BY name", (topic,)
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    # audit ---------------------------------------------------------------------
+    def append_audit(self, ts: float, event: str, data: dict[str, Any]) -> None:
+        self._db.execute(
+            "INSERT INTO audit(ts, event, data) VALUES (?, ?, ?)", (ts, event, _dumps(data))
+        )
+
+    def read_audit(self, *, after: int, limit: int) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT seq, ts, event, data FROM audit WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, limit),
+        ).fetchall()
+        return [{"seq": r[0], "ts": r[1], "event": r[2], **json.loads(r[3])} for r in rows]

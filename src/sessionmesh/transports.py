@@ -1,0 +1,266 @@
+"""The broker's endpoints: WebSocket sessions and the HTTP JSON API (aiohttp).
+
+Both hand every command to the same `Runner`, so an op behaves the same over either;
+this module only translates frames and HTTP requests, and aiohttp's exceptions never
+leave it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from .core.broker import Caller
+from .errors import BadFrame, MeshError, Unauthorized
+
+if TYPE_CHECKING:
+    from .server import Runner
+
+WS_PATH = "/v1/ws"
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _error_frame(rid: Any, error: MeshError) -> dict[str, Any]:
+    return {"op": "result", "rid": rid, "ok": False, "error": error.to_wire()}
+
+
+class Connection:
+    """One live WebSocket; frames queue here and a writer task sends them in order."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.id = next(self._ids)
+        self.ws = ws
+        self.name: str | None = None
+        self._queue: deque[dict[str, Any]] = deque()
+        self._wake = asyncio.Event()
+        self._closed = False
+
+    def push(self, frame: dict[str, Any]) -> None:
+        """Queue a frame; consecutive deliveries are coalesced into one frame."""
+        if self._closed:
+            return
+        if frame.get("op") == "deliver" and self._queue and self._queue[-1].get("op") == "deliver":
+            last = self._queue[-1]
+            if len(last["messages"]) < 500:
+                if last.get("_shared"):
+                    last = self._queue[-1] = {"op": "deliver", "messages": list(last["messages"])}
+                last["messages"].extend(frame["messages"])
+                return
+        if frame.get("op") == "deliver":
+            frame = {"op": "deliver", "messages": frame["messages"], "_shared": True}
+        self._queue.append(frame)
+        self._wake.set()
+
+    async def writer(self) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._queue:
+                    frame = self._queue.popleft()
+                    frame.pop("_shared", None)
+                    await self.ws.send_str(dumps(frame))
+        except (ConnectionError, RuntimeError, asyncio.CancelledError):
+            self._closed = True
+
+
+def _token_of(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        return header[7:].strip()
+    return request.query.get("token")
+
+
+class Endpoints:
+    """aiohttp handlers bound to one runner."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/health", self.health),
+            web.get("/metrics", self.metrics),
+            web.get(WS_PATH, self.websocket),
+            web.post("/v1/join", self.join),
+            web.post("/v1/shutdown", self.shutdown),
+            web.post("/v1/{op}", self.http_op),
+            web.get("/", self.index),
+        ]
+
+    def _check_token(self, request: web.Request) -> None:
+        if not self.runner.token_ok(_token_of(request)):
+            raise Unauthorized(
+                "missing or wrong broker token",
+                hint="send 'Authorization: Bearer <token>' with the token from $MESH_HOME/token",
+            )
+
+    @staticmethod
+    def _error_response(error: MeshError) -> web.Response:
+        return web.json_response({"error": error.to_wire()}, status=error.http_status, dumps=dumps)
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response(self.runner.health(), dumps=dumps)
+
+    async def index(self, request: web.Request) -> web.Response:
+        try:
+            self._check_token(request)
+        except MeshError as exc:
+            return self._error_response(exc)
+        return web.Response(text="sessionmesh broker: see /health, /metrics and docs/protocol.md\n")
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        try:
+            self._check_token(request)
+        except MeshError as exc:
+            return self._error_response(exc)
+        body, content_type = self.runner.metrics_text()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def _json_body(self, request: web.Request) -> dict[str, Any]:
+        raw = await request.read()
+        if not raw:
+            return {}
+        try:
+            args = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadFrame(f"request body is not valid JSON: {exc}") from None
+        if not isinstance(args, dict):
+            raise BadFrame("request body must be a JSON object")
+        return args
+
+    async def join(self, request: web.Request) -> web.Response:
+        """Register a name (first join issues its secret) or check a held one."""
+        try:
+            self._check_token(request)
+            args = await self._json_body(request)
+            result = self.runner.join(args.get("name"), args.get("secret"), args.get("meta"))
+        except MeshError as exc:
+            return self._error_response(exc)
+        return web.json_response(result, dumps=dumps)
+
+    async def shutdown(self, request: web.Request) -> web.Response:
+        try:
+            self._check_token(request)
+        except MeshError as exc:
+            return self._error_response(exc)
+        self.runner.request_stop()
+        return web.json_response({"stopping": True, "pid": self.runner.health()["pid"]}, dumps=dumps)
+
+    async def http_op(self, request: web.Request) -> web.Response:
+        """``POST /v1/<op>``: one command as the peer named in ``X-Mesh-Name``."""
+        try:
+            self._check_token(request)
+            args = await self._json_body(request)
+            name = self.runner.authenticate(
+                request.headers.get("X-Mesh-Name"), request.headers.get("X-Mesh-Secret")
+            )
+            result = await self.runner.call(Caller(name), request.match_info["op"], args)
+        except MeshError as exc:
+            return self._error_response(exc)
+        return web.json_response(result, dumps=dumps)
+
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
+        try:
+            self._check_token(request)
+        except MeshError as exc:
+            return self._error_response(exc)
+        ws = web.WebSocketResponse(
+            max_msg_size=self.runner.settings.max_body_bytes + 64 * 1024, heartbeat=20.0
+        )
+        await ws.prepare(request)
+        conn = Connection(ws)
+        writer = asyncio.create_task(conn.writer())
+        graceful = False
+        try:
+            if not await self._hello(conn):
+                return ws
+            async for msg in ws:
+                if msg.type is WSMsgType.TEXT:
+                    graceful = self._frame(conn, msg.data) or graceful
+                    if graceful:
+                        break
+                elif msg.type is WSMsgType.BINARY:
+                    conn.push(_error_frame(None, BadFrame("binary frames are not part of the protocol")))
+                elif msg.type is WSMsgType.ERROR:
+                    break
+        finally:
+            if conn.name is not None:
+                self.runner.disconnect(conn, graceful=graceful)
+            # let queued frames (the answer to 'bye', say) go out before closing
+            for _ in range(100):
+                if not conn._queue:
+                    break
+                await asyncio.sleep(0)
+            writer.cancel()
+            if not ws.closed:
+                await ws.close(code=WSCloseCode.OK)
+        return ws
+
+    async def _hello(self, conn: Connection) -> bool:
+        """The first frame must be ``hello``; answer ``welcome`` or an error and close."""
+        try:
+            msg = await asyncio.wait_for(conn.ws.receive(), timeout=10.0)
+        except asyncio.TimeoutError:
+            await conn.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"no hello")
+            return False
+        try:
+            if msg.type is not WSMsgType.TEXT:
+                raise BadFrame("the first frame must be a text 'hello' frame")
+            frame = self._decode(msg.data)
+            if frame.get("op") != "hello":
+                raise BadFrame("the first frame must be {'op': 'hello', ...}")
+            args = frame.get("args", {})
+            if not isinstance(args, dict):
+                raise BadFrame("'args' must be a JSON object")
+            welcome = self.runner.connect(conn, args)
+        except MeshError as exc:
+            await conn.ws.send_str(dumps({"op": "error", "error": exc.to_wire()}))
+            await conn.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=exc.code.encode())
+            return False
+        return welcome
+
+    @staticmethod
+    def _decode(data: str) -> dict[str, Any]:
+        try:
+            frame = json.loads(data)
+        except ValueError as exc:
+            raise BadFrame(f"frame is not valid JSON: {exc}") from None
+        if not isinstance(frame, dict):
+            raise BadFrame("a frame must be a JSON object")
+        return frame
+
+    def _frame(self, conn: Connection, data: str) -> bool:
+        """Handle one frame after hello; returns True when the peer said ``bye``."""
+        rid = None
+        try:
+            frame = self._decode(data)
+            rid = frame.get("rid")
+            if rid is not None and (isinstance(rid, bool) or not isinstance(rid, (int, str))):
+                rid = None
+                raise BadFrame("'rid' must be an integer or a string")
+            op = frame.get("op")
+            args = frame.get("args", {})
+            if op == "bye":
+                conn.push({"op": "result", "rid": rid, "ok": True, "result": {"bye": True}})
+                return True
+            assert conn.name is not None
+            self.runner.submit(Caller(conn.name, conn.id), op, args, (conn.id, rid) if rid is not None else None)
+        except MeshError as exc:
+            conn.push(_error_frame(rid, exc) if rid is not None else {"op": "error", "error": exc.to_wire()})
+        return False
+
+
+def now() -> float:
+    return time.time()
