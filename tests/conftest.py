@@ -1,0 +1,116 @@
+"""Shared fixtures: a real broker process on port 0 with a temporary MESH_HOME, an
+in-process broker on the test's event loop, and the settings to reach either."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import selectors
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterator
+
+import pytest
+
+from sessionmesh.config import Settings, load
+from sessionmesh.server import Runner
+
+START_TIMEOUT = 15.0
+
+
+def read_line(proc: subprocess.Popen[str], timeout: float) -> str:
+    """One line of the process's stdout, waiting at most ``timeout`` seconds."""
+    assert proc.stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    try:
+        if not sel.select(timeout):
+            raise TimeoutError(f"no output from pid {proc.pid} within {timeout}s")
+        return proc.stdout.readline()
+    finally:
+        sel.close()
+
+
+@dataclass
+class BrokerProcess:
+    """`mesh serve` in a subprocess; restartable on the same home."""
+
+    home: Path
+    env: dict[str, str]
+    proc: subprocess.Popen[str] | None = None
+    url: str = ""
+    log: list[str] = field(default_factory=list)
+
+    def start(self) -> str:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sessionmesh", "serve", "--port", "0", "--home", str(self.home)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=self.env,
+        )
+        line = read_line(self.proc, START_TIMEOUT)
+        if "listening on" not in line:
+            raise RuntimeError(f"broker did not start: {line!r}")
+        self.url = line.split("listening on ", 1)[1].split()[0]
+        return self.url
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up runs in the broker."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=15)
+
+    def settings(self, **overrides: Any) -> Settings:
+        return load(env={}, overrides={"home": str(self.home), "url": self.url, "autostart": False, **overrides})
+
+
+@pytest.fixture
+def mesh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "mesh-home"
+    monkeypatch.setenv("MESH_HOME", str(home))
+    monkeypatch.setenv("MESH_PORT", "0")
+    monkeypatch.delenv("MESH_URL", raising=False)
+    monkeypatch.delenv("MESH_NAME", raising=False)
+    monkeypatch.delenv("MESH_TOKEN", raising=False)
+    return home
+
+
+@pytest.fixture
+def broker_proc(mesh_home: Path) -> Iterator[BrokerProcess]:
+    broker = BrokerProcess(mesh_home, {**os.environ, "MESH_HOME": str(mesh_home)})
+    broker.start()
+    yield broker
+    if broker.proc is not None and broker.proc.poll() is None:
+        broker.stop()
+
+
+@dataclass
+class InProcessBroker:
+    runner: Runner
+    settings: Settings
+    task: asyncio.Task[None]
+
+    async def stop(self) -> None:
+        self.runner.request_stop()
+        await asyncio.wait_for(self.task, 10)
+
+
+@pytest.fixture
+async def broker(mesh_home: Path) -> AsyncIterator[InProcessBroker]:
+    """A broker on the test's own event loop (port 0, temporary home)."""
+    settings = load(env={}, overrides={"home": str(mesh_home), "port": 0, "autostart": False})
+    runner = Runner(settings)
+    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(runner.serve(ready=ready))
+    url = await asyncio.wait_for(ready, START_TIMEOUT)
+    b = InProcessBroker(runner, settings.with_(url=url), task)
+    yield b
+    if not task.done():
+        await b.stop()
