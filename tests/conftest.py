@@ -60,12 +60,19 @@ class BrokerProcess:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
+        self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
 
     def stop(self) -> int:
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=15)
+        code = self.proc.wait(timeout=15)
+        self._close_pipe()
+        return code
 
     def settings(self, **overrides: Any) -> Settings:
         return load(env={}, overrides={"home": str(self.home), "url": self.url, "autostart": False, **overrides})
@@ -114,3 +121,23 @@ async def broker(mesh_home: Path) -> AsyncIterator[InProcessBroker]:
     yield b
     if not task.done():
         await b.stop()
+
+
+def wait_until(predicate: Any, timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll an external process's state (a file, a pid) until true, at most ``timeout``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)  # sleep-ok: bounded poll of state another process owns
+    raise TimeoutError(f"{what} not reached within {timeout}s")
+
+
+def mesh_cmd(*args: str, env: dict[str, str] | None = None, input: str | None = None,
+             timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """Run the real ``mesh`` CLI (as ``python -m sessionmesh``)."""
+    return subprocess.run([sys.executable, "-m", "sessionmesh", *args], capture_output=True, text=True,
+                          env=env if env is not None else dict(os.environ), input=input, timeout=timeout)

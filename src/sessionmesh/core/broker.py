@@ -342,7 +342,7 @@ class Core:
         statuses, reasons, recipients = self._resolve(env, parent)
         if not recipients and to.is_unicast:
             answer = self._answer(env, statuses, reasons, now)
-            self.counters["messages_denied"] += 1
+            self.counters["send_denied"] += 1
             self._audit(now, "send_denied", {"id": env.id, "from": sender, "to": to.to_wire(), "reasons": reasons})
             return [Respond(reply_to, answer)]
 

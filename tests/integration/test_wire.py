@@ -1,0 +1,141 @@
+"""Bad input and authentication at the broker's edge: typed errors, nothing changed,
+and the broker keeps serving everyone else."""
+
+from __future__ import annotations
+
+import json
+
+import aiohttp
+import pytest
+
+from sessionmesh.client.aio import AsyncClient
+from sessionmesh.errors import BadSecret, InvalidName, NameTaken, Unauthorized
+
+
+async def _raw_ws(broker, token=None):
+    session = aiohttp.ClientSession()
+    ws = await session.ws_connect(broker.settings.url + "/v1/ws",
+                                  headers={"Authorization": f"Bearer {token or broker.runner.token}"})
+    return session, ws
+
+
+async def _hello(ws, name, secret=None):
+    await ws.send_str(json.dumps({"op": "hello", "args": {"name": name, "secret": secret}}))
+    return json.loads((await ws.receive(timeout=5)).data)
+
+
+async def _call(ws, rid, op, **args):
+    await ws.send_str(json.dumps({"op": op, "rid": rid, "args": args}))
+    while True:
+        frame = json.loads((await ws.receive(timeout=5)).data)
+        if frame.get("op") in ("result", "error"):
+            return frame
+
+
+async def test_websocket_without_the_token_is_refused_before_upgrade(broker):
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+            await session.ws_connect(broker.settings.url + "/v1/ws",
+                                     headers={"Authorization": "Bearer wrong"})
+    assert info.value.status == 401
+
+
+async def test_client_with_a_wrong_token_gets_unauthorized(broker):
+    with pytest.raises(Unauthorized):
+        async with AsyncClient(broker.settings.with_(token="not-the-token"), "alice"):
+            pass
+
+
+async def test_http_without_token_is_401_but_health_answers(broker):
+    async with aiohttp.ClientSession() as session:
+        async with session.post(broker.settings.url + "/v1/peers", json={}) as resp:
+            assert resp.status == 401
+            assert (await resp.json())["error"]["code"] == "unauthorized"
+        async with session.get(broker.settings.url + "/metrics") as resp:
+            assert resp.status == 401
+        async with session.get(broker.settings.url + "/health") as resp:
+            assert resp.status == 200 and (await resp.json())["ok"] is True
+
+
+async def test_malformed_frames_get_typed_errors_and_the_session_keeps_serving(broker):
+    session, ws = await _raw_ws(broker)
+    try:
+        welcome = await _hello(ws, "alice")
+        assert welcome["op"] == "welcome" and welcome["name"] == "alice"
+        await ws.send_str("{not json")
+        frame = json.loads((await ws.receive(timeout=5)).data)
+        assert frame["op"] == "error" and frame["error"]["code"] == "bad_frame"
+        assert (await _call(ws, 1, "frobnicate"))["error"]["code"] == "unknown_op"
+        bad_types = await _call(ws, 2, "send", to=42, body="x")
+        assert bad_types["error"]["code"] == "bad_frame"
+        bad_ttl = await _call(ws, 3, "send", to="alice2", body="x", ttl="soon")
+        assert bad_ttl["error"]["code"] == "bad_frame"
+        bad_id = await _call(ws, 4, "track", id="nope")
+        assert bad_id["error"]["code"] == "bad_frame"
+        pong = await _call(ws, 5, "ping")
+        assert pong["ok"] is True and pong["result"]["name"] == "alice"
+    finally:
+        await ws.close()
+        await session.close()
+    # nothing of the bad frames reached the store
+    assert [e["event"] for e in broker.runner.store.read_audit(after=0, limit=100)] == ["peer_registered"]
+
+
+async def test_send_as_another_name_is_impersonation_and_stores_nothing(broker):
+    async with AsyncClient(broker.settings, "mallory") as mallory, AsyncClient(broker.settings, "bob"):
+        from sessionmesh.errors import Impersonation
+
+        with pytest.raises(Impersonation):
+            await mallory.request("send", to="bob", body="hi", **{"from": "alice"})
+        assert broker.runner.store.queue_depths() == {}
+
+
+async def test_oversize_body_is_refused_with_the_limit_and_not_stored(broker):
+    async with AsyncClient(broker.settings, "alice") as alice, AsyncClient(broker.settings, "bob"):
+        result = await alice.send("bob", "x" * (broker.settings.max_body_bytes + 1))
+        assert result.status.value == "refused"
+        assert result.reason["code"] == "too_large"
+        assert broker.runner.store.get_message(result.id) is None
+
+
+async def test_invalid_names_are_refused_in_sends_and_rejected_in_hello(broker):
+    async with AsyncClient(broker.settings, "alice") as alice:
+        result = await alice.send("Not A Name!", "x")
+        assert result.status.value == "refused" and result.reason["code"] == "invalid_name"
+    with pytest.raises(InvalidName):
+        async with AsyncClient(broker.settings, "-bad"):
+            pass
+
+
+async def test_second_live_claimant_gets_name_taken_or_a_unique_variant(broker):
+    async with AsyncClient(broker.settings, "alice"):
+        with pytest.raises(NameTaken):
+            async with AsyncClient(broker.settings, "alice"):
+                pass
+        async with AsyncClient(broker.settings, "alice", unique=True) as second:
+            assert second.name == "alice#2"
+
+
+async def test_a_held_name_cannot_be_taken_without_its_secret(broker, tmp_path):
+    async with AsyncClient(broker.settings, "alice"):
+        pass
+    # another machine's home: same broker and token, but no saved secret for alice
+    other = broker.settings.with_(home=str(tmp_path / "elsewhere"), token=broker.runner.token)
+    with pytest.raises(BadSecret):
+        async with AsyncClient(other, "alice"):
+            pass
+
+
+async def test_metrics_are_prometheus_text_with_statuses_depths_peers_and_latency(broker):
+    async with AsyncClient(broker.settings, "alice") as alice, AsyncClient(broker.settings, "bob"):
+        await alice.send("bob", "hi")
+        await alice.send("nobody", "hi")
+        async with aiohttp.ClientSession() as session:
+            async with session.get(broker.settings.url + "/metrics",
+                                   headers={"Authorization": f"Bearer {broker.runner.token}"}) as resp:
+                text = await resp.text()
+    assert 'mesh_messages_total{status="received"} 1.0' in text
+    assert 'mesh_messages_total{status="denied"} 1.0' in text
+    assert "mesh_connected_peers 2.0" in text
+    assert "mesh_send_latency_seconds_count 2.0" in text
+    assert "mesh_queue_depth" in text
