@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import selectors
 import signal
 import subprocess
 import sys
@@ -21,17 +20,39 @@ from sessionmesh.server import Runner
 START_TIMEOUT = 15.0
 
 
+class LineReader:
+    """Lines of a child's stdout, read by a thread, handed out with a bounded wait."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        import queue
+        import threading
+
+        self._lines: queue.Queue[str] = queue.Queue()
+        self.pid = proc.pid
+        stream = proc.stdout
+        assert stream is not None
+
+        def pump() -> None:
+            for line in stream:
+                self._lines.put(line)
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    def line(self, timeout: float) -> str:
+        import queue
+
+        try:
+            return self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"no output from pid {self.pid} within {timeout}s") from None
+
+
 def read_line(proc: subprocess.Popen[str], timeout: float) -> str:
     """One line of the process's stdout, waiting at most ``timeout`` seconds."""
-    assert proc.stdout is not None
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    try:
-        if not sel.select(timeout):
-            raise TimeoutError(f"no output from pid {proc.pid} within {timeout}s")
-        return proc.stdout.readline()
-    finally:
-        sel.close()
+    reader = getattr(proc, "_line_reader", None)
+    if reader is None:
+        reader = proc._line_reader = LineReader(proc)  # type: ignore[attr-defined]
+    return reader.line(timeout)
 
 
 @dataclass

@@ -218,7 +218,7 @@ def _await(args: argparse.Namespace, shot: Any, msg_id: str, request: dict[str, 
 
     try:
         # the HTTP call outlives the broker-side wait, so the broker's Timeout comes back
-        reply = shot.call("await", timeout=args.timeout + 5, **{"id": msg_id, "timeout": args.timeout})["reply"]
+        reply = shot.call("await", answer_timeout=args.timeout + 5, id=msg_id, timeout=args.timeout)["reply"]
     except Timeout:
         if args.json:
             _out(args, {"request": request, "reply": None, "status": "timeout"} if request else

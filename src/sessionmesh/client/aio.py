@@ -214,14 +214,17 @@ class AsyncClient:
             await ws.send_str(json.dumps(frame, separators=(",", ":"), ensure_ascii=False))
 
     # -- requests -----------------------------------------------------------------
-    async def request(self, op: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
-        """Run one broker op and return its result; raises the broker's `MeshError`."""
+    async def request(self, op: str, *, answer_timeout: float | None = None, **args: Any) -> dict[str, Any]:
+        """Run one broker op and return its result; raises the broker's `MeshError`.
+
+        ``answer_timeout`` bounds the wait for the answer (default: request_timeout).
+        """
         rid, frame = self.core.request(op, args)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._futures[rid] = future
         await self._send_frame(frame)
         try:
-            return await asyncio.wait_for(future, timeout or self.settings.request_timeout)
+            return await asyncio.wait_for(future, answer_timeout or self.settings.request_timeout)
         except asyncio.TimeoutError:
             raise Timeout(f"the broker did not answer '{op}' in time") from None
         finally:
@@ -278,7 +281,7 @@ class AsyncClient:
 
     async def await_reply(self, msg_id: str, timeout: float = 30.0) -> Envelope:
         """Block until a reply to ``msg_id`` arrives; raises `Timeout`."""
-        result = await self.request("await", timeout=timeout + 5.0, id=msg_id, **{"timeout": timeout})
+        result = await self.request("await", answer_timeout=timeout + 5.0, id=msg_id, timeout=timeout)
         return Envelope.from_wire(result["reply"])
 
     async def recv(self, timeout: float | None = None) -> Envelope:

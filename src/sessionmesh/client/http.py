@@ -63,11 +63,14 @@ class OneShot:
                             hint=f"pick another name (--as) or copy its secret into {self.settings.secrets_dir}")
         return secret
 
-    def call(self, op: str, *, timeout: float | None = None, **args: Any) -> dict[str, Any]:
-        """Run one broker op as this peer; raises the broker's `MeshError`."""
+    def call(self, op: str, *, answer_timeout: float | None = None, **args: Any) -> dict[str, Any]:
+        """Run one broker op as this peer; raises the broker's `MeshError`.
+
+        ``answer_timeout`` bounds the wait for the HTTP answer (default: request_timeout).
+        """
         secret = self._secret()
         return self._post(f"/v1/{op}", args, {"X-Mesh-Name": self.name, "X-Mesh-Secret": secret or ""},
-                          timeout or self.settings.request_timeout)
+                          answer_timeout or self.settings.request_timeout)
 
     def close(self) -> None:
         if self._conn is not None:
