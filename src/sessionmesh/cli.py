@@ -137,9 +137,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     shot._post("/v1/shutdown", {}, {}, settings.request_timeout)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        try:
-            os.kill(status["pid"], 0)
-        except ProcessLookupError:
+        if not discovery.pid_alive(status["pid"]):
             break
         time.sleep(0.05)
     else:

@@ -109,10 +109,11 @@ class Mesh:
         return self.core.disconnect(self.conns.pop(name), self.now, graceful=graceful)
 
     # -- commands ---------------------------------------------------------------
-    def call(self, name: str, op: Any, args: Any = None, **kw: Any) -> Call:
+    def call(self, name: str, op: Any, args: Any = ..., **kw: Any) -> Call:
+        """Give ``op`` with ``args`` (or, when left out, the keyword arguments)."""
         self._next_reply += 1
         reply_to = f"r{self._next_reply}"
-        if args is None:
+        if args is ...:
             args = kw
         caller = Caller(name, self.conns.get(name))
         return Call(self.core.handle(caller, op, args, reply_to, self.now), reply_to)
@@ -120,7 +121,7 @@ class Mesh:
     def ok(self, name: str, op: str, **args: Any) -> dict[str, Any]:
         return self.call(name, op, **args).result
 
-    def fails(self, name: str, op: Any, args: Any = None, **kw: Any) -> MeshError:
+    def fails(self, name: str, op: Any, args: Any = ..., **kw: Any) -> MeshError:
         return self.call(name, op, args, **kw).error
 
     def send(self, sender: str, to: Any, body: Any = "hi", **args: Any) -> dict[str, Any]:

@@ -24,6 +24,9 @@ from ..config import Settings
 from ..errors import Unavailable
 
 SPAWN_TIMEOUT = 15.0
+# Brokers this process started: kept so their Popen objects are never collected
+# while the broker runs (it outlives us, by design).
+_spawned: list[subprocess.Popen[bytes]] = []
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,21 @@ def health(url: str, *, timeout: float = 1.0) -> dict[str, Any] | None:
         return None
     finally:
         conn.close()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process runs (a zombie waiting for its parent counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return os.path.exists(f"/proc/{pid}") or not os.path.isdir("/proc")
 
 
 def read_broker_file(settings: Settings) -> dict[str, Any] | None:
@@ -132,6 +150,7 @@ def start_background(settings: Settings, *, autostarted: bool = True) -> dict[st
                 cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
                 env={**os.environ, "MESH_HOME": settings.home},
             )
+        _spawned.append(proc)
         deadline = time.monotonic() + SPAWN_TIMEOUT
         while time.monotonic() < deadline:
             info = read_broker_file(settings)
