@@ -1,0 +1,197 @@
+"""Receipts and inbox order: queued → delivered → read → answered, or expired (SPEC §3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sessionmesh.core.broker import BACKLOG_CHUNK
+
+from .conftest import Mesh
+
+
+def test_a_receipt_moves_queued_delivered_read_answered_and_the_sender_is_told(mesh: Mesh) -> None:
+    mesh.join("alice")
+    mesh.register("bob")
+    msg_id = mesh.send("alice", "bob", "review please")["id"]
+    assert mesh.track("alice", msg_id) == {"bob": "queued"}
+
+    mesh.join("bob")
+    assert [m["id"] for m in mesh.delivered(mesh.last_connect_effects, "bob")] == [msg_id]
+    effects = mesh.ack("bob", [msg_id], "delivered")
+    assert mesh.receipt_states(effects, "alice", msg_id) == ["delivered"]
+    assert mesh.track("alice", msg_id) == {"bob": "delivered"}
+
+    effects = mesh.ack("bob", [msg_id], "read")
+    assert mesh.receipt_states(effects, "alice", msg_id) == ["read"]
+    assert mesh.track("alice", msg_id) == {"bob": "read"}
+
+    reply = mesh.call("bob", "send", re=msg_id, body="looks good")
+    assert mesh.receipt_states(reply.effects, "alice", msg_id) == ["answered"]
+    assert mesh.track("alice", msg_id) == {"bob": "answered"}
+    [answer] = mesh.delivered(reply.effects, "alice")
+    assert mesh.ok("alice", "track", id=msg_id)["replies"] == [answer["id"]]
+
+
+def test_receipt_updates_carry_the_time_they_happened(mesh: Mesh) -> None:
+    mesh.register("alice")
+    mesh.register("bob")
+    msg_id = mesh.send("alice", "bob")["id"]
+    mesh.now += 7
+    mesh.ack("bob", [msg_id], "read")
+    assert mesh.ok("alice", "track", id=msg_id)["updated"] == {"bob": mesh.now}
+
+
+def test_a_receipt_never_moves_backwards(mesh: Mesh) -> None:
+    mesh.join("alice")
+    mesh.register("bob")
+    msg_id = mesh.send("alice", "bob")["id"]
+    mesh.ack("bob", [msg_id], "read")
+
+    call = mesh.call("bob", "ack", ids=[msg_id], state="delivered")
+    assert call.result == {"acked": 0}
+    assert mesh.receipt_states(call.effects, "alice", msg_id) == []
+    assert mesh.track("alice", msg_id) == {"bob": "read"}
+
+    mesh.call("bob", "send", re=msg_id, body="done")
+    assert mesh.ok("bob", "ack", ids=[msg_id], state="read") == {"acked": 0}
+    assert mesh.track("alice", msg_id) == {"bob": "answered"}
+
+
+def test_a_read_ack_may_skip_delivered(mesh: Mesh) -> None:
+    mesh.register("alice")
+    mesh.register("bob")
+    msg_id = mesh.send("alice", "bob")["id"]
+    assert mesh.ok("bob", "ack", ids=[msg_id], state="read") == {"acked": 1}
+    assert mesh.track("alice", msg_id) == {"bob": "read"}
+
+
+def test_an_ack_for_someone_elses_message_changes_nothing(mesh: Mesh) -> None:
+    for name in ("alice", "bob", "carol"):
+        mesh.register(name)
+    msg_id = mesh.send("alice", "bob")["id"]
+    assert mesh.ok("carol", "ack", ids=[msg_id, "not-an-id"], state="read") == {"acked": 0}
+    assert mesh.track("alice", msg_id) == {"bob": "queued"}
+
+
+def test_inbox_returns_unread_messages_and_marks_them_delivered(mesh: Mesh) -> None:
+    mesh.register("alice")
+    mesh.register("bob")
+    first = mesh.send("alice", "bob", "one")["id"]
+    second = mesh.send("alice", "bob", "two")["id"]
+
+    assert [m["body"] for m in mesh.ok("bob", "inbox")["messages"]] == ["one", "two"]
+    assert mesh.track("alice", first) == {"bob": "delivered"}
+
+    # delivered is still unread: the agent has not seen it until it acks 'read'
+    assert [m["id"] for m in mesh.ok("bob", "inbox", limit=1)["messages"]] == [first]
+    mesh.ack("bob", [first, second], "read")
+    assert mesh.ok("bob", "inbox")["messages"] == []
+
+
+def test_an_undelivered_message_expires_after_its_ttl_and_the_sender_is_told(mesh: Mesh) -> None:
+    mesh.join("alice")
+    mesh.register("bob")
+    msg_id = mesh.send("alice", "bob", "soon stale", ttl=60)["id"]
+
+    assert mesh.receipt_states(mesh.advance(59.9), "alice", msg_id) == []
+    assert mesh.track("alice", msg_id) == {"bob": "queued"}
+
+    effects = mesh.advance(0.1)
+    assert mesh.receipt_states(effects, "alice", msg_id) == ["expired"]
+    assert mesh.track("alice", msg_id) == {"bob": "expired"}
+    assert [e["state"] for e in mesh.audit("receipt") if e["id"] == msg_id] == ["expired"]
+
+    mesh.join("bob")
+    assert mesh.delivered(mesh.last_connect_effects, "bob") == []
+    assert mesh.ok("bob", "ack", ids=[msg_id], state="read") == {"acked": 0}
+    assert mesh.track("alice", msg_id) == {"bob": "expired"}
+
+
+def test_a_read_message_does_not_expire(mesh: Mesh) -> None:
+    mesh.register("alice")
+    mesh.register("bob")
+    msg_id = mesh.send("alice", "bob", ttl=60)["id"]
+    mesh.ack("bob", [msg_id], "read")
+    mesh.advance(3600)
+    assert mesh.track("alice", msg_id) == {"bob": "read"}
+
+
+def test_the_default_ttl_comes_from_the_settings(make_mesh: Any) -> None:
+    mesh = make_mesh(default_ttl=100.0)
+    mesh.register("alice")
+    mesh.register("bob")
+    msg_id = mesh.send("alice", "bob")["id"]
+    mesh.advance(99)
+    assert mesh.track("alice", msg_id) == {"bob": "queued"}
+    mesh.advance(1)
+    assert mesh.track("alice", msg_id) == {"bob": "expired"}
+
+
+def test_the_backlog_keeps_per_sender_fifo_order(mesh: Mesh) -> None:
+    mesh.register("alice")
+    mesh.register("carol")
+    mesh.register("bob")
+    for i in range(5):
+        mesh.send("alice", "bob", f"a{i}")
+        mesh.send("carol", "bob", f"c{i}")
+    mesh.join("bob")
+    bodies = [m["body"] for m in mesh.delivered(mesh.last_connect_effects, "bob")]
+    assert [b for b in bodies if b[0] == "a"] == [f"a{i}" for i in range(5)]
+    assert [b for b in bodies if b[0] == "c"] == [f"c{i}" for i in range(5)]
+
+
+def test_urgent_messages_come_before_normal_ones_in_fifo_order(mesh: Mesh) -> None:
+    mesh.register("alice")
+    mesh.register("bob")
+    mesh.send("alice", "bob", "n1")
+    mesh.send("alice", "bob", "u1", priority="urgent")
+    mesh.send("alice", "bob", "n2")
+    mesh.send("alice", "bob", "u2", priority="urgent")
+    mesh.join("bob")
+    bodies = [m["body"] for m in mesh.delivered(mesh.last_connect_effects, "bob")]
+    assert bodies == ["u1", "u2", "n1", "n2"]
+    assert [m["body"] for m in mesh.ok("bob", "inbox")["messages"]] == ["u1", "u2", "n1", "n2"]
+
+
+def test_a_live_recipient_gets_each_message_as_it_is_sent(mesh: Mesh) -> None:
+    mesh.join("alice")
+    mesh.join("bob")
+    got = []
+    for i in range(3):
+        call = mesh.call("alice", "send", to="bob", body=i)
+        [env] = mesh.delivered(call.effects, "bob")
+        got.append(env["body"])
+        mesh.ack("bob", [env["id"]])
+    assert got == [0, 1, 2]
+
+
+def test_a_large_backlog_is_pushed_in_chunks_in_order(make_mesh: Any) -> None:
+    mesh = make_mesh(rate_limit=0)  # no rate limit
+    mesh.register("alice")
+    mesh.register("bob")
+    total = BACKLOG_CHUNK + 3
+    for i in range(total):
+        mesh.send("alice", "bob", i)
+    mesh.join("bob")
+    frames = mesh.frames(mesh.last_connect_effects, "bob", "deliver")
+    assert [len(f["messages"]) for f in frames] == [BACKLOG_CHUNK, 3]
+    assert [m["body"] for f in frames for m in f["messages"]] == list(range(total))
+
+
+def test_unacked_messages_are_delivered_again_on_reconnect(mesh: Mesh) -> None:
+    mesh.register("alice")
+    mesh.join("bob")
+    call = mesh.call("alice", "send", to="bob", body="again")
+    [env] = mesh.delivered(call.effects, "bob")
+    mesh.ack("bob", [env["id"]], "delivered")
+    mesh.leave("bob", graceful=False)
+    mesh.join("bob")
+    assert [m["id"] for m in mesh.delivered(mesh.last_connect_effects, "bob")] == [env["id"]]
+
+
+def test_a_sender_never_receives_its_own_broadcast(mesh: Mesh) -> None:
+    mesh.register("alice")
+    mesh.register("bob")
+    msg_id = mesh.send("alice", "broadcast")["id"]
+    assert mesh.track("alice", msg_id) == {"bob": "queued"}
+    assert mesh.store.unread("alice", 10) == []
