@@ -25,7 +25,7 @@ from . import __version__
 from .config import Settings
 from .core.broker import Caller, Core
 from .core.effects import Effect, Push, Respond
-from .errors import MeshError, Unauthorized, Unavailable
+from .errors import BadFrame, MeshError, Unauthorized, Unavailable
 from .metrics import Metrics
 from .storage.sqlite import SqliteStore
 from .transports import Connection, Endpoints, dumps
@@ -81,8 +81,6 @@ class Runner:
 
     def join(self, name: Any, secret: Any, meta: Any) -> dict[str, Any]:
         if meta is not None and not isinstance(meta, dict):
-            from .errors import BadFrame
-
             raise BadFrame("'meta' must be a JSON object")
         name, issued = self.core.authenticate(name, secret, time.time(), meta=meta)
         self._schedule_flush()

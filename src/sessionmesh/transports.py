@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -208,13 +207,13 @@ class Endpoints:
                 await ws.close(code=WSCloseCode.OK)
         return ws
 
-    async def _hello(self, conn: Connection) -> bool:
+    async def _hello(self, conn: Connection) -> dict[str, Any] | None:
         """The first frame must be ``hello``; answer ``welcome`` or an error and close."""
         try:
             msg = await asyncio.wait_for(conn.ws.receive(), timeout=10.0)
         except asyncio.TimeoutError:
             await conn.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"no hello")
-            return False
+            return None
         try:
             if msg.type is not WSMsgType.TEXT:
                 raise BadFrame("the first frame must be a text 'hello' frame")
@@ -228,7 +227,7 @@ class Endpoints:
         except MeshError as exc:
             await conn.ws.send_str(dumps({"op": "error", "error": exc.to_wire()}))
             await conn.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=exc.code.encode())
-            return False
+            return None
         return welcome
 
     @staticmethod
@@ -261,6 +260,3 @@ class Endpoints:
             conn.push(_error_frame(rid, exc) if rid is not None else {"op": "error", "error": exc.to_wire()})
         return False
 
-
-def now() -> float:
-    return time.time()

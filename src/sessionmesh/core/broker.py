@@ -14,7 +14,7 @@ import enum
 import hashlib
 import hmac
 import secrets
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
@@ -54,6 +54,7 @@ from .effects import Effect, Push, Respond
 from .locks import Lease, LockOutcome, check_resource, conflicts
 
 BACKLOG_CHUNK = 500
+SENDER_CACHE = 100_000
 META_KEYS = ("machine", "cwd", "git_root", "client", "role", "status", "refuse")
 
 
@@ -131,6 +132,9 @@ class Core:
         self.store = store
         self.settings = settings
         self._conns: dict[int, _Conn] = {}
+        self._watchers: set[int] = set()  # connections that asked for events
+        # senders of recent messages, so a receipt ack needs no message lookup
+        self._senders: OrderedDict[str, str] = OrderedDict()
         self._online: dict[str, int] = {}
         self._last_seen: dict[str, float] = {}
         self._pending: dict[str, _PendingSend] = {}
@@ -217,6 +221,8 @@ class Core:
             secret = None
         name, issued = self.authenticate(name, secret, now, meta=meta)
         self._conns[conn] = _Conn(name, events, now)
+        if events:
+            self._watchers.add(conn)
         self._online[name] = conn
         self._touch(name, now)
         effects: list[Effect] = []
@@ -228,6 +234,7 @@ class Core:
     def disconnect(self, conn: int, now: float, *, graceful: bool) -> list[Effect]:
         """A live connection went away; a graceful leave also releases its leases."""
         state = self._conns.pop(conn, None)
+        self._watchers.discard(conn)
         if state is None:
             return []
         effects: list[Effect] = []
@@ -293,7 +300,7 @@ class Core:
         if existing is not None:
             if existing.sender != sender:
                 raise Forbidden(f"message id {draft.id} belongs to another sender")
-            answer = self.store.get_answer(draft.id) or {"id": draft.id, "status": "queued"}
+            answer = self.store.get_answer(draft.id) or self._answer_from_receipts(existing)
             return [Respond(reply_to, {**answer, "duplicate": True})]
 
         if not self._take_token(sender, now):
@@ -348,6 +355,9 @@ class Core:
 
         self.store.add_message(env)
         self.store.add_receipts(env, recipients)
+        self._senders[env.id] = sender
+        if len(self._senders) > SENDER_CACHE:
+            self._senders.popitem(last=False)
         self._audit(now, "message", self._audit_envelope(env, recipients))
         self._thread_turn(env, now)
         effects: list[Effect] = []
@@ -364,9 +374,9 @@ class Core:
                 effects.append(Push(conn, {"op": "deliver", "messages": [wire]}))
                 waiting.add(name)
         answer = self._answer(env, statuses, reasons, now)
-        self.store.set_answer(env.id, answer)
         self.counters["messages_stored"] += 1
         if to.is_fanout or not waiting:
+            self.store.set_answer(env.id, answer)
             self.counters[f"send_{answer['status']}"] += 1
             effects.append(Respond(reply_to, answer))
             return effects
@@ -422,6 +432,15 @@ class Core:
         if reasons:
             answer["reasons"] = reasons
         return answer
+
+    def _answer_from_receipts(self, env: Envelope) -> dict[str, Any]:
+        """The answer of a send whose final answer was never stored (a crash while
+        it waited for a live recipient): each copy is queued, or received if held."""
+        statuses = {
+            r.recipient: SendStatus.QUEUED.value if r.state is ReceiptState.QUEUED else SendStatus.RECEIVED.value
+            for r in self.store.receipts(env.id)
+        }
+        return self._answer(env, statuses, {}, env.ts)
 
     def _refuse(self, reply_to: Hashable, msg_id: Any, error: MeshError, now: float) -> Respond:
         self.counters["send_refused"] += 1
@@ -496,6 +515,8 @@ class Core:
             return None
         if receipt.state is ReceiptState.EXPIRED:
             return None
+        if sender is None:
+            sender = self._senders.get(msg_id)
         if sender is None:
             env = self.store.get_message(msg_id)
             if env is None:
@@ -574,7 +595,7 @@ class Core:
     # -- threads ------------------------------------------------------------------
     def _thread_turn(self, env: Envelope, now: float) -> None:
         assert env.thread is not None
-        thread = self.store.get_thread(env.thread)
+        thread = self.store.get_thread(env.thread) if env.thread != env.id else None
         if thread is None:
             thread = ThreadRecord(env.thread, ThreadState.OPEN.value, 0, [env.sender], now, now)
         thread.turns += 1
@@ -847,8 +868,8 @@ class Core:
         self.store.append_audit(now, event, data)
 
     def _event(self, effects: list[Effect], now: float, event: str, **data: Any) -> None:
-        frame = None
-        for conn, state in self._conns.items():
-            if state.events:
-                frame = frame or {"op": "event", "event": event, "ts": now, **data}
-                effects.append(Push(conn, frame))
+        if not self._watchers:
+            return
+        frame = {"op": "event", "event": event, "ts": now, **data}
+        for conn in self._watchers:
+            effects.append(Push(conn, frame))

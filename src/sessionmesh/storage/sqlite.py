@@ -131,6 +131,7 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open the store at {path}: {exc}") from exc
         self.path = path
+        self._audit_rows: list[tuple[float, str, str]] = []
 
     @property
     def journal_mode(self) -> str:
@@ -139,12 +140,13 @@ class SqliteStore:
     # lifecycle -----------------------------------------------------------------
     def commit(self) -> None:
         try:
+            self._flush_audit()
             self._db.commit()
         except sqlite3.Error as exc:
             raise StorageError(f"commit failed: {exc}") from exc
 
     def close(self) -> None:
-        self._db.commit()
+        self.commit()
         self._db.close()
 
     # peers ---------------------------------------------------------------------
@@ -347,11 +349,16 @@ class SqliteStore:
 
     # audit ---------------------------------------------------------------------
     def append_audit(self, ts: float, event: str, data: dict[str, Any]) -> None:
-        self._db.execute(
-            "INSERT INTO audit(ts, event, data) VALUES (?, ?, ?)", (ts, event, _dumps(data))
-        )
+        # Buffered and written in one statement with the batch's commit.
+        self._audit_rows.append((ts, event, _dumps(data)))
+
+    def _flush_audit(self) -> None:
+        if self._audit_rows:
+            rows, self._audit_rows = self._audit_rows, []
+            self._db.executemany("INSERT INTO audit(ts, event, data) VALUES (?, ?, ?)", rows)
 
     def read_audit(self, *, after: int, limit: int) -> list[dict[str, Any]]:
+        self._flush_audit()
         rows = self._db.execute(
             "SELECT seq, ts, event, data FROM audit WHERE seq > ? ORDER BY seq LIMIT ?",
             (after, limit),
