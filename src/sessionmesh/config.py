@@ -41,6 +41,13 @@ class Settings:
     request_timeout: float = 10.0  # client side: how long to wait for any answer
 
     @property
+    def max_frame_bytes(self) -> int:
+        """The largest WebSocket frame or HTTP body read at all: room for a body at the
+        limit even when JSON escaping inflates it, so an oversize body gets a
+        `too_large` answer instead of a dropped connection."""
+        return self.max_body_bytes * 6 + 64 * 1024
+
+    @property
     def db_path(self) -> str:
         return os.path.join(self.home, "mesh.db")
 

@@ -85,10 +85,11 @@ def new_id() -> str:
 def check_name(name: Any, *, what: str = "name", claim: bool = False) -> str:
     """Return ``name`` if it is a valid peer name, else raise `InvalidName`."""
     pattern = CLAIM_RE if claim else NAME_RE
-    if not isinstance(name, str) or not pattern.fullmatch(name):
+    if not isinstance(name, str) or not pattern.fullmatch(name) or name == BROADCAST:
         raise InvalidName(
             f"invalid {what} {name!r}",
-            hint="names are 1-64 chars of a-z 0-9 . _ -, starting with a letter or digit",
+            hint="names are 1-64 chars of a-z 0-9 . _ -, starting with a letter or digit"
+            " ('broadcast' is reserved)",
         )
     return name
 
@@ -234,7 +235,7 @@ class Draft:
     @staticmethod
     def parse(args: dict[str, Any]) -> Draft:
         """Validate the arguments of a ``send`` op; raises `BadFrame` / `InvalidName`."""
-        known = {"id", "to", "kind", "body", "re", "status", "priority", "ttl", "from", "thread"}
+        known = {"id", "to", "kind", "body", "re", "status", "priority", "ttl", "from"}
         extra = set(args) - known
         if extra:
             raise BadFrame(f"unknown send field(s): {', '.join(sorted(extra))}")

@@ -87,22 +87,22 @@ class Runner:
         return {"name": name, "secret": issued}
 
     def authenticate(self, name: Any, secret: Any) -> str:
+        """The peer an HTTP call acts as; the name must have joined (POST /v1/join)."""
         if not name:
             raise Unauthorized("missing X-Mesh-Name header", hint="name the peer you act as")
-        name, issued = self.core.authenticate(name, secret, time.time())
-        if issued is not None:
-            # an HTTP call under a new name registers it; the secret goes back with /v1/join
-            self._schedule_flush()
-        return name
+        return self.core.authenticate(name, secret, time.time(), register=False)[0]
 
     # -- commands -----------------------------------------------------------------
     def connect(self, conn: Connection, args: dict[str, Any]) -> dict[str, Any]:
+        meta = args.get("meta")
+        if meta is not None and not isinstance(meta, dict):
+            raise BadFrame("'meta' must be a JSON object")
         welcome, effects = self.core.connect(
             conn.id,
             args.get("name"),
             args.get("secret"),
             time.time(),
-            meta=args.get("meta") if isinstance(args.get("meta"), dict) else None,
+            meta=meta,
             unique=bool(args.get("unique")),
             events=bool(args.get("events")),
         )
@@ -176,6 +176,11 @@ class Runner:
         conn = self.conns.get(conn_id)
         if conn is None:
             return
+        if rid is None:
+            # a frame without rid wants no answer, but a failure must not pass silently
+            if effect.error is not None:
+                conn.push({"op": "error", "error": effect.error.to_wire()})
+            return
         if effect.error is not None:
             conn.push({"op": "result", "rid": rid, "ok": False, "error": effect.error.to_wire()})
         else:
@@ -218,7 +223,7 @@ class Runner:
 
     async def serve(self, *, ready: asyncio.Future[str] | None = None) -> None:
         """Bind, write broker.json, serve until stopped, then shut down cleanly."""
-        app = web.Application(client_max_size=self.settings.max_body_bytes + 1024 * 1024)
+        app = web.Application(client_max_size=self.settings.max_frame_bytes)
         app.add_routes(Endpoints(self).routes())
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()

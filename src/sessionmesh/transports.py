@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from .core.broker import Caller
-from .errors import BadFrame, MeshError, Unauthorized
+from .errors import BadFrame, MeshError, TooLarge, Unauthorized
 
 if TYPE_CHECKING:
     from .server import Runner
+
 
 WS_PATH = "/v1/ws"
 
@@ -128,7 +129,13 @@ class Endpoints:
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def _json_body(self, request: web.Request) -> dict[str, Any]:
-        raw = await request.read()
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise TooLarge(
+                f"request body over {self.runner.settings.max_frame_bytes} bytes",
+                hint=f"bodies are limited to {self.runner.settings.max_body_bytes} bytes",
+            ) from None
         if not raw:
             return {}
         try:
@@ -175,9 +182,7 @@ class Endpoints:
             self._check_token(request)
         except MeshError as exc:
             return self._error_response(exc)
-        ws = web.WebSocketResponse(
-            max_msg_size=self.runner.settings.max_body_bytes + 64 * 1024, heartbeat=20.0
-        )
+        ws = web.WebSocketResponse(max_msg_size=self.runner.settings.max_frame_bytes, heartbeat=20.0)
         await ws.prepare(request)
         conn = Connection(ws)
         writer = asyncio.create_task(conn.writer())
@@ -191,7 +196,7 @@ class Endpoints:
                     if graceful:
                         break
                 elif msg.type is WSMsgType.BINARY:
-                    conn.push(_error_frame(None, BadFrame("binary frames are not part of the protocol")))
+                    conn.push({"op": "error", "error": BadFrame("binary frames are not part of the protocol").to_wire()})
                 elif msg.type is WSMsgType.ERROR:
                     break
         finally:
@@ -255,7 +260,7 @@ class Endpoints:
                 conn.push({"op": "result", "rid": rid, "ok": True, "result": {"bye": True}})
                 return True
             assert conn.name is not None
-            self.runner.submit(Caller(conn.name, conn.id), op, args, (conn.id, rid) if rid is not None else None)
+            self.runner.submit(Caller(conn.name, conn.id), op, args, (conn.id, rid))
         except MeshError as exc:
             conn.push(_error_frame(rid, exc) if rid is not None else {"op": "error", "error": exc.to_wire()})
         return False

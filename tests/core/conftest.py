@@ -77,6 +77,7 @@ class Mesh:
         self.now = T0
         self.secrets: dict[str, str] = {}
         self.conns: dict[str, int] = {}
+        self.last_connect_effects: list[Effect] = []  # the backlog and events of the last join
         self._next_conn = 0
         self._next_reply = 0
 
@@ -135,6 +136,9 @@ class Mesh:
     def advance(self, seconds: float) -> list[Effect]:
         self.now += seconds
         return self.core.tick(self.now)
+
+    def responses_after_tick(self, seconds: float, reply_to: Hashable) -> list[Respond]:
+        return responses(self.advance(seconds), reply_to)
 
     # -- what came out ------------------------------------------------------------
     def frames(self, effects: list[Effect], name: str, op: str | None = None) -> list[dict[str, Any]]:

@@ -316,7 +316,6 @@ def test_broadcast_reaches_every_other_peer_and_counts_them(mesh: Mesh) -> None:
     assert mesh.store.queue_depths() == {"bob": 1, "carol": 1}
 
 
-@pytest.mark.xfail(strict=True, reason="bug: broadcast ignores the recipients' refuse lists")
 def test_broadcast_skips_peers_that_refuse_the_sender(mesh: Mesh) -> None:
     mesh.register("alice")
     mesh.register("bob", refuse=["alice"])
@@ -605,7 +604,6 @@ def test_track_by_a_bystander_is_forbidden(mesh: Mesh) -> None:
     assert mesh.ok("bob", "track", id=msg_id)["from"] == "alice"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: thread closes before 'limit' is validated")
 def test_a_thread_call_with_a_bad_limit_does_not_close_the_thread(mesh: Mesh) -> None:
     mesh.register("alice")
     mesh.register("bob")
@@ -615,3 +613,25 @@ def test_a_thread_call_with_a_bad_limit_does_not_close_the_thread(mesh: Mesh) ->
     assert isinstance(err, BadFrame)
     assert mesh.store.get_thread(msg_id).state == "open"
     assert mesh.snapshot() == before
+
+
+def test_a_refuse_list_set_later_denies_from_then_on(mesh: Mesh) -> None:
+    mesh.register("alice")
+    mesh.register("bob")
+    assert mesh.send("alice", "bob")["status"] == "queued"
+    mesh.ok("bob", "set_status", refuse=["alice"])
+    assert mesh.send("alice", "bob")["status"] == "denied"
+    assert mesh.store.queue_depths() == {"bob": 1}
+
+
+def test_a_join_with_bad_meta_is_refused_and_registers_nothing(mesh: Mesh) -> None:
+    before = mesh.snapshot()
+    with pytest.raises(BadFrame):
+        mesh.core.connect(1, "alice", None, mesh.now, meta={"refuse": "bob"})
+    assert mesh.snapshot() == before
+    assert mesh.core.online_names() == []
+
+
+def test_the_name_broadcast_cannot_be_claimed(mesh: Mesh) -> None:
+    with pytest.raises(InvalidName):
+        mesh.core.connect(1, "broadcast", None, mesh.now)

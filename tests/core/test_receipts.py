@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sessionmesh.core.broker import BACKLOG_CHUNK
+import pytest
+
+from sessionmesh.core.broker import BACKLOG_CHUNK, Caller
 
 from .conftest import Mesh
 
@@ -69,7 +71,16 @@ def test_an_ack_for_someone_elses_message_changes_nothing(mesh: Mesh) -> None:
     for name in ("alice", "bob", "carol"):
         mesh.register(name)
     msg_id = mesh.send("alice", "bob")["id"]
-    assert mesh.ok("carol", "ack", ids=[msg_id, "not-an-id"], state="read") == {"acked": 0}
+    assert mesh.ok("carol", "ack", ids=[msg_id], state="read") == {"acked": 0}
+    assert mesh.track("alice", msg_id) == {"bob": "queued"}
+
+
+def test_an_ack_with_a_malformed_id_is_a_bad_frame_and_changes_nothing(mesh: Mesh) -> None:
+    for name in ("alice", "bob"):
+        mesh.register(name)
+    msg_id = mesh.send("alice", "bob")["id"]
+    effects = mesh.core.handle(Caller("bob"), "ack", {"ids": [msg_id, "not-an-id"], "state": "read"}, "r", mesh.now)
+    assert [type(e.error).__name__ for e in effects] == ["BadFrame"]
     assert mesh.track("alice", msg_id) == {"bob": "queued"}
 
 
@@ -113,6 +124,17 @@ def test_a_read_message_does_not_expire(mesh: Mesh) -> None:
     msg_id = mesh.send("alice", "bob", ttl=60)["id"]
     mesh.ack("bob", [msg_id], "read")
     mesh.advance(3600)
+    assert mesh.track("alice", msg_id) == {"bob": "read"}
+
+
+def test_a_message_the_recipient_holds_does_not_expire_and_its_read_still_counts(mesh: Mesh) -> None:
+    mesh.register("alice")
+    mesh.register("bob")
+    msg_id = mesh.send("alice", "bob", ttl=60)["id"]
+    assert [m["id"] for m in mesh.ok("bob", "inbox")["messages"]] == [msg_id]  # now delivered
+    mesh.advance(61)
+    assert mesh.track("alice", msg_id) == {"bob": "delivered"}
+    mesh.ack("bob", [msg_id], "read")
     assert mesh.track("alice", msg_id) == {"bob": "read"}
 
 

@@ -50,6 +50,8 @@ def test_ten_racing_clients_start_exactly_one_broker(mesh_home):
         down = mesh_cmd("down", "--home", str(mesh_home))
         assert down.returncode == 0, down.stderr
     assert not _alive(status["pid"])
+    while discovery._spawned:  # reap the broker this test process started
+        discovery._spawned.pop().wait(10)
 
 
 def _cmd_serves(pid: str, home: str) -> bool:

@@ -3,6 +3,7 @@ and the broker keeps serving everyone else."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import aiohttp
@@ -78,7 +79,8 @@ async def test_malformed_frames_get_typed_errors_and_the_session_keeps_serving(b
         await ws.close()
         await session.close()
     # nothing of the bad frames reached the store
-    assert [e["event"] for e in broker.runner.store.read_audit(after=0, limit=100)] == ["peer_registered"]
+    events = {e["event"] for e in broker.runner.store.read_audit(after=0, limit=100)}
+    assert events <= {"peer_registered", "peer_joined", "peer_left"}
 
 
 async def test_send_as_another_name_is_impersonation_and_stores_nothing(broker):
@@ -139,3 +141,45 @@ async def test_metrics_are_prometheus_text_with_statuses_depths_peers_and_latenc
     assert "mesh_connected_peers 2.0" in text
     assert "mesh_send_latency_seconds_count 2.0" in text
     assert "mesh_queue_depth" in text
+
+
+async def test_a_failing_frame_without_rid_gets_an_error_frame_and_binary_is_refused(broker):
+    session, ws = await _raw_ws(broker)
+    try:
+        await _hello(ws, "alice")
+        await ws.send_str(json.dumps({"op": "ack", "args": {"ids": "not-a-list"}}))
+        frame = json.loads((await ws.receive(timeout=5)).data)
+        assert frame == {"op": "error", "error": frame["error"]} and frame["error"]["code"] == "bad_frame"
+        await ws.send_bytes(b"\x00\x01")
+        frame = json.loads((await ws.receive(timeout=5)).data)
+        assert frame["op"] == "error" and "binary" in frame["error"]["message"]
+    finally:
+        await ws.close()
+        await session.close()
+
+
+async def test_http_calls_need_a_joined_name_and_oversize_bodies_get_json_413(broker):
+    headers = {"Authorization": f"Bearer {broker.runner.token}", "X-Mesh-Name": "stranger"}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(broker.settings.url + "/v1/peers", json={}, headers=headers) as resp:
+            assert resp.status == 404 and (await resp.json())["error"]["code"] == "unknown_peer"
+        # the failed call registered nothing: the name can still join
+        async with session.post(broker.settings.url + "/v1/join", json={"name": "stranger"},
+                                headers=headers) as resp:
+            joined = await resp.json()
+            assert resp.status == 200 and joined["secret"]
+        huge = b'{"to":"x","body":"' + b"x" * (broker.settings.max_frame_bytes + 10) + b'"}'
+        async with session.post(broker.settings.url + "/v1/send", data=io.BytesIO(huge),
+                                headers={**headers, "X-Mesh-Secret": joined["secret"]}) as resp:
+            assert resp.status == 413 and (await resp.json())["error"]["code"] == "too_large"
+
+
+async def test_a_frame_too_large_for_the_wire_is_refused_by_the_client_and_the_session_lives(broker):
+    async with AsyncClient(broker.settings, "alice") as alice, AsyncClient(broker.settings, "bob") as bob:
+        # each char escapes to 6 bytes of JSON: the frame would be over the wire limit
+        result = await alice.send("bob", "\u0001" * (broker.settings.max_body_bytes + 20000))
+        assert result.status.value == "refused" and result.reason["code"] == "too_large"
+        audit = {e["event"] for e in broker.runner.store.read_audit(after=0, limit=100)}
+        assert "send_refused" not in audit  # refused before it left the client
+        assert (await alice.send("bob", "small")).status.value == "received"
+        assert (await bob.recv(timeout=5)).body == "small"

@@ -18,7 +18,7 @@ import aiohttp
 
 from ..config import Settings
 from ..envelope import Envelope, Kind, Priority, new_id
-from ..errors import MeshError, NameTaken, Timeout, Unavailable, from_wire
+from ..errors import MeshError, NameTaken, Timeout, TooLarge, Unavailable, from_wire
 from . import discovery
 from .session import SendResult, SessionCore
 
@@ -220,6 +220,10 @@ class AsyncClient:
         ``answer_timeout`` bounds the wait for the answer (default: request_timeout).
         """
         rid, frame = self.core.request(op, args)
+        if len(json.dumps(frame, ensure_ascii=False).encode()) > self.settings.max_frame_bytes:
+            self.core.forget(rid)
+            raise TooLarge(f"the '{op}' request is over {self.settings.max_frame_bytes} bytes",
+                           hint=f"bodies are limited to {self.settings.max_body_bytes} bytes")
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._futures[rid] = future
         await self._send_frame(frame)
@@ -261,6 +265,8 @@ class AsyncClient:
             return SendResult.from_wire(await self.request("send", **args))
         except Timeout:
             return SendResult.from_wire({"id": msg_id, "status": "timeout"})
+        except TooLarge as exc:
+            return SendResult.from_wire({"id": msg_id, "status": "refused", "reason": exc.to_wire()})
 
     async def ask(self, to: str, body: Any, **kw: Any) -> SendResult:
         """Send a request: the recipient is expected to reply with an end-state status."""

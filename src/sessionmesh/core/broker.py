@@ -31,6 +31,7 @@ from ..envelope import (
     Target,
     check_id,
     check_name,
+    new_id,
 )
 from ..errors import (
     BadFrame,
@@ -92,6 +93,7 @@ class _PendingSend:
     waiting: set[str]
     deadline: float
     reply_tos: list[Hashable] = field(default_factory=list)
+    duplicates: list[Hashable] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -112,14 +114,16 @@ def hash_secret(secret: str) -> str:
 
 
 def _int_arg(args: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
-    value = args.get(key, default)
+    value = args.get(key)
+    value = default if value is None else value
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise BadFrame(f"'{key}' must be an integer from {lo} to {hi}")
     return value
 
 
 def _float_arg(args: dict[str, Any], key: str, default: float, lo: float, hi: float) -> float:
-    value = args.get(key, default)
+    value = args.get(key)
+    value = default if value is None else value
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
         raise BadFrame(f"'{key}' must be a number from {lo} to {hi}")
     return float(value)
@@ -169,15 +173,19 @@ class Core:
         return sorted(self._online)
 
     def authenticate(
-        self, name: Any, secret: Any, now: float, *, meta: dict[str, Any] | None = None
+        self, name: Any, secret: Any, now: float, *, meta: dict[str, Any] | None = None,
+        register: bool = True,
     ) -> tuple[str, str | None]:
-        """Check ``name``'s secret; register the name if new.
+        """Check ``name``'s secret; register the name if new (and ``register``).
 
         Returns the name and, for a first join, the secret just issued (else None).
-        Raises `InvalidName`, or `BadSecret` when the name is held by another secret.
+        Raises `InvalidName`, `BadSecret` when the name is held by another secret, or
+        `UnknownPeer` for a new name when ``register`` is off.
         """
         check_name(name, claim=True)
         peer = self._peer_cache.get(name)
+        if peer is None and not register:
+            raise UnknownPeer(f"{name!r} has not joined yet", hint="join first: POST /v1/join")
         if peer is None:
             issued = secrets.token_urlsafe(24)
             peer = PeerRecord(name, hash_secret(issued), self._clean_meta(meta), now, now)
@@ -226,6 +234,7 @@ class Core:
         self._online[name] = conn
         self._touch(name, now)
         effects: list[Effect] = []
+        self._audit(now, "peer_joined", {"name": name})
         self._event(effects, now, "peer_joined", name=name, presence=Presence.ONLINE.value)
         welcome = {"name": name, "secret": issued, "server_time": now}
         effects.extend(self._backlog(conn, name, now))
@@ -253,6 +262,7 @@ class Core:
                     self.store.delete_lease(lease.resource, name)
                     self._audit(now, "lock_released", {"resource": lease.resource, "holder": name, "why": "leave"})
                     self._event(effects, now, "lock_released", resource=lease.resource, holder=name)
+        self._audit(now, "peer_left", {"name": name, "graceful": graceful})
         self._event(effects, now, "peer_left", name=name, graceful=graceful)
         return effects
 
@@ -277,11 +287,13 @@ class Core:
     # -- sending ------------------------------------------------------------------
     def send(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
         sender = caller.name
-        if "from" in args and args["from"] != sender:
+        if args.get("from") is not None and args["from"] != sender:
             raise Impersonation(
                 f"you are {sender!r}; a message cannot be sent as {args['from']!r}",
                 hint="the broker sets 'from'; leave it out",
             )
+        if args.get("id") is None:
+            args = {**args, "id": new_id()}
         try:
             draft = Draft.parse(args)
         except InvalidName as exc:
@@ -293,13 +305,14 @@ class Core:
             ), now)]
 
         # Idempotency: a resend of a stored id answers what the first send answered.
-        if draft.id in self._pending:
-            self._pending[draft.id].reply_tos.append(reply_to)
+        pending = self._pending.get(draft.id)
+        existing = pending.env if pending else self.store.get_message(draft.id)
+        if existing is not None and existing.sender != sender:
+            raise Forbidden(f"message id {draft.id} belongs to another sender")
+        if pending is not None:
+            pending.duplicates.append(reply_to)
             return []
-        existing = self.store.get_message(draft.id)
         if existing is not None:
-            if existing.sender != sender:
-                raise Forbidden(f"message id {draft.id} belongs to another sender")
             answer = self.store.get_answer(draft.id) or self._answer_from_receipts(existing)
             return [Respond(reply_to, {**answer, "duplicate": True})]
 
@@ -347,7 +360,7 @@ class Core:
             ts=now,
         )
         statuses, reasons, recipients = self._resolve(env, parent)
-        if not recipients and to.is_unicast:
+        if not recipients and to.names:
             answer = self._answer(env, statuses, reasons, now)
             self.counters["send_denied"] += 1
             self._audit(now, "send_denied", {"id": env.id, "from": sender, "to": to.to_wire(), "reasons": reasons})
@@ -392,9 +405,12 @@ class Core:
         statuses: dict[str, str] = {}
         reasons: dict[str, dict[str, Any]] = {}
         if to.broadcast:
-            names = [n for n in self._peer_cache if n != sender]
+            names = [n for n in self._peer_cache if n != sender and not self._refuses(n, sender, parent)]
         elif to.topic:
-            names = [n for n in self.store.subscribers(to.topic) if n != sender]
+            names = [
+                n for n in self.store.subscribers(to.topic)
+                if n != sender and not self._refuses(n, sender, parent)
+            ]
         else:
             names = []
             for name in to.names:
@@ -407,12 +423,18 @@ class Core:
                     reasons[name] = UnknownPeer(
                         f"no peer named {name!r}", hint=self._suggest(name)
                     ).to_wire()
-                elif sender in peer.meta.get("refuse", ()) and not (parent and parent.sender == name):
+                elif self._refuses(name, sender, parent):
                     statuses[name] = SendStatus.DENIED.value
                     reasons[name] = Forbidden(f"{name!r} refuses messages from {sender!r}").to_wire()
                 else:
                     names.append(name)
         return statuses, reasons, names
+
+    def _refuses(self, name: str, sender: str, parent: Envelope | None) -> bool:
+        """``name`` refuses ``sender``, unless this is a reply to ``name``'s own message."""
+        peer = self._peer_cache.get(name)
+        refused = peer is not None and sender in peer.meta.get("refuse", ())
+        return refused and not (parent is not None and parent.sender == name)
 
     def _answer(
         self, env: Envelope, statuses: dict[str, str], reasons: dict[str, Any], now: float
@@ -445,7 +467,8 @@ class Core:
     def _refuse(self, reply_to: Hashable, msg_id: Any, error: MeshError, now: float) -> Respond:
         self.counters["send_refused"] += 1
         self._audit(now, "send_refused", {"id": msg_id if isinstance(msg_id, str) else None, **error.to_wire()})
-        return Respond(reply_to, {"id": msg_id, "status": SendStatus.REFUSED.value, "statuses": {}, "reason": error.to_wire()})
+        return Respond(reply_to, {"id": msg_id, "status": SendStatus.REFUSED.value, "statuses": {},
+                                  "recipients": 0, "thread": None, "ts": now, "reason": error.to_wire()})
 
     def _maybe_finish(self, pending: _PendingSend) -> list[Effect]:
         if pending.waiting:
@@ -457,7 +480,9 @@ class Core:
             answer["status"] = answer["statuses"][pending.env.to.names[0]]
         self.store.set_answer(pending.env.id, answer)
         self.counters[f"send_{answer['status']}"] += 1
-        return [Respond(r, dict(answer)) for r in pending.reply_tos]
+        return [Respond(r, dict(answer)) for r in pending.reply_tos] + [
+            Respond(r, {**answer, "duplicate": True}) for r in pending.duplicates
+        ]
 
     def _take_token(self, name: str, now: float) -> bool:
         rate = self.settings.rate_limit
@@ -477,8 +502,9 @@ class Core:
     def ack(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
         """The caller holds (``delivered``) or has shown its agent (``read``) these ids."""
         ids = args.get("ids")
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        if not isinstance(ids, list):
             raise BadFrame("'ids' must be a list of message ids")
+        ids = [check_id(i, what="ack id") for i in ids]
         try:
             state = ReceiptState(args.get("state", "delivered"))
         except ValueError:
@@ -488,14 +514,8 @@ class Core:
         effects: list[Effect] = []
         changed = 0
         for msg_id in ids:
-            env_sender = self._advance(effects, msg_id, None, caller.name, state, now)
-            if env_sender is not None:
+            if self._advance(effects, msg_id, None, caller.name, state, now) is not None:
                 changed += 1
-            pending = self._pending.get(msg_id)
-            if pending is not None and caller.name in pending.waiting:
-                pending.waiting.discard(caller.name)
-                pending.answer["statuses"][caller.name] = SendStatus.RECEIVED.value
-                effects.extend(self._maybe_finish(pending))
         if reply_to is not None:
             effects.append(Respond(reply_to, {"acked": changed}))
         return effects
@@ -523,6 +543,11 @@ class Core:
                 return None
             sender = env.sender
         self.store.update_receipts([ReceiptUpdate(msg_id, recipient, state, now)])
+        pending = self._pending.get(msg_id)
+        if pending is not None and recipient in pending.waiting:
+            pending.waiting.discard(recipient)
+            pending.answer["statuses"][recipient] = SendStatus.RECEIVED.value
+            effects.extend(self._maybe_finish(pending))
         self.counters[f"receipts_{state.value}"] += 1
         self._audit(now, "receipt", {"id": msg_id, "recipient": recipient, "state": state.value})
         frame = {"op": "receipt", "id": msg_id, "recipient": recipient, "state": state.value, "ts": now}
@@ -619,7 +644,11 @@ class Core:
             thread = self.store.get_thread(env.thread)
             if thread is None:
                 raise UnknownMessage(f"no thread with id {env.thread}")
-        if caller.name not in thread.participants:
+        limit = _int_arg(args, "limit", 200, 1, 10000)
+        messages = self.store.thread_messages(thread.id, limit)
+        if caller.name not in thread.participants and not any(
+            self.store.get_receipt(m.id, caller.name) for m in messages
+        ):
             raise Forbidden(f"{caller.name!r} is not in thread {thread.id}")
         effects: list[Effect] = []
         if args.get("close"):
@@ -628,8 +657,6 @@ class Core:
             self.store.put_thread(thread)
             self._audit(now, "thread_closed", {"thread": thread.id, "by": caller.name})
             self._event(effects, now, "thread_closed", thread=thread.id, by=caller.name)
-        limit = _int_arg(args, "limit", 200, 1, 10000)
-        messages = self.store.thread_messages(thread.id, limit)
         effects.append(Respond(reply_to, {**thread.to_wire(), "messages": [m.to_wire() for m in messages]}))
         return effects
 
@@ -661,16 +688,17 @@ class Core:
         if topic is None:
             raise BadFrame("'topic' must look like '#name'")
         self.store.unsubscribe(topic, caller.name)
+        self._audit(now, "unsubscribed", {"topic": topic, "name": caller.name})
         return [Respond(reply_to, {"topic": topic})]
 
     # -- locks --------------------------------------------------------------------
     def lock(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
         resource = check_resource(args.get("resource"))
         ttl = _float_arg(args, "ttl", self.settings.lock_ttl, 1.0, 7 * 24 * 3600.0)
-        exclusive = args.get("exclusive", True)
+        exclusive = True if args.get("exclusive") is None else args["exclusive"]
         if not isinstance(exclusive, bool):
             raise BadFrame("'exclusive' must be true or false")
-        reason = args.get("reason", "")
+        reason = args.get("reason") or ""
         if not isinstance(reason, str) or len(reason) > 1000:
             raise BadFrame("'reason' must be a string of at most 1000 chars")
         effects: list[Effect] = []
@@ -754,7 +782,9 @@ class Core:
         peer = self._peer_cache[caller.name]
         self._update_meta(peer, meta, now)
         effects: list[Effect] = []
-        self._event(effects, now, "peer_updated", name=caller.name, meta=peer.meta)
+        self._audit(now, "peer_updated", {"name": caller.name, "fields": sorted(meta)})
+        self._event(effects, now, "peer_updated", name=caller.name,
+                    meta={k: v for k, v in peer.meta.items() if k != "refuse"})
         effects.append(Respond(reply_to, {"name": caller.name, "meta": peer.meta}))
         return effects
 
@@ -836,6 +866,7 @@ class Core:
             if conn is not None:
                 effects.append(Push(conn, {"op": "receipt", "id": msg_id, "recipient": recipient,
                                            "state": "expired", "ts": now}))
+            self._event(effects, now, "receipt", id=msg_id, sender=sender, recipient=recipient, state="expired")
         effects.extend(self._expire_leases(now))
         return effects
 

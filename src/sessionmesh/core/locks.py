@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import posixpath
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -50,9 +51,17 @@ class Lease:
 
 
 def check_resource(resource: Any) -> str:
+    """A valid resource, with paths normalised (``src/./a.py`` is ``src/a.py``); a
+    trailing ``/`` is kept: it marks a folder."""
     if not isinstance(resource, str) or not resource.strip() or len(resource) > 4096:
         raise BadFrame("'resource' must be a non-empty string (a path, a glob or a name)")
-    return resource.strip()
+    resource = resource.strip()
+    if "/" in resource:
+        folder = resource.endswith("/") and resource != "/"
+        resource = posixpath.normpath(resource) + ("/" if folder else "")
+        if resource.startswith("//"):
+            resource = "/" + resource.lstrip("/")
+    return resource
 
 
 def _segments(resource: str) -> tuple[str, ...]:
@@ -60,16 +69,17 @@ def _segments(resource: str) -> tuple[str, ...]:
     return tuple(p for i, p in enumerate(parts) if p or i == 0) or ("",)
 
 
-def _is_file(segments: tuple[str, ...]) -> bool:
-    """A last segment with an extension ('app.py') names a file: nothing lies below it."""
+def _is_file(resource: str, segments: tuple[str, ...]) -> bool:
+    """A last segment with an extension ('app.py') names a file, so nothing lies below
+    it; a trailing '/' ('v1.2/') says it is a folder after all."""
     last = segments[-1]
-    return "." in last[1:] and not _GLOB_CHARS.search(last)
+    return not resource.endswith("/") and "." in last[1:] and not _GLOB_CHARS.search(last)
 
 
 def overlaps(a: str, b: str) -> bool:
     """True when some path is covered by both resources."""
     p, q = _segments(a), _segments(b)
-    return _overlap_segments(p, q, _is_file(p), _is_file(q))
+    return _overlap_segments(p, q, _is_file(a, p), _is_file(b, q))
 
 
 @functools.lru_cache(maxsize=65536)
@@ -103,7 +113,8 @@ def _tokens(segment: str) -> tuple[Any, ...]:
         elif c == "?":
             out.append(("any",))
         elif c == "[":
-            end = segment.find("]", i + 2)
+            first = i + 2 if segment[i + 1 : i + 2] in ("!", "^") else i + 1
+            end = segment.find("]", first + 1)  # a ']' first in the set is a member
             if end == -1:
                 out.append("[")
             else:

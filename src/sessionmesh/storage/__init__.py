@@ -74,7 +74,9 @@ class Store(Protocol):
 
     # messages
     def add_message(self, env: Envelope) -> int:
-        """Store a new envelope and return its sequence number (monotonic)."""
+        """Store a new envelope and return its sequence number (monotonic).
+
+        Raises `StorageError` if the id is already stored."""
         ...
 
     def get_message(self, msg_id: str) -> Envelope | None: ...
@@ -97,7 +99,8 @@ class Store(Protocol):
         ...
 
     def expire_due(self, now: float) -> list[tuple[str, str, str]]:
-        """Mark unread receipts past their TTL `expired`; return (msg_id, recipient, sender)."""
+        """Mark queued (undelivered) receipts past their TTL `expired`; return
+        (msg_id, recipient, sender). A copy the recipient's client holds does not expire."""
         ...
 
     def queue_depths(self) -> dict[str, int]:

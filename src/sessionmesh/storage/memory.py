@@ -8,6 +8,7 @@ from typing import Any, Iterable
 
 from ..core.locks import Lease
 from ..envelope import Envelope, Priority, ReceiptState
+from ..errors import StorageError
 from . import PeerRecord, Receipt, ReceiptUpdate, ThreadRecord
 
 
@@ -45,7 +46,7 @@ class MemoryStore:
 
     def add_message(self, env: Envelope) -> int:
         if env.id in self._messages:
-            raise KeyError(env.id)
+            raise StorageError(f"message {env.id} is already stored")
         self._seq += 1
         env.seq = self._seq
         self._messages[env.id] = copy.deepcopy(env)
@@ -109,7 +110,7 @@ class MemoryStore:
     def expire_due(self, now: float) -> list[tuple[str, str, str]]:
         out = []
         for (m, r), v in self._receipts.items():
-            if v[0].unread and v[2] <= now:
+            if v[0] is ReceiptState.QUEUED and v[2] <= now:
                 v[0], v[1] = ReceiptState.EXPIRED, now
                 out.append((m, r, self._messages[m].sender))
         return out

@@ -53,8 +53,8 @@ CREATE TABLE IF NOT EXISTS receipts (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS receipts_unread ON receipts(recipient, urgent DESC, seq)
     WHERE state IN ('queued', 'delivered');
-CREATE INDEX IF NOT EXISTS receipts_expiry ON receipts(expires_at)
-    WHERE state IN ('queued', 'delivered');
+CREATE INDEX IF NOT EXISTS receipts_queued_expiry ON receipts(expires_at)
+    WHERE state = 'queued';
 CREATE TABLE IF NOT EXISTS threads (
     id TEXT PRIMARY KEY,
     state TEXT NOT NULL,
@@ -174,23 +174,27 @@ class SqliteStore:
     # messages ------------------------------------------------------------------
     def add_message(self, env: Envelope) -> int:
         to = env.to.to_wire()
-        cur = self._db.execute(
-            "INSERT INTO messages(id, sender, recipient, kind, re, thread, status, priority,"
-            " body, ttl, ts) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                env.id,
-                env.sender,
-                to if isinstance(to, str) else _dumps(to),
-                env.kind.value,
-                env.re,
-                env.thread,
-                env.status.value if env.status else None,
-                env.priority.value,
-                _dumps(env.body),
-                env.ttl,
-                env.ts,
-            ),
+        row = (
+            env.id,
+            env.sender,
+            to if isinstance(to, str) else _dumps(to),
+            env.kind.value,
+            env.re,
+            env.thread,
+            env.status.value if env.status else None,
+            env.priority.value,
+            _dumps(env.body),
+            env.ttl,
+            env.ts,
         )
+        try:
+            cur = self._db.execute(
+                "INSERT INTO messages(id, sender, recipient, kind, re, thread, status, priority,"
+                " body, ttl, ts) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                row,
+            )
+        except sqlite3.IntegrityError as exc:
+            raise StorageError(f"message {env.id} is already stored") from exc
         env.seq = int(cur.lastrowid or 0)
         return env.seq
 
@@ -268,7 +272,7 @@ class SqliteStore:
     def expire_due(self, now: float) -> list[tuple[str, str, str]]:
         rows = self._db.execute(
             "SELECT r.msg_id, r.recipient, m.sender FROM receipts r JOIN messages m"
-            " ON m.id = r.msg_id WHERE r.state IN ('queued', 'delivered') AND r.expires_at <= ?",
+            " ON m.id = r.msg_id WHERE r.state = 'queued' AND r.expires_at <= ?",
             (now,),
         ).fetchall()
         if rows:
