@@ -223,8 +223,9 @@ class Runner:
 
     async def serve(self, *, ready: asyncio.Future[str] | None = None) -> None:
         """Bind, write broker.json, serve until stopped, then shut down cleanly."""
-        app = web.Application(client_max_size=self.settings.max_frame_bytes)
-        app.add_routes(Endpoints(self).routes())
+        endpoints = Endpoints(self)
+        app = web.Application(client_max_size=self.settings.max_frame_bytes, middlewares=[endpoints.guard])
+        app.add_routes(endpoints.routes())
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, self.settings.host, self.settings.port, reuse_address=True)

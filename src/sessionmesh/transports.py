@@ -99,32 +99,26 @@ class Endpoints:
             web.get("/", self.index),
         ]
 
-    def _check_token(self, request: web.Request) -> None:
-        if not self.runner.token_ok(_token_of(request)):
-            raise Unauthorized(
-                "missing or wrong broker token",
-                hint="send 'Authorization: Bearer <token>' with the token from $MESH_HOME/token",
-            )
-
-    @staticmethod
-    def _error_response(error: MeshError) -> web.Response:
-        return web.json_response({"error": error.to_wire()}, status=error.http_status, dumps=dumps)
+    @web.middleware
+    async def guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Every path but /health needs the token; a `MeshError` becomes its JSON answer."""
+        try:
+            if request.path != "/health" and not self.runner.token_ok(_token_of(request)):
+                raise Unauthorized(
+                    "missing or wrong broker token",
+                    hint="send 'Authorization: Bearer <token>' with the token from $MESH_HOME/token",
+                )
+            return await handler(request)
+        except MeshError as exc:
+            return web.json_response({"error": exc.to_wire()}, status=exc.http_status, dumps=dumps)
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response(self.runner.health(), dumps=dumps)
 
     async def index(self, request: web.Request) -> web.Response:
-        try:
-            self._check_token(request)
-        except MeshError as exc:
-            return self._error_response(exc)
         return web.Response(text="sessionmesh broker: see /health, /metrics and docs/protocol.md\n")
 
     async def metrics(self, request: web.Request) -> web.Response:
-        try:
-            self._check_token(request)
-        except MeshError as exc:
-            return self._error_response(exc)
         body, content_type = self.runner.metrics_text()
         return web.Response(body=body, headers={"Content-Type": content_type})
 
@@ -148,40 +142,22 @@ class Endpoints:
 
     async def join(self, request: web.Request) -> web.Response:
         """Register a name (first join issues its secret) or check a held one."""
-        try:
-            self._check_token(request)
-            args = await self._json_body(request)
-            result = self.runner.join(args.get("name"), args.get("secret"), args.get("meta"))
-        except MeshError as exc:
-            return self._error_response(exc)
+        args = await self._json_body(request)
+        result = self.runner.join(args.get("name"), args.get("secret"), args.get("meta"))
         return web.json_response(result, dumps=dumps)
 
     async def shutdown(self, request: web.Request) -> web.Response:
-        try:
-            self._check_token(request)
-        except MeshError as exc:
-            return self._error_response(exc)
         self.runner.request_stop()
         return web.json_response({"stopping": True, "pid": self.runner.health()["pid"]}, dumps=dumps)
 
     async def http_op(self, request: web.Request) -> web.Response:
         """``POST /v1/<op>``: one command as the peer named in ``X-Mesh-Name``."""
-        try:
-            self._check_token(request)
-            args = await self._json_body(request)
-            name = self.runner.authenticate(
-                request.headers.get("X-Mesh-Name"), request.headers.get("X-Mesh-Secret")
-            )
-            result = await self.runner.call(Caller(name), request.match_info["op"], args)
-        except MeshError as exc:
-            return self._error_response(exc)
+        args = await self._json_body(request)
+        name = self.runner.authenticate(request.headers.get("X-Mesh-Name"), request.headers.get("X-Mesh-Secret"))
+        result = await self.runner.call(Caller(name), request.match_info["op"], args)
         return web.json_response(result, dumps=dumps)
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
-        try:
-            self._check_token(request)
-        except MeshError as exc:
-            return self._error_response(exc)
         ws = web.WebSocketResponse(max_msg_size=self.runner.settings.max_frame_bytes, heartbeat=20.0)
         await ws.prepare(request)
         conn = Connection(ws)
