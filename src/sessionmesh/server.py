@@ -118,7 +118,7 @@ class Runner:
 
     def submit(self, caller: Caller, op: Any, args: Any, reply_to: Hashable | None) -> None:
         self.last_activity = time.monotonic()
-        if op == "send" and reply_to is not None:
+        if op == "send" and reply_to is not None and reply_to[-1] is not None:  # type: ignore[index]
             self._send_started[reply_to] = time.perf_counter()
         self._run(self.core.handle(caller, op, args, reply_to, time.time()))
 

@@ -158,7 +158,7 @@ class Endpoints:
         return web.json_response(result, dumps=dumps)
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(max_msg_size=self.runner.settings.max_frame_bytes, heartbeat=20.0)
+        ws = web.WebSocketResponse(max_msg_size=self.runner.settings.max_frame_bytes + 1, heartbeat=20.0)
         await ws.prepare(request)
         conn = Connection(ws)
         writer = asyncio.create_task(conn.writer())

@@ -635,3 +635,19 @@ def test_a_join_with_bad_meta_is_refused_and_registers_nothing(mesh: Mesh) -> No
 def test_the_name_broadcast_cannot_be_claimed(mesh: Mesh) -> None:
     with pytest.raises(InvalidName):
         mesh.core.connect(1, "broadcast", None, mesh.now)
+
+
+def test_a_list_send_that_reaches_nobody_is_denied_and_not_stored(mesh: Mesh) -> None:
+    mesh.register("alice")
+    before = mesh.snapshot()["_messages"]
+    answer = mesh.send("alice", ["nobody", "noone"], "hello?")
+    assert answer["status"] == "denied" and answer["recipients"] == 0
+    assert answer["statuses"] == {"nobody": "denied", "noone": "denied"}
+    assert mesh.snapshot()["_messages"] == before
+
+
+def test_boolean_options_must_be_booleans(mesh: Mesh) -> None:
+    mesh.register("alice")
+    assert type(mesh.fails("alice", "subscribe", topic="#ci", from_start="yes")).__name__ == "BadFrame"
+    assert type(mesh.fails("alice", "lock", resource="x", exclusive="no")).__name__ == "BadFrame"
+    assert type(mesh.fails("alice", "subscribe")).__name__ == "BadFrame"

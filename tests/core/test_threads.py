@@ -181,3 +181,30 @@ def test_await_times_out_through_tick(mesh: Mesh) -> None:
 def test_await_of_an_unknown_id_is_unknown_message(mesh: Mesh) -> None:
     mesh.register("alice")
     assert isinstance(mesh.fails("alice", "await", id=new_id()), UnknownMessage)
+
+
+def test_a_reply_to_a_peer_awaiting_it_answers_received_at_once(mesh: Mesh) -> None:
+    mesh.register("alice")
+    mesh.register("bob")
+    ask = mesh.send("alice", "bob", "ready?", kind="request")
+    waiting = mesh.call("alice", "await", id=ask["id"], timeout=30)
+    assert waiting.effects == []
+    mesh.join("bob")
+    request_id = ask["id"]
+    reply = mesh.call("bob", "send", re=request_id, body="yes", status="PASS")
+    assert reply.result["status"] == "received"
+    got = [e for e in reply.effects if getattr(e, "reply_to", None) == waiting.reply_to]
+    assert got and got[0].result["reply"]["body"] == "yes"
+    assert mesh.track("bob", reply.result["id"]) == {"alice": "read"}
+
+
+def test_an_await_ends_with_its_connection(mesh: Mesh) -> None:
+    mesh.join("alice")
+    mesh.register("bob")
+    ask = mesh.send("alice", "bob", "ready?", kind="request")
+    mesh.call("alice", "await", id=ask["id"], timeout=30)
+    mesh.leave("alice", graceful=False)
+    mesh.join("bob")
+    # the reply is not marked read for an await nobody is waiting on any more
+    reply = mesh.call("bob", "send", re=ask["id"], body="yes")
+    assert mesh.track("bob", reply.result["id"]) == {"alice": "queued"}

@@ -261,12 +261,17 @@ class AsyncClient:
             args["status"] = status
         if ttl is not None:
             args["ttl"] = ttl
+        return await self._send(args)
+
+    async def _send(self, args: dict[str, Any]) -> SendResult:
+        """Run a send op; a missing answer or an oversize frame is a status, not an error."""
+        args.setdefault("id", new_id())
         try:
             return SendResult.from_wire(await self.request("send", **args))
         except Timeout:
-            return SendResult.from_wire({"id": msg_id, "status": "timeout"})
+            return SendResult.from_wire({"id": args["id"], "status": "timeout"})
         except TooLarge as exc:
-            return SendResult.from_wire({"id": msg_id, "status": "refused", "reason": exc.to_wire()})
+            return SendResult.from_wire({"id": args["id"], "status": "refused", "reason": exc.to_wire()})
 
     async def ask(self, to: str, body: Any, **kw: Any) -> SendResult:
         """Send a request: the recipient is expected to reply with an end-state status."""
@@ -279,11 +284,7 @@ class AsyncClient:
         args: dict[str, Any] = {"re": re, "body": body, "kind": "reply", "priority": Priority(priority).value}
         if status:
             args["status"] = status
-        msg_id = new_id()
-        try:
-            return SendResult.from_wire(await self.request("send", id=msg_id, **args))
-        except Timeout:
-            return SendResult.from_wire({"id": msg_id, "status": "timeout"})
+        return await self._send(args)
 
     async def await_reply(self, msg_id: str, timeout: float = 30.0) -> Envelope:
         """Block until a reply to ``msg_id`` arrives; raises `Timeout`."""

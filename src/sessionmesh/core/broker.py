@@ -101,6 +101,7 @@ class _Awaiter:
     reply_to: Hashable
     name: str
     deadline: float
+    conn: int | None
 
 
 @dataclass(slots=True)
@@ -118,6 +119,24 @@ def _int_arg(args: dict[str, Any], key: str, default: int, lo: int, hi: int) -> 
     value = default if value is None else value
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise BadFrame(f"'{key}' must be an integer from {lo} to {hi}")
+    return value
+
+
+def _topic_arg(args: dict[str, Any]) -> str:
+    value = args.get("topic")
+    if not isinstance(value, str) or not value.startswith("#"):
+        raise BadFrame("'topic' must look like '#name'")
+    topic = Target.parse(value).topic
+    assert topic is not None
+    return topic
+
+
+def _bool_arg(args: dict[str, Any], key: str, default: bool) -> bool:
+    value = args.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise BadFrame(f"'{key}' must be true or false")
     return value
 
 
@@ -262,6 +281,12 @@ class Core:
                     self.store.delete_lease(lease.resource, name)
                     self._audit(now, "lock_released", {"resource": lease.resource, "holder": name, "why": "leave"})
                     self._event(effects, now, "lock_released", resource=lease.resource, holder=name)
+        for msg_id, awaiting in list(self._awaiters.items()):
+            rest = [a for a in awaiting if a.conn != conn]
+            if rest:
+                self._awaiters[msg_id] = rest
+            else:
+                del self._awaiters[msg_id]
         self._audit(now, "peer_left", {"name": name, "graceful": graceful})
         self._event(effects, now, "peer_left", name=name, graceful=graceful)
         return effects
@@ -376,12 +401,15 @@ class Core:
         effects: list[Effect] = []
         if parent is not None:
             self._advance(effects, parent.id, parent.sender, sender, ReceiptState.ANSWERED, now)
-            self._wake_awaiters(effects, env, now)
 
         wire = env.to_wire()
         waiting: set[str] = set()
+        awaited = self._wake_awaiters(effects, env, now) if parent is not None else set()
         for name in recipients:
             statuses[name] = SendStatus.QUEUED.value
+            if name in awaited:  # a live await already holds it (and has shown it)
+                statuses[name] = SendStatus.RECEIVED.value
+                continue
             conn = self._online.get(name)
             if conn is not None:
                 effects.append(Push(conn, {"op": "deliver", "messages": [wire]}))
@@ -441,6 +469,10 @@ class Core:
     ) -> dict[str, Any]:
         if env.to.is_unicast:
             status = statuses[env.to.names[0]]
+        elif env.to.names and all(s in ("denied", "refused") for s in statuses.values()):
+            # a list of names none of which can be reached: nothing was stored
+            refused = all(s == "refused" for s in statuses.values())
+            status = SendStatus.REFUSED.value if refused else SendStatus.DENIED.value
         else:
             status = SendStatus.SENT.value
         answer: dict[str, Any] = {
@@ -506,7 +538,7 @@ class Core:
             raise BadFrame("'ids' must be a list of message ids")
         ids = [check_id(i, what="ack id") for i in ids]
         try:
-            state = ReceiptState(args.get("state", "delivered"))
+            state = ReceiptState(args.get("state") or "delivered")
         except ValueError:
             raise BadFrame("'state' must be 'delivered' or 'read'") from None
         if state not in (ReceiptState.DELIVERED, ReceiptState.READ):
@@ -598,24 +630,28 @@ class Core:
                 self._advance(effects, reply.id, reply.sender, caller.name, ReceiptState.READ, now)
                 effects.append(Respond(reply_to, {"reply": reply.to_wire()}))
                 return effects
-        self._awaiters[msg_id].append(_Awaiter(reply_to, caller.name, now + timeout))
+        self._awaiters[msg_id].append(_Awaiter(reply_to, caller.name, now + timeout, caller.conn))
         return []
 
-    def _wake_awaiters(self, effects: list[Effect], reply: Envelope, now: float) -> None:
+    def _wake_awaiters(self, effects: list[Effect], reply: Envelope, now: float) -> set[str]:
+        """Answer the awaits this reply ends; returns the names that now have it (read)."""
         waiting = self._awaiters.get(reply.re or "")
         if not waiting:
-            return
+            return set()
         keep = []
+        woken: set[str] = set()
         for awaiter in waiting:
             if awaiter.name in reply.to.names:
                 self._advance(effects, reply.id, reply.sender, awaiter.name, ReceiptState.READ, now)
                 effects.append(Respond(awaiter.reply_to, {"reply": reply.to_wire()}))
+                woken.add(awaiter.name)
             else:
                 keep.append(awaiter)
         if keep:
             self._awaiters[reply.re or ""] = keep
         else:
             self._awaiters.pop(reply.re or "", None)
+        return woken
 
     # -- threads ------------------------------------------------------------------
     def _thread_turn(self, env: Envelope, now: float) -> None:
@@ -647,11 +683,11 @@ class Core:
         limit = _int_arg(args, "limit", 200, 1, 10000)
         messages = self.store.thread_messages(thread.id, limit)
         if caller.name not in thread.participants and not any(
-            self.store.get_receipt(m.id, caller.name) for m in messages
+            self.store.get_receipt(m.id, caller.name) for m in self.store.thread_messages(thread.id, 100_000)
         ):
             raise Forbidden(f"{caller.name!r} is not in thread {thread.id}")
         effects: list[Effect] = []
-        if args.get("close"):
+        if _bool_arg(args, "close", False):
             thread.state = ThreadState.CLOSED.value
             thread.updated_at = now
             self.store.put_thread(thread)
@@ -662,17 +698,15 @@ class Core:
 
     # -- topics -------------------------------------------------------------------
     def subscribe(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
-        topic = Target.parse(args.get("topic")).topic
-        if topic is None:
-            raise BadFrame("'topic' must look like '#name'")
+        topic = _topic_arg(args)
         self.store.subscribe(topic, caller.name)
         effects: list[Effect] = []
         caught_up = 0
-        if args.get("from_start"):
+        if _bool_arg(args, "from_start", False):
             backlog = [
                 e for e in self.store.topic_messages(topic)
                 if e.sender != caller.name and self.store.get_receipt(e.id, caller.name) is None
-                and e.expires_at > now
+                and e.expires_at > now and not self._refuses(caller.name, e.sender, None)
             ]
             for env in backlog:
                 self.store.add_receipts(env, [caller.name])
@@ -684,9 +718,7 @@ class Core:
         return effects
 
     def unsubscribe(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
-        topic = Target.parse(args.get("topic")).topic
-        if topic is None:
-            raise BadFrame("'topic' must look like '#name'")
+        topic = _topic_arg(args)
         self.store.unsubscribe(topic, caller.name)
         self._audit(now, "unsubscribed", {"topic": topic, "name": caller.name})
         return [Respond(reply_to, {"topic": topic})]
@@ -695,9 +727,7 @@ class Core:
     def lock(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
         resource = check_resource(args.get("resource"))
         ttl = _float_arg(args, "ttl", self.settings.lock_ttl, 1.0, 7 * 24 * 3600.0)
-        exclusive = True if args.get("exclusive") is None else args["exclusive"]
-        if not isinstance(exclusive, bool):
-            raise BadFrame("'exclusive' must be true or false")
+        exclusive = _bool_arg(args, "exclusive", True)
         reason = args.get("reason") or ""
         if not isinstance(reason, str) or len(reason) > 1000:
             raise BadFrame("'reason' must be a string of at most 1000 chars")
