@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import json
 import os
 import re
 import time
@@ -11,6 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from .codec import dumps
 from .errors import BadFrame, InvalidName
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -205,7 +205,7 @@ def body_size(body: Any) -> int:
     """Bytes the body takes on the wire (UTF-8 for strings, compact JSON otherwise)."""
     if isinstance(body, str):
         return len(body.encode())
-    return len(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode())
+    return len(dumps(body).encode())
 
 
 def _enum(cls: type[enum.Enum], value: Any, field_name: str, default: Any) -> Any:

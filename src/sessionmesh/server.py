@@ -28,10 +28,12 @@ from .core.effects import Effect, Push, Respond
 from .errors import BadFrame, MeshError, Unauthorized, Unavailable
 from .metrics import Metrics
 from .storage.sqlite import SqliteStore
-from .transports import Connection, Endpoints, dumps
+from .codec import dumps
+from .transports import Connection, Endpoints
 
 log = logging.getLogger("sessionmesh.broker")
 TICK_INTERVAL = 0.2
+CHECKPOINT_INTERVAL = 1.0
 PRESENCE_FLUSH_INTERVAL = 30.0
 
 
@@ -206,6 +208,14 @@ class Runner:
         self._stop.set()
 
     # -- lifecycle ----------------------------------------------------------------
+    async def _checkpointer(self) -> None:
+        """Copy the WAL back into the database off the event loop, so no commit on
+        the loop ever pays for a checkpoint (a passive one never blocks the writer)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(CHECKPOINT_INTERVAL)
+            await loop.run_in_executor(None, self.store.checkpoint)
+
     async def _ticker(self) -> None:
         last_presence = time.monotonic()
         while True:
@@ -240,6 +250,7 @@ class Runner:
         self.url = f"http://{host}:{port}"
         self._write_broker_file()
         ticker = asyncio.create_task(self._ticker())
+        checkpointer = asyncio.create_task(self._checkpointer())
         log.info("broker %s listening on %s (home %s)", __version__, self.url, self.settings.home)
         if ready is not None and not ready.done():
             ready.set_result(self.url)
@@ -247,6 +258,9 @@ class Runner:
             await self._stop.wait()
         finally:
             ticker.cancel()
+            checkpointer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checkpointer
             for conn in list(self.conns.values()):
                 with contextlib.suppress(Exception):
                     await conn.ws.close(code=1001, message=b"broker stopping")
@@ -304,7 +318,12 @@ def run(settings: Settings, *, autostarted: bool = False) -> None:
     lock = HomeLock(settings)
     lock.acquire()
     try:
-        asyncio.run(_main(settings, autostarted))
+        try:
+            import uvloop  # a faster event loop where it is available
+        except ImportError:
+            asyncio.run(_main(settings, autostarted))
+        else:
+            uvloop.run(_main(settings, autostarted))
     finally:
         lock.release()
 

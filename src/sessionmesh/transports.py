@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from .codec import dumps, loads
 from .core.broker import Caller
 from .errors import BadFrame, MeshError, TooLarge, Unauthorized
 
@@ -25,8 +25,6 @@ if TYPE_CHECKING:
 WS_PATH = "/v1/ws"
 
 
-def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _error_frame(rid: Any, error: MeshError) -> dict[str, Any]:
@@ -132,10 +130,7 @@ class Endpoints:
             ) from None
         if not raw:
             return {}
-        try:
-            args = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BadFrame(f"request body is not valid JSON: {exc}") from None
+        args = loads(raw)
         if not isinstance(args, dict):
             raise BadFrame("request body must be a JSON object")
         return args
@@ -213,10 +208,7 @@ class Endpoints:
 
     @staticmethod
     def _decode(data: str) -> dict[str, Any]:
-        try:
-            frame = json.loads(data)
-        except ValueError as exc:
-            raise BadFrame(f"frame is not valid JSON: {exc}") from None
+        frame = loads(data)
         if not isinstance(frame, dict):
             raise BadFrame("a frame must be a JSON object")
         return frame

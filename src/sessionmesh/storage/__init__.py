@@ -65,6 +65,10 @@ class Store(Protocol):
 
     # lifecycle
     def commit(self) -> None: ...
+    def checkpoint(self) -> None:
+        """Housekeeping that may run on another thread (SQLite: copy the WAL back)."""
+        ...
+
     def close(self) -> None: ...
 
     # peers

@@ -28,6 +28,9 @@ class MemoryStore:
     def commit(self) -> None:
         pass
 
+    def checkpoint(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 

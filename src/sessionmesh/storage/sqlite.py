@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 from typing import Any, Iterable
 
+from ..codec import dumps, loads
 from ..core.locks import Lease
 from ..envelope import Envelope, Kind, Priority, ReceiptState, ReplyStatus, Target
 from ..errors import StorageError
@@ -88,8 +88,7 @@ CREATE TABLE IF NOT EXISTS audit (
 _MSG_COLS = "seq, id, sender, recipient, kind, re, thread, status, priority, body, ttl, ts"
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+_dumps = dumps
 
 
 def _row_to_envelope(row: tuple[Any, ...]) -> Envelope:
@@ -97,9 +96,9 @@ def _row_to_envelope(row: tuple[Any, ...]) -> Envelope:
     return Envelope(
         id=msg_id,
         sender=sender,
-        to=Target.parse(json.loads(recipient) if recipient.startswith("[") else recipient),
+        to=Target.parse(loads(recipient) if recipient.startswith("[") else recipient),
         kind=Kind(kind),
-        body=json.loads(body),
+        body=loads(body),
         re=re_id,
         thread=thread,
         status=ReplyStatus(status) if status else None,
@@ -121,6 +120,8 @@ class SqliteStore:
             self._db = sqlite3.connect(path, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            # checkpoints run from `checkpoint` on another thread, never inside a commit
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
             self._db.execute("PRAGMA foreign_keys=OFF")
             self._db.executescript(_SCHEMA)
             self._db.execute(
@@ -131,6 +132,7 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open the store at {path}: {exc}") from exc
         self.path = path
+        self._checkpoint_db: sqlite3.Connection | None = None
         self._audit_rows: list[tuple[float, str, str]] = []
 
     @property
@@ -145,8 +147,21 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StorageError(f"commit failed: {exc}") from exc
 
+    def checkpoint(self) -> None:
+        """Copy committed WAL pages into the database (PASSIVE: never waits for or
+        blocks the writer). Safe to call from another thread: it uses its own connection."""
+        try:
+            if self._checkpoint_db is None:
+                self._checkpoint_db = sqlite3.connect(self.path, check_same_thread=False)
+            self._checkpoint_db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:
+            raise StorageError(f"checkpoint failed: {exc}") from exc
+
     def close(self) -> None:
         self.commit()
+        if self._checkpoint_db is not None:
+            self._checkpoint_db.close()
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._db.close()
 
     # peers ---------------------------------------------------------------------
@@ -155,7 +170,7 @@ class SqliteStore:
             "SELECT name, secret_hash, meta, created_at, last_seen FROM peers WHERE name = ?",
             (name,),
         ).fetchone()
-        return PeerRecord(row[0], row[1], json.loads(row[2]), row[3], row[4]) if row else None
+        return PeerRecord(row[0], row[1], loads(row[2]), row[3], row[4]) if row else None
 
     def put_peer(self, peer: PeerRecord) -> None:
         self._db.execute(
@@ -169,7 +184,7 @@ class SqliteStore:
         rows = self._db.execute(
             "SELECT name, secret_hash, meta, created_at, last_seen FROM peers ORDER BY name"
         ).fetchall()
-        return [PeerRecord(r[0], r[1], json.loads(r[2]), r[3], r[4]) for r in rows]
+        return [PeerRecord(r[0], r[1], loads(r[2]), r[3], r[4]) for r in rows]
 
     # messages ------------------------------------------------------------------
     def add_message(self, env: Envelope) -> int:
@@ -207,7 +222,7 @@ class SqliteStore:
 
     def get_answer(self, msg_id: str) -> dict[str, Any] | None:
         row = self._db.execute("SELECT answer FROM messages WHERE id = ?", (msg_id,)).fetchone()
-        return json.loads(row[0]) if row and row[0] else None
+        return loads(row[0]) if row and row[0] else None
 
     def replies_to(self, msg_id: str) -> list[Envelope]:
         rows = self._db.execute(
@@ -297,7 +312,7 @@ class SqliteStore:
             " WHERE id = ?",
             (thread_id,),
         ).fetchone()
-        return ThreadRecord(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5]) if row else None
+        return ThreadRecord(row[0], row[1], row[2], loads(row[3]), row[4], row[5]) if row else None
 
     def put_thread(self, thread: ThreadRecord) -> None:
         self._db.execute(
@@ -367,4 +382,4 @@ class SqliteStore:
             "SELECT seq, ts, event, data FROM audit WHERE seq > ? ORDER BY seq LIMIT ?",
             (after, limit),
         ).fetchall()
-        return [{"seq": r[0], "ts": r[1], "event": r[2], **json.loads(r[3])} for r in rows]
+        return [{"seq": r[0], "ts": r[1], "event": r[2], **loads(r[3])} for r in rows]

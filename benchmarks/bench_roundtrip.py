@@ -1,0 +1,304 @@
+"""Unicast round trip: ``send`` until the broker answers ``received``, with baselines.
+
+Three measurements in the same run, same sample count, same 100-byte body:
+
+* sessionmesh: a sender and a live, consuming recipient (two `AsyncClient`s in this
+  process, the broker in a subprocess). One sample = ``await tx.send(...)`` until the
+  answer ``received`` (stored, committed, pushed, acknowledged by the recipient's
+  client, committed again, answered). Sequential: one send in flight.
+* NATS: request/reply through a real ``nats-server`` (``-p PORT``) with nats-py, a
+  requester and a responder on two connections in this process. Sequential.
+* JSONL file channel: a writer thread appends ``{"ts","from","body"}`` lines; a reader
+  thread polls the file every 200 ms and records now - ts for each new line.
+
+    python benchmarks/bench_roundtrip.py [--samples 3000] [--json]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import _common as c
+
+
+async def mesh_roundtrip(samples: int, warmup: int) -> dict:
+    from sessionmesh.client.aio import AsyncClient
+
+    with c.broker() as b:
+        settings = b.settings()
+        async with AsyncClient(settings, "rt-recv") as rx, AsyncClient(settings, "rt-send") as tx:
+            got = 0
+
+            async def consume() -> None:
+                nonlocal got
+                while True:
+                    await rx.recv()
+                    got += 1
+
+            consumer = asyncio.create_task(consume())
+            statuses: dict[str, int] = {}
+            for _ in range(warmup):
+                await tx.send("rt-recv", c.BODY)
+            cpu0 = c.cpu_seconds(b.pid)
+            lat: list[float] = []
+            t_start = time.perf_counter()
+            for _ in range(samples):
+                t0 = time.perf_counter()
+                res = await tx.send("rt-recv", c.BODY)
+                lat.append(time.perf_counter() - t0)
+                statuses[res.status.value] = statuses.get(res.status.value, 0) + 1
+            elapsed = time.perf_counter() - t_start
+            cpu1 = c.cpu_seconds(b.pid)
+            await asyncio.wait_for(_until(lambda: got >= warmup + samples), 10)
+            consumer.cancel()
+    out = c.summary_ms(lat)
+    out.update({
+        "_lat": lat,
+        "statuses": statuses,
+        "rate_per_s": round(samples / elapsed, 1),
+        "broker_cpu_us_per_msg": round((cpu1 - cpu0) / samples * 1e6, 1),
+    })
+    return out
+
+
+async def _until(pred, step: float = 0.005) -> None:
+    while not pred():
+        await asyncio.sleep(step)
+
+
+async def nats_roundtrip(samples: int, warmup: int) -> dict:
+    import nats
+
+    port = c.free_port()
+    proc = subprocess.Popen([c.NATS_BIN, "-a", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        await asyncio.wait_for(_port_open(port), 10)
+        url = f"nats://127.0.0.1:{port}"
+        responder = await nats.connect(url)
+        requester = await nats.connect(url)
+
+        async def echo(msg) -> None:
+            await msg.respond(msg.data)
+
+        await responder.subscribe("bench.echo", cb=echo)
+        await responder.flush()
+        body = c.BODY.encode()
+        if proc.poll() is not None:
+            raise RuntimeError(f"nats-server exited {proc.returncode}")
+        await asyncio.wait_for(_first_reply(requester, body), 10)
+        for _ in range(warmup):
+            await requester.request("bench.echo", body, timeout=5)
+        cpu0 = c.cpu_seconds(proc.pid)
+        lat: list[float] = []
+        t_start = time.perf_counter()
+        for _ in range(samples):
+            t0 = time.perf_counter()
+            await requester.request("bench.echo", body, timeout=5)
+            lat.append(time.perf_counter() - t0)
+        elapsed = time.perf_counter() - t_start
+        cpu1 = c.cpu_seconds(proc.pid)
+        await requester.close()
+        await responder.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    out = c.summary_ms(lat)
+    out.update({"_lat": lat, "rate_per_s": round(samples / elapsed, 1),
+                "server_cpu_us_per_msg": round((cpu1 - cpu0) / samples * 1e6, 1)})
+    return out
+
+
+async def _first_reply(nc, body: bytes) -> None:
+    """The first request that gets an answer (the subscription is visible to the requester)."""
+    import nats.errors
+
+    while True:
+        try:
+            await nc.request("bench.echo", body, timeout=1)
+            return
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+            await asyncio.sleep(0.05)
+
+
+async def _port_open(port: int) -> None:
+    while True:
+        try:
+            _, w = await asyncio.open_connection("127.0.0.1", port)
+            w.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.02)
+
+
+async def relay_roundtrip(samples: int, warmup: int) -> dict:
+    """Request/reply through ws_relay_server.py (aiohttp, no storage): the stack's floor."""
+    import aiohttp
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    proc = subprocess.Popen([sys.executable, os.path.join(here, "ws_relay_server.py")],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = c._read_line(proc, c.START_TIMEOUT)
+        port = int(line.split()[-1])
+        async with aiohttp.ClientSession() as http:
+            a = await http.ws_connect(f"http://127.0.0.1:{port}/ws?as=a")
+            b = await http.ws_connect(f"http://127.0.0.1:{port}/ws?as=b")
+
+            async def echo() -> None:
+                async for msg in b:
+                    frame = json.loads(msg.data)
+                    await b.send_str(json.dumps({"op": "result", "rid": frame["rid"], "ok": True}))
+
+            responder = asyncio.create_task(echo())
+            lat: list[float] = []
+            cpu0 = 0.0
+            t_start = 0.0
+            for i in range(warmup + samples):
+                if i == warmup:
+                    cpu0, t_start = c.cpu_seconds(proc.pid), time.perf_counter()
+                t0 = time.perf_counter()
+                await a.send_str(json.dumps({"op": "send", "rid": i, "args": {"to": "b", "body": c.BODY}}))
+                msg = await a.receive(timeout=5)
+                if i >= warmup:
+                    lat.append(time.perf_counter() - t0)
+                assert json.loads(msg.data)["rid"] == i
+            elapsed = time.perf_counter() - t_start
+            cpu1 = c.cpu_seconds(proc.pid)
+            responder.cancel()
+            await a.close()
+            await b.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    out = c.summary_ms(lat)
+    out.update({"_lat": lat, "rate_per_s": round(samples / elapsed, 1),
+                "server_cpu_us_per_msg": round((cpu1 - cpu0) / samples * 1e6, 1)})
+    return out
+
+
+def file_channel(samples: int, poll: float = 0.2, gap_max: float = 0.004) -> dict:
+    """Writer appends lines at random gaps (0..4 ms); reader polls every ``poll`` s."""
+    tmp = tempfile.mkdtemp(prefix="meshbench-jsonl-")
+    path = os.path.join(tmp, "channel.jsonl")
+    open(path, "w").close()
+    lat: list[float] = []
+    done = threading.Event()
+
+    def reader() -> None:
+        offset = 0
+        buf = b""
+        while len(lat) < samples:
+            with open(path, "rb") as fh:
+                fh.seek(offset)
+                chunk = fh.read()
+            offset += len(chunk)
+            buf += chunk
+            now = time.time()
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                if line:
+                    lat.append(now - json.loads(line)["ts"])
+            if len(lat) >= samples:
+                break
+            time.sleep(poll)  # the polling interval *is* the system under test
+        done.set()
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    rng = random.Random(1)
+    with open(path, "a") as fh:
+        for _ in range(samples):
+            fh.write(json.dumps({"ts": time.time(), "from": "writer", "body": c.BODY}) + "\n")
+            fh.flush()
+            time.sleep(rng.uniform(0, gap_max))
+    done.wait(timeout=poll * 5 + 10)
+    shutil.rmtree(tmp, ignore_errors=True)
+    out = c.summary_ms(lat[:samples])
+    out["poll_ms"] = poll * 1000
+    return out
+
+
+def _pool(rounds: list[dict], cpu_key: str) -> dict:
+    """Percentiles over every sample of every round, plus each round's own p50."""
+    lat = [x for r in rounds for x in r["_lat"]]
+    out = c.summary_ms(lat)
+    out["round_p50_ms"] = [r["p50_ms"] for r in rounds]
+    out["round_p99_ms"] = [r["p99_ms"] for r in rounds]
+    out[cpu_key] = round(c.median([r[cpu_key] for r in rounds]), 1)
+    out["over_2_5ms"] = sum(1 for x in lat if x > 0.0025)
+    if "statuses" in rounds[0]:
+        st: dict[str, int] = {}
+        for r in rounds:
+            for k, v in r["statuses"].items():
+                st[k] = st.get(k, 0) + v
+        out["statuses"] = st
+    return out
+
+
+def main() -> None:
+    p = c.parser(__doc__.split("\n")[0])
+    p.add_argument("--samples", type=int, default=3000, help="samples per system per round")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="rounds; each runs mesh, NATS and the relay back to back (ratios per round)")
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--skip-nats", action="store_true")
+    p.add_argument("--skip-file", action="store_true")
+    p.add_argument("--skip-relay", action="store_true")
+    args = p.parse_args()
+
+    runs: dict[str, list[dict]] = {"mesh": [], "nats": [], "aiohttp_relay": []}
+    for _ in range(args.rounds):
+        runs["mesh"].append(asyncio.run(mesh_roundtrip(args.samples, args.warmup)))
+        if not args.skip_nats:
+            runs["nats"].append(asyncio.run(nats_roundtrip(args.samples, args.warmup)))
+        if not args.skip_relay:
+            runs["aiohttp_relay"].append(asyncio.run(relay_roundtrip(args.samples, args.warmup)))
+
+    result: dict = {"samples_per_round": args.samples, "rounds": args.rounds, "body_bytes": len(c.BODY)}
+    result["mesh"] = _pool(runs["mesh"], "broker_cpu_us_per_msg")
+    lines = [c.fmt_summary("sessionmesh send -> received", result["mesh"]),
+             f"{'':34} per-round p50 {result['mesh']['round_p50_ms']} ms; broker CPU "
+             f"{result['mesh']['broker_cpu_us_per_msg']} us/msg; {result['mesh']['over_2_5ms']} samples over 2.5 ms; "
+             f"statuses {result['mesh']['statuses']}"]
+    if runs["nats"]:
+        result["nats"] = _pool(runs["nats"], "server_cpu_us_per_msg")
+        p50r = [m["p50_ms"] / n["p50_ms"] for m, n in zip(runs["mesh"], runs["nats"])]
+        p99r = [m["p99_ms"] / n["p99_ms"] for m, n in zip(runs["mesh"], runs["nats"])]
+        result["ratio_p50_mesh_over_nats"] = round(c.median(p50r), 2)
+        result["ratio_p99_mesh_over_nats"] = round(c.median(p99r), 2)
+        result["ratio_p50_per_round"] = [round(x, 2) for x in p50r]
+        lines += [c.fmt_summary("NATS request/reply (nats-py)", result["nats"]),
+                  f"{'':34} per-round p50 {result['nats']['round_p50_ms']} ms; nats-server CPU "
+                  f"{result['nats']['server_cpu_us_per_msg']} us/msg",
+                  f"ratio mesh/NATS (median of per-round ratios): p50 x{result['ratio_p50_mesh_over_nats']} "
+                  f"{result['ratio_p50_per_round']}, p99 x{result['ratio_p99_mesh_over_nats']}"]
+    if runs["aiohttp_relay"]:
+        result["aiohttp_relay"] = _pool(runs["aiohttp_relay"], "server_cpu_us_per_msg")
+        lines += [c.fmt_summary("bare aiohttp WS relay (floor)", result["aiohttp_relay"]),
+                  f"{'':34} per-round p50 {result['aiohttp_relay']['round_p50_ms']} ms; relay CPU "
+                  f"{result['aiohttp_relay']['server_cpu_us_per_msg']} us/msg"]
+    if not args.skip_file:
+        result["file_channel"] = file_channel(args.samples)
+        lines.append(c.fmt_summary("JSONL file, 200 ms poll", result["file_channel"]))
+    m = result["mesh"]
+    result["targets"] = {
+        "p50_not_slower_than_nats": (m["p50_ms"] <= result["nats"]["p50_ms"]) if "nats" in result else None,
+        "p99_under_5ms": m["p99_ms"] < 5.0,
+    }
+    lines.append(f"targets: {result['targets']}")
+    c.emit(args, "roundtrip", result, lines)
+
+
+if __name__ == "__main__":
+    main()
