@@ -56,6 +56,7 @@ from .locks import Lease, LockOutcome, check_resource, conflicts
 
 BACKLOG_CHUNK = 500
 SENDER_CACHE = 100_000
+RECEIPT_CACHE = 200_000
 META_KEYS = ("machine", "cwd", "git_root", "client", "role", "status", "refuse")
 
 
@@ -156,8 +157,9 @@ class Core:
         self.settings = settings
         self._conns: dict[int, _Conn] = {}
         self._watchers: set[int] = set()  # connections that asked for events
-        # senders of recent messages, so a receipt ack needs no message lookup
+        # senders and receipt states of recent messages, so an ack needs no lookups
         self._senders: OrderedDict[str, str] = OrderedDict()
+        self._states: OrderedDict[tuple[str, str], ReceiptState] = OrderedDict()
         self._online: dict[str, int] = {}
         self._last_seen: dict[str, float] = {}
         self._pending: dict[str, _PendingSend] = {}
@@ -396,6 +398,8 @@ class Core:
         self._senders[env.id] = sender
         if len(self._senders) > SENDER_CACHE:
             self._senders.popitem(last=False)
+        for name in recipients:
+            self._remember(env.id, name, ReceiptState.QUEUED)
         self._audit(now, "message", self._audit_envelope(env, recipients))
         self._thread_turn(env, now)
         effects: list[Effect] = []
@@ -417,9 +421,9 @@ class Core:
         answer = self._answer(env, statuses, reasons, now)
         self.counters["messages_stored"] += 1
         if to.is_fanout or not waiting:
-            self.store.set_answer(env.id, answer)
+            self._keep_answer(env.id, answer)
             self.counters[f"send_{answer['status']}"] += 1
-            effects.append(Respond(reply_to, answer))
+            effects.insert(0, Respond(reply_to, answer))  # the sender first, then the fan-out
             return effects
         pending = _PendingSend(env, answer, waiting, now + self.settings.receive_timeout, [reply_to])
         self._pending[env.id] = pending
@@ -487,6 +491,12 @@ class Core:
             answer["reasons"] = reasons
         return answer
 
+    def _keep_answer(self, msg_id: str, answer: dict[str, Any]) -> None:
+        """Store the parts of an answer the receipts cannot tell later (the reasons of
+        names refused or denied); a resend rebuilds the rest from the receipts."""
+        if answer.get("reasons"):
+            self.store.set_answer(msg_id, answer)
+
     def _answer_from_receipts(self, env: Envelope) -> dict[str, Any]:
         """The answer of a send whose final answer was never stored (a crash while
         it waited for a live recipient): each copy is queued, or received if held."""
@@ -510,7 +520,7 @@ class Core:
         answer["recipients"] = sum(1 for s in answer["statuses"].values() if s in ("received", "queued"))
         if pending.env.to.is_unicast:
             answer["status"] = answer["statuses"][pending.env.to.names[0]]
-        self.store.set_answer(pending.env.id, answer)
+        self._keep_answer(pending.env.id, answer)
         self.counters[f"send_{answer['status']}"] += 1
         return [Respond(r, dict(answer)) for r in pending.reply_tos] + [
             Respond(r, {**answer, "duplicate": True}) for r in pending.duplicates
@@ -562,10 +572,13 @@ class Core:
         now: float,
     ) -> str | None:
         """Move one receipt forward (never back); tell the sender. Returns the sender."""
-        receipt = self.store.get_receipt(msg_id, recipient)
-        if receipt is None or RECEIPT_ORDER[receipt.state] >= RECEIPT_ORDER[state]:
-            return None
-        if receipt.state is ReceiptState.EXPIRED:
+        current = self._states.get((msg_id, recipient))
+        if current is None:
+            receipt = self.store.get_receipt(msg_id, recipient)
+            if receipt is None:
+                return None
+            current = receipt.state
+        if RECEIPT_ORDER[current] >= RECEIPT_ORDER[state] or current is ReceiptState.EXPIRED:
             return None
         if sender is None:
             sender = self._senders.get(msg_id)
@@ -575,6 +588,7 @@ class Core:
                 return None
             sender = env.sender
         self.store.update_receipts([ReceiptUpdate(msg_id, recipient, state, now)])
+        self._remember(msg_id, recipient, state)
         pending = self._pending.get(msg_id)
         if pending is not None and recipient in pending.waiting:
             pending.waiting.discard(recipient)
@@ -588,6 +602,13 @@ class Core:
             effects.append(Push(conn, frame))
         self._event(effects, now, "receipt", id=msg_id, sender=sender, recipient=recipient, state=state.value)
         return sender
+
+    def _remember(self, msg_id: str, recipient: str, state: ReceiptState) -> None:
+        key = (msg_id, recipient)
+        self._states[key] = state
+        self._states.move_to_end(key)
+        if len(self._states) > RECEIPT_CACHE:
+            self._states.popitem(last=False)
 
     def inbox(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
         """Unread messages for the caller; they become ``delivered`` (ack ``read`` after)."""
@@ -655,10 +676,14 @@ class Core:
 
     # -- threads ------------------------------------------------------------------
     def _thread_turn(self, env: Envelope, now: float) -> None:
+        """Count a turn. A message that starts a thread writes no row: the row is made
+        (from that first message) when the thread gets its second turn."""
         assert env.thread is not None
-        thread = self.store.get_thread(env.thread) if env.thread != env.id else None
+        if env.thread == env.id:
+            return
+        thread = self.store.get_thread(env.thread) or self._implicit_thread(env.thread)
         if thread is None:
-            thread = ThreadRecord(env.thread, ThreadState.OPEN.value, 0, [env.sender], now, now)
+            return
         thread.turns += 1
         thread.updated_at = now
         for name in (env.sender, *env.to.names):
@@ -670,14 +695,22 @@ class Core:
             thread.state = ThreadState.OPEN.value
         self.store.put_thread(thread)
 
+    def _implicit_thread(self, thread_id: str) -> ThreadRecord | None:
+        """The one-message thread a message starts, before anyone replies."""
+        root = self.store.get_message(thread_id)
+        if root is None or root.thread != root.id:
+            return None
+        participants = [root.sender, *(n for n in root.to.names if n != root.sender)]
+        return ThreadRecord(root.id, ThreadState.OPEN.value, 1, participants, root.ts, root.ts)
+
     def thread(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
         thread_id = check_id(args.get("id"))
-        thread = self.store.get_thread(thread_id)
+        thread = self.store.get_thread(thread_id) or self._implicit_thread(thread_id)
         if thread is None:
             env = self.store.get_message(thread_id)
             if env is None or env.thread is None:
                 raise UnknownMessage(f"no thread or message with id {thread_id}")
-            thread = self.store.get_thread(env.thread)
+            thread = self.store.get_thread(env.thread) or self._implicit_thread(env.thread)
             if thread is None:
                 raise UnknownMessage(f"no thread with id {env.thread}")
         limit = _int_arg(args, "limit", 200, 1, 10000)
@@ -710,6 +743,7 @@ class Core:
             ]
             for env in backlog:
                 self.store.add_receipts(env, [caller.name])
+                self._remember(env.id, caller.name, ReceiptState.QUEUED)
             caught_up = len(backlog)
             if backlog and caller.conn is not None:
                 effects.append(Push(caller.conn, {"op": "deliver", "messages": [e.to_wire() for e in backlog]}))
@@ -890,6 +924,7 @@ class Core:
             else:
                 del self._awaiters[msg_id]
         for msg_id, recipient, sender in self.store.expire_due(now):
+            self._remember(msg_id, recipient, ReceiptState.EXPIRED)
             self.counters["receipts_expired"] += 1
             self._audit(now, "receipt", {"id": msg_id, "recipient": recipient, "state": "expired"})
             conn = self._online.get(sender)

@@ -134,6 +134,9 @@ class SqliteStore:
         self.path = path
         self._checkpoint_db: sqlite3.Connection | None = None
         self._audit_rows: list[tuple[float, str, str]] = []
+        # receipt moves wait here until a read needs them or the batch commits, so a
+        # 'delivered' and a 'read' for one copy in one batch are a single UPDATE
+        self._receipt_moves: dict[tuple[str, str], tuple[str, float]] = {}
 
     @property
     def journal_mode(self) -> str:
@@ -143,6 +146,7 @@ class SqliteStore:
     def commit(self) -> None:
         try:
             self._flush_audit()
+            self._flush_receipts()
             self._db.commit()
         except sqlite3.Error as exc:
             raise StorageError(f"commit failed: {exc}") from exc
@@ -253,12 +257,19 @@ class SqliteStore:
         )
 
     def update_receipts(self, updates: Iterable[ReceiptUpdate]) -> None:
-        self._db.executemany(
-            "UPDATE receipts SET state = ?, updated_at = ? WHERE msg_id = ? AND recipient = ?",
-            [(u.state.value, u.ts, u.msg_id, u.recipient) for u in updates],
-        )
+        for u in updates:
+            self._receipt_moves[(u.msg_id, u.recipient)] = (u.state.value, u.ts)
+
+    def _flush_receipts(self) -> None:
+        if self._receipt_moves:
+            moves, self._receipt_moves = self._receipt_moves, {}
+            self._db.executemany(
+                "UPDATE receipts SET state = ?, updated_at = ? WHERE msg_id = ? AND recipient = ?",
+                [(state, ts, m, r) for (m, r), (state, ts) in moves.items()],
+            )
 
     def receipts(self, msg_id: str) -> list[Receipt]:
+        self._flush_receipts()
         rows = self._db.execute(
             "SELECT msg_id, recipient, state, updated_at FROM receipts WHERE msg_id = ?"
             " ORDER BY recipient",
@@ -267,6 +278,7 @@ class SqliteStore:
         return [Receipt(r[0], r[1], ReceiptState(r[2]), r[3]) for r in rows]
 
     def get_receipt(self, msg_id: str, recipient: str) -> Receipt | None:
+        self._flush_receipts()
         row = self._db.execute(
             "SELECT msg_id, recipient, state, updated_at FROM receipts"
             " WHERE msg_id = ? AND recipient = ?",
@@ -275,6 +287,7 @@ class SqliteStore:
         return Receipt(row[0], row[1], ReceiptState(row[2]), row[3]) if row else None
 
     def unread(self, recipient: str, limit: int) -> list[Envelope]:
+        self._flush_receipts()
         cols = ", ".join(f"m.{c.strip()}" for c in _MSG_COLS.split(","))
         rows = self._db.execute(
             f"SELECT {cols} FROM receipts r JOIN messages m ON m.id = r.msg_id"
@@ -285,6 +298,7 @@ class SqliteStore:
         return [_row_to_envelope(r) for r in rows]
 
     def expire_due(self, now: float) -> list[tuple[str, str, str]]:
+        self._flush_receipts()
         rows = self._db.execute(
             "SELECT r.msg_id, r.recipient, m.sender FROM receipts r JOIN messages m"
             " ON m.id = r.msg_id WHERE r.state = 'queued' AND r.expires_at <= ?",
@@ -299,6 +313,7 @@ class SqliteStore:
         return [(r[0], r[1], r[2]) for r in rows]
 
     def queue_depths(self) -> dict[str, int]:
+        self._flush_receipts()
         rows = self._db.execute(
             "SELECT recipient, count(*) FROM receipts WHERE state IN ('queued', 'delivered')"
             " GROUP BY recipient"
