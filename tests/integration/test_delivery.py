@@ -148,3 +148,17 @@ async def test_message_expires_when_its_ttl_passes_undelivered(broker):
         assert (await bob.peers())  # connected and served, but nothing waits
         assert bob.inbox.empty()
         assert broker.runner.store.queue_depths() == {}
+
+
+async def test_a_message_read_just_before_close_is_not_delivered_again(broker):
+    async with AsyncClient(broker.settings, "bob"):
+        pass
+    async with AsyncClient(broker.settings, "alice") as alice:
+        sent = await alice.send("bob", "read me once")
+        async with AsyncClient(broker.settings, "bob") as bob:
+            assert (await bob.recv(timeout=5)).id == sent.id
+        # closed straight after recv(): the read ack went out before 'bye'
+        assert (await alice.track(sent.id))["receipts"] == {"bob": "read"}
+        async with AsyncClient(broker.settings, "bob") as bob:
+            assert (await bob.peers())
+            assert bob.inbox.empty()
