@@ -25,6 +25,7 @@ sides of the socket::
     ├── Timeout                     timeout         504   client side: no answer in time
     ├── Unavailable                 unavailable     503   no broker reachable
     └── StorageError                storage_error   500   the store failed
+        └── DuplicateMessage        duplicate_message 500 (internal: a stored id again)
 
 `Refused` send outcomes (self-send, oversize, bad name, rate limit) are not
 exceptions: a send answers with the status ``refused`` and the error as its reason.
@@ -144,6 +145,12 @@ class Unavailable(MeshError):
 class StorageError(MeshError):
     code = "storage_error"
     http_status = 500
+
+
+class DuplicateMessage(StorageError):
+    """The store already holds a message with this id (the core answers the resend)."""
+
+    code = "duplicate_message"
 
 
 def _all_subclasses(cls: type[MeshError]) -> list[type[MeshError]]:

@@ -35,6 +35,7 @@ from ..envelope import (
 )
 from ..errors import (
     BadFrame,
+    DuplicateMessage,
     BadSecret,
     Forbidden,
     Impersonation,
@@ -332,16 +333,15 @@ class Core:
             ), now)]
 
         # Idempotency: a resend of a stored id answers what the first send answered.
+        # Recent ids are known here; older ones are caught by the store's unique id.
         pending = self._pending.get(draft.id)
-        existing = pending.env if pending else self.store.get_message(draft.id)
-        if existing is not None and existing.sender != sender:
-            raise Forbidden(f"message id {draft.id} belongs to another sender")
         if pending is not None:
+            if pending.env.sender != sender:
+                raise Forbidden(f"message id {draft.id} belongs to another sender")
             pending.duplicates.append(reply_to)
             return []
-        if existing is not None:
-            answer = self.store.get_answer(draft.id) or self._answer_from_receipts(existing)
-            return [Respond(reply_to, {**answer, "duplicate": True})]
+        if draft.id in self._senders:
+            return self._duplicate(reply_to, draft.id, sender)
 
         if not self._take_token(sender, now):
             return [self._refuse(reply_to, draft.id, RateLimited(
@@ -393,7 +393,10 @@ class Core:
             self._audit(now, "send_denied", {"id": env.id, "from": sender, "to": to.to_wire(), "reasons": reasons})
             return [Respond(reply_to, answer)]
 
-        self.store.add_message(env)
+        try:
+            self.store.add_message(env)
+        except DuplicateMessage:
+            return self._duplicate(reply_to, env.id, sender)
         self.store.add_receipts(env, recipients)
         self._senders[env.id] = sender
         if len(self._senders) > SENDER_CACHE:
@@ -490,6 +493,14 @@ class Core:
         if reasons:
             answer["reasons"] = reasons
         return answer
+
+    def _duplicate(self, reply_to: Hashable, msg_id: str, sender: str) -> list[Effect]:
+        existing = self.store.get_message(msg_id)
+        assert existing is not None
+        if existing.sender != sender:
+            raise Forbidden(f"message id {msg_id} belongs to another sender")
+        answer = self.store.get_answer(msg_id) or self._answer_from_receipts(existing)
+        return [Respond(reply_to, {**answer, "duplicate": True})]
 
     def _keep_answer(self, msg_id: str, answer: dict[str, Any]) -> None:
         """Store the parts of an answer the receipts cannot tell later (the reasons of

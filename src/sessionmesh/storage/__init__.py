@@ -80,7 +80,7 @@ class Store(Protocol):
     def add_message(self, env: Envelope) -> int:
         """Store a new envelope and return its sequence number (monotonic).
 
-        Raises `StorageError` if the id is already stored."""
+        Raises `DuplicateMessage` if the id is already stored, before writing anything."""
         ...
 
     def get_message(self, msg_id: str) -> Envelope | None: ...

@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 from ..core.locks import Lease
 from ..envelope import Envelope, Priority, ReceiptState
-from ..errors import StorageError
+from ..errors import DuplicateMessage
 from . import PeerRecord, Receipt, ReceiptUpdate, ThreadRecord
 
 
@@ -49,7 +49,7 @@ class MemoryStore:
 
     def add_message(self, env: Envelope) -> int:
         if env.id in self._messages:
-            raise StorageError(f"message {env.id} is already stored")
+            raise DuplicateMessage(f"message {env.id} is already stored")
         self._seq += 1
         env.seq = self._seq
         self._messages[env.id] = copy.deepcopy(env)

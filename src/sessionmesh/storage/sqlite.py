@@ -9,7 +9,7 @@ from typing import Any, Iterable
 from ..codec import dumps, loads
 from ..core.locks import Lease
 from ..envelope import Envelope, Kind, Priority, ReceiptState, ReplyStatus, Target
-from ..errors import StorageError
+from ..errors import DuplicateMessage, StorageError
 from . import PeerRecord, Receipt, ReceiptUpdate, ThreadRecord
 
 SCHEMA_VERSION = 1
@@ -213,7 +213,7 @@ class SqliteStore:
                 row,
             )
         except sqlite3.IntegrityError as exc:
-            raise StorageError(f"message {env.id} is already stored") from exc
+            raise DuplicateMessage(f"message {env.id} is already stored") from exc
         env.seq = int(cur.lastrowid or 0)
         return env.seq
 
