@@ -94,9 +94,15 @@ def check_name(name: Any, *, what: str = "name", claim: bool = False) -> str:
     return name
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def check_id(value: Any, *, what: str = "id") -> str:
+    """A message id in canonical form (lower-case, hyphenated); raises `BadFrame`."""
     if not isinstance(value, str):
         raise BadFrame(f"{what} must be a UUID string, got {type(value).__name__}")
+    if _CANONICAL_UUID.fullmatch(value):
+        return value
     try:
         return str(uuid.UUID(value))
     except ValueError:

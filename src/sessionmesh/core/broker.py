@@ -403,13 +403,13 @@ class Core:
             self._senders.popitem(last=False)
         for name in recipients:
             self._remember(env.id, name, ReceiptState.QUEUED)
-        self._audit(now, "message", self._audit_envelope(env, recipients))
+        wire = env.to_wire()
+        self._audit(now, "message", self._audit_envelope(wire, recipients))
         self._thread_turn(env, now)
         effects: list[Effect] = []
         if parent is not None:
             self._advance(effects, parent.id, parent.sender, sender, ReceiptState.ANSWERED, now)
 
-        wire = env.to_wire()
         waiting: set[str] = set()
         awaited = self._wake_awaiters(effects, env, now) if parent is not None else set()
         for name in recipients:
@@ -964,8 +964,8 @@ class Core:
             for i in range(0, len(envs), BACKLOG_CHUNK)
         ]
 
-    def _audit_envelope(self, env: Envelope, recipients: list[str]) -> dict[str, Any]:
-        data = env.to_wire()
+    def _audit_envelope(self, wire: dict[str, Any], recipients: list[str]) -> dict[str, Any]:
+        data = dict(wire)
         if not self.settings.audit_bodies:
             data.pop("body")
         data["recipients"] = recipients
