@@ -106,6 +106,15 @@ class _Awaiter:
     conn: int | None
 
 
+class _Refusal(Exception):
+    """A send the core answers `refused` (with the reason) instead of storing it."""
+
+    def __init__(self, msg_id: str | None, error: MeshError) -> None:
+        super().__init__(error.message)
+        self.msg_id = msg_id
+        self.error = error
+
+
 @dataclass(slots=True)
 class _Bucket:
     tokens: float
@@ -314,41 +323,48 @@ class Core:
 
     # -- sending ------------------------------------------------------------------
     def send(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
+        """Validate, store, deliver, answer: received, queued, denied, refused or sent."""
         sender = caller.name
+        try:
+            draft = self._parse_send(sender, args)
+            # A resend of a stored id answers what the first send answered. Recent
+            # ids are known here; older ones are caught by the store's unique id.
+            pending = self._pending.get(draft.id)
+            if pending is not None:
+                if pending.env.sender != sender:
+                    raise Forbidden(f"message id {draft.id} belongs to another sender")
+                pending.duplicates.append(reply_to)
+                return []
+            if draft.id in self._senders:
+                return self._duplicate(reply_to, draft.id, sender)
+            if not self._take_token(sender, now):
+                raise RateLimited(f"{sender!r} is over {self.settings.rate_limit:g} sends per second",
+                                  hint="slow down and resend with the same id")
+            env, parent = self._envelope(sender, draft, now)
+        except _Refusal as refusal:
+            return [self._refuse(reply_to, refusal.msg_id, refusal.error, now)]
+        except (InvalidName, TooLarge, RateLimited, SelfSend) as exc:
+            return [self._refuse(reply_to, args.get("id"), exc, now)]
+        return self._route(env, parent, reply_to, now)
+
+    def _parse_send(self, sender: str, args: dict[str, Any]) -> Draft:
         if args.get("from") is not None and args["from"] != sender:
             raise Impersonation(
                 f"you are {sender!r}; a message cannot be sent as {args['from']!r}",
                 hint="the broker sets 'from'; leave it out",
             )
         if args.get("id") is None:
-            args = {**args, "id": new_id()}
-        try:
-            draft = Draft.parse(args)
-        except InvalidName as exc:
-            return [self._refuse(reply_to, args.get("id"), exc, now)]
+            args["id"] = new_id()
+        draft = Draft.parse(args)
         if draft.body_size > self.settings.max_body_bytes:
-            return [self._refuse(reply_to, draft.id, TooLarge(
+            raise _Refusal(draft.id, TooLarge(
                 f"body is {draft.body_size} bytes; the limit is {self.settings.max_body_bytes}",
                 hint="send a path or a summary instead of the whole content",
-            ), now)]
+            ))
+        return draft
 
-        # Idempotency: a resend of a stored id answers what the first send answered.
-        # Recent ids are known here; older ones are caught by the store's unique id.
-        pending = self._pending.get(draft.id)
-        if pending is not None:
-            if pending.env.sender != sender:
-                raise Forbidden(f"message id {draft.id} belongs to another sender")
-            pending.duplicates.append(reply_to)
-            return []
-        if draft.id in self._senders:
-            return self._duplicate(reply_to, draft.id, sender)
-
-        if not self._take_token(sender, now):
-            return [self._refuse(reply_to, draft.id, RateLimited(
-                f"{sender!r} is over {self.settings.rate_limit:g} sends per second",
-                hint="slow down and resend with the same id",
-            ), now)]
-
+    def _envelope(self, sender: str, draft: Draft, now: float) -> tuple[Envelope, Envelope | None]:
+        """The envelope to store: a reply goes to its parent's sender, in its thread."""
         parent = None
         to = draft.to
         if draft.re is not None:
@@ -362,17 +378,13 @@ class Core:
                     raise BadFrame("'to' is required when following up your own message")
                 to = Target(names=(parent.sender,))
         assert to is not None
-        kind = draft.kind
-        status = draft.status
+        kind, status = draft.kind, draft.status
         if parent is not None and parent.kind is Kind.REQUEST and parent.sender != sender:
             kind = Kind.REPLY
             status = status or ReplyStatus.ANSWERED
-
         if to.is_unicast and to.names[0] == sender:
-            return [self._refuse(reply_to, draft.id, SelfSend(
-                "you cannot send a message to yourself", hint="check the recipient name"
-            ), now)]
-
+            raise _Refusal(draft.id, SelfSend("you cannot send a message to yourself",
+                                              hint="check the recipient name"))
         env = Envelope(
             id=draft.id,
             sender=sender,
@@ -386,19 +398,24 @@ class Core:
             ttl=draft.ttl or self.settings.default_ttl,
             ts=now,
         )
-        statuses, reasons, recipients = self._resolve(env, parent)
-        if not recipients and to.names:
-            answer = self._answer(env, statuses, reasons, now)
-            self.counters["send_denied"] += 1
-            self._audit(now, "send_denied", {"id": env.id, "from": sender, "to": to.to_wire(), "reasons": reasons})
-            return [Respond(reply_to, answer)]
+        return env, parent
 
+    def _route(self, env: Envelope, parent: Envelope | None, reply_to: Hashable, now: float) -> list[Effect]:
+        """Storage first, then delivery: store the envelope and a receipt per
+        recipient, push it to live recipients, and answer (now, or on their acks)."""
+        statuses, reasons, recipients = self._resolve(env, parent)
+        if not recipients and env.to.names:
+            answer = self._answer(env, statuses, reasons, now)
+            self.counters[f"send_{answer['status']}"] += 1
+            self._audit(now, f"send_{answer['status']}",
+                        {"id": env.id, "from": env.sender, "to": env.to.to_wire(), "reasons": reasons})
+            return [Respond(reply_to, answer)]
         try:
             self.store.add_message(env)
         except DuplicateMessage:
-            return self._duplicate(reply_to, env.id, sender)
+            return self._duplicate(reply_to, env.id, env.sender)
         self.store.add_receipts(env, recipients)
-        self._senders[env.id] = sender
+        self._senders[env.id] = env.sender
         if len(self._senders) > SENDER_CACHE:
             self._senders.popitem(last=False)
         for name in recipients:
@@ -406,12 +423,14 @@ class Core:
         wire = env.to_wire()
         self._audit(now, "message", self._audit_envelope(wire, recipients))
         self._thread_turn(env, now)
-        effects: list[Effect] = []
-        if parent is not None:
-            self._advance(effects, parent.id, parent.sender, sender, ReceiptState.ANSWERED, now)
+        self.counters["messages_stored"] += 1
 
+        effects: list[Effect] = []
+        awaited: set[str] = set()
+        if parent is not None:
+            self._advance(effects, parent.id, parent.sender, env.sender, ReceiptState.ANSWERED, now)
+            awaited = self._wake_awaiters(effects, env, now)
         waiting: set[str] = set()
-        awaited = self._wake_awaiters(effects, env, now) if parent is not None else set()
         for name in recipients:
             statuses[name] = SendStatus.QUEUED.value
             if name in awaited:  # a live await already holds it (and has shown it)
@@ -422,14 +441,12 @@ class Core:
                 effects.append(Push(conn, {"op": "deliver", "messages": [wire]}))
                 waiting.add(name)
         answer = self._answer(env, statuses, reasons, now)
-        self.counters["messages_stored"] += 1
-        if to.is_fanout or not waiting:
+        if env.to.is_fanout or not waiting:
             self._keep_answer(env.id, answer)
             self.counters[f"send_{answer['status']}"] += 1
             effects.insert(0, Respond(reply_to, answer))  # the sender first, then the fan-out
             return effects
-        pending = _PendingSend(env, answer, waiting, now + self.settings.receive_timeout, [reply_to])
-        self._pending[env.id] = pending
+        self._pending[env.id] = _PendingSend(env, answer, waiting, now + self.settings.receive_timeout, [reply_to])
         return effects
 
     def _resolve(
