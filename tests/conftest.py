@@ -144,6 +144,15 @@ async def broker(mesh_home: Path) -> AsyncIterator[InProcessBroker]:
         await b.stop()
 
 
+async def visit(settings: Settings, name: str, **kwargs: Any) -> str:
+    """Join the mesh as ``name`` and leave again: afterwards the name is known and
+    the peer offline. Returns the name granted. Raises what connecting raises."""
+    from sessionmesh.client.aio import AsyncClient
+
+    async with AsyncClient(settings, name, **kwargs) as peer:
+        return peer.name
+
+
 def wait_until(predicate: Any, timeout: float = 10.0, what: str = "condition") -> Any:
     """Poll an external process's state (a file, a pid) until true, at most ``timeout``."""
     import time

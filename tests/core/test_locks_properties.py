@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import itertools
+import contextlib
 import warnings
 
 import pytest
@@ -18,12 +19,9 @@ hypothesis = pytest.importorskip("hypothesis")
 # On a failure hypothesis's pytest plugin imports its patch writer, which (through
 # libcst / mypy_extensions, when installed) warns at import time; with warnings as
 # errors that turns a clear failure report into an INTERNALERROR. Import it quietly now.
-with warnings.catch_warnings():
+with warnings.catch_warnings(), contextlib.suppress(ImportError):
     warnings.simplefilter("ignore", DeprecationWarning)
-    try:
-        import hypothesis.extra._patching  # noqa: F401
-    except ImportError:
-        pass
+    import hypothesis.extra._patching  # noqa: F401
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 

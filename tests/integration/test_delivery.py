@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from sessionmesh.client.aio import AsyncClient
+from tests.conftest import visit
 from sessionmesh.envelope import SendStatus
 
 
@@ -77,8 +78,7 @@ async def test_client_reclaims_its_name_and_presence_after_restart(broker_proc):
 
 
 async def test_per_pair_order_is_fifo_over_the_wire_and_backlog(broker):
-    async with AsyncClient(broker.settings, "bob"):
-        pass
+    await visit(broker.settings, "bob")
     async with AsyncClient(broker.settings, "alice") as alice:
         for i in range(100):  # queued while bob is offline
             await alice.send("bob", i)
@@ -90,8 +90,7 @@ async def test_per_pair_order_is_fifo_over_the_wire_and_backlog(broker):
 
 
 async def test_urgent_messages_come_ahead_of_normal_ones_in_the_backlog(broker):
-    async with AsyncClient(broker.settings, "bob"):
-        pass
+    await visit(broker.settings, "bob")
     async with AsyncClient(broker.settings, "alice") as alice:
         await alice.send("bob", "first normal")
         await alice.send("bob", "stop now", priority="urgent")
@@ -101,8 +100,7 @@ async def test_urgent_messages_come_ahead_of_normal_ones_in_the_backlog(broker):
 
 
 async def test_broadcast_reaches_every_other_peer_and_never_the_sender(broker):
-    async with AsyncClient(broker.settings, "offline-one"):
-        pass
+    await visit(broker.settings, "offline-one")
     async with AsyncClient(broker.settings, "alice") as alice, AsyncClient(broker.settings, "bob") as bob, \
             AsyncClient(broker.settings, "carol") as carol:
         result = await alice.send("broadcast", "standup in 5")
@@ -138,8 +136,7 @@ async def test_resend_with_the_same_id_is_stored_and_delivered_once(broker):
 
 
 async def test_message_expires_when_its_ttl_passes_undelivered(broker):
-    async with AsyncClient(broker.settings, "bob"):
-        pass
+    await visit(broker.settings, "bob")
     async with AsyncClient(broker.settings, "alice") as alice:
         result = await alice.send("bob", "only briefly relevant", ttl=0.3)
         receipt = await alice.next_receipt(timeout=5)
@@ -151,8 +148,7 @@ async def test_message_expires_when_its_ttl_passes_undelivered(broker):
 
 
 async def test_a_message_read_just_before_close_is_not_delivered_again(broker):
-    async with AsyncClient(broker.settings, "bob"):
-        pass
+    await visit(broker.settings, "bob")
     async with AsyncClient(broker.settings, "alice") as alice:
         sent = await alice.send("bob", "read me once")
         async with AsyncClient(broker.settings, "bob") as bob:

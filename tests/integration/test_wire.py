@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from sessionmesh.client.aio import AsyncClient
+from tests.conftest import visit
 from sessionmesh.errors import BadSecret, InvalidName, NameTaken, Unauthorized
 
 
@@ -43,8 +44,7 @@ async def test_websocket_without_the_token_is_refused_before_upgrade(broker):
 
 async def test_client_with_a_wrong_token_gets_unauthorized(broker):
     with pytest.raises(Unauthorized):
-        async with AsyncClient(broker.settings.with_(token="not-the-token"), "alice"):
-            pass
+        await visit(broker.settings.with_(token="not-the-token"), "alice")
 
 
 async def test_http_without_token_is_401_but_health_answers(broker):
@@ -105,27 +105,23 @@ async def test_invalid_names_are_refused_in_sends_and_rejected_in_hello(broker):
         result = await alice.send("Not A Name!", "x")
         assert result.status.value == "refused" and result.reason["code"] == "invalid_name"
     with pytest.raises(InvalidName):
-        async with AsyncClient(broker.settings, "-bad"):
-            pass
+        await visit(broker.settings, "-bad")
 
 
 async def test_second_live_claimant_gets_name_taken_or_a_unique_variant(broker):
     async with AsyncClient(broker.settings, "alice"):
         with pytest.raises(NameTaken):
-            async with AsyncClient(broker.settings, "alice"):
-                pass
+            await visit(broker.settings, "alice")
         async with AsyncClient(broker.settings, "alice", unique=True) as second:
             assert second.name == "alice#2"
 
 
 async def test_a_held_name_cannot_be_taken_without_its_secret(broker, tmp_path):
-    async with AsyncClient(broker.settings, "alice"):
-        pass
+    await visit(broker.settings, "alice")
     # another machine's home: same broker and token, but no saved secret for alice
     other = broker.settings.with_(home=str(tmp_path / "elsewhere"), token=broker.runner.token)
     with pytest.raises(BadSecret):
-        async with AsyncClient(other, "alice"):
-            pass
+        await visit(other, "alice")
 
 
 async def test_metrics_are_prometheus_text_with_statuses_depths_peers_and_latency(broker):
