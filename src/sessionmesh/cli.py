@@ -133,8 +133,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     if status is None:
         print("no broker is running", file=sys.stderr)
         return EXIT_OK
-    shot = OneShot(settings.with_(autostart=False), "admin")
-    shot._post("/v1/shutdown", {}, {}, settings.request_timeout)
+    OneShot(settings.with_(autostart=False)).shutdown()
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if not discovery.pid_alive(status["pid"]):

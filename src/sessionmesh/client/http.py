@@ -72,6 +72,10 @@ class OneShot:
         return self._post(f"/v1/{op}", args, {"X-Mesh-Name": self.name, "X-Mesh-Secret": secret or ""},
                           answer_timeout or self.settings.request_timeout)
 
+    def shutdown(self) -> dict[str, Any]:
+        """Ask the broker to stop gracefully (needs only the broker token)."""
+        return self._post("/v1/shutdown", {}, {}, self.settings.request_timeout)
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
