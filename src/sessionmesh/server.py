@@ -118,8 +118,12 @@ class Runner:
         self.conns.pop(conn.id, None)
         self._run(self.core.disconnect(conn.id, time.time(), graceful=graceful))
 
-    def submit(self, caller: Caller, op: Any, args: Any, reply_to: Hashable | None) -> None:
+    def touch(self) -> None:
+        """Someone used the broker: an auto-started broker's idle clock restarts."""
         self.last_activity = time.monotonic()
+
+    def submit(self, caller: Caller, op: Any, args: Any, reply_to: Hashable | None) -> None:
+        self.touch()
         if op == "send" and reply_to is not None and reply_to[-1] is not None:  # type: ignore[index]
             self._send_started[reply_to] = time.perf_counter()
         self._run(self.core.handle(caller, op, args, reply_to, time.time()))

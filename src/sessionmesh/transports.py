@@ -101,6 +101,8 @@ class Endpoints:
     async def guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
         """Every path but /health needs the token; a `MeshError` becomes its JSON answer."""
         try:
+            if request.path != "/health":
+                self.runner.touch()
             if request.path != "/health" and not self.runner.token_ok(_token_of(request)):
                 raise Unauthorized(
                     "missing or wrong broker token",

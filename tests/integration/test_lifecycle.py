@@ -64,7 +64,7 @@ def _cmd_serves(pid: str, home: str) -> bool:
 
 
 def test_autostarted_broker_exits_after_its_idle_timeout(mesh_home):
-    env = {**os.environ, "MESH_HOME": str(mesh_home), "MESH_IDLE_TIMEOUT": "0.5"}
+    env = {**os.environ, "MESH_HOME": str(mesh_home), "MESH_IDLE_TIMEOUT": "1.5"}
     assert mesh_cmd("peers", "--as", "alice", env=env).returncode == 0  # starts one
     pid = json.loads((mesh_home / "broker.json").read_text())["pid"]
     wait_until(lambda: not _alive(pid), 15, "idle broker exit")
