@@ -1,7 +1,7 @@
 """JSON for the broker's hot paths (frames, stored bodies, audit rows): orjson.
 
-Compact, UTF-8, and strict: integers beyond 64 bits and other values JSON-in-Python
-would accept but other languages would not are rejected as bad frames by `loads`.
+Compact and UTF-8. `loads` rejects what is not JSON (NaN, Infinity, lone surrogates)
+as a bad frame; integers beyond 64 bits are read as floats.
 """
 
 from __future__ import annotations

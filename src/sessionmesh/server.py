@@ -99,6 +99,9 @@ class Runner:
         meta = args.get("meta")
         if meta is not None and not isinstance(meta, dict):
             raise BadFrame("'meta' must be a JSON object")
+        for flag in ("unique", "events"):
+            if args.get(flag) is not None and not isinstance(args[flag], bool):
+                raise BadFrame(f"'{flag}' must be true or false")
         welcome, effects = self.core.connect(
             conn.id,
             args.get("name"),
@@ -140,6 +143,8 @@ class Runner:
         finally:
             self._http_waiters.pop(key, None)
             self._send_started.pop(key, None)
+            if not future.done():  # the HTTP client hung up: nobody awaits the answer
+                self.core.forget(key)
 
     # -- effects ------------------------------------------------------------------
     def _run(self, effects: list[Effect]) -> None:

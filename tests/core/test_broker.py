@@ -651,3 +651,16 @@ def test_boolean_options_must_be_booleans(mesh: Mesh) -> None:
     assert type(mesh.fails("alice", "subscribe", topic="#ci", from_start="yes")).__name__ == "BadFrame"
     assert type(mesh.fails("alice", "lock", resource="x", exclusive="no")).__name__ == "BadFrame"
     assert type(mesh.fails("alice", "subscribe")).__name__ == "BadFrame"
+
+
+def test_a_resend_after_a_restart_is_a_duplicate_even_when_rate_limited(make_mesh) -> None:
+    mesh = make_mesh(rate_limit=1.0)
+    mesh.register("alice")
+    mesh.register("bob")
+    first = mesh.send("alice", "bob", "once")
+    restarted = Mesh(mesh.settings, mesh.store)  # a new core on the same store
+    restarted.secrets = mesh.secrets
+    for _ in range(3):  # more than the bucket holds: duplicates are not rate limited
+        again = restarted.send("alice", "bob", "once", id=first["id"])
+        assert again["duplicate"] and again["status"] == "queued"
+    assert restarted.ok("alice", "track", id=first["id"])["status"] == "queued"

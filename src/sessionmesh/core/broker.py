@@ -14,6 +14,7 @@ import enum
 import hashlib
 import hmac
 import secrets
+import time
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
@@ -121,6 +122,13 @@ class _Bucket:
     at: float
 
 
+def _uuid7_ms(msg_id: str) -> int:
+    """The millisecond timestamp of a canonical UUIDv7; 0 for other UUID versions."""
+    if msg_id[14] != "7":
+        return 0
+    return int(msg_id[:8] + msg_id[9:13], 16)
+
+
 def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -176,6 +184,9 @@ class Core:
         self._awaiters: dict[str, list[_Awaiter]] = defaultdict(list)
         self._buckets: dict[str, _Bucket] = {}
         self._peer_cache: dict[str, PeerRecord] = {p.name: p for p in store.list_peers()}
+        # an id minted before this core started (plus a margin for clock skew) may be
+        # stored already: a client resending after a broker restart
+        self._started_ms = int(time.time() * 1000) + 5_000
         self.counters: dict[str, int] = defaultdict(int)
         self._ops: dict[str, Callable[[Caller, dict[str, Any], Hashable, float], list[Effect]]] = {
             "send": self.send,
@@ -335,8 +346,9 @@ class Core:
                     raise Forbidden(f"message id {draft.id} belongs to another sender")
                 pending.duplicates.append(reply_to)
                 return []
-            if draft.id in self._senders:
-                return self._duplicate(reply_to, draft.id, sender)
+            existing = self._stored(draft.id)
+            if existing is not None:
+                return self._duplicate(reply_to, existing, sender)
             if not self._take_token(sender, now):
                 raise RateLimited(f"{sender!r} is over {self.settings.rate_limit:g} sends per second",
                                   hint="slow down and resend with the same id")
@@ -347,14 +359,21 @@ class Core:
             return [self._refuse(reply_to, args.get("id"), exc, now)]
         return self._route(env, parent, reply_to, now)
 
+    def _stored(self, msg_id: str) -> Envelope | None:
+        """The stored envelope with this id, if any, looked up only when it can exist:
+        recent ids are cached, and a UUIDv7 minted after this broker started (the
+        common case: a new message) cannot be stored unless it is in that cache."""
+        if msg_id not in self._senders and _uuid7_ms(msg_id) > self._started_ms:
+            return None
+        return self.store.get_message(msg_id)
+
     def _parse_send(self, sender: str, args: dict[str, Any]) -> Draft:
         if args.get("from") is not None and args["from"] != sender:
             raise Impersonation(
                 f"you are {sender!r}; a message cannot be sent as {args['from']!r}",
                 hint="the broker sets 'from'; leave it out",
             )
-        if args.get("id") is None:
-            args["id"] = new_id()
+        args["id"] = new_id() if args.get("id") is None else check_id(args["id"])
         draft = Draft.parse(args)
         if draft.body_size > self.settings.max_body_bytes:
             raise _Refusal(draft.id, TooLarge(
@@ -412,8 +431,10 @@ class Core:
             return [Respond(reply_to, answer)]
         try:
             self.store.add_message(env)
-        except DuplicateMessage:
-            return self._duplicate(reply_to, env.id, env.sender)
+        except DuplicateMessage:  # a very old id, past what _stored() could tell
+            existing = self.store.get_message(env.id)
+            assert existing is not None
+            return self._duplicate(reply_to, existing, env.sender)
         self.store.add_receipts(env, recipients)
         self._senders[env.id] = env.sender
         if len(self._senders) > SENDER_CACHE:
@@ -511,13 +532,18 @@ class Core:
             answer["reasons"] = reasons
         return answer
 
-    def _duplicate(self, reply_to: Hashable, msg_id: str, sender: str) -> list[Effect]:
-        existing = self.store.get_message(msg_id)
-        assert existing is not None
+    def _duplicate(self, reply_to: Hashable, existing: Envelope, sender: str) -> list[Effect]:
         if existing.sender != sender:
-            raise Forbidden(f"message id {msg_id} belongs to another sender")
-        answer = self.store.get_answer(msg_id) or self._answer_from_receipts(existing)
-        return [Respond(reply_to, {**answer, "duplicate": True})]
+            raise Forbidden(f"message id {existing.id} belongs to another sender")
+        return [Respond(reply_to, {**self._answer_of(existing), "duplicate": True})]
+
+    def _answer_of(self, env: Envelope) -> dict[str, Any]:
+        """What a send of ``env`` answers now: while it waits, the answer so far;
+        later, the stored answer, or one rebuilt from the receipts."""
+        pending = self._pending.get(env.id)
+        if pending is not None:
+            return dict(pending.answer)
+        return self.store.get_answer(env.id) or self._answer_from_receipts(env)
 
     def _keep_answer(self, msg_id: str, answer: dict[str, Any]) -> None:
         """Store the parts of an answer the receipts cannot tell later (the reasons of
@@ -528,8 +554,9 @@ class Core:
     def _answer_from_receipts(self, env: Envelope) -> dict[str, Any]:
         """The answer of a send whose final answer was never stored (a crash while
         it waited for a live recipient): each copy is queued, or received if held."""
+        never_held = (ReceiptState.QUEUED, ReceiptState.EXPIRED)
         statuses = {
-            r.recipient: SendStatus.QUEUED.value if r.state is ReceiptState.QUEUED else SendStatus.RECEIVED.value
+            r.recipient: SendStatus.QUEUED.value if r.state in never_held else SendStatus.RECEIVED.value
             for r in self.store.receipts(env.id)
         }
         return self._answer(env, statuses, {}, env.ts)
@@ -576,7 +603,7 @@ class Core:
             raise BadFrame("'ids' must be a list of message ids")
         ids = [check_id(i, what="ack id") for i in ids]
         try:
-            state = ReceiptState(args.get("state") or "delivered")
+            state = ReceiptState("delivered" if args.get("state") is None else args["state"])
         except ValueError:
             raise BadFrame("'state' must be 'delivered' or 'read'") from None
         if state not in (ReceiptState.DELIVERED, ReceiptState.READ):
@@ -656,12 +683,11 @@ class Core:
         receipts = self.store.receipts(msg_id)
         if caller.name != env.sender and caller.name not in {r.recipient for r in receipts}:
             raise Forbidden(f"message {msg_id} is neither from nor to {caller.name!r}")
-        answer = self.store.get_answer(msg_id) or {}
         return [Respond(reply_to, {
             "id": msg_id,
             "from": env.sender,
             "to": env.to.to_wire(),
-            "status": answer.get("status"),
+            "status": self._answer_of(env)["status"],
             "receipts": {r.recipient: r.state.value for r in receipts},
             "updated": {r.recipient: r.updated_at for r in receipts},
             "replies": [r.id for r in self.store.replies_to(msg_id)],
@@ -760,10 +786,11 @@ class Core:
     # -- topics -------------------------------------------------------------------
     def subscribe(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
         topic = _topic_arg(args)
+        from_start = _bool_arg(args, "from_start", False)
         self.store.subscribe(topic, caller.name)
         effects: list[Effect] = []
         caught_up = 0
-        if _bool_arg(args, "from_start", False):
+        if from_start:
             backlog = [
                 e for e in self.store.topic_messages(topic)
                 if e.sender != caller.name and self.store.get_receipt(e.id, caller.name) is None
@@ -962,6 +989,15 @@ class Core:
             self._event(effects, now, "receipt", id=msg_id, sender=sender, recipient=recipient, state="expired")
         effects.extend(self._expire_leases(now))
         return effects
+
+    def forget(self, reply_to: Hashable) -> None:
+        """The caller behind ``reply_to`` is gone: drop its awaits."""
+        for msg_id, awaiting in list(self._awaiters.items()):
+            rest = [a for a in awaiting if a.reply_to != reply_to]
+            if rest:
+                self._awaiters[msg_id] = rest
+            else:
+                del self._awaiters[msg_id]
 
     def idle(self) -> bool:
         return not self._online
