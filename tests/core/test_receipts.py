@@ -217,3 +217,50 @@ def test_a_sender_never_receives_its_own_broadcast(mesh: Mesh) -> None:
     msg_id = mesh.send("alice", "broadcast")["id"]
     assert mesh.track("alice", msg_id) == {"bob": "queued"}
     assert mesh.store.unread("alice", 10) == []
+
+
+@pytest.fixture
+def small_window(monkeypatch: pytest.MonkeyPatch) -> int:
+    import sessionmesh.core.broker as broker
+
+    monkeypatch.setattr(broker, "BACKLOG_WINDOW", 4)
+    monkeypatch.setattr(broker, "BACKLOG_CHUNK", 2)
+    return 4
+
+
+def test_a_backlog_goes_out_a_window_at_a_time_as_the_client_acknowledges(make_mesh: Any, small_window: int) -> None:
+    mesh = make_mesh(rate_limit=0)
+    mesh.register("alice")
+    mesh.register("bob")
+    ids = [mesh.send("alice", "bob", i)["id"] for i in range(10)]
+    mesh.join("bob")
+    first = mesh.delivered(mesh.last_connect_effects, "bob")
+    assert [m["body"] for m in first] == [0, 1, 2, 3]
+    # one ack of a quarter does not open the next window; half of it does
+    assert mesh.delivered(mesh.ack("bob", ids[:1]), "bob") == []
+    assert [m["body"] for m in mesh.delivered(mesh.ack("bob", ids[1:2]), "bob")] == [4, 5, 6, 7]
+    assert [m["body"] for m in mesh.delivered(mesh.ack("bob", ids[2:6]), "bob")] == [8, 9]
+
+
+def test_new_messages_wait_behind_the_backlog_so_each_pair_stays_fifo(make_mesh: Any, small_window: int) -> None:
+    mesh = make_mesh(rate_limit=0)
+    mesh.register("alice")
+    mesh.register("bob")
+    ids = [mesh.send("alice", "bob", i)["id"] for i in range(6)]
+    mesh.join("bob")
+    live = mesh.call("alice", "send", to="bob", body="new")
+    assert live.result["status"] == "queued"  # bob is catching up: it waits its turn
+    assert mesh.delivered(live.effects, "bob") == []
+    rest = mesh.delivered(mesh.ack("bob", ids[:4]), "bob")
+    assert [m["body"] for m in rest] == [4, 5, "new"]
+
+
+def test_an_urgent_message_is_not_held_behind_a_normal_backlog(make_mesh: Any, small_window: int) -> None:
+    mesh = make_mesh(rate_limit=0)
+    mesh.register("alice")
+    mesh.register("bob")
+    for i in range(6):
+        mesh.send("alice", "bob", i)
+    mesh.join("bob")
+    urgent = mesh.call("alice", "send", to="bob", body="stop", priority="urgent")
+    assert [m["body"] for m in mesh.delivered(urgent.effects, "bob")] == ["stop"]

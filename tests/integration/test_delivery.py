@@ -158,3 +158,17 @@ async def test_a_message_read_just_before_close_is_not_delivered_again(broker):
         async with AsyncClient(broker.settings, "bob") as bob:
             assert (await bob.peers())
             assert bob.inbox.empty()
+
+
+async def test_a_backlog_larger_than_the_window_drains_in_order_with_live_sends_behind_it(broker):
+    from sessionmesh.core.broker import BACKLOG_WINDOW
+
+    total = BACKLOG_WINDOW * 2 + 100
+    await visit(broker.settings, "bob")
+    async with AsyncClient(broker.settings, "alice") as alice:
+        await asyncio.gather(*(alice.send("bob", i) for i in range(total)))
+        async with AsyncClient(broker.settings, "bob") as bob:
+            late = await alice.send("bob", "late")
+            assert late.ok
+            bodies = [(await bob.recv(timeout=10)).body for _ in range(total + 1)]
+    assert bodies == list(range(total)) + ["late"]

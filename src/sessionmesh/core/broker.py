@@ -56,7 +56,8 @@ from ..storage import PeerRecord, ReceiptUpdate, Store, ThreadRecord
 from .effects import Effect, Push, Respond
 from .locks import Lease, LockOutcome, check_resource, conflicts
 
-BACKLOG_CHUNK = 500
+BACKLOG_CHUNK = 500  # messages per deliver frame
+BACKLOG_WINDOW = 2000  # backlog messages in flight per connection while catching up
 SENDER_CACHE = 100_000
 RECEIPT_CACHE = 200_000
 META_KEYS = ("machine", "cwd", "git_root", "client", "role", "status", "refuse")
@@ -87,6 +88,12 @@ class _Conn:
     name: str
     events: bool
     since: float
+    # Catch-up after connecting: the backlog goes out a window at a time, the next
+    # when the client has acknowledged half of the last. Until it is through, new
+    # messages wait in the store behind the older ones (per-pair FIFO).
+    catching_up: bool = True
+    cursor: tuple[int, int] | None = None  # (urgent, seq) of the last backlog message sent
+    in_flight: set[str] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -279,7 +286,7 @@ class Core:
         self._audit(now, "peer_joined", {"name": name})
         self._event(effects, now, "peer_joined", name=name, presence=Presence.ONLINE.value)
         welcome = {"name": name, "secret": issued, "server_time": now}
-        effects.extend(self._backlog(conn, name, now))
+        effects.extend(self._next_page(conn))
         return welcome, effects
 
     def disconnect(self, conn: int, now: float, *, graceful: bool) -> list[Effect]:
@@ -458,7 +465,7 @@ class Core:
                 statuses[name] = SendStatus.RECEIVED.value
                 continue
             conn = self._online.get(name)
-            if conn is not None:
+            if conn is not None and self._live(conn, env):
                 effects.append(Push(conn, {"op": "deliver", "messages": [wire]}))
                 waiting.add(name)
         answer = self._answer(env, statuses, reasons, now)
@@ -613,6 +620,12 @@ class Core:
         for msg_id in ids:
             if self._advance(effects, msg_id, None, caller.name, state, now) is not None:
                 changed += 1
+        conn = self._conns.get(caller.conn) if caller.conn is not None else None
+        if conn is not None and conn.in_flight:
+            conn.in_flight.difference_update(ids)
+            if conn.catching_up and len(conn.in_flight) <= BACKLOG_WINDOW // 2:
+                assert caller.conn is not None
+                effects.extend(self._next_page(caller.conn))
         if reply_to is not None:
             effects.append(Respond(reply_to, {"acked": changed}))
         return effects
@@ -1010,12 +1023,28 @@ class Core:
             self._persist_last_seen(name)
 
     # -- helpers ------------------------------------------------------------------
-    def _backlog(self, conn: int, name: str, now: float) -> list[Effect]:
-        envs = self.store.unread(name, 1_000_000)
+    def _next_page(self, conn: int) -> list[Effect]:
+        """The next window of a connection's backlog, oldest first (urgent ahead)."""
+        state = self._conns[conn]
+        envs = self.store.unread(state.name, BACKLOG_WINDOW, after=state.cursor)
+        if envs:
+            last = envs[-1]
+            state.cursor = (1 if last.priority is Priority.URGENT else 0, last.seq)
+            state.in_flight.update(e.id for e in envs)
+        if len(envs) < BACKLOG_WINDOW:
+            state.catching_up = False
         return [
             Push(conn, {"op": "deliver", "messages": [e.to_wire() for e in envs[i : i + BACKLOG_CHUNK]]})
             for i in range(0, len(envs), BACKLOG_CHUNK)
         ]
+
+    def _live(self, conn: int, env: Envelope) -> bool:
+        """Whether a new message goes to this connection now, or waits for its page."""
+        state = self._conns[conn]
+        if not state.catching_up:
+            return True
+        # an urgent message cannot wait behind normal ones the pages have reached
+        return env.priority is Priority.URGENT and state.cursor is not None and state.cursor[0] == 0
 
     def _audit_envelope(self, wire: dict[str, Any], recipients: list[str]) -> dict[str, Any]:
         data = dict(wire)

@@ -102,11 +102,13 @@ class MemoryStore:
         v = self._receipts.get((msg_id, recipient))
         return Receipt(msg_id, recipient, v[0], v[1]) if v else None
 
-    def unread(self, recipient: str, limit: int) -> list[Envelope]:
+    def unread(self, recipient: str, limit: int, after: tuple[int, int] | None = None) -> list[Envelope]:
+        # sort key (not urgent, seq): the page after (u, s) starts past (not u, s)
+        start = (not after[0], after[1]) if after is not None else (False, 0)
         keys = [
             (not v[4], v[3], m)
             for (m, r), v in self._receipts.items()
-            if r == recipient and v[0].unread
+            if r == recipient and v[0].unread and (not v[4], v[3]) > start
         ]
         return [copy.deepcopy(self._messages[m]) for _, _, m in sorted(keys)[:limit]]
 

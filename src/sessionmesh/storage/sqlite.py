@@ -286,14 +286,16 @@ class SqliteStore:
         ).fetchone()
         return Receipt(row[0], row[1], ReceiptState(row[2]), row[3]) if row else None
 
-    def unread(self, recipient: str, limit: int) -> list[Envelope]:
+    def unread(self, recipient: str, limit: int, after: tuple[int, int] | None = None) -> list[Envelope]:
         self._flush_receipts()
         cols = ", ".join(f"m.{c.strip()}" for c in _MSG_COLS.split(","))
+        urgent, seq = after if after is not None else (2, 0)  # (2, 0) is before everything
         rows = self._db.execute(
             f"SELECT {cols} FROM receipts r JOIN messages m ON m.id = r.msg_id"
             " WHERE r.recipient = ? AND r.state IN ('queued', 'delivered')"
+            " AND (r.urgent < ? OR (r.urgent = ? AND r.seq > ?))"
             " ORDER BY r.urgent DESC, r.seq LIMIT ?",
-            (recipient, limit),
+            (recipient, urgent, urgent, seq, limit),
         ).fetchall()
         return [_row_to_envelope(r) for r in rows]
 
