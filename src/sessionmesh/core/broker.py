@@ -312,11 +312,7 @@ class Core:
                     self._audit(now, "lock_released", {"resource": lease.resource, "holder": name, "why": "leave"})
                     self._event(effects, now, "lock_released", resource=lease.resource, holder=name)
         for msg_id, awaiting in list(self._awaiters.items()):
-            rest = [a for a in awaiting if a.conn != conn]
-            if rest:
-                self._awaiters[msg_id] = rest
-            else:
-                del self._awaiters[msg_id]
+            self._keep_awaiters(msg_id, [a for a in awaiting if a.conn != conn])
         self._audit(now, "peer_left", {"name": name, "graceful": graceful})
         self._event(effects, now, "peer_left", name=name, graceful=graceful)
         return effects
@@ -735,10 +731,7 @@ class Core:
                 woken.add(awaiter.name)
             else:
                 keep.append(awaiter)
-        if keep:
-            self._awaiters[reply.re or ""] = keep
-        else:
-            self._awaiters.pop(reply.re or "", None)
+        self._keep_awaiters(reply.re or "", keep)
         return woken
 
     # -- threads ------------------------------------------------------------------
@@ -975,22 +968,40 @@ class Core:
         return [Respond(reply_to, {"pong": now, "name": caller.name})]
 
     def tick(self, now: float) -> list[Effect]:
-        """Time passes: receipt waits end, TTLs expire, leases lapse, awaits time out."""
+        """Time passes: receipt waits end, awaits time out, TTLs expire, leases lapse."""
+        return [
+            *self._end_receipt_waits(now),
+            *self._end_awaits(now),
+            *self._expire_copies(now),
+            *self._expire_leases(now),
+        ]
+
+    def _end_receipt_waits(self, now: float) -> list[Effect]:
         effects: list[Effect] = []
         for pending in [p for p in self._pending.values() if p.deadline <= now]:
             pending.waiting.clear()  # the copies stay in the durable inboxes: queued
             effects.extend(self._maybe_finish(pending))
+        return effects
+
+    def _end_awaits(self, now: float) -> list[Effect]:
+        effects: list[Effect] = []
         for msg_id, waiting in list(self._awaiters.items()):
-            due = [a for a in waiting if a.deadline <= now]
-            for awaiter in due:
+            for awaiter in (a for a in waiting if a.deadline <= now):
                 effects.append(Respond(awaiter.reply_to, error=Timeout(
                     f"no reply to {msg_id} yet", hint=f"try again later: mesh await {msg_id}"
                 )))
-            rest = [a for a in waiting if a.deadline > now]
-            if rest:
-                self._awaiters[msg_id] = rest
-            else:
-                del self._awaiters[msg_id]
+            self._keep_awaiters(msg_id, [a for a in waiting if a.deadline > now])
+        return effects
+
+    def _keep_awaiters(self, msg_id: str, awaiters: list[_Awaiter]) -> None:
+        if awaiters:
+            self._awaiters[msg_id] = awaiters
+        else:
+            self._awaiters.pop(msg_id, None)
+
+    def _expire_copies(self, now: float) -> list[Effect]:
+        """Copies still queued past their TTL expire; their senders are told."""
+        effects: list[Effect] = []
         for msg_id, recipient, sender in self.store.expire_due(now):
             self._remember(msg_id, recipient, ReceiptState.EXPIRED)
             self.counters["receipts_expired"] += 1
@@ -1000,17 +1011,12 @@ class Core:
                 effects.append(Push(conn, {"op": "receipt", "id": msg_id, "recipient": recipient,
                                            "state": "expired", "ts": now}))
             self._event(effects, now, "receipt", id=msg_id, sender=sender, recipient=recipient, state="expired")
-        effects.extend(self._expire_leases(now))
         return effects
 
     def forget(self, reply_to: Hashable) -> None:
         """The caller behind ``reply_to`` is gone: drop its awaits."""
         for msg_id, awaiting in list(self._awaiters.items()):
-            rest = [a for a in awaiting if a.reply_to != reply_to]
-            if rest:
-                self._awaiters[msg_id] = rest
-            else:
-                del self._awaiters[msg_id]
+            self._keep_awaiters(msg_id, [a for a in awaiting if a.reply_to != reply_to])
 
     def idle(self) -> bool:
         return not self._online
