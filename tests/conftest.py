@@ -8,9 +8,10 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -68,7 +69,10 @@ class BrokerProcess:
     def start(self) -> str:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sessionmesh", "serve", "--port", "0", "--home", str(self.home)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=self.env,
         )
         line = read_line(self.proc, START_TIMEOUT)
         if "listening on" not in line:
@@ -96,7 +100,9 @@ class BrokerProcess:
         return code
 
     def settings(self, **overrides: Any) -> Settings:
-        return load(env={}, overrides={"home": str(self.home), "url": self.url, "autostart": False, **overrides})
+        return load(
+            env={}, overrides={"home": str(self.home), "url": self.url, "autostart": False, **overrides}
+        )
 
 
 @pytest.fixture
@@ -166,8 +172,15 @@ def wait_until(predicate: Any, timeout: float = 10.0, what: str = "condition") -
     raise TimeoutError(f"{what} not reached within {timeout}s")
 
 
-def mesh_cmd(*args: str, env: dict[str, str] | None = None, input: str | None = None,
-             timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+def mesh_cmd(
+    *args: str, env: dict[str, str] | None = None, input: str | None = None, timeout: float = 30.0
+) -> subprocess.CompletedProcess[str]:
     """Run the real ``mesh`` CLI (as ``python -m sessionmesh``)."""
-    return subprocess.run([sys.executable, "-m", "sessionmesh", *args], capture_output=True, text=True,
-                          env=env if env is not None else dict(os.environ), input=input, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "sessionmesh", *args],
+        capture_output=True,
+        text=True,
+        env=env if env is not None else dict(os.environ),
+        input=input,
+        timeout=timeout,
+    )

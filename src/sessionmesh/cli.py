@@ -16,13 +16,20 @@ import json
 import os
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DENIED, EXIT_REFUSED = 0, 1, 2, 3, 4
 EXIT_TIMEOUT, EXIT_UNAVAILABLE, EXIT_CONFLICT = 5, 6, 7
 EXIT_BY_END_STATE = {"PASS": 0, "ANSWERED": 0, "PARTIAL": 10, "BLOCKED": 11, "DECLINED": 12}
-EXIT_BY_SEND_STATUS = {"received": 0, "queued": 0, "sent": 0, "denied": EXIT_DENIED,
-                       "refused": EXIT_REFUSED, "timeout": EXIT_TIMEOUT}
+EXIT_BY_SEND_STATUS = {
+    "received": 0,
+    "queued": 0,
+    "sent": 0,
+    "denied": EXIT_DENIED,
+    "refused": EXIT_REFUSED,
+    "timeout": EXIT_TIMEOUT,
+}
 
 
 def _out(args: argparse.Namespace, data: Any) -> None:
@@ -81,7 +88,9 @@ def _print_send(args: argparse.Namespace, result: dict[str, Any]) -> int:
                 print(f"  {name}: {paint(st)}")
         else:
             print(f"{paint(status)}  id {result.get('id')}")
-        reasons = [result.get("reason")] if result.get("reason") else list((result.get("reasons") or {}).values())
+        reasons = (
+            [result.get("reason")] if result.get("reason") else list((result.get("reasons") or {}).values())
+        )
         for reason in reasons:
             hint = f" ({reason['hint']})" if reason.get("hint") else ""
             print(f"  {reason.get('message')}{hint}", file=sys.stderr)
@@ -91,8 +100,12 @@ def _print_send(args: argparse.Namespace, result: dict[str, Any]) -> int:
 def _send_args(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
     from .envelope import new_id
 
-    out: dict[str, Any] = {"id": args.id or new_id(), "body": _body(args),
-                           "priority": "urgent" if args.urgent else "normal", **extra}
+    out: dict[str, Any] = {
+        "id": args.id or new_id(),
+        "body": _body(args),
+        "priority": "urgent" if args.urgent else "normal",
+        **extra,
+    }
     if args.ttl:
         out["ttl"] = args.ttl
     return out
@@ -142,7 +155,9 @@ def cmd_down(args: argparse.Namespace) -> int:
     else:
         print(f"broker pid {status['pid']} did not stop in time", file=sys.stderr)
         return EXIT_TIMEOUT
-    print(f"broker stopped (pid {status['pid']})") if not args.json else _out(args, {"stopped": status["pid"]})
+    print(f"broker stopped (pid {status['pid']})") if not args.json else _out(
+        args, {"stopped": status["pid"]}
+    )
     return EXIT_OK
 
 
@@ -160,8 +175,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         _out(args, status)
     else:
-        print(f"broker {status['url']}  pid {status['pid']}  version {status['version']}  "
-              f"online {status['online']}  up {status['uptime']:.0f}s  home {status['home']}")
+        print(
+            f"broker {status['url']}  pid {status['pid']}  version {status['version']}  "
+            f"online {status['online']}  up {status['uptime']:.0f}s  home {status['home']}"
+        )
     return EXIT_OK
 
 
@@ -173,11 +190,22 @@ def cmd_peers(args: argparse.Namespace) -> int:
         _out(args, peers)
         return EXIT_OK
     now = time.time()
-    table(["name", "presence", "client", "role", "status", "unread", "last seen", "cwd"], [
-        [p["name"], p["presence"], p["meta"].get("client", "-"), p["meta"].get("role") or "-",
-         p["meta"].get("status") or "-", p["unread"], ago(p["last_seen"], now), p["meta"].get("cwd", "-")]
-        for p in peers
-    ])
+    table(
+        ["name", "presence", "client", "role", "status", "unread", "last seen", "cwd"],
+        [
+            [
+                p["name"],
+                p["presence"],
+                p["meta"].get("client", "-"),
+                p["meta"].get("role") or "-",
+                p["meta"].get("status") or "-",
+                p["unread"],
+                ago(p["last_seen"], now),
+                p["meta"].get("cwd", "-"),
+            ]
+            for p in peers
+        ],
+    )
     return EXIT_OK
 
 
@@ -218,8 +246,12 @@ def _await(args: argparse.Namespace, shot: Any, msg_id: str, request: dict[str, 
         reply = shot.call("await", answer_timeout=args.timeout + 5, id=msg_id, timeout=args.timeout)["reply"]
     except Timeout:
         if args.json:
-            _out(args, {"request": request, "reply": None, "status": "timeout"} if request else
-                 {"id": msg_id, "reply": None, "status": "timeout"})
+            _out(
+                args,
+                {"request": request, "reply": None, "status": "timeout"}
+                if request
+                else {"id": msg_id, "reply": None, "status": "timeout"},
+            )
         else:
             print(f"no reply to {msg_id} within {args.timeout:g}s", file=sys.stderr)
         return EXIT_TIMEOUT
@@ -260,9 +292,13 @@ def cmd_track(args: argparse.Namespace) -> int:
         _out(args, result)
         return EXIT_OK
     print(f"message {result['id']}  from {result['from']}  to {result['to']}  answered {result['status']}")
-    table(["recipient", "state", "since"], [
-        [name, state, clock(result["updated"].get(name))] for name, state in sorted(result["receipts"].items())
-    ])
+    table(
+        ["recipient", "state", "since"],
+        [
+            [name, state, clock(result["updated"].get(name))]
+            for name, state in sorted(result["receipts"].items())
+        ],
+    )
     for reply_id in result["replies"]:
         print(f"reply {reply_id}")
     return EXIT_OK
@@ -275,8 +311,10 @@ def cmd_thread(args: argparse.Namespace) -> int:
     if args.json:
         _out(args, result)
         return EXIT_OK
-    print(f"thread {result['id']}  {paint(result['state'])}  {result['turns']} turn(s)  "
-          f"{', '.join(result['participants'])}")
+    print(
+        f"thread {result['id']}  {paint(result['state'])}  {result['turns']} turn(s)  "
+        f"{', '.join(result['participants'])}"
+    )
     for env in result["messages"]:
         print("  " + message_line(env))
     return EXIT_OK
@@ -285,8 +323,11 @@ def cmd_thread(args: argparse.Namespace) -> int:
 def cmd_lock(args: argparse.Namespace) -> int:
     from .render import clock, paint
 
-    call: dict[str, Any] = {"resource": _resource(args.resource), "exclusive": not args.shared,
-                            "reason": args.reason or ""}
+    call: dict[str, Any] = {
+        "resource": _resource(args.resource),
+        "exclusive": not args.shared,
+        "reason": args.reason or "",
+    }
     if args.ttl:
         call["ttl"] = args.ttl
     result = _oneshot(args).call("lock", **call)
@@ -294,8 +335,10 @@ def cmd_lock(args: argparse.Namespace) -> int:
         _out(args, result)
     elif result["outcome"] == "conflict":
         lease = result["lease"]
-        print(f"{paint('conflict')}: {lease['resource']} is held by {lease['holder']} until "
-              f"{clock(lease['expires_at'])}" + (f" ({lease['reason']})" if lease["reason"] else ""))
+        print(
+            f"{paint('conflict')}: {lease['resource']} is held by {lease['holder']} until "
+            f"{clock(lease['expires_at'])}" + (f" ({lease['reason']})" if lease["reason"] else "")
+        )
     else:
         lease = result["lease"]
         print(f"{paint(result['outcome'])}: {lease['resource']} until {clock(lease['expires_at'])}")
@@ -317,10 +360,19 @@ def cmd_locks(args: argparse.Namespace) -> int:
     elif not locks:
         print("no locks held")
     else:
-        table(["resource", "holder", "mode", "expires in", "reason"], [
-            [l["resource"], l["holder"], "exclusive" if l["exclusive"] else "shared",
-             f"{l['expires_in']:.0f}s", l["reason"] or "-"] for l in locks
-        ])
+        table(
+            ["resource", "holder", "mode", "expires in", "reason"],
+            [
+                [
+                    lease["resource"],
+                    lease["holder"],
+                    "exclusive" if lease["exclusive"] else "shared",
+                    f"{lease['expires_in']:.0f}s",
+                    lease["reason"] or "-",
+                ]
+                for lease in locks
+            ],
+        )
     return EXIT_OK
 
 
@@ -333,7 +385,9 @@ def cmd_log(args: argparse.Namespace) -> int:
             print(json.dumps(entry, ensure_ascii=False))
         else:
             detail = {k: v for k, v in entry.items() if k not in ("seq", "ts", "event")}
-            print(f"{entry['seq']:>6} {clock(entry['ts'])} {entry['event']:<16} {json.dumps(detail, ensure_ascii=False)}")
+            print(
+                f"{entry['seq']:>6} {clock(entry['ts'])} {entry['event']:<16} {json.dumps(detail, ensure_ascii=False)}"
+            )
     return EXIT_OK
 
 
@@ -346,8 +400,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
     settings = _settings(args)
 
     async def watch() -> None:
-        async with AsyncClient(settings, args.as_name, client_kind="watch", auto_read=False,
-                               events=args.events) as peer:
+        async with AsyncClient(
+            settings, args.as_name, client_kind="watch", auto_read=False, events=args.events
+        ) as peer:
             if not args.json:
                 print(f"watching as {peer.name} (Ctrl-C to stop)", file=sys.stderr, flush=True)
             for topic in args.topic or ():
@@ -356,16 +411,21 @@ def cmd_watch(args: argparse.Namespace) -> int:
             async def events() -> None:
                 while True:
                     event = await peer.events.get()
-                    print(json.dumps(event, ensure_ascii=False) if args.json else
-                          f"· {event['event']} {json.dumps({k: v for k, v in event.items() if k not in ('op', 'event', 'ts')})}",
-                          flush=True)
+                    print(
+                        json.dumps(event, ensure_ascii=False)
+                        if args.json
+                        else f"· {event['event']} {json.dumps({k: v for k, v in event.items() if k not in ('op', 'event', 'ts')})}",
+                        flush=True,
+                    )
 
             ev_task = asyncio.create_task(events()) if args.events else None
             try:
                 while True:
                     env = await peer.recv()
                     wire = env.to_wire()
-                    print(json.dumps(wire, ensure_ascii=False) if args.json else message_line(wire), flush=True)
+                    print(
+                        json.dumps(wire, ensure_ascii=False) if args.json else message_line(wire), flush=True
+                    )
                     peer.note_read(env.id)
             finally:
                 if ev_task:
@@ -391,8 +451,12 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--home", help="state dir (MESH_HOME)")
     common.add_argument("--url", help="broker address (MESH_URL)")
     peer = argparse.ArgumentParser(add_help=False, parents=[common])
-    peer.add_argument("--as", dest="as_name", metavar="NAME",
-                      help="act as this peer (default: MESH_NAME, else the git top-level's name)")
+    peer.add_argument(
+        "--as",
+        dest="as_name",
+        metavar="NAME",
+        help="act as this peer (default: MESH_NAME, else the git top-level's name)",
+    )
     sending = argparse.ArgumentParser(add_help=False)
     sending.add_argument("--urgent", action="store_true", help="deliver ahead of normal messages")
     sending.add_argument("--ttl", type=float, help="seconds before an undelivered message expires")
@@ -405,7 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sessionmesh {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def add(name: str, fn: Callable[[argparse.Namespace], int], help: str, parents: list[Any]) -> argparse.ArgumentParser:
+    def add(
+        name: str, fn: Callable[[argparse.Namespace], int], help: str, parents: list[Any]
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help, parents=parents)
         p.set_defaults(fn=fn)
         return p
@@ -472,8 +538,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.fn(args))
     except MeshError as exc:
-        code = (EXIT_UNAVAILABLE if isinstance(exc, Unavailable) else EXIT_TIMEOUT if isinstance(exc, Timeout)
-                else EXIT_CONFLICT if isinstance(exc, Conflict) else EXIT_ERROR)
+        code = (
+            EXIT_UNAVAILABLE
+            if isinstance(exc, Unavailable)
+            else EXIT_TIMEOUT
+            if isinstance(exc, Timeout)
+            else EXIT_CONFLICT
+            if isinstance(exc, Conflict)
+            else EXIT_ERROR
+        )
         if getattr(args, "json", False):
             print(json.dumps({"error": exc.to_wire()}), flush=True)
         print(f"mesh: {exc.code}: {exc}", file=sys.stderr)

@@ -7,8 +7,9 @@ environment or the working directory behind the caller's back.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import BadRequest
 
@@ -91,9 +92,7 @@ def _coerce(name: str, kind: Any, raw: Any) -> Any:
         raise BadRequest(f"setting {name}={raw!r} is not a valid {kind}") from None
 
 
-def load(
-    *, env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
-) -> Settings:
+def load(*, env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
     """Build the settings from every layer; raises `BadRequest` for an invalid value."""
     env = os.environ if env is None else env
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}

@@ -38,8 +38,14 @@ class Narrator:
             print(f"\n== {title}", flush=True)
 
     def sent(self, who: str, to: str, what: str, result: SendResult) -> None:
-        self.say(f"  {who} → {to}: {what!r}  ⇒ {paint(result.status.value)}", event="send", sender=who,
-                 to=to, status=result.status.value, id=result.id)
+        self.say(
+            f"  {who} → {to}: {what!r}  ⇒ {paint(result.status.value)}",
+            event="send",
+            sender=who,
+            to=to,
+            status=result.status.value,
+            id=result.id,
+        )
 
     async def receipts(self, peer: AsyncClient, msg_id: str, until: str) -> None:
         """Print the receipts of ``msg_id`` until it reaches state ``until``."""
@@ -47,8 +53,13 @@ class Narrator:
             receipt = await peer.next_receipt(timeout=STEP_TIMEOUT)
             if receipt["id"] != msg_id:
                 continue
-            self.say(f"    receipt: {receipt['recipient']} {paint(receipt['state'])}", event="receipt",
-                     id=msg_id, recipient=receipt["recipient"], state=receipt["state"])
+            self.say(
+                f"    receipt: {receipt['recipient']} {paint(receipt['state'])}",
+                event="receipt",
+                id=msg_id,
+                recipient=receipt["recipient"],
+                state=receipt["state"],
+            )
             if receipt["state"] == until:
                 return
 
@@ -74,27 +85,42 @@ async def _script(n: Narrator, settings: Any) -> None:
     async with AsyncClient(settings, "docs", role="writer"):
         pass
 
-    async with AsyncClient(settings, "builder", role="grip") as builder, \
-            AsyncClient(settings, "reviewer", role="guard") as reviewer:
+    async with (
+        AsyncClient(settings, "builder", role="grip") as builder,
+        AsyncClient(settings, "reviewer", role="guard") as reviewer,
+    ):
         n.step("who is here")
         for p in await builder.peers():
-            n.say(f"  {p['name']:<9} {paint(p['presence'])}  role {p['meta'].get('role', '-')}",
-                  event="peer", name=p["name"], presence=p["presence"])
+            n.say(
+                f"  {p['name']:<9} {paint(p['presence'])}  role {p['meta'].get('role', '-')}",
+                event="peer",
+                name=p["name"],
+                presence=p["presence"],
+            )
 
         n.step("a request and its reply")
         ask = await builder.ask("reviewer", "Please review src/app.py: is the retry loop safe?")
         n.sent("builder", "reviewer", "Please review src/app.py…", ask)
         request = await reviewer.recv(timeout=STEP_TIMEOUT)
         await n.receipts(builder, ask.id, until="read")
-        reply = await reviewer.reply(request, "Looks right: backoff is capped, ids are reused.", status="PASS")
+        reply = await reviewer.reply(
+            request, "Looks right: backoff is capped, ids are reused.", status="PASS"
+        )
         n.sent("reviewer", "builder", "PASS: looks right", reply)
         await n.receipts(builder, ask.id, until="answered")
         answer = await builder.recv(timeout=STEP_TIMEOUT)
-        n.say(f"  builder got the reply [{paint(answer.status.value if answer.status else '-')}]: {answer.body}",
-              event="reply", status=answer.status.value if answer.status else None)
+        n.say(
+            f"  builder got the reply [{paint(answer.status.value if answer.status else '-')}]: {answer.body}",
+            event="reply",
+            status=answer.status.value if answer.status else None,
+        )
         thread = await builder.thread(ask.id)
-        n.say(f"  thread {thread['id'][:13]}… is {paint(thread['state'])} after {thread['turns']} turns",
-              event="thread", state=thread["state"], turns=thread["turns"])
+        n.say(
+            f"  thread {thread['id'][:13]}… is {paint(thread['state'])} after {thread['turns']} turns",
+            event="thread",
+            state=thread["state"],
+            turns=thread["turns"],
+        )
 
         n.step("a message to a peer that is offline")
         note = await builder.send("docs", "The retry loop changed; please update docs/retries.md.")
@@ -121,12 +147,23 @@ async def _lock(n: Narrator, peer: AsyncClient, resource: str, reason: str) -> N
     result = await peer.lock(resource, reason=reason, ttl=60)
     if result["outcome"] == "conflict":
         lease = result["lease"]
-        n.say(f"  {peer.name} lock {resource}: {paint('conflict')}, held by {lease['holder']} "
-              f"({lease['reason']}) for {lease['expires_in']:.0f}s more",
-              event="lock", name=peer.name, resource=resource, outcome="conflict", holder=lease["holder"])
+        n.say(
+            f"  {peer.name} lock {resource}: {paint('conflict')}, held by {lease['holder']} "
+            f"({lease['reason']}) for {lease['expires_in']:.0f}s more",
+            event="lock",
+            name=peer.name,
+            resource=resource,
+            outcome="conflict",
+            holder=lease["holder"],
+        )
     else:
-        n.say(f"  {peer.name} lock {resource}: {paint(result['outcome'])}", event="lock", name=peer.name,
-              resource=resource, outcome=result["outcome"])
+        n.say(
+            f"  {peer.name} lock {resource}: {paint(result['outcome'])}",
+            event="lock",
+            name=peer.name,
+            resource=resource,
+            outcome=result["outcome"],
+        )
 
 
 def run_demo(*, json_output: bool = False) -> int:

@@ -20,14 +20,14 @@ TOPIC_RE = re.compile(r"#[a-z0-9][a-z0-9._-]{0,63}")
 BROADCAST = "broadcast"
 
 
-class Kind(str, enum.Enum):
+class Kind(enum.StrEnum):
     MESSAGE = "message"
     REQUEST = "request"
     REPLY = "reply"
     EVENT = "event"
 
 
-class ReplyStatus(str, enum.Enum):
+class ReplyStatus(enum.StrEnum):
     """End-states a reply to a request carries."""
 
     PASS = "PASS"
@@ -37,12 +37,12 @@ class ReplyStatus(str, enum.Enum):
     DECLINED = "DECLINED"
 
 
-class Priority(str, enum.Enum):
+class Priority(enum.StrEnum):
     NORMAL = "normal"
     URGENT = "urgent"
 
 
-class SendStatus(str, enum.Enum):
+class SendStatus(enum.StrEnum):
     """What a send answers, per unicast recipient or for the whole fan-out."""
 
     RECEIVED = "received"
@@ -53,7 +53,7 @@ class SendStatus(str, enum.Enum):
     TIMEOUT = "timeout"
 
 
-class ReceiptState(str, enum.Enum):
+class ReceiptState(enum.StrEnum):
     """Where one recipient's copy of a message is."""
 
     QUEUED = "queued"

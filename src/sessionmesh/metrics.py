@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -34,7 +35,9 @@ class _CoreCollector:
         for state in RECEIPT_STATES:
             receipts.add_metric([state], counters.get(f"receipts_{state}", 0))
         yield receipts
-        depth = GaugeMetricFamily("mesh_queue_depth", "Unread messages waiting, by recipient", labels=["peer"])
+        depth = GaugeMetricFamily(
+            "mesh_queue_depth", "Unread messages waiting, by recipient", labels=["peer"]
+        )
         for peer, count in sorted(self.runner.store.queue_depths().items()):
             depth.add_metric([peer], count)
         yield depth

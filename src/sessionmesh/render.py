@@ -6,14 +6,33 @@ import datetime
 import json
 import os
 import sys
-from typing import Any, Sequence, TextIO
+from collections.abc import Sequence
+from typing import Any, TextIO
 
 _COLOURS = {
-    "received": "32", "delivered": "32", "read": "32", "answered": "36", "sent": "32",
-    "granted": "32", "renewed": "32", "online": "32", "PASS": "32", "ANSWERED": "36",
-    "queued": "33", "away": "33", "PARTIAL": "33", "open": "33",
-    "denied": "31", "refused": "31", "timeout": "31", "expired": "31", "conflict": "31",
-    "BLOCKED": "31", "DECLINED": "31", "offline": "90", "closed": "90",
+    "received": "32",
+    "delivered": "32",
+    "read": "32",
+    "answered": "36",
+    "sent": "32",
+    "granted": "32",
+    "renewed": "32",
+    "online": "32",
+    "PASS": "32",
+    "ANSWERED": "36",
+    "queued": "33",
+    "away": "33",
+    "PARTIAL": "33",
+    "open": "33",
+    "denied": "31",
+    "refused": "31",
+    "timeout": "31",
+    "expired": "31",
+    "conflict": "31",
+    "BLOCKED": "31",
+    "DECLINED": "31",
+    "offline": "90",
+    "closed": "90",
 }
 
 
@@ -76,5 +95,7 @@ def message_line(env: dict[str, Any], stream: TextIO = sys.stdout) -> str:
     to = env.get("to")
     where = f" {to}" if isinstance(to, str) and (to.startswith("#") or to == "broadcast") else ""
     reply = f" re {env['re'][:13]}" if env.get("re") else ""
-    return (f"{clock(env.get('ts'))} {env.get('from')}{where}{reply}"
-            f"{(' [' + tag + ']') if tag else ''}: {body_text(env.get('body'))}  (id {env.get('id')})")
+    return (
+        f"{clock(env.get('ts'))} {env.get('from')}{where}{reply}"
+        f"{(' [' + tag + ']') if tag else ''}: {body_text(env.get('body'))}  (id {env.get('id')})"
+    )

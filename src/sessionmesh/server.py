@@ -17,18 +17,19 @@ import os
 import secrets
 import signal
 import time
-from typing import Any, Hashable
+from collections.abc import Hashable
+from typing import Any
 
 from aiohttp import web
 
 from . import __version__
+from .codec import dumps
 from .config import Settings
 from .core.broker import Caller, Core
 from .core.effects import Effect, Push, Respond
 from .errors import BadFrame, MeshError, Unauthorized, Unavailable
 from .metrics import Metrics
 from .storage.sqlite import SqliteStore
-from .codec import dumps
 from .transports import Connection, Endpoints
 
 log = logging.getLogger("sessionmesh.broker")
@@ -252,7 +253,9 @@ class Runner:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
-            raise Unavailable(f"cannot listen on {self.settings.host}:{self.settings.port}: {exc.strerror}") from None
+            raise Unavailable(
+                f"cannot listen on {self.settings.host}:{self.settings.port}: {exc.strerror}"
+            ) from None
         server = site._server
         assert server is not None and server.sockets  # type: ignore[union-attr]
         host, port = server.sockets[0].getsockname()[:2]  # type: ignore[union-attr]
@@ -282,8 +285,13 @@ class Runner:
             self._remove_broker_file()
 
     def _write_broker_file(self) -> None:
-        info = {"url": self.url, "pid": os.getpid(), "version": __version__, "started_at": self.started_at,
-                "autostarted": self.autostarted}
+        info = {
+            "url": self.url,
+            "pid": os.getpid(),
+            "version": __version__,
+            "started_at": self.started_at,
+            "autostarted": self.autostarted,
+        }
         tmp = self.settings.broker_file + ".tmp"
         with open(tmp, "w") as fh:
             fh.write(dumps(info) + "\n")

@@ -25,8 +25,6 @@ if TYPE_CHECKING:
 WS_PATH = "/v1/ws"
 
 
-
-
 def _error_frame(rid: Any, error: MeshError) -> dict[str, Any]:
     return {"op": "result", "rid": rid, "ok": False, "error": error.to_wire()}
 
@@ -150,7 +148,9 @@ class Endpoints:
     async def http_op(self, request: web.Request) -> web.Response:
         """``POST /v1/<op>``: one command as the peer named in ``X-Mesh-Name``."""
         args = await self._json_body(request)
-        name = self.runner.authenticate(request.headers.get("X-Mesh-Name"), request.headers.get("X-Mesh-Secret"))
+        name = self.runner.authenticate(
+            request.headers.get("X-Mesh-Name"), request.headers.get("X-Mesh-Secret")
+        )
         result = await self.runner.call(Caller(name), request.match_info["op"], args)
         return web.json_response(result, dumps=dumps)
 
@@ -169,7 +169,12 @@ class Endpoints:
                     if graceful:
                         break
                 elif msg.type is WSMsgType.BINARY:
-                    conn.push({"op": "error", "error": BadFrame("binary frames are not part of the protocol").to_wire()})
+                    conn.push(
+                        {
+                            "op": "error",
+                            "error": BadFrame("binary frames are not part of the protocol").to_wire(),
+                        }
+                    )
                 elif msg.type is WSMsgType.ERROR:
                     break
         finally:
@@ -189,7 +194,7 @@ class Endpoints:
         """The first frame must be ``hello``; answer ``welcome`` or an error and close."""
         try:
             msg = await asyncio.wait_for(conn.ws.receive(), timeout=10.0)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await conn.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"no hello")
             return None
         try:
@@ -234,4 +239,3 @@ class Endpoints:
         except MeshError as exc:
             conn.push(_error_frame(rid, exc) if rid is not None else {"op": "error", "error": exc.to_wire()})
         return False
-

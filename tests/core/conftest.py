@@ -7,8 +7,9 @@ peer's secret, and lets a test read what the core answered or pushed.
 from __future__ import annotations
 
 import copy
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any, Hashable
+from typing import Any
 
 import pytest
 
@@ -144,7 +145,8 @@ class Mesh:
     def frames(self, effects: list[Effect], name: str, op: str | None = None) -> list[dict[str, Any]]:
         conn = self.conns[name]
         return [
-            e.frame for e in effects
+            e.frame
+            for e in effects
             if isinstance(e, Push) and e.conn == conn and (op is None or e.frame["op"] == op)
         ]
 

@@ -22,8 +22,8 @@ from sessionmesh.errors import (
 
 from .conftest import Mesh, responses, result_of
 
-
 # -- names and secrets ---------------------------------------------------------------
+
 
 def test_first_join_issues_a_secret_and_a_rejoin_with_it_gets_the_same_name(mesh: Mesh) -> None:
     welcome, _ = mesh.connect("alice")
@@ -93,6 +93,7 @@ def test_the_longest_valid_name_can_join(mesh: Mesh) -> None:
 
 # -- from is the broker's -------------------------------------------------------------
 
+
 def test_the_broker_sets_from_to_the_connected_name(mesh: Mesh) -> None:
     mesh.join("alice")
     mesh.join("bob")
@@ -121,6 +122,7 @@ def test_a_send_naming_its_own_sender_is_allowed(mesh: Mesh) -> None:
 
 # -- send statuses ---------------------------------------------------------------------
 
+
 def test_send_to_a_live_peer_is_received_only_after_its_ack(mesh: Mesh) -> None:
     mesh.join("alice")
     mesh.join("bob")
@@ -135,9 +137,7 @@ def test_send_to_a_live_peer_is_received_only_after_its_ack(mesh: Mesh) -> None:
     assert answer["recipients"] == 1
 
 
-def test_send_to_a_live_peer_that_never_acks_answers_queued_after_the_receive_timeout(
-    make_mesh: Any,
-) -> None:
+def test_send_to_a_live_peer_that_never_acks_answers_queued_after_the_receive_timeout(make_mesh: Any) -> None:
     mesh = make_mesh(receive_timeout=2.0)
     mesh.join("alice")
     mesh.join("bob")
@@ -251,6 +251,7 @@ def test_the_rate_limit_is_per_sender(make_mesh: Any) -> None:
 
 # -- idempotency -----------------------------------------------------------------------
 
+
 def test_a_resend_with_the_same_id_answers_the_same_and_is_stored_once(mesh: Mesh) -> None:
     mesh.join("alice")
     mesh.register("bob")
@@ -302,6 +303,7 @@ def test_another_sender_cannot_reuse_a_message_id(mesh: Mesh) -> None:
 
 # -- fan-out ---------------------------------------------------------------------------
 
+
 def test_broadcast_reaches_every_other_peer_and_counts_them(mesh: Mesh) -> None:
     mesh.join("alice")
     mesh.join("bob")
@@ -332,9 +334,7 @@ def test_multicast_answers_sent_with_a_status_per_name(mesh: Mesh) -> None:
     answer = mesh.send("alice", ["bob", "carol", "ghost", "alice"])
     assert answer["status"] == "sent"
     assert answer["recipients"] == 1
-    assert answer["statuses"] == {
-        "bob": "queued", "carol": "denied", "ghost": "denied", "alice": "refused",
-    }
+    assert answer["statuses"] == {"bob": "queued", "carol": "denied", "ghost": "denied", "alice": "refused"}
     assert answer["reasons"]["carol"]["code"] == "forbidden"
     assert answer["reasons"]["ghost"]["code"] == "unknown_peer"
     assert answer["reasons"]["alice"]["code"] == "self_send"
@@ -351,6 +351,7 @@ def test_multicast_names_a_repeated_recipient_once(mesh: Mesh) -> None:
 
 
 # -- topics ----------------------------------------------------------------------------
+
 
 def test_a_topic_message_reaches_its_subscribers_but_not_its_sender(mesh: Mesh) -> None:
     for name in ("alice", "bob", "carol", "dave"):
@@ -417,6 +418,7 @@ def test_an_unsubscribed_peer_gets_no_more_topic_messages(mesh: Mesh) -> None:
 
 # -- presence --------------------------------------------------------------------------
 
+
 def presence(mesh: Mesh, asker: str = "watcher") -> dict[str, str]:
     return {p["name"]: p["presence"] for p in mesh.ok(asker, "peers")["peers"]}
 
@@ -478,6 +480,7 @@ def test_watchers_see_join_and_leave_events(mesh: Mesh) -> None:
 
 
 # -- audit -----------------------------------------------------------------------------
+
 
 def test_the_audit_log_records_messages_without_their_bodies(mesh: Mesh) -> None:
     mesh.register("alice")

@@ -31,8 +31,13 @@ def test_a_free_resource_is_granted_with_a_lease(team: Mesh) -> None:
     result = lock(team, "alice", "/repo/src", ttl=60, reason="refactor")
     assert result["outcome"] == "granted"
     assert result["lease"] == {
-        "resource": "/repo/src", "holder": "alice", "exclusive": True, "reason": "refactor",
-        "acquired_at": team.now, "expires_at": team.now + 60, "expires_in": 60.0,
+        "resource": "/repo/src",
+        "holder": "alice",
+        "exclusive": True,
+        "reason": "refactor",
+        "acquired_at": team.now,
+        "expires_at": team.now + 60,
+        "expires_in": 60.0,
     }
     assert held(team) == [("/repo/src", "alice")]
 
@@ -169,65 +174,75 @@ def test_watchers_see_lock_events(team: Mesh) -> None:
 
 # -- overlap -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("a", "b"), [
-    ("src", "src"),
-    ("/repo/src", "/repo/src/app.py"),
-    ("/repo/src/", "/repo/src/app.py"),
-    ("/repo", "/repo/src/deep/down/x.py"),
-    ("src/*.py", "src/app.py"),
-    ("src/*", "src/lib/x.rs"),
-    ("src/**", "src/a/b/c.py"),
-    ("**/*.py", "src/a/b/c.py"),
-    ("src/**/test_*.py", "src/a/b/test_x.py"),
-    ("src/**/*.py", "src/x.py"),
-    ("src/a?.py", "src/ab.py"),
-    ("src/[abc].py", "src/b.py"),
-    ("src/[!abc].py", "src/d.py"),
-    ("src/[a-f]*.py", "src/cat.py"),
-    ("src/*.py", "src/test_*"),
-    ("src/*/x.py", "src/lib/*"),
-    ("src", "src/**/*.py"),
-    ("*", "anything"),
-])
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("src", "src"),
+        ("/repo/src", "/repo/src/app.py"),
+        ("/repo/src/", "/repo/src/app.py"),
+        ("/repo", "/repo/src/deep/down/x.py"),
+        ("src/*.py", "src/app.py"),
+        ("src/*", "src/lib/x.rs"),
+        ("src/**", "src/a/b/c.py"),
+        ("**/*.py", "src/a/b/c.py"),
+        ("src/**/test_*.py", "src/a/b/test_x.py"),
+        ("src/**/*.py", "src/x.py"),
+        ("src/a?.py", "src/ab.py"),
+        ("src/[abc].py", "src/b.py"),
+        ("src/[!abc].py", "src/d.py"),
+        ("src/[a-f]*.py", "src/cat.py"),
+        ("src/*.py", "src/test_*"),
+        ("src/*/x.py", "src/lib/*"),
+        ("src", "src/**/*.py"),
+        ("*", "anything"),
+    ],
+)
 def test_resources_that_share_a_path_overlap(a: str, b: str) -> None:
     assert overlaps(a, b)
     assert overlaps(b, a)
 
 
-@pytest.mark.parametrize(("a", "b"), [
-    ("src", "tests"),
-    ("/repo/src", "/repo/srcs"),
-    ("/repo/src", "repo/src"),
-    ("src/app.py", "src/app.pyc"),
-    ("src/app.py", "src/app.py/inner"),
-    ("src/*.py", "src/app.rs"),
-    ("src/*.py", "tests/app.py"),
-    ("src/a?.py", "src/abc.py"),
-    ("src/[abc].py", "src/d.py"),
-    ("src/[!abc].py", "src/a.py"),
-    ("src/*.py", "src/*.rs"),
-    ("src/**/*.py", "tests/x.py"),
-    ("src/x.py", "src/*/x.py"),
-    ("deploy-prod", "deploy-staging"),
-])
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("src", "tests"),
+        ("/repo/src", "/repo/srcs"),
+        ("/repo/src", "repo/src"),
+        ("src/app.py", "src/app.pyc"),
+        ("src/app.py", "src/app.py/inner"),
+        ("src/*.py", "src/app.rs"),
+        ("src/*.py", "tests/app.py"),
+        ("src/a?.py", "src/abc.py"),
+        ("src/[abc].py", "src/d.py"),
+        ("src/[!abc].py", "src/a.py"),
+        ("src/*.py", "src/*.rs"),
+        ("src/**/*.py", "tests/x.py"),
+        ("src/x.py", "src/*/x.py"),
+        ("deploy-prod", "deploy-staging"),
+    ],
+)
 def test_resources_with_no_common_path_do_not_overlap(a: str, b: str) -> None:
     assert not overlaps(a, b)
     assert not overlaps(b, a)
 
 
-@pytest.mark.parametrize(("a", "b", "expected"), [
-    ("a*", "*b", True),
-    ("a*c", "ab*", True),
-    ("a?c", "?b?", True),
-    ("*.py", "*.rs", False),
-    ("[ab]x", "[bc]x", True),
-    ("[ab]x", "[cd]x", False),
-    ("[!a]", "[!b]", True),
-    ("[!a]", "a", False),
-    ("x*y*z", "x?", False),
-    ("x*y*z", "x?z", True),
-    ("x*y*z", "xyz", True),
-])
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ("a*", "*b", True),
+        ("a*c", "ab*", True),
+        ("a?c", "?b?", True),
+        ("*.py", "*.rs", False),
+        ("[ab]x", "[bc]x", True),
+        ("[ab]x", "[cd]x", False),
+        ("[!a]", "[!b]", True),
+        ("[!a]", "a", False),
+        ("x*y*z", "x?", False),
+        ("x*y*z", "x?z", True),
+        ("x*y*z", "xyz", True),
+    ],
+)
 def test_two_glob_segments_overlap_when_one_name_matches_both(a: str, b: str, expected: bool) -> None:
     assert segment_overlaps(a, b) is expected
     assert segment_overlaps(b, a) is expected

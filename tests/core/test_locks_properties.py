@@ -7,9 +7,9 @@ rule with `fnmatch.fnmatchcase` per segment and let hypothesis look for disagree
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import itertools
-import contextlib
 import warnings
 
 import pytest
@@ -98,8 +98,10 @@ def matches(path_segs: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
         return not path_segs
     if pattern[0] == "**":
         return any(matches(path_segs[i:], pattern[1:]) for i in range(len(path_segs) + 1))
-    return bool(path_segs) and fnmatch.fnmatchcase(path_segs[0], pattern[0]) and matches(
-        path_segs[1:], pattern[1:]
+    return (
+        bool(path_segs)
+        and fnmatch.fnmatchcase(path_segs[0], pattern[0])
+        and matches(path_segs[1:], pattern[1:])
     )
 
 

@@ -79,7 +79,9 @@ def test_an_ack_with_a_malformed_id_is_a_bad_frame_and_changes_nothing(mesh: Mes
     for name in ("alice", "bob"):
         mesh.register(name)
     msg_id = mesh.send("alice", "bob")["id"]
-    effects = mesh.core.handle(Caller("bob"), "ack", {"ids": [msg_id, "not-an-id"], "state": "read"}, "r", mesh.now)
+    effects = mesh.core.handle(
+        Caller("bob"), "ack", {"ids": [msg_id, "not-an-id"], "state": "read"}, "r", mesh.now
+    )
     assert [type(e.error).__name__ for e in effects] == ["BadFrame"]
     assert mesh.track("alice", msg_id) == {"bob": "queued"}
 
@@ -221,14 +223,16 @@ def test_a_sender_never_receives_its_own_broadcast(mesh: Mesh) -> None:
 
 @pytest.fixture
 def small_window(monkeypatch: pytest.MonkeyPatch) -> int:
-    import sessionmesh.core.broker as broker
+    import sessionmesh.core.receipts as receipts
 
-    monkeypatch.setattr(broker, "BACKLOG_WINDOW", 4)
-    monkeypatch.setattr(broker, "BACKLOG_CHUNK", 2)
+    monkeypatch.setattr(receipts, "BACKLOG_WINDOW", 4)
+    monkeypatch.setattr(receipts, "BACKLOG_CHUNK", 2)
     return 4
 
 
-def test_a_backlog_goes_out_a_window_at_a_time_as_the_client_acknowledges(make_mesh: Any, small_window: int) -> None:
+def test_a_backlog_goes_out_a_window_at_a_time_as_the_client_acknowledges(
+    make_mesh: Any, small_window: int
+) -> None:
     mesh = make_mesh(rate_limit=0)
     mesh.register("alice")
     mesh.register("bob")
@@ -242,7 +246,9 @@ def test_a_backlog_goes_out_a_window_at_a_time_as_the_client_acknowledges(make_m
     assert [m["body"] for m in mesh.delivered(mesh.ack("bob", ids[2:6]), "bob")] == [8, 9]
 
 
-def test_new_messages_wait_behind_the_backlog_so_each_pair_stays_fifo(make_mesh: Any, small_window: int) -> None:
+def test_new_messages_wait_behind_the_backlog_so_each_pair_stays_fifo(
+    make_mesh: Any, small_window: int
+) -> None:
     mesh = make_mesh(rate_limit=0)
     mesh.register("alice")
     mesh.register("bob")

@@ -78,14 +78,25 @@ def test_peers_and_locks_print_arrays_and_a_conflict_exits_7(env, tmp_path):
 
 
 def test_watch_prints_one_envelope_per_line_as_messages_arrive(env):
-    watch = subprocess.Popen([sys.executable, "-m", "sessionmesh", "watch", "--as", "bob", "--json"],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "sessionmesh", "watch", "--as", "bob", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
     try:
         # the watcher is online once the broker lists bob as online
         from tests.conftest import wait_until
 
-        wait_until(lambda: any(p["name"] == "bob" and p["presence"] == "online" for p in
-                               _json(mesh_cmd("peers", "--as", "alice", "--json", env=env))), 15, "bob online")
+        wait_until(
+            lambda: any(
+                p["name"] == "bob" and p["presence"] == "online"
+                for p in _json(mesh_cmd("peers", "--as", "alice", "--json", env=env))
+            ),
+            15,
+            "bob online",
+        )
         first = _json(mesh_cmd("send", "--as", "alice", "bob", "one", "--json", env=env))
         assert first["status"] == "received"
         mesh_cmd("send", "--as", "alice", "bob", "two", env=env)
@@ -100,15 +111,35 @@ def test_watch_prints_one_envelope_per_line_as_messages_arrive(env):
 
 def test_ask_waits_for_the_reply_and_exits_by_its_end_state(env):
     mesh_cmd("peers", "--as", "bob", env=env)
-    ask = subprocess.Popen([sys.executable, "-m", "sessionmesh", "ask", "--as", "alice", "bob", "ship it?",
-                            "--timeout", "20", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           text=True, env=env)
+    ask = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sessionmesh",
+            "ask",
+            "--as",
+            "alice",
+            "bob",
+            "ship it?",
+            "--timeout",
+            "20",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         from tests.conftest import wait_until
 
-        request = wait_until(lambda: _json(mesh_cmd("inbox", "--as", "bob", "--json", env=env)), 15, "request")
+        request = wait_until(
+            lambda: _json(mesh_cmd("inbox", "--as", "bob", "--json", env=env)), 15, "request"
+        )
         assert request[0]["kind"] == "request"
-        reply = mesh_cmd("reply", "--as", "bob", request[0]["id"], "half done", "--status", "PARTIAL", env=env)
+        reply = mesh_cmd(
+            "reply", "--as", "bob", request[0]["id"], "half done", "--status", "PARTIAL", env=env
+        )
         assert reply.returncode == 0
         out, err = ask.communicate(timeout=20)
     finally:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from sessionmesh.client.aio import AsyncClient
-from tests.conftest import visit
 from sessionmesh.envelope import SendStatus
+from tests.conftest import visit
 
 
 async def _collect(peer: AsyncClient, into: list[str], want: set[str], timeout: float) -> None:
@@ -101,8 +101,11 @@ async def test_urgent_messages_come_ahead_of_normal_ones_in_the_backlog(broker):
 
 async def test_broadcast_reaches_every_other_peer_and_never_the_sender(broker):
     await visit(broker.settings, "offline-one")
-    async with AsyncClient(broker.settings, "alice") as alice, AsyncClient(broker.settings, "bob") as bob, \
-            AsyncClient(broker.settings, "carol") as carol:
+    async with (
+        AsyncClient(broker.settings, "alice") as alice,
+        AsyncClient(broker.settings, "bob") as bob,
+        AsyncClient(broker.settings, "carol") as carol,
+    ):
         result = await alice.send("broadcast", "standup in 5")
         assert result.status is SendStatus.SENT and result.recipients == 3
         assert (await bob.recv(timeout=5)).body == "standup in 5"
@@ -142,7 +145,7 @@ async def test_message_expires_when_its_ttl_passes_undelivered(broker):
         receipt = await alice.next_receipt(timeout=5)
         assert receipt["id"] == result.id and receipt["state"] == "expired"
     async with AsyncClient(broker.settings, "bob") as bob:
-        assert (await bob.peers())  # connected and served, but nothing waits
+        assert await bob.peers()  # connected and served, but nothing waits
         assert bob.inbox.empty()
         assert broker.runner.store.queue_depths() == {}
 
@@ -156,7 +159,7 @@ async def test_a_message_read_just_before_close_is_not_delivered_again(broker):
         # closed straight after recv(): the read ack went out before 'bye'
         assert (await alice.track(sent.id))["receipts"] == {"bob": "read"}
         async with AsyncClient(broker.settings, "bob") as bob:
-            assert (await bob.peers())
+            assert await bob.peers()
             assert bob.inbox.empty()
 
 

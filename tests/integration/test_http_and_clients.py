@@ -27,14 +27,17 @@ async def test_http_join_send_inbox_ack_and_track_without_a_websocket(broker):
         status, alice = await _post(s, broker, "/v1/join", {"name": "alice"})
         assert status == 200 and alice["name"] == "alice" and len(alice["secret"]) > 20
         _, bob = await _post(s, broker, "/v1/join", {"name": "bob", "meta": {"role": "reviewer"}})
-        status, sent = await _post(s, broker, "/v1/send", {"to": "bob", "body": {"file": "a.py"}},
-                                   "alice", alice["secret"])
+        status, sent = await _post(
+            s, broker, "/v1/send", {"to": "bob", "body": {"file": "a.py"}}, "alice", alice["secret"]
+        )
         assert status == 200 and sent["status"] == "queued"
         _, inbox = await _post(s, broker, "/v1/inbox", {}, "bob", bob["secret"])
         assert [(m["from"], m["body"]) for m in inbox["messages"]] == [("alice", {"file": "a.py"})]
         _, track = await _post(s, broker, "/v1/track", {"id": sent["id"]}, "alice", alice["secret"])
         assert track["receipts"] == {"bob": "delivered"}
-        _, acked = await _post(s, broker, "/v1/ack", {"ids": [sent["id"]], "state": "read"}, "bob", bob["secret"])
+        _, acked = await _post(
+            s, broker, "/v1/ack", {"ids": [sent["id"]], "state": "read"}, "bob", bob["secret"]
+        )
         assert acked == {"acked": 1}
         _, track = await _post(s, broker, "/v1/track", {"id": sent["id"]}, "alice", alice["secret"])
         assert track["receipts"] == {"bob": "read"}
@@ -42,9 +45,15 @@ async def test_http_join_send_inbox_ack_and_track_without_a_websocket(broker):
         assert status == 403 and err["error"]["code"] == "bad_secret"
         status, err = await _post(s, broker, "/v1/nope", {}, "alice", alice["secret"])
         assert status == 400 and err["error"]["code"] == "unknown_op"
-        async with s.post(broker.settings.url + "/v1/peers", data=b"[1,2",
-                          headers={"Authorization": f"Bearer {broker.runner.token}", "X-Mesh-Name": "alice",
-                                   "X-Mesh-Secret": alice["secret"]}) as resp:
+        async with s.post(
+            broker.settings.url + "/v1/peers",
+            data=b"[1,2",
+            headers={
+                "Authorization": f"Bearer {broker.runner.token}",
+                "X-Mesh-Name": "alice",
+                "X-Mesh-Secret": alice["secret"],
+            },
+        ) as resp:
             assert resp.status == 400 and (await resp.json())["error"]["code"] == "bad_frame"
 
 

@@ -114,7 +114,9 @@ def test_broker_process_fixture_restarts_on_the_same_home(mesh_home):
     second = broker.start()
     try:
         assert first.startswith("http://127.0.0.1:") and second.startswith("http://127.0.0.1:")
-        assert discovery.running_broker(load(env={}, overrides={"home": str(mesh_home)}))["pid"] == broker.proc.pid
+        assert (
+            discovery.running_broker(load(env={}, overrides={"home": str(mesh_home)}))["pid"]
+            == broker.proc.pid
+        )
     finally:
         broker.stop()
-

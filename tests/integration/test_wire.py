@@ -10,14 +10,15 @@ import aiohttp
 import pytest
 
 from sessionmesh.client.aio import AsyncClient
-from tests.conftest import visit
 from sessionmesh.errors import BadSecret, InvalidName, NameTaken, Unauthorized
+from tests.conftest import visit
 
 
 async def _raw_ws(broker, token=None):
     session = aiohttp.ClientSession()
-    ws = await session.ws_connect(broker.settings.url + "/v1/ws",
-                                  headers={"Authorization": f"Bearer {token or broker.runner.token}"})
+    ws = await session.ws_connect(
+        broker.settings.url + "/v1/ws", headers={"Authorization": f"Bearer {token or broker.runner.token}"}
+    )
     return session, ws
 
 
@@ -37,8 +38,9 @@ async def _call(ws, rid, op, **args):
 async def test_websocket_without_the_token_is_refused_before_upgrade(broker):
     async with aiohttp.ClientSession() as session:
         with pytest.raises(aiohttp.WSServerHandshakeError) as info:
-            await session.ws_connect(broker.settings.url + "/v1/ws",
-                                     headers={"Authorization": "Bearer wrong"})
+            await session.ws_connect(
+                broker.settings.url + "/v1/ws", headers={"Authorization": "Bearer wrong"}
+            )
     assert info.value.status == 401
 
 
@@ -129,8 +131,9 @@ async def test_metrics_are_prometheus_text_with_statuses_depths_peers_and_latenc
         await alice.send("bob", "hi")
         await alice.send("nobody", "hi")
         async with aiohttp.ClientSession() as session:
-            async with session.get(broker.settings.url + "/metrics",
-                                   headers={"Authorization": f"Bearer {broker.runner.token}"}) as resp:
+            async with session.get(
+                broker.settings.url + "/metrics", headers={"Authorization": f"Bearer {broker.runner.token}"}
+            ) as resp:
                 text = await resp.text()
     assert 'mesh_messages_total{status="received"} 1.0' in text
     assert 'mesh_messages_total{status="denied"} 1.0' in text
@@ -160,13 +163,17 @@ async def test_http_calls_need_a_joined_name_and_oversize_bodies_get_json_413(br
         async with session.post(broker.settings.url + "/v1/peers", json={}, headers=headers) as resp:
             assert resp.status == 404 and (await resp.json())["error"]["code"] == "unknown_peer"
         # the failed call registered nothing: the name can still join
-        async with session.post(broker.settings.url + "/v1/join", json={"name": "stranger"},
-                                headers=headers) as resp:
+        async with session.post(
+            broker.settings.url + "/v1/join", json={"name": "stranger"}, headers=headers
+        ) as resp:
             joined = await resp.json()
             assert resp.status == 200 and joined["secret"]
         huge = b'{"to":"x","body":"' + b"x" * (broker.settings.max_frame_bytes + 10) + b'"}'
-        async with session.post(broker.settings.url + "/v1/send", data=io.BytesIO(huge),
-                                headers={**headers, "X-Mesh-Secret": joined["secret"]}) as resp:
+        async with session.post(
+            broker.settings.url + "/v1/send",
+            data=io.BytesIO(huge),
+            headers={**headers, "X-Mesh-Secret": joined["secret"]},
+        ) as resp:
             assert resp.status == 413 and (await resp.json())["error"]["code"] == "too_large"
 
 

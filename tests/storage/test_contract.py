@@ -6,8 +6,9 @@ end cover what only a file can: WAL mode and surviving a close and reopen.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -28,8 +29,13 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 
 
 def envelope(
-    to: Any = "bob", sender: str = "alice", *, ts: float = T0, ttl: float = 3600.0,
-    priority: Priority = Priority.NORMAL, **fields: Any,
+    to: Any = "bob",
+    sender: str = "alice",
+    *,
+    ts: float = T0,
+    ttl: float = 3600.0,
+    priority: Priority = Priority.NORMAL,
+    **fields: Any,
 ) -> Envelope:
     msg_id = fields.pop("id", None) or new_id()
     fields.setdefault("thread", msg_id)
@@ -52,6 +58,7 @@ def state_of(store: Store, msg_id: str, recipient: str) -> ReceiptState | None:
 
 
 # -- peers ------------------------------------------------------------------------------
+
 
 def test_an_unknown_peer_is_none(store: Store) -> None:
     assert store.get_peer("ghost") is None
@@ -87,6 +94,7 @@ def test_a_peer_read_back_is_a_copy(store: Store) -> None:
 
 # -- messages ---------------------------------------------------------------------------
 
+
 def test_message_sequence_numbers_increase_and_are_set_on_the_envelope(store: Store) -> None:
     envs = [envelope() for _ in range(5)]
     seqs = [store.add_message(e) for e in envs]
@@ -101,8 +109,15 @@ def test_a_message_reads_back_as_written(store: Store, to: Any, body: Any) -> No
     parent = envelope(kind=Kind.REQUEST)
     store.add_message(parent)
     env = envelope(
-        to, kind=Kind.REPLY, body=body, re=parent.id, thread=parent.id,
-        status=ReplyStatus.PARTIAL, priority=Priority.URGENT, ttl=12.5, ts=T0 + 0.25,
+        to,
+        kind=Kind.REPLY,
+        body=body,
+        re=parent.id,
+        thread=parent.id,
+        status=ReplyStatus.PARTIAL,
+        priority=Priority.URGENT,
+        ttl=12.5,
+        ts=T0 + 0.25,
     )
     store.add_message(env)
     assert store.get_message(env.id) == env
@@ -168,6 +183,7 @@ def test_topic_messages_are_those_sent_to_the_topic_in_order(store: Store) -> No
 
 # -- receipts ---------------------------------------------------------------------------
 
+
 def test_new_receipts_are_queued_at_the_message_time(store: Store) -> None:
     env = stored(store, ["bob", "carol"], recipients=["carol", "bob"], ts=T0 + 3)
     assert [(r.recipient, r.state, r.updated_at) for r in store.receipts(env.id)] == [
@@ -187,11 +203,13 @@ def test_adding_a_receipt_again_keeps_its_state(store: Store) -> None:
 
 def test_receipt_updates_set_state_and_time(store: Store) -> None:
     env = stored(store, ["bob", "carol"], recipients=["bob", "carol"])
-    store.update_receipts([
-        ReceiptUpdate(env.id, "bob", ReceiptState.DELIVERED, T0 + 1),
-        ReceiptUpdate(env.id, "carol", ReceiptState.READ, T0 + 2),
-        ReceiptUpdate(env.id, "nobody", ReceiptState.READ, T0 + 2),
-    ])
+    store.update_receipts(
+        [
+            ReceiptUpdate(env.id, "bob", ReceiptState.DELIVERED, T0 + 1),
+            ReceiptUpdate(env.id, "carol", ReceiptState.READ, T0 + 2),
+            ReceiptUpdate(env.id, "nobody", ReceiptState.READ, T0 + 2),
+        ]
+    )
     receipt = store.get_receipt(env.id, "bob")
     assert (receipt.state, receipt.updated_at) == (ReceiptState.DELIVERED, T0 + 1)
     assert state_of(store, env.id, "carol") is ReceiptState.READ
@@ -213,11 +231,13 @@ def test_unread_holds_queued_and_delivered_only_and_only_for_that_recipient(stor
     read = stored(store)
     answered = stored(store)
     stored(store, "carol")
-    store.update_receipts([
-        ReceiptUpdate(delivered.id, "bob", ReceiptState.DELIVERED, T0),
-        ReceiptUpdate(read.id, "bob", ReceiptState.READ, T0),
-        ReceiptUpdate(answered.id, "bob", ReceiptState.ANSWERED, T0),
-    ])
+    store.update_receipts(
+        [
+            ReceiptUpdate(delivered.id, "bob", ReceiptState.DELIVERED, T0),
+            ReceiptUpdate(read.id, "bob", ReceiptState.READ, T0),
+            ReceiptUpdate(answered.id, "bob", ReceiptState.ANSWERED, T0),
+        ]
+    )
     assert [e.id for e in store.unread("bob", 10)] == [queued.id, delivered.id]
     assert store.unread("nobody", 10) == []
 
@@ -258,6 +278,7 @@ def test_queue_depths_count_unread_receipts_per_recipient(store: Store) -> None:
 
 # -- threads ----------------------------------------------------------------------------
 
+
 def test_a_thread_reads_back_as_written_and_is_replaced_on_put(store: Store) -> None:
     assert store.get_thread("t1") is None
     store.put_thread(ThreadRecord("t1", "open", 1, ["alice", "bob"], T0, T0))
@@ -267,6 +288,7 @@ def test_a_thread_reads_back_as_written_and_is_replaced_on_put(store: Store) -> 
 
 
 # -- leases -----------------------------------------------------------------------------
+
 
 def test_leases_are_listed_by_acquisition_then_resource(store: Store) -> None:
     b = Lease("src/b", "alice", True, "r", T0, T0 + 60)
@@ -298,6 +320,7 @@ def test_deleting_a_lease_removes_only_that_holders(store: Store) -> None:
 
 # -- subscriptions ----------------------------------------------------------------------
 
+
 def test_subscriptions_are_per_topic_sorted_and_idempotent(store: Store) -> None:
     store.subscribe("#build", "carol")
     store.subscribe("#build", "alice")
@@ -319,6 +342,7 @@ def test_unsubscribing_removes_one_subscriber(store: Store) -> None:
 
 # -- audit ------------------------------------------------------------------------------
 
+
 def test_audit_entries_are_numbered_and_read_after_a_sequence_with_a_limit(store: Store) -> None:
     for i in range(5):
         store.append_audit(T0 + i, "message", {"id": f"m{i}", "to": ["bob"], "n": i})
@@ -330,6 +354,7 @@ def test_audit_entries_are_numbered_and_read_after_a_sequence_with_a_limit(store
 
 
 # -- SQLite only ------------------------------------------------------------------------
+
 
 def test_the_sqlite_store_runs_in_wal_mode(tmp_path: Path) -> None:
     store = SqliteStore(str(tmp_path / "mesh.db"))

@@ -12,7 +12,8 @@ import contextlib
 import json
 import logging
 import random
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 
@@ -100,13 +101,20 @@ class AsyncClient:
             if exc.status == 401:
                 from ..errors import Unauthorized
 
-                raise Unauthorized("the broker refused the token", hint="check MESH_TOKEN / $MESH_HOME/token") from None
+                raise Unauthorized(
+                    "the broker refused the token", hint="check MESH_TOKEN / $MESH_HOME/token"
+                ) from None
             raise Unavailable(f"cannot open a session with {self.address.url}: {exc.status}") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise Unavailable(f"cannot reach the broker at {self.address.url}: {exc}") from None
         secret = discovery.load_secret(self.settings, self.name)
-        hello = {"name": self.name, "secret": secret, "meta": self.meta, "unique": self.unique,
-                 "events": self.events_wanted}
+        hello = {
+            "name": self.name,
+            "secret": secret,
+            "meta": self.meta,
+            "unique": self.unique,
+            "events": self.events_wanted,
+        }
         await ws.send_str(json.dumps({"op": "hello", "args": hello}))
         msg = await ws.receive(timeout=self.settings.request_timeout)
         if msg.type is not aiohttp.WSMsgType.TEXT:
@@ -172,14 +180,18 @@ class AsyncClient:
             try:
                 loop = asyncio.get_running_loop()
                 self.address = await loop.run_in_executor(
-                    None, lambda: discovery.locate(self.settings, autostart=False)
-                    if not self.settings.url else discovery.locate(self.settings)
+                    None,
+                    lambda: (
+                        discovery.locate(self.settings, autostart=False)
+                        if not self.settings.url
+                        else discovery.locate(self.settings)
+                    ),
                 )
                 await self._open()
                 self.reconnects += 1
                 log.info("reconnected as %s", self.name)
                 return
-            except (MeshError, aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, MeshError, aiohttp.ClientError, OSError) as exc:
                 if isinstance(exc, MeshError) and not isinstance(exc, (Unavailable, NameTaken)):
                     log.error("cannot resume the session: %s", exc)
                 delay = min(delay * 2, BACKOFF_MAX)
@@ -224,14 +236,16 @@ class AsyncClient:
         rid, frame = self.core.request(op, args)
         if len(json.dumps(frame, ensure_ascii=False).encode()) > self.settings.max_frame_bytes:
             self.core.forget(rid)
-            raise TooLarge(f"the '{op}' request is over {self.settings.max_frame_bytes} bytes",
-                           hint=f"bodies are limited to {self.settings.max_body_bytes} bytes")
+            raise TooLarge(
+                f"the '{op}' request is over {self.settings.max_frame_bytes} bytes",
+                hint=f"bodies are limited to {self.settings.max_body_bytes} bytes",
+            )
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._futures[rid] = future
         await self._send_frame(frame)
         try:
             return await asyncio.wait_for(future, answer_timeout or self.settings.request_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise Timeout(f"the broker did not answer '{op}' in time") from None
         finally:
             self._futures.pop(rid, None)
@@ -255,8 +269,13 @@ class AsyncClient:
         the same ``id`` is safe.
         """
         msg_id = id or new_id()
-        args: dict[str, Any] = {"id": msg_id, "to": to, "body": body, "kind": Kind(kind).value,
-                                "priority": Priority(priority).value}
+        args: dict[str, Any] = {
+            "id": msg_id,
+            "to": to,
+            "body": body,
+            "kind": Kind(kind).value,
+            "priority": Priority(priority).value,
+        }
         if re is not None:
             args["re"] = re
         if status is not None:
@@ -279,8 +298,14 @@ class AsyncClient:
         """Send a request: the recipient is expected to reply with an end-state status."""
         return await self.send(to, body, kind=Kind.REQUEST, **kw)
 
-    async def reply(self, message: Envelope | str, body: Any, *, status: str | None = None,
-                    priority: Priority | str = Priority.NORMAL) -> SendResult:
+    async def reply(
+        self,
+        message: Envelope | str,
+        body: Any,
+        *,
+        status: str | None = None,
+        priority: Priority | str = Priority.NORMAL,
+    ) -> SendResult:
         """Reply to a message (to its sender); replies to requests carry an end-state."""
         re = message.id if isinstance(message, Envelope) else message
         args: dict[str, Any] = {"re": re, "body": body, "kind": "reply", "priority": Priority(priority).value}
@@ -297,7 +322,7 @@ class AsyncClient:
         """The next message for this peer (marked read unless auto_read is off)."""
         try:
             env = await asyncio.wait_for(self.inbox.get(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise Timeout("no message arrived in time") from None
         if self.auto_read:
             self.note_read(env.id)
@@ -338,20 +363,21 @@ class AsyncClient:
     async def next_receipt(self, timeout: float | None = None) -> dict[str, Any]:
         try:
             return await asyncio.wait_for(self.receipts.get(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise Timeout("no receipt arrived in time") from None
 
     async def next_event(self, timeout: float | None = None) -> dict[str, Any]:
         try:
             return await asyncio.wait_for(self.events.get(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise Timeout("no event arrived in time") from None
 
     async def peers(self) -> list[dict[str, Any]]:
         return list((await self.request("peers"))["peers"])
 
-    async def lock(self, resource: str, *, ttl: float | None = None, exclusive: bool = True,
-                   reason: str = "") -> dict[str, Any]:
+    async def lock(
+        self, resource: str, *, ttl: float | None = None, exclusive: bool = True, reason: str = ""
+    ) -> dict[str, Any]:
         """Take or renew a lease: ``outcome`` is granted, renewed or conflict."""
         args: dict[str, Any] = {"resource": resource, "exclusive": exclusive, "reason": reason}
         if ttl is not None:

@@ -140,14 +140,28 @@ def start_background(settings: Settings, *, autostarted: bool = True) -> dict[st
         status = running_broker(settings)
         if status is not None:
             return status
-        cmd = [sys.executable, "-m", "sessionmesh", "serve", "--home", settings.home,
-               "--host", settings.host, "--port", str(settings.port)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "sessionmesh",
+            "serve",
+            "--home",
+            settings.home,
+            "--host",
+            settings.host,
+            "--port",
+            str(settings.port),
+        ]
         if autostarted:
             cmd.append("--autostarted")
         log_path = os.path.join(settings.home, "broker.log")
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
                 env={**os.environ, "MESH_HOME": settings.home},
             )
         _spawned.append(proc)
@@ -161,9 +175,7 @@ def start_background(settings: Settings, *, autostarted: bool = True) -> dict[st
             if proc.poll() is not None:
                 break
             time.sleep(0.02)
-        raise Unavailable(
-            f"the broker did not start (exit {proc.poll()})", hint=f"see {log_path}"
-        )
+        raise Unavailable(f"the broker did not start (exit {proc.poll()})", hint=f"see {log_path}")
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)

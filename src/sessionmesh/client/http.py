@@ -22,18 +22,25 @@ class OneShot:
         self.address = discovery.locate(settings)
         self._conn: http.client.HTTPConnection | None = None
 
-    def _post(self, path: str, args: dict[str, Any], headers: dict[str, str], timeout: float) -> dict[str, Any]:
+    def _post(
+        self, path: str, args: dict[str, Any], headers: dict[str, str], timeout: float
+    ) -> dict[str, Any]:
         host, port = self.address.host_port
         if self._conn is None:
             self._conn = http.client.HTTPConnection(host, port, timeout=timeout)
         self._conn.timeout = timeout
         body = json.dumps(args, separators=(",", ":"), ensure_ascii=False).encode()
         try:
-            self._conn.request("POST", path, body=body, headers={
-                "Authorization": f"Bearer {self.address.token}",
-                "Content-Type": "application/json",
-                **headers,
-            })
+            self._conn.request(
+                "POST",
+                path,
+                body=body,
+                headers={
+                    "Authorization": f"Bearer {self.address.token}",
+                    "Content-Type": "application/json",
+                    **headers,
+                },
+            )
             resp = self._conn.getresponse()
             data = resp.read()
         except TimeoutError:
@@ -53,14 +60,20 @@ class OneShot:
     def _secret(self) -> str | None:
         secret = discovery.load_secret(self.settings, self.name)
         if secret is None:
-            joined = self._post("/v1/join", {"name": self.name, "meta": discovery.peer_meta("cli")}, {},
-                                self.settings.request_timeout)
+            joined = self._post(
+                "/v1/join",
+                {"name": self.name, "meta": discovery.peer_meta("cli")},
+                {},
+                self.settings.request_timeout,
+            )
             secret = joined.get("secret")
             if secret:
                 discovery.save_secret(self.settings, self.name, secret)
         if secret is None:
-            raise BadSecret(f"the name {self.name!r} is held, and no secret for it is saved here",
-                            hint=f"pick another name (--as) or copy its secret into {self.settings.secrets_dir}")
+            raise BadSecret(
+                f"the name {self.name!r} is held, and no secret for it is saved here",
+                hint=f"pick another name (--as) or copy its secret into {self.settings.secrets_dir}",
+            )
         return secret
 
     def call(self, op: str, *, answer_timeout: float | None = None, **args: Any) -> dict[str, Any]:
@@ -69,8 +82,12 @@ class OneShot:
         ``answer_timeout`` bounds the wait for the HTTP answer (default: request_timeout).
         """
         secret = self._secret()
-        return self._post(f"/v1/{op}", args, {"X-Mesh-Name": self.name, "X-Mesh-Secret": secret or ""},
-                          answer_timeout or self.settings.request_timeout)
+        return self._post(
+            f"/v1/{op}",
+            args,
+            {"X-Mesh-Name": self.name, "X-Mesh-Secret": secret or ""},
+            answer_timeout or self.settings.request_timeout,
+        )
 
     def shutdown(self) -> dict[str, Any]:
         """Ask the broker to stop gracefully (needs only the broker token)."""

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from ..config import Settings
 from ..envelope import Envelope
@@ -33,6 +34,7 @@ class SyncClient:
     def __getattr__(self, attr: str) -> Any:
         target = getattr(self._async, attr)
         if inspect.iscoroutinefunction(target):
+
             def blocking(*args: Any, **kwargs: Any) -> Any:
                 return self._call(target(*args, **kwargs))
 

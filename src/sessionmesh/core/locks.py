@@ -21,7 +21,7 @@ from ..errors import BadFrame
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
-class LockOutcome(str, enum.Enum):
+class LockOutcome(enum.StrEnum):
     GRANTED = "granted"
     RENEWED = "renewed"
     CONFLICT = "conflict"
@@ -168,7 +168,7 @@ def segment_overlaps(a: str, b: str) -> bool:
         return True
     ta, tb = _tokens(a), _tokens(b)
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def meet(i: int, j: int) -> bool:
         if i == len(ta) and j == len(tb):
             return True

@@ -8,8 +8,9 @@ same contract suite (``tests/storage/test_contract.py``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Protocol
+from typing import Any, Protocol
 
 from ..core.locks import Lease
 from ..envelope import Envelope, ReceiptState

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from dataclasses import replace
-from typing import Any, Iterable
+from typing import Any
 
 from ..core.locks import Lease
 from ..envelope import Envelope, Priority, ReceiptState
@@ -40,9 +41,7 @@ class MemoryStore:
 
     def put_peer(self, peer: PeerRecord) -> None:
         old = self._peers.get(peer.name)
-        self._peers[peer.name] = copy.deepcopy(
-            replace(peer, created_at=old.created_at) if old else peer
-        )
+        self._peers[peer.name] = copy.deepcopy(replace(peer, created_at=old.created_at) if old else peer)
 
     def list_peers(self) -> list[PeerRecord]:
         return [copy.deepcopy(self._peers[n]) for n in sorted(self._peers)]
@@ -135,7 +134,7 @@ class MemoryStore:
         self._threads[thread.id] = copy.deepcopy(thread)
 
     def leases(self) -> list[Lease]:
-        return sorted(self._leases.values(), key=lambda l: (l.acquired_at, l.resource))
+        return sorted(self._leases.values(), key=lambda lease: (lease.acquired_at, lease.resource))
 
     def put_lease(self, lease: Lease) -> None:
         self._leases[(lease.resource, lease.holder)] = lease

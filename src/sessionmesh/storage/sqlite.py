@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ..codec import dumps, loads
 from ..core.locks import Lease
@@ -125,8 +126,7 @@ class SqliteStore:
             self._db.execute("PRAGMA foreign_keys=OFF")
             self._db.executescript(_SCHEMA)
             self._db.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
             self._db.commit()
         except sqlite3.Error as exc:
@@ -171,8 +171,7 @@ class SqliteStore:
     # peers ---------------------------------------------------------------------
     def get_peer(self, name: str) -> PeerRecord | None:
         row = self._db.execute(
-            "SELECT name, secret_hash, meta, created_at, last_seen FROM peers WHERE name = ?",
-            (name,),
+            "SELECT name, secret_hash, meta, created_at, last_seen FROM peers WHERE name = ?", (name,)
         ).fetchone()
         return PeerRecord(row[0], row[1], loads(row[2]), row[3], row[4]) if row else None
 
@@ -236,8 +235,7 @@ class SqliteStore:
 
     def thread_messages(self, thread_id: str, limit: int) -> list[Envelope]:
         rows = self._db.execute(
-            f"SELECT {_MSG_COLS} FROM messages WHERE thread = ? ORDER BY seq LIMIT ?",
-            (thread_id, limit),
+            f"SELECT {_MSG_COLS} FROM messages WHERE thread = ? ORDER BY seq LIMIT ?", (thread_id, limit)
         ).fetchall()
         return [_row_to_envelope(r) for r in rows]
 
@@ -271,8 +269,7 @@ class SqliteStore:
     def receipts(self, msg_id: str) -> list[Receipt]:
         self._flush_receipts()
         rows = self._db.execute(
-            "SELECT msg_id, recipient, state, updated_at FROM receipts WHERE msg_id = ?"
-            " ORDER BY recipient",
+            "SELECT msg_id, recipient, state, updated_at FROM receipts WHERE msg_id = ? ORDER BY recipient",
             (msg_id,),
         ).fetchall()
         return [Receipt(r[0], r[1], ReceiptState(r[2]), r[3]) for r in rows]
@@ -280,8 +277,7 @@ class SqliteStore:
     def get_receipt(self, msg_id: str, recipient: str) -> Receipt | None:
         self._flush_receipts()
         row = self._db.execute(
-            "SELECT msg_id, recipient, state, updated_at FROM receipts"
-            " WHERE msg_id = ? AND recipient = ?",
+            "SELECT msg_id, recipient, state, updated_at FROM receipts WHERE msg_id = ? AND recipient = ?",
             (msg_id, recipient),
         ).fetchone()
         return Receipt(row[0], row[1], ReceiptState(row[2]), row[3]) if row else None
@@ -308,8 +304,7 @@ class SqliteStore:
         ).fetchall()
         if rows:
             self._db.executemany(
-                "UPDATE receipts SET state = 'expired', updated_at = ?"
-                " WHERE msg_id = ? AND recipient = ?",
+                "UPDATE receipts SET state = 'expired', updated_at = ? WHERE msg_id = ? AND recipient = ?",
                 [(now, r[0], r[1]) for r in rows],
             )
         return [(r[0], r[1], r[2]) for r in rows]
@@ -325,8 +320,7 @@ class SqliteStore:
     # threads -------------------------------------------------------------------
     def get_thread(self, thread_id: str) -> ThreadRecord | None:
         row = self._db.execute(
-            "SELECT id, state, turns, participants, created_at, updated_at FROM threads"
-            " WHERE id = ?",
+            "SELECT id, state, turns, participants, created_at, updated_at FROM threads WHERE id = ?",
             (thread_id,),
         ).fetchone()
         return ThreadRecord(row[0], row[1], row[2], loads(row[3]), row[4], row[5]) if row else None
@@ -396,7 +390,6 @@ class SqliteStore:
     def read_audit(self, *, after: int, limit: int) -> list[dict[str, Any]]:
         self._flush_audit()
         rows = self._db.execute(
-            "SELECT seq, ts, event, data FROM audit WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after, limit),
+            "SELECT seq, ts, event, data FROM audit WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
         ).fetchall()
         return [{"seq": r[0], "ts": r[1], "event": r[2], **loads(r[3])} for r in rows]

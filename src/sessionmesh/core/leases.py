@@ -1,0 +1,90 @@
+"""Lease commands: take, renew, release and list advisory locks; expiry."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+from ..errors import BadFrame, NotHolder
+from .args import bool_arg, float_arg
+from .effects import Effect, Respond
+from .locks import Lease, LockOutcome, check_resource, conflicts
+from .state import Caller, CoreState
+
+
+class LeasesMixin(CoreState):
+    """The lock ops, over the overlap rules of `locks`."""
+
+    def lock(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
+        resource = check_resource(args.get("resource"))
+        ttl = float_arg(args, "ttl", self.settings.lock_ttl, 1.0, 7 * 24 * 3600.0)
+        exclusive = bool_arg(args, "exclusive", True)
+        reason = args.get("reason") or ""
+        if not isinstance(reason, str) or len(reason) > 1000:
+            raise BadFrame("'reason' must be a string of at most 1000 chars")
+        effects: list[Effect] = []
+        effects.extend(self._expire_leases(now))
+        mine = None
+        for lease in self.store.leases():
+            if lease.holder == caller.name and lease.resource == resource:
+                mine = lease
+            elif conflicts(lease, resource, caller.name, exclusive):
+                self._audit(
+                    now, "lock_conflict", {"resource": resource, "by": caller.name, "holder": lease.holder}
+                )
+                effects.append(
+                    Respond(
+                        reply_to,
+                        {
+                            "outcome": LockOutcome.CONFLICT.value,
+                            "resource": resource,
+                            "holder": lease.holder,
+                            "lease": lease.to_wire(now),
+                        },
+                    )
+                )
+                return effects
+        lease = Lease(
+            resource,
+            caller.name,
+            exclusive,
+            reason or (mine.reason if mine else ""),
+            mine.acquired_at if mine else now,
+            now + ttl,
+        )
+        self.store.put_lease(lease)
+        outcome = LockOutcome.RENEWED if mine else LockOutcome.GRANTED
+        self._audit(now, f"lock_{outcome.value}", lease.to_wire())
+        self._event(effects, now, f"lock_{outcome.value}", **lease.to_wire())
+        effects.append(Respond(reply_to, {"outcome": outcome.value, "lease": lease.to_wire(now)}))
+        return effects
+
+    def unlock(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
+        resource = check_resource(args.get("resource"))
+        held = [
+            lease
+            for lease in self.store.leases()
+            if lease.holder == caller.name and lease.resource == resource
+        ]
+        if not held:
+            raise NotHolder(f"{caller.name!r} holds no lease on {resource!r}", hint="see 'mesh locks'")
+        self.store.delete_lease(resource, caller.name)
+        effects: list[Effect] = []
+        self._audit(now, "lock_released", {"resource": resource, "holder": caller.name, "why": "unlock"})
+        self._event(effects, now, "lock_released", resource=resource, holder=caller.name)
+        effects.append(Respond(reply_to, {"released": resource}))
+        return effects
+
+    def locks(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
+        effects = self._expire_leases(now)
+        effects.append(Respond(reply_to, {"locks": [lease.to_wire(now) for lease in self.store.leases()]}))
+        return effects
+
+    def _expire_leases(self, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        for lease in self.store.leases():
+            if lease.expires_at <= now:
+                self.store.delete_lease(lease.resource, lease.holder)
+                self._audit(now, "lock_expired", lease.to_wire())
+                self._event(effects, now, "lock_expired", resource=lease.resource, holder=lease.holder)
+        return effects

@@ -1,0 +1,236 @@
+"""Peers: names held by secrets, live connections, presence and metadata."""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import hashlib
+import hmac
+import secrets
+from collections.abc import Hashable
+from typing import Any
+
+from ..envelope import check_name
+from ..errors import BadFrame, BadSecret, NameTaken, UnknownPeer
+from ..storage import PeerRecord
+from .effects import Effect, Respond
+from .state import Caller, CoreState, LiveConn
+
+META_KEYS = ("machine", "cwd", "git_root", "client", "role", "status", "refuse")
+
+
+class Presence(enum.StrEnum):
+    ONLINE = "online"
+    AWAY = "away"
+    OFFLINE = "offline"
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class PeersMixin(CoreState):
+    """Who is on the mesh, holding which name, online or not."""
+
+    def online_names(self) -> list[str]:
+        return sorted(self._online)
+
+    def authenticate(
+        self, name: Any, secret: Any, now: float, *, meta: dict[str, Any] | None = None, register: bool = True
+    ) -> tuple[str, str | None]:
+        """Check ``name``'s secret; register the name if new (and ``register``).
+
+        Returns the name and, for a first join, the secret just issued (else None).
+        Raises `InvalidName`, `BadSecret` when the name is held by another secret, or
+        `UnknownPeer` for a new name when ``register`` is off.
+        """
+        check_name(name, claim=True)
+        peer = self._peer_cache.get(name)
+        if peer is None and not register:
+            raise UnknownPeer(f"{name!r} has not joined yet", hint="join first: POST /v1/join")
+        if peer is None:
+            issued = secrets.token_urlsafe(24)
+            peer = PeerRecord(name, hash_secret(issued), self._clean_meta(meta), now, now)
+            self.store.put_peer(peer)
+            self._peer_cache[name] = peer
+            self._audit(now, "peer_registered", {"name": name})
+            return name, issued
+        if not isinstance(secret, str) or not hmac.compare_digest(peer.secret_hash, hash_secret(secret)):
+            raise BadSecret(
+                f"the name {name!r} is held by another secret",
+                hint="use the secret saved under $MESH_HOME/secrets, or pick another name",
+            )
+        if meta:
+            self._update_meta(peer, meta, now)
+        return name, None
+
+    def connect(
+        self,
+        conn: int,
+        name: Any,
+        secret: Any,
+        now: float,
+        *,
+        meta: dict[str, Any] | None = None,
+        unique: bool = False,
+        events: bool = False,
+    ) -> tuple[dict[str, Any], list[Effect]]:
+        """A live connection claims a name. Returns the welcome and the backlog pushes.
+
+        Raises `NameTaken` when another live connection holds the name (unless
+        ``unique``, which picks ``name#2``, ``name#3``...), `BadSecret`, `InvalidName`.
+        """
+        check_name(name, claim=True)
+        if name in self._online or (unique and not self._secret_ok(name, secret)):
+            if not unique:
+                raise NameTaken(
+                    f"{name!r} is already connected",
+                    hint="stop the other session, or connect with unique=true to get name#2",
+                )
+            name = self._free_variant(name)
+            secret = None
+        name, issued = self.authenticate(name, secret, now, meta=meta)
+        self._conns[conn] = LiveConn(name, events, now)
+        if events:
+            self._watchers.add(conn)
+        self._online[name] = conn
+        self._touch(name, now)
+        effects: list[Effect] = []
+        self._audit(now, "peer_joined", {"name": name})
+        self._event(effects, now, "peer_joined", name=name, presence=Presence.ONLINE.value)
+        welcome = {"name": name, "secret": issued, "server_time": now}
+        effects.extend(self._next_page(conn))
+        return welcome, effects
+
+    def disconnect(self, conn: int, now: float, *, graceful: bool) -> list[Effect]:
+        """A live connection went away; a graceful leave also releases its leases."""
+        state = self._conns.pop(conn, None)
+        self._watchers.discard(conn)
+        if state is None:
+            return []
+        effects: list[Effect] = []
+        name = state.name
+        if self._online.get(name) == conn:
+            del self._online[name]
+        self._touch(name, now)
+        self._persist_last_seen(name)
+        for pending in list(self._pending.values()):
+            if name in pending.waiting:
+                pending.waiting.discard(name)
+                effects.extend(self._maybe_finish(pending))
+        if graceful:
+            for lease in self.store.leases():
+                if lease.holder == name:
+                    self.store.delete_lease(lease.resource, name)
+                    self._audit(
+                        now, "lock_released", {"resource": lease.resource, "holder": name, "why": "leave"}
+                    )
+                    self._event(effects, now, "lock_released", resource=lease.resource, holder=name)
+        for msg_id, awaiting in list(self._awaiters.items()):
+            self._keep_awaiters(msg_id, [a for a in awaiting if a.conn != conn])
+        self._audit(now, "peer_left", {"name": name, "graceful": graceful})
+        self._event(effects, now, "peer_left", name=name, graceful=graceful)
+        return effects
+
+    def presence(self, name: str, now: float) -> Presence:
+        if name in self._online:
+            return Presence.ONLINE
+        seen = self._last_seen.get(name) or (
+            self._peer_cache[name].last_seen if name in self._peer_cache else 0
+        )
+        return Presence.AWAY if now - seen < self.settings.away_window else Presence.OFFLINE
+
+    def peers(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
+        depths = self.store.queue_depths()
+        out = []
+        for name in sorted(self._peer_cache):
+            peer = self._peer_cache[name]
+            conn = self._online.get(name)
+            out.append(
+                {
+                    "name": name,
+                    "presence": self.presence(name, now).value,
+                    "meta": {k: v for k, v in peer.meta.items() if k != "refuse"},
+                    "connected_since": self._conns[conn].since if conn is not None else None,
+                    "last_seen": self._last_seen.get(name, peer.last_seen),
+                    "unread": depths.get(name, 0),
+                }
+            )
+        return [Respond(reply_to, {"peers": out})]
+
+    def set_status(
+        self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float
+    ) -> list[Effect]:
+        meta = {k: v for k, v in args.items() if k in META_KEYS}
+        unknown = set(args) - set(META_KEYS)
+        if unknown:
+            raise BadFrame(
+                f"unknown field(s): {', '.join(sorted(unknown))}", hint="fields: " + ", ".join(META_KEYS)
+            )
+        peer = self._peer_cache[caller.name]
+        self._update_meta(peer, meta, now)
+        effects: list[Effect] = []
+        self._audit(now, "peer_updated", {"name": caller.name, "fields": sorted(meta)})
+        self._event(
+            effects,
+            now,
+            "peer_updated",
+            name=caller.name,
+            meta={k: v for k, v in peer.meta.items() if k != "refuse"},
+        )
+        effects.append(Respond(reply_to, {"name": caller.name, "meta": peer.meta}))
+        return effects
+
+    def _clean_meta(self, meta: dict[str, Any] | None) -> dict[str, Any]:
+        clean: dict[str, Any] = {}
+        for key, value in (meta or {}).items():
+            if key not in META_KEYS:
+                continue
+            if key == "refuse":
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise BadFrame("'refuse' must be a list of names")
+            elif value is not None and (not isinstance(value, str) or len(value) > 2000):
+                raise BadFrame(f"'{key}' must be a string of at most 2000 chars")
+            clean[key] = value
+        return clean
+
+    def _update_meta(self, peer: PeerRecord, meta: dict[str, Any], now: float) -> None:
+        peer.meta.update(self._clean_meta(meta))
+        peer.last_seen = self._last_seen.get(peer.name, now)
+        self.store.put_peer(peer)
+
+    def _touch(self, name: str, now: float) -> None:
+        self._last_seen[name] = now
+
+    def _persist_last_seen(self, name: str) -> None:
+        peer = self._peer_cache.get(name)
+        if peer is not None:
+            peer.last_seen = self._last_seen.get(name, peer.last_seen)
+            self.store.put_peer(peer)
+
+    def _free_variant(self, name: str) -> str:
+        base = name.split("#", 1)[0]
+        for n in range(2, 10000):
+            candidate = f"{base}#{n}"
+            if candidate not in self._online and candidate not in self._peer_cache:
+                return candidate
+        raise NameTaken(f"no free variant of {base!r}")
+
+    def _secret_ok(self, name: str, secret: Any) -> bool:
+        peer = self._peer_cache.get(name)
+        return peer is None or (
+            isinstance(secret, str) and hmac.compare_digest(peer.secret_hash, hash_secret(secret))
+        )
+
+    def _suggest(self, name: str) -> str:
+        close = difflib.get_close_matches(name, list(self._peer_cache), n=3, cutoff=0.6)
+        if close:
+            return "did you mean " + " or ".join(repr(c) for c in close) + "? see 'mesh peers'"
+        return "see 'mesh peers' for the names on this mesh"
+
+    def flush_presence(self) -> None:
+        for name in list(self._last_seen):
+            self._persist_last_seen(name)
+
+    def idle(self) -> bool:
+        return not self._online

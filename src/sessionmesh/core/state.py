@@ -1,0 +1,89 @@
+"""The state every part of the core shares, and the helpers they all use.
+
+`Core` is assembled from one mixin per noun (peers, sending, receipts, threads,
+topics, leases); each reads and writes the attributes declared here and may call
+the others' methods through ``self``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..config import Settings
+from ..envelope import ReceiptState
+
+if TYPE_CHECKING:
+    from .sending import Bucket, PendingSend
+    from .threads import Awaiter
+
+from ..storage import PeerRecord, Store
+from .effects import Effect, Push
+
+BACKLOG_CHUNK = 500  # messages per deliver frame
+BACKLOG_WINDOW = 2000  # backlog messages in flight per connection while catching up
+SENDER_CACHE = 100_000
+RECEIPT_CACHE = 200_000
+
+
+@dataclass(slots=True)
+class Caller:
+    """Who gives a command: an authenticated name, and its live connection if any."""
+
+    name: str
+    conn: int | None = None
+
+
+@dataclass(slots=True)
+class LiveConn:
+    name: str
+    events: bool
+    since: float
+    # Catch-up after connecting: the backlog goes out a window at a time, the next
+    # when the client has acknowledged half of the last. Until it is through, new
+    # messages wait in the store behind the older ones (per-pair FIFO).
+    catching_up: bool = True
+    cursor: tuple[int, int] | None = None  # (urgent, seq) of the last backlog message sent
+    in_flight: set[str] = field(default_factory=set)
+
+
+class CoreState:
+    """What the core keeps in memory; the durable rest is in ``store``."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self._conns: dict[int, LiveConn] = {}
+        self._watchers: set[int] = set()  # connections that asked for events
+        # senders and receipt states of recent messages, so an ack needs no lookups
+        self._senders: OrderedDict[str, str] = OrderedDict()
+        self._states: OrderedDict[tuple[str, str], ReceiptState] = OrderedDict()
+        self._online: dict[str, int] = {}
+        self._last_seen: dict[str, float] = {}
+        self._pending: dict[str, PendingSend] = {}
+        self._awaiters: dict[str, list[Awaiter]] = defaultdict(list)
+        self._buckets: dict[str, Bucket] = {}
+        self._peer_cache: dict[str, PeerRecord] = {p.name: p for p in store.list_peers()}
+        # an id minted before this core started (plus a margin for clock skew) may be
+        # stored already: a client resending after a broker restart
+        self._started_ms = int(time.time() * 1000) + 5_000
+        self.counters: dict[str, int] = defaultdict(int)
+
+    def _audit(self, now: float, event: str, data: dict[str, Any]) -> None:
+        self.store.append_audit(now, event, data)
+
+    def _event(self, effects: list[Effect], now: float, event: str, **data: Any) -> None:
+        if not self._watchers:
+            return
+        frame = {"op": "event", "event": event, "ts": now, **data}
+        for conn in self._watchers:
+            effects.append(Push(conn, frame))
+
+    def _audit_envelope(self, wire: dict[str, Any], recipients: list[str]) -> dict[str, Any]:
+        data = dict(wire)
+        if not self.settings.audit_bodies:
+            data.pop("body")
+        data["recipients"] = recipients
+        return data
