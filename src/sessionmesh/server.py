@@ -144,7 +144,7 @@ class Runner:
         finally:
             self._http_waiters.pop(key, None)
             self._send_started.pop(key, None)
-            if not future.done():  # the HTTP client hung up: nobody awaits the answer
+            if future.cancelled() or not future.done():  # the client hung up: nobody awaits it
                 self.core.forget(key)
 
     # -- effects ------------------------------------------------------------------
@@ -246,7 +246,13 @@ class Runner:
         endpoints = Endpoints(self)
         app = web.Application(client_max_size=self.settings.max_frame_bytes, middlewares=[endpoints.guard])
         app.add_routes(endpoints.routes())
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            # cancel a handler when its client hangs up, so a long-polling await is dropped
+            app,
+            access_log=None,
+            handle_signals=False,
+            handler_cancellation=True,
+        )
         await runner.setup()
         site = web.TCPSite(runner, self.settings.host, self.settings.port, reuse_address=True)
         try:

@@ -180,14 +180,16 @@ class Endpoints:
         finally:
             if conn.name is not None:
                 self.runner.disconnect(conn, graceful=graceful)
-            # let queued frames (the answer to 'bye', say) go out before closing
-            for _ in range(100):
-                if not conn._queue:
-                    break
-                await asyncio.sleep(0)
-            writer.cancel()
-            if not ws.closed:
-                await ws.close(code=WSCloseCode.OK)
+            try:
+                # let queued frames (the answer to 'bye', say) go out before closing
+                for _ in range(100):
+                    if not conn._queue:
+                        break
+                    await asyncio.sleep(0)
+                if not ws.closed:
+                    await ws.close(code=WSCloseCode.OK)
+            finally:
+                writer.cancel()
         return ws
 
     async def _hello(self, conn: Connection) -> dict[str, Any] | None:

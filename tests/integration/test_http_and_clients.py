@@ -83,3 +83,28 @@ def test_sync_client_speaks_the_same_api_as_the_async_one(broker_proc):
     with SyncClient(settings, "carol") as carol:
         # alice left gracefully: her lease went with her
         assert carol.lock("db-migrations")["outcome"] == "granted"
+
+
+async def test_an_http_await_whose_client_hung_up_does_not_swallow_the_reply(broker):
+    async with aiohttp.ClientSession() as s:
+        _, alice = await _post(s, broker, "/v1/join", {"name": "alice"})
+        _, bob = await _post(s, broker, "/v1/join", {"name": "bob"})
+        _, ask = await _post(
+            s, broker, "/v1/send", {"to": "bob", "body": "?", "kind": "request"}, "alice", alice["secret"]
+        )
+    async with aiohttp.ClientSession() as s:  # a client that gives up on its await
+        waiting = asyncio.create_task(
+            _post(s, broker, "/v1/await", {"id": ask["id"], "timeout": 30}, "alice", alice["secret"])
+        )
+        async with asyncio.timeout(5):
+            while not broker.runner.core._awaiters:
+                await asyncio.sleep(0.01)  # sleep-ok: bounded poll for the await to register
+        waiting.cancel()
+    async with asyncio.timeout(5):
+        while broker.runner.core._awaiters:
+            await asyncio.sleep(0.01)  # sleep-ok: bounded poll for the broker to notice
+    async with aiohttp.ClientSession() as s:
+        _, reply = await _post(s, broker, "/v1/send", {"re": ask["id"], "body": "!"}, "bob", bob["secret"])
+        assert reply["status"] == "queued"
+        _, inbox = await _post(s, broker, "/v1/inbox", {}, "alice", alice["secret"])
+        assert [m["id"] for m in inbox["messages"]] == [reply["id"]]

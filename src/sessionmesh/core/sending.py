@@ -169,6 +169,7 @@ class SendingMixin(CoreState):
         except DuplicateMessage:  # a very old id, past what _stored() could tell
             existing = self.store.get_message(env.id)
             assert existing is not None
+            self._senders[existing.id] = existing.sender  # the next resend is found at once
             return self._duplicate(reply_to, existing, env.sender)
         self.store.add_receipts(env, recipients)
         self._senders[env.id] = env.sender
