@@ -22,9 +22,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 START_TIMEOUT = 20.0
 BIN_DIR = os.path.join(sys.prefix, "bin")
@@ -120,6 +121,29 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def machine_ticks() -> tuple[int, int, int]:
+    """(busy, steal, total) jiffies of all CPUs together, from the 'cpu' line of /proc/stat."""
+    with open("/proc/stat") as fh:
+        v = [int(x) for x in fh.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = (v + [0] * 8)[:8]
+    return (
+        user + nice + system + irq + softirq,
+        steal,
+        user + nice + system + idle + iowait + irq + softirq + steal,
+    )
+
+
+def machine_load(t0: tuple[int, int, int], t1: tuple[int, int, int]) -> dict[str, float]:
+    """Between two machine_ticks(): cores busy, and cores stolen by the hypervisor (a shared
+    host running someone else on our vCPUs: neither process runs, nor does it show as idle)."""
+    n = os.cpu_count() or 1
+    total = max(t1[2] - t0[2], 1)
+    return {
+        "busy_cores": round((t1[0] - t0[0]) / total * n, 2),
+        "stolen_cores": round((t1[1] - t0[1]) / total * n, 2),
+    }
+
+
 # -- the broker -----------------------------------------------------------------
 def _read_line(proc: subprocess.Popen[str], timeout: float) -> str:
     assert proc.stdout is not None
@@ -150,7 +174,9 @@ class Broker:
         return load(env={}, overrides={"home": self.home, "url": self.url, "autostart": False, **overrides})
 
 
-def start_broker(home: str, *, env: dict[str, str] | None = None, python_args: list[str] | None = None) -> Broker:
+def start_broker(
+    home: str, *, env: dict[str, str] | None = None, python_args: list[str] | None = None
+) -> Broker:
     """``mesh serve --port 0 --home HOME`` in a subprocess; waits for its first line.
 
     ``python_args`` go between the interpreter and ``-m sessionmesh`` (e.g. cProfile).
@@ -208,8 +234,10 @@ def emit(args: argparse.Namespace, name: str, result: dict[str, Any], lines: lis
 
 
 def fmt_summary(label: str, s: dict[str, float]) -> str:
-    return (f"{label:<34} n={s['n']:<6} p50 {s['p50_ms']:8.3f} ms   p90 {s['p90_ms']:8.3f} ms   "
-            f"p99 {s['p99_ms']:8.3f} ms   max {s['max_ms']:8.3f} ms")
+    return (
+        f"{label:<34} n={s['n']:<6} p50 {s['p50_ms']:8.3f} ms   p90 {s['p90_ms']:8.3f} ms   "
+        f"p99 {s['p99_ms']:8.3f} ms   max {s['max_ms']:8.3f} ms"
+    )
 
 
 def now() -> float:

@@ -2,50 +2,27 @@
 
 Run as ``python _patched_serve.py -m sessionmesh serve ...`` with ``MESH_BENCH_PATCHES``
 naming the patches (comma-separated). Nothing under src/ is touched: each patch
-replaces one small function or pragma in memory, so the A/B comparison measures the
-suggested change and nothing else. See experiments.py for what each one stands for.
+replaces one small function in memory, so the A/B comparison measures the suggested
+change and nothing else. Only changes that are *not* in src/ belong here; a patch
+whose fix has been applied is deleted. See experiments.py for what each one stands for.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 
+KNOWN = {"batchframes"}
+
 
 def apply(patches: set[str]) -> None:
+    unknown = patches - KNOWN
+    if unknown:
+        raise SystemExit(
+            f"unknown patch(es): {', '.join(sorted(unknown))}; known: {', '.join(sorted(KNOWN))}"
+        )
     from sessionmesh import transports
-    from sessionmesh.storage import sqlite as sq
-
-    if "nockpt" in patches:
-        # no automatic WAL checkpoint inside commit(); the fix would run
-        # "PRAGMA wal_checkpoint(PASSIVE)" from a worker thread on its own connection
-        orig_init = sq.SqliteStore.__init__
-
-        def init(self, *a, **k):  # type: ignore[no-untyped-def]
-            orig_init(self, *a, **k)
-            self._db.execute("PRAGMA wal_autocheckpoint=0")
-
-        sq.SqliteStore.__init__ = init  # type: ignore[method-assign]
-
-    if "jsonenc" in patches:
-        # one JSONEncoder built once, instead of one per json.dumps(..., separators=...) call
-        enc = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-        transports.dumps = enc
-        sq._dumps = enc
-
-    if "nodelivered" in patches:
-        # do not push the 'delivered' receipt to the sender: for a live unicast send the
-        # answer 'received' that follows in the same flush says the same thing
-        orig_push = transports.Connection.push
-
-        def push(self, frame):  # type: ignore[no-untyped-def]
-            if frame.get("op") == "receipt" and frame.get("state") == "delivered":
-                return
-            orig_push(self, frame)
-
-        transports.Connection.push = push  # type: ignore[method-assign]
 
     if "batchframes" in patches:
         # everything queued for one connection in one loop turn leaves as ONE WebSocket
@@ -66,37 +43,6 @@ def apply(patches: set[str]) -> None:
                 self._closed = True
 
         transports.Connection.writer = writer  # type: ignore[method-assign]
-
-
-    if "answerfirst" in patches:
-        # a fan-out send answers its sender before the N deliveries are written
-        from sessionmesh.core import broker as cb
-        from sessionmesh.core.effects import Respond
-
-        orig_send = cb.Core.send
-
-        def send(self, caller, args, reply_to, now):  # type: ignore[no-untyped-def]
-            effects = orig_send(self, caller, args, reply_to, now)
-            if len(effects) > 2 and isinstance(effects[-1], Respond):
-                effects.insert(0, effects.pop())
-            return effects
-
-        cb.Core.send = send  # type: ignore[method-assign]
-
-    if "orjson" in patches:
-        # orjson (already a wheel on PyPI) for every frame and stored JSON value
-        import orjson
-
-        def odumps(value):  # type: ignore[no-untyped-def]
-            return orjson.dumps(value).decode()
-
-        transports.dumps = odumps
-        sq._dumps = odumps
-
-    if "uvloop" in patches:
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 def patch_client_for_batches() -> None:

@@ -29,8 +29,9 @@ import _common as c
 
 async def _once(cmd: list[str], env: dict[str, str], expect: str | None) -> float:
     t0 = time.perf_counter()
-    proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
     stdout, stderr = await asyncio.wait_for(proc.communicate(), 30)
     dt = time.perf_counter() - t0
     if proc.returncode != 0:
@@ -40,8 +41,9 @@ async def _once(cmd: list[str], env: dict[str, str], expect: str | None) -> floa
     return dt
 
 
-async def timed_set(cmds: dict[str, tuple[list[str], str | None, dict[str, str]]], runs: int,
-                    warmup: int = 2) -> dict[str, dict]:
+async def timed_set(
+    cmds: dict[str, tuple[list[str], str | None, dict[str, str]]], runs: int, warmup: int = 2
+) -> dict[str, dict]:
     """Run every command once per round (interleaved, so drift hits all alike)."""
     samples: dict[str, list[float]] = {k: [] for k in cmds}
     for i in range(warmup + runs):
@@ -60,15 +62,16 @@ async def timed_set(cmds: dict[str, tuple[list[str], str | None, dict[str, str]]
 async def importtime(cmd: list[str], env: dict[str, str], top: int = 8) -> list[dict]:
     """``python -X importtime``: the slowest top-level imports of one run (cumulative),
     each with its slowest direct children."""
-    proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.DEVNULL,
-                                                stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     rows: list[dict] = []
     children: list[dict] = []
     for line in err.decode().splitlines():  # children are printed before their parent
         if not line.startswith("import time:") or "self [us]" in line:
             continue
-        _self_us, cum_us, name = line[len("import time:"):].split("|", 2)
+        _self_us, cum_us, name = line[len("import time:") :].split("|", 2)
         depth = (len(name) - len(name.lstrip(" ")) - 1) // 2
         row = {"module": name.strip(), "cumulative_ms": round(int(cum_us) / 1000, 1)}
         if depth == 1:
@@ -124,17 +127,37 @@ async def _run(runs: int, pycache: str) -> dict:
             cmds = {
                 "python_c_pass": ([sys.executable, "-c", "pass"], None),
                 "mesh_version": ([c.MESH_BIN, "--version"], None),
-                "mesh_send_queued": ([c.MESH_BIN, "send", "--as", "cli-sender", "cli-offline", "hello"], "queued"),
-                "mesh_send_received": ([c.MESH_BIN, "send", "--as", "cli-sender", "cli-live", "hello"], "received"),
+                "mesh_send_queued": (
+                    [c.MESH_BIN, "send", "--as", "cli-sender", "cli-offline", "hello"],
+                    "queued",
+                ),
+                "mesh_send_received": (
+                    [c.MESH_BIN, "send", "--as", "cli-sender", "cli-live", "hello"],
+                    "received",
+                ),
                 "mesh_inbox_empty": ([c.MESH_BIN, "inbox", "--as", "cli-empty"], "no new messages"),
             }
-            both = {**{k: (cmd, exp, env) for k, (cmd, exp) in cmds.items()},
-                    **{"cached:" + k: (cmd, exp, env_cached) for k, (cmd, exp) in cmds.items()}}
+            both = {
+                **{k: (cmd, exp, env) for k, (cmd, exp) in cmds.items()},
+                **{"cached:" + k: (cmd, exp, env_cached) for k, (cmd, exp) in cmds.items()},
+            }
             timed = await timed_set(both, runs)
             as_is = {k: timed[k] for k in cmds}
             cached = {k: timed["cached:" + k] for k in cmds}
-            imports = await importtime([sys.executable, "-X", "importtime", c.MESH_BIN, "send", "--as",
-                                        "cli-sender", "cli-offline", "hello"], env_cached)
+            imports = await importtime(
+                [
+                    sys.executable,
+                    "-X",
+                    "importtime",
+                    c.MESH_BIN,
+                    "send",
+                    "--as",
+                    "cli-sender",
+                    "cli-offline",
+                    "hello",
+                ],
+                env_cached,
+            )
             consumer.cancel()
     return {
         "mesh_bin": c.MESH_BIN,
@@ -153,18 +176,26 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=25)
     args = p.parse_args()
     r = asyncio.run(run(args.runs))
-    lines = [f"console script {r['mesh_bin']} (not a pyenv shim), {r['runs']} runs each, interleaved; "
-             f"medians (PYTHONDONTWRITEBYTECODE here: {r['dont_write_bytecode_here']!r})",
-             f"{'':38}{'as this env is':>16}{'with .pyc cache':>18}"]
+    lines = [
+        f"console script {r['mesh_bin']} (not a pyenv shim), {r['runs']} runs each, interleaved; "
+        f"medians (PYTHONDONTWRITEBYTECODE here: {r['dont_write_bytecode_here']!r})",
+        f"{'':38}{'as this env is':>16}{'with .pyc cache':>18}",
+    ]
     for key, label in LABELS.items():
         a, b = r["as_is"][key], r["bytecode_cached"][key]
-        lines.append(f"{label:<38}{a['median_ms']:>12.1f} ms{b['median_ms']:>14.1f} ms   "
-                     f"(p90 {a['p90_ms']:.1f} / {b['p90_ms']:.1f})")
+        lines.append(
+            f"{label:<38}{a['median_ms']:>12.1f} ms{b['median_ms']:>14.1f} ms   "
+            f"(p90 {a['p90_ms']:.1f} / {b['p90_ms']:.1f})"
+        )
     lines.append(f"targets (< 150 ms): {r['targets']}; with .pyc cache: {r['targets_bytecode_cached']}")
-    lines.append("slowest top-level imports of one 'mesh send' (-X importtime, with .pyc cache; "
-                 "'site' runs the .pth files of site-packages):")
+    lines.append(
+        "slowest top-level imports of one 'mesh send' (-X importtime, with .pyc cache; "
+        "'site' runs the .pth files of site-packages):"
+    )
     for x in r["send_imports_top"][:5]:
-        kids = ", ".join(f"{k['module']} {k['cumulative_ms']}" for k in x["children"] if k["cumulative_ms"] >= 1)
+        kids = ", ".join(
+            f"{k['module']} {k['cumulative_ms']}" for k in x["children"] if k["cumulative_ms"] >= 1
+        )
         lines.append(f"  {x['cumulative_ms']:6.1f} ms  {x['module']}" + (f"  ({kids})" if kids else ""))
     c.emit(args, "cli", r, lines)
 

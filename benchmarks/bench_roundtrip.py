@@ -8,6 +8,10 @@ Three measurements in the same run, same sample count, same 100-byte body:
   client, committed again, answered). Sequential: one send in flight.
 * NATS: request/reply through a real ``nats-server`` (``-p PORT``) with nats-py, a
   requester and a responder on two connections in this process. Sequential.
+* bare aiohttp relay (ws_relay_server.py): the same hops through a WebSocket relay
+  with no storage, on the broker's stack (uvloop, orjson): the floor for this stack.
+  Also ``--plain`` (asyncio's loop, the json module), the relay of the first
+  measurement, as an unchanged control.
 * JSONL file channel: a writer thread appends ``{"ts","from","body"}`` lines; a reader
   thread polls the file every 200 ms and records now - ts for each new line.
 
@@ -21,7 +25,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,7 +52,7 @@ async def mesh_roundtrip(samples: int, warmup: int) -> dict:
             statuses: dict[str, int] = {}
             for _ in range(warmup):
                 await tx.send("rt-recv", c.BODY)
-            cpu0 = c.cpu_seconds(b.pid)
+            cpu0, m0 = c.cpu_seconds(b.pid), c.machine_ticks()
             lat: list[float] = []
             t_start = time.perf_counter()
             for _ in range(samples):
@@ -58,16 +61,19 @@ async def mesh_roundtrip(samples: int, warmup: int) -> dict:
                 lat.append(time.perf_counter() - t0)
                 statuses[res.status.value] = statuses.get(res.status.value, 0) + 1
             elapsed = time.perf_counter() - t_start
-            cpu1 = c.cpu_seconds(b.pid)
+            cpu1, m1 = c.cpu_seconds(b.pid), c.machine_ticks()
             await asyncio.wait_for(_until(lambda: got >= warmup + samples), 10)
             consumer.cancel()
     out = c.summary_ms(lat)
-    out.update({
-        "_lat": lat,
-        "statuses": statuses,
-        "rate_per_s": round(samples / elapsed, 1),
-        "broker_cpu_us_per_msg": round((cpu1 - cpu0) / samples * 1e6, 1),
-    })
+    out.update(
+        {
+            "_lat": lat,
+            "statuses": statuses,
+            "rate_per_s": round(samples / elapsed, 1),
+            "broker_cpu_us_per_msg": round((cpu1 - cpu0) / samples * 1e6, 1),
+            "machine": c.machine_load(m0, m1),
+        }
+    )
     return out
 
 
@@ -80,8 +86,9 @@ async def nats_roundtrip(samples: int, warmup: int) -> dict:
     import nats
 
     port = c.free_port()
-    proc = subprocess.Popen([c.NATS_BIN, "-a", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [c.NATS_BIN, "-a", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         await asyncio.wait_for(_port_open(port), 10)
         url = f"nats://127.0.0.1:{port}"
@@ -114,8 +121,13 @@ async def nats_roundtrip(samples: int, warmup: int) -> dict:
         proc.terminate()
         proc.wait(timeout=10)
     out = c.summary_ms(lat)
-    out.update({"_lat": lat, "rate_per_s": round(samples / elapsed, 1),
-                "server_cpu_us_per_msg": round((cpu1 - cpu0) / samples * 1e6, 1)})
+    out.update(
+        {
+            "_lat": lat,
+            "rate_per_s": round(samples / elapsed, 1),
+            "server_cpu_us_per_msg": round((cpu1 - cpu0) / samples * 1e6, 1),
+        }
+    )
     return out
 
 
@@ -141,13 +153,17 @@ async def _port_open(port: int) -> None:
             await asyncio.sleep(0.02)
 
 
-async def relay_roundtrip(samples: int, warmup: int) -> dict:
+async def relay_roundtrip(samples: int, warmup: int, plain: bool = False) -> dict:
     """Request/reply through ws_relay_server.py (aiohttp, no storage): the stack's floor."""
     import aiohttp
 
     here = os.path.dirname(os.path.abspath(__file__))
-    proc = subprocess.Popen([sys.executable, os.path.join(here, "ws_relay_server.py")],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(here, "ws_relay_server.py"), *(["--plain"] if plain else [])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         line = c._read_line(proc, c.START_TIMEOUT)
         port = int(line.split()[-1])
@@ -182,8 +198,13 @@ async def relay_roundtrip(samples: int, warmup: int) -> dict:
         proc.terminate()
         proc.wait(timeout=10)
     out = c.summary_ms(lat)
-    out.update({"_lat": lat, "rate_per_s": round(samples / elapsed, 1),
-                "server_cpu_us_per_msg": round((cpu1 - cpu0) / samples * 1e6, 1)})
+    out.update(
+        {
+            "_lat": lat,
+            "rate_per_s": round(samples / elapsed, 1),
+            "server_cpu_us_per_msg": round((cpu1 - cpu0) / samples * 1e6, 1),
+        }
+    )
     return out
 
 
@@ -237,6 +258,8 @@ def _pool(rounds: list[dict], cpu_key: str) -> dict:
     out["round_p99_ms"] = [r["p99_ms"] for r in rounds]
     out[cpu_key] = round(c.median([r[cpu_key] for r in rounds]), 1)
     out["over_2_5ms"] = sum(1 for x in lat if x > 0.0025)
+    if "machine" in rounds[0]:
+        out["round_machine"] = [r["machine"] for r in rounds]
     if "statuses" in rounds[0]:
         st: dict[str, int] = {}
         for r in rounds:
@@ -249,45 +272,68 @@ def _pool(rounds: list[dict], cpu_key: str) -> dict:
 def main() -> None:
     p = c.parser(__doc__.split("\n")[0])
     p.add_argument("--samples", type=int, default=3000, help="samples per system per round")
-    p.add_argument("--rounds", type=int, default=3,
-                   help="rounds; each runs mesh, NATS and the relay back to back (ratios per round)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds; each runs mesh, NATS and the relay back to back (ratios per round)",
+    )
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--skip-nats", action="store_true")
     p.add_argument("--skip-file", action="store_true")
     p.add_argument("--skip-relay", action="store_true")
     args = p.parse_args()
 
-    runs: dict[str, list[dict]] = {"mesh": [], "nats": [], "aiohttp_relay": []}
+    runs: dict[str, list[dict]] = {"mesh": [], "nats": [], "aiohttp_relay": [], "aiohttp_relay_plain": []}
     for _ in range(args.rounds):
         runs["mesh"].append(asyncio.run(mesh_roundtrip(args.samples, args.warmup)))
         if not args.skip_nats:
             runs["nats"].append(asyncio.run(nats_roundtrip(args.samples, args.warmup)))
         if not args.skip_relay:
             runs["aiohttp_relay"].append(asyncio.run(relay_roundtrip(args.samples, args.warmup)))
+            runs["aiohttp_relay_plain"].append(
+                asyncio.run(relay_roundtrip(args.samples, args.warmup, plain=True))
+            )
 
     result: dict = {"samples_per_round": args.samples, "rounds": args.rounds, "body_bytes": len(c.BODY)}
     result["mesh"] = _pool(runs["mesh"], "broker_cpu_us_per_msg")
-    lines = [c.fmt_summary("sessionmesh send -> received", result["mesh"]),
-             f"{'':34} per-round p50 {result['mesh']['round_p50_ms']} ms; broker CPU "
-             f"{result['mesh']['broker_cpu_us_per_msg']} us/msg; {result['mesh']['over_2_5ms']} samples over 2.5 ms; "
-             f"statuses {result['mesh']['statuses']}"]
+    lines = [
+        c.fmt_summary("sessionmesh send -> received", result["mesh"]),
+        f"{'':34} per-round p50 {result['mesh']['round_p50_ms']} ms; broker CPU "
+        f"{result['mesh']['broker_cpu_us_per_msg']} us/msg; {result['mesh']['over_2_5ms']} samples over 2.5 ms; "
+        f"statuses {result['mesh']['statuses']}; machine per round {result['mesh']['round_machine']}",
+    ]
     if runs["nats"]:
         result["nats"] = _pool(runs["nats"], "server_cpu_us_per_msg")
-        p50r = [m["p50_ms"] / n["p50_ms"] for m, n in zip(runs["mesh"], runs["nats"])]
-        p99r = [m["p99_ms"] / n["p99_ms"] for m, n in zip(runs["mesh"], runs["nats"])]
+        p50r = [m["p50_ms"] / n["p50_ms"] for m, n in zip(runs["mesh"], runs["nats"], strict=True)]
+        p99r = [m["p99_ms"] / n["p99_ms"] for m, n in zip(runs["mesh"], runs["nats"], strict=True)]
         result["ratio_p50_mesh_over_nats"] = round(c.median(p50r), 2)
         result["ratio_p99_mesh_over_nats"] = round(c.median(p99r), 2)
         result["ratio_p50_per_round"] = [round(x, 2) for x in p50r]
-        lines += [c.fmt_summary("NATS request/reply (nats-py)", result["nats"]),
-                  f"{'':34} per-round p50 {result['nats']['round_p50_ms']} ms; nats-server CPU "
-                  f"{result['nats']['server_cpu_us_per_msg']} us/msg",
-                  f"ratio mesh/NATS (median of per-round ratios): p50 x{result['ratio_p50_mesh_over_nats']} "
-                  f"{result['ratio_p50_per_round']}, p99 x{result['ratio_p99_mesh_over_nats']}"]
+        lines += [
+            c.fmt_summary("NATS request/reply (nats-py)", result["nats"]),
+            f"{'':34} per-round p50 {result['nats']['round_p50_ms']} ms; nats-server CPU "
+            f"{result['nats']['server_cpu_us_per_msg']} us/msg",
+            f"ratio mesh/NATS (median of per-round ratios): p50 x{result['ratio_p50_mesh_over_nats']} "
+            f"{result['ratio_p50_per_round']}, p99 x{result['ratio_p99_mesh_over_nats']}",
+        ]
+    for key, label in (
+        ("aiohttp_relay", "bare aiohttp relay, uvloop+orjson"),
+        ("aiohttp_relay_plain", "bare aiohttp relay, asyncio+json"),
+    ):
+        if runs[key]:
+            result[key] = _pool(runs[key], "server_cpu_us_per_msg")
+            lines += [
+                c.fmt_summary(label, result[key]),
+                f"{'':34} per-round p50 {result[key]['round_p50_ms']} ms; relay CPU "
+                f"{result[key]['server_cpu_us_per_msg']} us/msg",
+            ]
     if runs["aiohttp_relay"]:
-        result["aiohttp_relay"] = _pool(runs["aiohttp_relay"], "server_cpu_us_per_msg")
-        lines += [c.fmt_summary("bare aiohttp WS relay (floor)", result["aiohttp_relay"]),
-                  f"{'':34} per-round p50 {result['aiohttp_relay']['round_p50_ms']} ms; relay CPU "
-                  f"{result['aiohttp_relay']['server_cpu_us_per_msg']} us/msg"]
+        r = [m["p50_ms"] / x["p50_ms"] for m, x in zip(runs["mesh"], runs["aiohttp_relay"], strict=True)]
+        result["ratio_p50_mesh_over_relay"] = round(c.median(r), 2)
+        lines.append(
+            f"ratio mesh/relay (median of per-round ratios): p50 x{result['ratio_p50_mesh_over_relay']}"
+        )
     if not args.skip_file:
         result["file_channel"] = file_channel(args.samples)
         lines.append(c.fmt_summary("JSONL file, 200 ms poll", result["file_channel"]))

@@ -6,15 +6,10 @@ measured for every variant, round after round, interleaved, so the machine's dri
 hits all variants alike. Medians over rounds, and each variant's ratio to the
 baseline of the same round.
 
-Patches (see _patched_serve.py):
-  nockpt       no WAL auto-checkpoint inside commit() (the p99 spikes)
-  jsonenc      one cached JSONEncoder instead of json.dumps(..., separators=...) per call
-  nodelivered  no 'delivered' receipt frame to a sender whose send is answered 'received'
+Patches (see _patched_serve.py; only fixes that are not in src/ yet):
   batchframes  all frames queued for a connection in one loop turn go as one WS message
-  orjson       orjson.dumps for frames and stored JSON (needs: pip install orjson)
-  uvloop       the broker on uvloop's event loop (needs: pip install uvloop)
 
-    python benchmarks/experiments.py [--variants ,nockpt,batchframes,...] [--rounds 3] [--json]
+    python benchmarks/experiments.py [--variants ';batchframes'] [--rounds 3] [--only roundtrip] [--json]
 """
 
 from __future__ import annotations
@@ -28,15 +23,10 @@ import bench_roundtrip
 import bench_throughput
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-def default_variants() -> list[str]:
-    import importlib.util
 
-    pure = ["nockpt", "jsonenc", "nodelivered", "batchframes"]
-    extra = [m for m in ("orjson", "uvloop") if importlib.util.find_spec(m) is not None]
-    out = ["", *pure, *extra, ",".join(pure)]
-    if extra:
-        out.append(",".join(["nockpt", "nodelivered", "batchframes", *extra]))
-    return out
+
+def default_variants() -> list[str]:
+    return ["", *sorted(_patched_serve.KNOWN)]
 
 
 def main() -> None:
@@ -83,18 +73,24 @@ def main() -> None:
         row = {"variant": v or "baseline"}
         for k in keys:
             row[k] = round(c.median(res[v][k]), 3) if res[v][k] else float("nan")
-            ratios = [x / b for x, b in zip(res[v][k], base[k]) if b]
+            ratios = [x / b for x, b in zip(res[v][k], base[k], strict=True) if b]
             row[k + "_vs_base"] = round(c.median(ratios), 3) if ratios else None
         row["raw"] = res[v]
         out.append(row)
-    lines = [f"{'variant':<42}{'rt p50':>9}{'rt p99':>9}{'>2.5ms':>8}{'rt CPU/msg':>12}{'msgs/s':>9}{'CPU/msg':>9}",
-             f"{'':42}(each: median over rounds; below it, the median of per-round ratios to the baseline)"]
+    lines = [
+        f"{'variant':<42}{'rt p50':>9}{'rt p99':>9}{'>2.5ms':>8}{'rt CPU/msg':>12}{'msgs/s':>9}{'CPU/msg':>9}",
+        f"{'':42}(each: median over rounds; below it, the median of per-round ratios to the baseline)",
+    ]
     for r in out:
-        lines.append(f"{r['variant']:<42}{r['rt_p50_ms']:>7.3f}ms{r['rt_p99_ms']:>7.2f}ms{r['rt_over_2_5ms']:>8.0f}"
-                     f"{r['rt_broker_us']:>10.0f}us{r['tp_msgs_s']:>9.0f}{r['tp_broker_us']:>7.0f}us")
-        lines.append(f"{'':42}{'x' + str(r['rt_p50_ms_vs_base']):>9}{'x' + str(r['rt_p99_ms_vs_base']):>9}"
-                     f"{'x' + str(r['rt_over_2_5ms_vs_base']):>8}{'x' + str(r['rt_broker_us_vs_base']):>12}"
-                     f"{'x' + str(r['tp_msgs_s_vs_base']):>9}{'x' + str(r['tp_broker_us_vs_base']):>9}")
+        lines.append(
+            f"{r['variant']:<42}{r['rt_p50_ms']:>7.3f}ms{r['rt_p99_ms']:>7.2f}ms{r['rt_over_2_5ms']:>8.0f}"
+            f"{r['rt_broker_us']:>10.0f}us{r['tp_msgs_s']:>9.0f}{r['tp_broker_us']:>7.0f}us"
+        )
+        lines.append(
+            f"{'':42}{'x' + str(r['rt_p50_ms_vs_base']):>9}{'x' + str(r['rt_p99_ms_vs_base']):>9}"
+            f"{'x' + str(r['rt_over_2_5ms_vs_base']):>8}{'x' + str(r['rt_broker_us_vs_base']):>12}"
+            f"{'x' + str(r['tp_msgs_s_vs_base']):>9}{'x' + str(r['tp_broker_us_vs_base']):>9}"
+        )
     c.emit(args, "experiments", {"rounds": args.rounds, "variants": out}, lines)
 
 

@@ -4,14 +4,15 @@ Each benchmark runs as its own process (``python benchmarks/bench_X.py --json``)
 its own broker on a fresh temporary home, one after the other, so they do not load
 the machine at the same time. The baselines (NATS request/reply, a bare aiohttp
 WebSocket relay, a JSONL file polled every 200 ms) are measured inside the
-round-trip benchmark, in the same run, interleaved round by round with sessionmesh.
-Then py-spy profiles the broker under the round-trip and the throughput workloads.
+round-trip benchmark, in the same run, interleaved round by round with sessionmesh
+(3 rounds); throughput runs 3 rounds too. Then py-spy profiles the broker under the
+round-trip and the throughput workloads.
 
-    python benchmarks/run_all.py                 # everything, ~3-4 minutes on 2 cores
-    python benchmarks/run_all.py --quick         # smaller samples, ~1.5 minutes
+    python benchmarks/run_all.py                 # everything, ~3 minutes on 2 cores
+    python benchmarks/run_all.py --quick         # smaller samples, 2 rounds
     python benchmarks/run_all.py --json          # one JSON object with every result
     python benchmarks/run_all.py --out DIR       # also write DIR/results.json and DIR/results.md
-    python benchmarks/run_all.py --experiments   # plus the what-if A/B of the suggested fixes (+4 min)
+    python benchmarks/run_all.py --experiments   # plus the what-if A/B of fixes not applied yet (+1 min)
 
 Exit status 0 even when targets are missed: the table says which.
 """
@@ -43,11 +44,44 @@ def bench(script: str, *args: str, timeout: float = 400) -> dict[str, Any]:
     took = time.perf_counter() - t0
     if proc.returncode != 0:
         print(proc.stderr[-3000:], file=sys.stderr)
-        return {"error": f"{script} exited {proc.returncode}", "stderr": proc.stderr[-3000:], "wall_s": round(took, 1)}
+        return {
+            "error": f"{script} exited {proc.returncode}",
+            "stderr": proc.stderr[-3000:],
+            "wall_s": round(took, 1),
+        }
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["wall_s"] = round(took, 1)
     print(f"    done in {took:.1f} s", file=sys.stderr, flush=True)
     return result
+
+
+def src_state() -> dict[str, Any]:
+    """Which src/ was measured: the commit, uncommitted changes, and a hash of the files
+    (taken at the start and the end of a run, so an edit during the run shows)."""
+    import hashlib
+
+    root = os.path.dirname(HERE)
+    digest = hashlib.sha256()
+    for base, dirs, files in sorted(os.walk(os.path.join(root, "src"))):
+        dirs.sort()
+        for name in sorted(files):
+            if name.endswith(".py"):
+                with open(os.path.join(base, name), "rb") as fh:
+                    digest.update(name.encode() + fh.read())
+
+    def git(*a: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *a], capture_output=True, text=True, cwd=root, timeout=10
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return "?"
+
+    return {
+        "commit": git("log", "-1", "--format=%h %s"),
+        "uncommitted": git("diff", "--stat", "HEAD", "--", "src"),
+        "src_sha256": digest.hexdigest()[:16],
+    }
 
 
 def yes(flag: Any) -> str:
@@ -58,57 +92,134 @@ def table(r: dict[str, Any]) -> list[str]:
     rows: list[tuple[str, str, str, str, str]] = []
     rt = r.get("roundtrip", {})
     if "mesh" in rt:
-        m, n, rel, fc = rt["mesh"], rt.get("nats", {}), rt.get("aiohttp_relay", {}), rt.get("file_channel", {})
-        rows.append(("unicast send -> `received`, p50",
-                     f"{m['p50_ms']:.3f} ms",
-                     f"NATS req/reply {n.get('p50_ms', '-')} ms (mesh/NATS x{rt.get('ratio_p50_mesh_over_nats', '-')}); "
-                     f"bare aiohttp relay {rel.get('p50_ms', '-')} ms; JSONL 200 ms poll {fc.get('p50_ms', '-')} ms",
-                     "<= NATS p50", yes(rt["targets"]["p50_not_slower_than_nats"])))
-        rows.append(("unicast send -> `received`, p99",
-                     f"{m['p99_ms']:.3f} ms",
-                     f"NATS {n.get('p99_ms', '-')} ms; relay {rel.get('p99_ms', '-')} ms; JSONL {fc.get('p99_ms', '-')} ms",
-                     "< 5 ms", yes(rt["targets"]["p99_under_5ms"])))
+        m, n, rel, fc = (
+            rt["mesh"],
+            rt.get("nats", {}),
+            rt.get("aiohttp_relay", {}),
+            rt.get("file_channel", {}),
+        )
+        plain = rt.get("aiohttp_relay_plain", {})
+        rows.append(
+            (
+                "unicast send -> `received`, p50",
+                f"{m['p50_ms']:.3f} ms (rounds {m['round_p50_ms']})",
+                f"NATS req/reply {n.get('p50_ms', '-')} ms (mesh/NATS x{rt.get('ratio_p50_mesh_over_nats', '-')}, "
+                f"per round {rt.get('ratio_p50_per_round', '-')}); bare aiohttp relay {rel.get('p50_ms', '-')} ms "
+                f"(asyncio+json relay {plain.get('p50_ms', '-')} ms); JSONL 200 ms poll {fc.get('p50_ms', '-')} ms",
+                "<= NATS p50",
+                yes(rt["targets"]["p50_not_slower_than_nats"]),
+            )
+        )
+        rows.append(
+            (
+                "unicast send -> `received`, p99",
+                f"{m['p99_ms']:.3f} ms (rounds {m['round_p99_ms']})",
+                f"NATS {n.get('p99_ms', '-')} ms; relay {rel.get('p99_ms', '-')} ms; JSONL {fc.get('p99_ms', '-')} ms",
+                "< 5 ms",
+                yes(rt["targets"]["p99_under_5ms"]),
+            )
+        )
     tp = r.get("throughput", {})
     if "runs" in tp:
-        by_w = {x["window"]: x for x in tp["runs"]}
-        desc = "; ".join(f"window {w}: {x['messages_per_s']:.0f}/s, broker CPU {x['broker_cpu_pct']}%"
-                         for w, x in sorted(by_w.items()))
-        rows.append(("10 senders, durable msgs/s (answered)", f"{tp['best_messages_per_s']:.0f}/s",
-                     desc, ">= 10,000/s", yes(tp["targets"]["at_least_10000_per_s"])))
+        shipped = [x for x in tp["runs"] if x.get("client_loop", "asyncio") == "asyncio"]
+        desc = "; ".join(
+            f"window {x['window']}: {x['messages_per_s']:.0f}/s (rounds {x.get('round_messages_per_s', '-')}), "
+            f"broker CPU {x['broker_cpu_pct']}% = {x['broker_cpu_us_per_msg']} us/msg, "
+            f"clients' process {x['clients_cpu_pct']}%"
+            for x in sorted(shipped, key=lambda x: x["window"])
+        )
+        rows.append(
+            (
+                "10 senders, durable msgs/s (answered), median of rounds",
+                f"{tp['best_messages_per_s']:.0f}/s",
+                desc,
+                ">= 10,000/s",
+                yes(tp["targets"]["at_least_10000_per_s"]),
+            )
+        )
+        for x in tp["runs"]:
+            if x.get("client_loop") == "uvloop":
+                rows.append(
+                    (
+                        f"the same, window {x['window']}, the benchmark's clients on uvloop",
+                        f"{x['messages_per_s']:.0f}/s",
+                        f"rounds {x['round_messages_per_s']}, x{tp.get('ratio_uvloop_clients_w16', '-')} the "
+                        f"asyncio clients (per round {tp.get('ratio_uvloop_clients_w16_per_round', '-')}); broker "
+                        f"CPU {x['broker_cpu_pct']}% = {x['broker_cpu_us_per_msg']} us/msg, clients' process "
+                        f"{x['clients_cpu_pct']}%",
+                        "(context)",
+                        "-",
+                    )
+                )
     bc = r.get("broadcast", {})
     if "median_last_ms" in bc:
-        rows.append((f"broadcast to {bc['peers']} peers, until the last holds it (median of {bc['repeat']})",
-                     f"{bc['median_last_ms']:.2f} ms",
-                     f"first recipient {bc['first_recipient']['p50_ms']} ms; p90 last {bc['last_recipient']['p90_ms']} ms",
-                     "-", "-"))
+        rows.append(
+            (
+                f"broadcast to {bc['peers']} peers, until the last holds it (median of {bc['repeat']})",
+                f"{bc['median_last_ms']:.2f} ms",
+                f"first recipient {bc['first_recipient']['p50_ms']} ms; the sender's `sent` answer "
+                f"{bc.get('median_answer_ms', '-')} ms; p90 last {bc['last_recipient']['p90_ms']} ms",
+                "-",
+                "-",
+            )
+        )
     dr = r.get("drain", {})
     if "drain_s" in dr:
-        rows.append((f"drain {dr['messages']:,} queued: connect -> all received",
-                     f"{dr['drain_s']:.3f} s",
-                     f"{dr['drain_msgs_per_s']:.0f} msg/s; queueing them took {dr['queue_phase_s']} s "
-                     f"({dr['queue_phase_msgs_per_s']:.0f}/s, nobody live)", "-", "-"))
+        rows.append(
+            (
+                f"drain {dr['messages']:,} queued: connect -> all received",
+                f"{dr['drain_s']:.3f} s",
+                f"{dr['drain_msgs_per_s']:.0f} msg/s; queueing them took {dr['queue_phase_s']} s "
+                f"({dr['queue_phase_msgs_per_s']:.0f}/s, nobody live)",
+                "-",
+                "-",
+            )
+        )
     pp = r.get("peers", {})
     if "broker_rss_mib_connected" in pp:
-        rows.append((f"{pp['peers']:,} connected peers: broker RSS",
-                     f"{pp['broker_rss_mib_connected']} MiB",
-                     f"idle {pp['broker_rss_mib_idle']} MiB, {pp['broker_rss_kib_per_peer']} KiB/peer; after a "
-                     f"broadcast to all {pp['broker_rss_mib_after_broadcast']} MiB", "< 200 MB",
-                     yes(pp["targets"]["under_200_mb"])))
+        rows.append(
+            (
+                f"{pp['peers']:,} connected peers: broker RSS",
+                f"{pp['broker_rss_mib_connected']} MiB",
+                f"idle {pp['broker_rss_mib_idle']} MiB, {pp['broker_rss_kib_per_peer']} KiB/peer; after a "
+                f"broadcast to all {pp['broker_rss_mib_after_broadcast']} MiB",
+                "< 200 MB",
+                yes(pp["targets"]["under_200_mb"]),
+            )
+        )
     cl = r.get("cli", {})
     if "as_is" in cl:
         a, b = cl["as_is"], cl["bytecode_cached"]
         base = f"`python -c pass` {a['python_c_pass']['median_ms']} ms, `mesh --version` {a['mesh_version']['median_ms']} ms"
-        for key, label in (("mesh_send_received", "`mesh send` (recipient live), median"),
-                           ("mesh_send_queued", "`mesh send` (recipient offline), median"),
-                           ("mesh_inbox_empty", "`mesh inbox` (nothing waiting), median")):
-            rows.append((label, f"{a[key]['median_ms']:.1f} ms",
-                         f"{base}; with .pyc cache {b[key]['median_ms']} ms", "< 150 ms", yes(cl["targets"][key])))
+        for key, label in (
+            ("mesh_send_received", "`mesh send` (recipient live), median"),
+            ("mesh_send_queued", "`mesh send` (recipient offline), median"),
+            ("mesh_inbox_empty", "`mesh inbox` (nothing waiting), median"),
+        ):
+            rows.append(
+                (
+                    label,
+                    f"{a[key]['median_ms']:.1f} ms",
+                    f"{base}; with .pyc cache {b[key]['median_ms']} ms",
+                    "< 150 ms",
+                    yes(cl["targets"][key]),
+                )
+            )
     co = r.get("core", {})
     if "cases" in co:
-        desc = "; ".join(f"{x['store']} {x['mode']} {x['us_per_message']} us" for x in co["cases"])
+        desc = "; ".join(
+            f"{x.get('flow', 'delivered+read')} {x['mode']} {x['us_per_message']} us" for x in co["cases"]
+        )
         seq = next((x for x in co["cases"] if x["mode"] == "batched"), co["cases"][0])
-        rows.append(("broker core+store CPU per message, no sockets (batched)", f"{seq['us_per_message']} us",
-                     desc, "-", "-"))
+        rows.append(
+            (
+                "broker core+store CPU per message, no sockets (batched, ack read)",
+                f"{seq['us_per_message']} us",
+                desc,
+                "-",
+                "-",
+            )
+        )
     out = ["| measurement | sessionmesh | baselines / detail | target | met |", "|---|---|---|---|---|"]
     out += [f"| {a} | {b} | {c_} | {d} | {e} |" for a, b, c_, d, e in rows]
     return out
@@ -117,11 +228,14 @@ def table(r: dict[str, Any]) -> list[str]:
 def profile_lines(p: dict[str, Any], top: int = 12) -> list[str]:
     if "error" in p:
         return [f"(profile failed: {p['error']})"]
-    out = [f"{p['profiler']}, workload {p['load']}, {p.get('samples', '?')} samples"]
+    out = [
+        f"{p['profiler']}, workload {p['load']}, {p.get('samples', '?')} busy samples "
+        f"({p.get('idle_samples_dropped', 0)} idle-wait samples dropped)"
+    ]
     if "areas" in p:
         out.append("  by area: " + ", ".join(f"{a['area']} {a['pct']}%" for a in p["areas"]))
-    out.append("  self time by function:")
-    out += [f"    {s['pct']:5.1f}%  {s['frame']}" for s in p["self"][:top]]
+    out.append("  self time by innermost Python function (C frames counted in their caller):")
+    out += [f"    {s['pct']:5.1f}%  {s['frame']}" for s in p.get("self_python", p["self"])[:top]]
     return out
 
 
@@ -131,15 +245,28 @@ def main() -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", help="write results.json and results.md here")
     p.add_argument("--no-profile", action="store_true")
-    p.add_argument("--experiments", action="store_true",
-                   help="also run experiments.py (what-if A/B of the suggested fixes; adds ~4 minutes)")
+    p.add_argument(
+        "--experiments",
+        action="store_true",
+        help="also run experiments.py (what-if A/B of fixes not applied yet; adds ~1 minute)",
+    )
     args = p.parse_args()
     q = args.quick
     t0 = time.perf_counter()
-    results: dict[str, Any] = {"machine": c.machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}
-    results["roundtrip"] = bench("bench_roundtrip.py", "--samples", "1000" if q else "3000",
-                                 "--rounds", "2" if q else "3")
-    results["throughput"] = bench("bench_throughput.py", "--duration", "4" if q else "8")
+    ticks0 = c.machine_ticks()
+    results: dict[str, Any] = {
+        "machine": c.machine(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "src": src_state(),
+    }
+    results["roundtrip"] = bench(
+        "bench_roundtrip.py", "--samples", "1000" if q else "3000", "--rounds", "2" if q else "3"
+    )
+    # windows 1 and 16 with the clients on asyncio (as shipped), and 16 with them on uvloop:
+    # on 2 cores the clients' process competes with the broker, and that shows how much
+    results["throughput"] = bench(
+        "bench_throughput.py", "--duration", "4" if q else "8", "--rounds", "2" if q else "3"
+    )
     results["broadcast"] = bench("bench_broadcast.py", "--repeat", "15" if q else "30")
     results["drain"] = bench("bench_drain.py")
     results["peers"] = bench("bench_peers.py")
@@ -147,26 +274,49 @@ def main() -> None:
     results["core"] = bench("bench_core.py", "--messages", "2000" if q else "5000")
     if not args.no_profile:
         extra = [] if shutil.which("py-spy") else ["--cprofile"]
-        results["profile_roundtrip"] = bench("profile_broker.py", "--workload", "roundtrip",
-                                             "--seconds", "4" if q else "6", *extra)
-        results["profile_throughput"] = bench("profile_broker.py", "--workload", "throughput",
-                                              "--seconds", "4" if q else "6", *extra)
+        results["profile_roundtrip"] = bench(
+            "profile_broker.py", "--workload", "roundtrip", "--seconds", "4" if q else "10", *extra
+        )
+        results["profile_throughput"] = bench(
+            "profile_broker.py", "--workload", "throughput", "--seconds", "4" if q else "10", *extra
+        )
     if args.experiments:
         results["experiments"] = bench("experiments.py", "--rounds", "2" if q else "3", timeout=900)
     results["total_wall_s"] = round(time.perf_counter() - t0, 1)
     results["machine_after"] = c.machine()
+    # a shared host may run someone else on our vCPUs: stolen time slows everything alike
+    results["machine_load"] = c.machine_load(ticks0, c.machine_ticks())
+    results["src_after"] = src_state()
+    if results["src_after"]["src_sha256"] != results["src"]["src_sha256"]:
+        print("WARNING: src/ changed during the run; the figures mix two versions", file=sys.stderr)
 
     md = table(results)
-    text = [f"sessionmesh benchmarks, {results['started']}; machine {results['machine']}", "", *md]
+    src = results["src"]
+    text = [
+        f"sessionmesh benchmarks, {results['started']}; machine {results['machine']}",
+        f"src/ at {src['commit']} (sha256 {src['src_sha256']}"
+        + (", uncommitted: " + src["uncommitted"].splitlines()[-1].strip() if src["uncommitted"] else "")
+        + (
+            ")"
+            if results["src_after"]["src_sha256"] == src["src_sha256"]
+            else f"; CHANGED during the run, sha256 {results['src_after']['src_sha256']} at the end)"
+        ),
+        f"machine over the whole run: {results['machine_load']['busy_cores']} cores busy, "
+        f"{results['machine_load']['stolen_cores']} stolen by the hypervisor (figures compare only near 0)",
+        "",
+        *md,
+    ]
     for key in ("profile_roundtrip", "profile_throughput"):
         if key in results:
             text += ["", f"## {key}", *profile_lines(results[key])]
     if "variants" in results.get("experiments", {}):
         text += ["", "## experiments (what-if A/B; ratios to the baseline of the same round)"]
         for v in results["experiments"]["variants"]:
-            text.append(f"  {v['variant']:<44} rt p50 x{v['rt_p50_ms_vs_base']}  rt p99 x{v['rt_p99_ms_vs_base']}  "
-                        f"rt broker CPU x{v['rt_broker_us_vs_base']}  msgs/s x{v['tp_msgs_s_vs_base']}  "
-                        f"CPU/msg x{v['tp_broker_us_vs_base']}")
+            text.append(
+                f"  {v['variant']:<44} rt p50 x{v['rt_p50_ms_vs_base']}  rt p99 x{v['rt_p99_ms_vs_base']}  "
+                f"rt broker CPU x{v['rt_broker_us_vs_base']}  msgs/s x{v['tp_msgs_s_vs_base']}  "
+                f"CPU/msg x{v['tp_broker_us_vs_base']}"
+            )
     text.append(f"\ntotal wall time {results['total_wall_s']} s")
     if args.out:
         os.makedirs(args.out, exist_ok=True)

@@ -1,11 +1,13 @@
 """A bare aiohttp WebSocket relay: the transport floor under sessionmesh's round trip.
 
 Two clients connect to ``/ws?as=a`` and ``/ws?as=b``; every text frame from one is
-forwarded to the other, with a ``json.loads``/``json.dumps`` on the way (as any JSON
-broker must). No storage, no receipts, no validation. Prints ``relay listening on
-PORT`` and serves until SIGTERM. Used by bench_roundtrip.py as a baseline: same
-interpreter, same aiohttp, same number of hops as mesh's send -> deliver -> ack ->
-answer.
+forwarded to the other, parsed and re-encoded on the way (as any JSON broker must).
+No storage, no receipts, no validation. Prints ``relay listening on PORT`` and
+serves until SIGTERM. Used by bench_roundtrip.py as a baseline: the same stack as
+``mesh serve`` (this interpreter, aiohttp, orjson through sessionmesh.codec, and
+uvloop when it is installed, as server.run does) and the same number of hops as
+mesh's send -> deliver -> ack -> answer. ``--plain`` runs it on asyncio's own loop
+with the standard json module instead (the relay of the first measurement).
 """
 
 from __future__ import annotations
@@ -13,8 +15,20 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import sys
 
 from aiohttp import WSMsgType, web
+
+PLAIN = "--plain" in sys.argv[1:]
+if PLAIN:
+
+    def encode(value):  # type: ignore[no-untyped-def]
+        return json.dumps(value, separators=(",", ":"))
+
+    decode = json.loads
+else:
+    from sessionmesh.codec import dumps as encode
+    from sessionmesh.codec import loads as decode
 
 
 async def main() -> None:
@@ -28,7 +42,7 @@ async def main() -> None:
         peers[me] = ws
         async for msg in ws:
             if msg.type is WSMsgType.TEXT and other in peers:
-                await peers[other].send_str(json.dumps(json.loads(msg.data), separators=(",", ":")))
+                await peers[other].send_str(encode(decode(msg.data)))
         peers.pop(me, None)
         return ws
 
@@ -49,4 +63,11 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    try:
+        if PLAIN:
+            raise ImportError
+        import uvloop
+    except ImportError:
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
