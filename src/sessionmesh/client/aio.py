@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 from collections.abc import AsyncIterator
@@ -17,6 +16,7 @@ from typing import Any
 
 import aiohttp
 
+from ..codec import dumps, loads
 from ..config import Settings
 from ..envelope import Envelope, Kind, Priority, new_id
 from ..errors import MeshError, NameTaken, Timeout, TooLarge, Unavailable, from_wire
@@ -115,12 +115,12 @@ class AsyncClient:
             "unique": self.unique,
             "events": self.events_wanted,
         }
-        await ws.send_str(json.dumps({"op": "hello", "args": hello}))
+        await ws.send_str(dumps({"op": "hello", "args": hello}))
         msg = await ws.receive(timeout=self.settings.request_timeout)
         if msg.type is not aiohttp.WSMsgType.TEXT:
             await ws.close()
             raise Unavailable("the broker closed the session during hello")
-        frame = json.loads(msg.data)
+        frame = loads(msg.data)
         if frame.get("op") == "error":
             await ws.close()
             raise from_wire(frame.get("error") or {})
@@ -130,7 +130,7 @@ class AsyncClient:
         self._ws = ws
         self._connected.set()
         for pending in self.core.resend():
-            await ws.send_str(json.dumps(pending))
+            await ws.send_str(dumps(pending))
 
     async def close(self, *, graceful: bool = True) -> None:
         """Leave the mesh; a graceful leave also releases this peer's leases."""
@@ -139,7 +139,7 @@ class AsyncClient:
         ws = self._ws
         if ws is not None and not ws.closed and graceful:
             with contextlib.suppress(Exception):
-                await ws.send_str(json.dumps({"op": "bye", "rid": 0}))
+                await ws.send_str(dumps({"op": "bye", "rid": 0}))
                 await asyncio.wait_for(self._drain_until_closed(ws), timeout=2.0)
         if ws is not None:
             with contextlib.suppress(Exception):
@@ -165,7 +165,7 @@ class AsyncClient:
             assert ws is not None
             async for msg in ws:
                 if msg.type is aiohttp.WSMsgType.TEXT:
-                    await self._on_frame(json.loads(msg.data))
+                    await self._on_frame(loads(msg.data))
                 elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSED):
                     break
             self._connected.clear()
@@ -221,11 +221,14 @@ class AsyncClient:
             log.warning("broker error: %s", frame.get("error"))
 
     async def _send_frame(self, frame: dict[str, Any]) -> None:
+        await self._send_text(dumps(frame))
+
+    async def _send_text(self, text: str) -> None:
         ws = self._ws
         if ws is None or ws.closed or not self._connected.is_set():
             return  # requests are resent on resume; acks are re-earned by redelivery
         with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
-            await ws.send_str(json.dumps(frame, separators=(",", ":"), ensure_ascii=False))
+            await ws.send_str(text)
 
     # -- requests -----------------------------------------------------------------
     async def request(self, op: str, *, answer_timeout: float | None = None, **args: Any) -> dict[str, Any]:
@@ -234,7 +237,8 @@ class AsyncClient:
         ``answer_timeout`` bounds the wait for the answer (default: request_timeout).
         """
         rid, frame = self.core.request(op, args)
-        if len(json.dumps(frame, ensure_ascii=False).encode()) > self.settings.max_frame_bytes:
+        text = dumps(frame)
+        if len(text.encode()) > self.settings.max_frame_bytes:
             self.core.forget(rid)
             raise TooLarge(
                 f"the '{op}' request is over {self.settings.max_frame_bytes} bytes",
@@ -242,7 +246,7 @@ class AsyncClient:
             )
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._futures[rid] = future
-        await self._send_frame(frame)
+        await self._send_text(text)
         try:
             return await asyncio.wait_for(future, answer_timeout or self.settings.request_timeout)
         except TimeoutError:
