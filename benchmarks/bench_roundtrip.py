@@ -34,6 +34,19 @@ import time
 import _common as c
 
 
+
+def _served(lat: list[float], samples: int, elapsed: float, server_cpu: float) -> dict:
+    """Latency summary of a baseline run, with its rate and the server's CPU per message."""
+    out = c.summary_ms(lat)
+    out.update(
+        {
+            "_lat": lat,
+            "rate_per_s": round(samples / elapsed, 1),
+            "server_cpu_us_per_msg": round(server_cpu / samples * 1e6, 1),
+        }
+    )
+    return out
+
 async def mesh_roundtrip(samples: int, warmup: int) -> dict:
     from sessionmesh.client.aio import AsyncClient
 
@@ -120,15 +133,7 @@ async def nats_roundtrip(samples: int, warmup: int) -> dict:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    out = c.summary_ms(lat)
-    out.update(
-        {
-            "_lat": lat,
-            "rate_per_s": round(samples / elapsed, 1),
-            "server_cpu_us_per_msg": round((cpu1 - cpu0) / samples * 1e6, 1),
-        }
-    )
-    return out
+    return _served(lat, samples, elapsed, cpu1 - cpu0)
 
 
 async def _first_reply(nc, body: bytes) -> None:
@@ -197,15 +202,7 @@ async def relay_roundtrip(samples: int, warmup: int, plain: bool = False) -> dic
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    out = c.summary_ms(lat)
-    out.update(
-        {
-            "_lat": lat,
-            "rate_per_s": round(samples / elapsed, 1),
-            "server_cpu_us_per_msg": round((cpu1 - cpu0) / samples * 1e6, 1),
-        }
-    )
-    return out
+    return _served(lat, samples, elapsed, cpu1 - cpu0)
 
 
 def file_channel(samples: int, poll: float = 0.2, gap_max: float = 0.004) -> dict:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 
 WS_PATH = "/v1/ws"
+COALESCE_LIMIT = 500  # messages in one deliver frame
 
 
 def _error_frame(rid: Any, error: MeshError) -> dict[str, Any]:
@@ -46,17 +47,19 @@ class Connection:
         """Queue a frame; consecutive deliveries are coalesced into one frame."""
         if self._closed:
             return
-        if frame.get("op") == "deliver" and self._queue and self._queue[-1].get("op") == "deliver":
-            last = self._queue[-1]
-            if len(last["messages"]) < 500:
-                if last.get("_shared"):
-                    last = self._queue[-1] = {"op": "deliver", "messages": list(last["messages"])}
+        if frame.get("op") == "deliver":
+            last = self._queue[-1] if self._queue else None
+            if last is not None and last["op"] == "deliver" and len(last["messages"]) < COALESCE_LIMIT:
                 last["messages"].extend(frame["messages"])
                 return
-        if frame.get("op") == "deliver":
-            frame = {"op": "deliver", "messages": frame["messages"], "_shared": True}
+            frame = {"op": "deliver", "messages": list(frame["messages"])}  # ours to extend
         self._queue.append(frame)
         self._wake.set()
+
+    @property
+    def drained(self) -> bool:
+        """Nothing is waiting to be written."""
+        return not self._queue
 
     async def writer(self) -> None:
         try:
@@ -64,9 +67,7 @@ class Connection:
                 await self._wake.wait()
                 self._wake.clear()
                 while self._queue:
-                    frame = self._queue.popleft()
-                    frame.pop("_shared", None)
-                    await self.ws.send_str(dumps(frame))
+                    await self.ws.send_str(dumps(self._queue.popleft()))
         except (ConnectionError, RuntimeError, asyncio.CancelledError):
             self._closed = True
 
@@ -183,7 +184,7 @@ class Endpoints:
             try:
                 # let queued frames (the answer to 'bye', say) go out before closing
                 for _ in range(100):
-                    if not conn._queue:
+                    if conn.drained:
                         break
                     await asyncio.sleep(0)
                 if not ws.closed:

@@ -83,9 +83,6 @@ class Core(PeersMixin, SendingMixin, ReceiptsMixin, ThreadsMixin, TopicsMixin, L
             *self._expire_leases(now),
         ]
 
-    def queue_depth(self) -> int:
-        return sum(self.store.queue_depths().values())
-
 
 __all__ = [
     "Core",

@@ -231,6 +231,3 @@ class PeersMixin(CoreState):
     def flush_presence(self) -> None:
         for name in list(self._last_seen):
             self._persist_last_seen(name)
-
-    def idle(self) -> bool:
-        return not self._online
