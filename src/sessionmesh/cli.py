@@ -438,6 +438,42 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    from .mcp import run_server
+
+    return run_server(_settings(args), args.as_name, exclusive_cwd=args.exclusive_cwd)
+
+
+def cmd_hook(args: argparse.Namespace) -> int:
+    from .hooks import run_hook
+
+    return run_hook(_settings(args), args.tool, args.event, args.as_name)
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    from .installers import run_install
+
+    return run_install(args)
+
+
+def cmd_uninstall(args: argparse.Namespace) -> int:
+    from .installers import run_uninstall
+
+    return run_uninstall(args)
+
+
+def cmd_bridge_tmux(args: argparse.Namespace) -> int:
+    from .bridges.tmux import run_bridge
+
+    return run_bridge(_settings(args), args)
+
+
+def cmd_channel_bridge(args: argparse.Namespace) -> int:
+    from .bridges.channel import run_bridge
+
+    return run_bridge(_settings(args), args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -527,6 +563,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--after", type=int, default=0, help="entries after this sequence number")
     p.add_argument("--limit", type=int, default=1000)
     add("demo", cmd_demo, "run scripted agents on an embedded broker and show the traffic", [common])
+
+    # -- adapters: getting messages into agents --
+    p = add("mcp", cmd_mcp, "run the stdio MCP server for an agent", [peer])
+    p.add_argument(
+        "--exclusive-cwd", action="store_true", help="hold the working folder so no second agent joins from it"
+    )
+    p = add("hook", cmd_hook, "print pending messages in a coding agent's hook format", [peer])
+    p.add_argument("tool", choices=["claude-code", "codex", "gemini"])
+    p.add_argument("event", help="the hook event name, e.g. UserPromptSubmit, PostToolUse, Stop")
+    for name, fn, verb in (("install", cmd_install, "write"), ("uninstall", cmd_uninstall, "remove")):
+        p = add(name, fn, f"{verb} sessionmesh's MCP server, hooks and skill in a tool's config", [peer])
+        p.add_argument("tool", choices=["claude-code", "codex", "gemini"])
+        scope = p.add_mutually_exclusive_group()
+        scope.add_argument("--project", action="store_true", help="this project's config (the default)")
+        scope.add_argument("--user", action="store_true", help="your user-wide config")
+        p.add_argument("--dry-run", action="store_true", help="print the diff, change nothing")
+        p.add_argument("--dir", help="project folder (default: the git top-level, else the current folder)")
+    bridge = sub.add_parser("bridge", help="connect an agent without hooks").add_subparsers(
+        dest="bridge", metavar="KIND", required=True
+    )
+    p = bridge.add_parser("tmux", help="type messages into a tmux pane when it is idle", parents=[peer])
+    p.set_defaults(fn=cmd_bridge_tmux)
+    p.add_argument("--pane", required=True, help="tmux target pane, e.g. work:0.1 or %%3")
+    channel = sub.add_parser("channel", help="JSONL file channels").add_subparsers(
+        dest="channel", metavar="ACTION", required=True
+    )
+    p = channel.add_parser("bridge", help="link a JSONL file channel to a #topic both ways", parents=[peer])
+    p.set_defaults(fn=cmd_channel_bridge)
+    p.add_argument("file")
+    p.add_argument("topic")
     return parser
 
 

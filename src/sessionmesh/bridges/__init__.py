@@ -1,0 +1,1 @@
+"""Bridges for agents that have no hooks: terminal panes and file channels."""
