@@ -11,7 +11,7 @@ from ..codec import dumps, loads
 from ..core.locks import Lease
 from ..envelope import Envelope, Kind, Priority, ReceiptState, ReplyStatus, Target
 from ..errors import DuplicateMessage, StorageError
-from . import PeerRecord, Receipt, ReceiptUpdate, ThreadRecord
+from . import PeerRecord, Receipt, ReceiptUpdate, ThreadRecord, body_text, search_terms
 
 SCHEMA_VERSION = 1
 
@@ -42,6 +42,11 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_re ON messages(re) WHERE re IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_thread ON messages(thread, seq);
 CREATE INDEX IF NOT EXISTS messages_topic ON messages(recipient, seq) WHERE recipient LIKE '#%';
+CREATE INDEX IF NOT EXISTS messages_ts ON messages(ts);
+-- full-text index of the bodies (contentless: the text lives in messages.body)
+CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(
+    body, content='', tokenize='unicode61 remove_diacritics 0'
+);
 CREATE TABLE IF NOT EXISTS receipts (
     msg_id TEXT NOT NULL,
     recipient TEXT NOT NULL,
@@ -64,6 +69,7 @@ CREATE TABLE IF NOT EXISTS threads (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS threads_updated ON threads(updated_at);
 CREATE TABLE IF NOT EXISTS leases (
     resource TEXT NOT NULL,
     holder TEXT NOT NULL,
@@ -128,6 +134,7 @@ class SqliteStore:
             self._db.execute(
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
+            self._index_unindexed_bodies()
             self._db.commit()
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open the store at {path}: {exc}") from exc
@@ -137,6 +144,17 @@ class SqliteStore:
         # receipt moves wait here until a read needs them or the batch commits, so a
         # 'delivered' and a 'read' for one copy in one batch are a single UPDATE
         self._receipt_moves: dict[tuple[str, str], tuple[str, float]] = {}
+
+    def _index_unindexed_bodies(self) -> None:
+        """A store written before the full-text index existed: index its bodies once."""
+        if self._db.execute("SELECT 1 FROM meta WHERE key = 'fts'").fetchone():
+            return
+        rows = self._db.execute("SELECT seq, body FROM messages ORDER BY seq")
+        self._db.executemany(
+            "INSERT INTO messages_fts(rowid, body) VALUES (?, ?)",
+            ((seq, body_text(loads(body))) for seq, body in rows.fetchall()),
+        )
+        self._db.execute("INSERT INTO meta(key, value) VALUES ('fts', '1')")
 
     @property
     def journal_mode(self) -> str:
@@ -214,6 +232,9 @@ class SqliteStore:
         except sqlite3.IntegrityError as exc:
             raise DuplicateMessage(f"message {env.id} is already stored") from exc
         env.seq = int(cur.lastrowid or 0)
+        self._db.execute(
+            "INSERT INTO messages_fts(rowid, body) VALUES (?, ?)", (env.seq, body_text(env.body))
+        )
         return env.seq
 
     def get_message(self, msg_id: str) -> Envelope | None:
@@ -244,6 +265,49 @@ class SqliteStore:
             f"SELECT {_MSG_COLS} FROM messages WHERE recipient = ? ORDER BY seq", (topic,)
         ).fetchall()
         return [_row_to_envelope(r) for r in rows]
+
+    # browsing ------------------------------------------------------------------
+    def recent_messages(self, *, before: int | None, limit: int) -> list[Envelope]:
+        rows = self._db.execute(
+            f"SELECT {_MSG_COLS} FROM messages WHERE seq < ? ORDER BY seq DESC LIMIT ?",
+            (before if before is not None else 2**62, limit),
+        ).fetchall()
+        return [_row_to_envelope(r) for r in rows]
+
+    def search(self, query: str, *, limit: int, before: int | None = None) -> list[Envelope]:
+        terms = search_terms(query)
+        if not terms:
+            return []
+        match = " ".join(f'"{t}"*' for t in terms)  # terms are letters and digits only
+        cols = ", ".join(f"m.{c.strip()}" for c in _MSG_COLS.split(","))
+        try:
+            rows = self._db.execute(
+                f"SELECT {cols} FROM messages_fts f JOIN messages m ON m.seq = f.rowid"
+                " WHERE messages_fts MATCH ? AND f.rowid < ? ORDER BY f.rowid DESC LIMIT ?",
+                (match, before if before is not None else 2**62, limit),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"search failed: {exc}") from exc
+        return [_row_to_envelope(r) for r in rows]
+
+    def traffic(self, since: float) -> list[tuple[str, str, int]]:
+        rows = self._db.execute(
+            "SELECT sender, recipient, count(*) FROM messages WHERE ts >= ? GROUP BY sender, recipient",
+            (since,),
+        ).fetchall()
+        counts: dict[tuple[str, str], int] = {}
+        for sender, recipient, n in rows:
+            for target in loads(recipient) if recipient.startswith("[") else [recipient]:
+                counts[(sender, target)] = counts.get((sender, target), 0) + n
+        return [(s, t, n) for (s, t), n in sorted(counts.items())]
+
+    def recent_threads(self, *, before: float | None, limit: int) -> list[ThreadRecord]:
+        rows = self._db.execute(
+            "SELECT id, state, turns, participants, created_at, updated_at FROM threads"
+            " WHERE updated_at < ? ORDER BY updated_at DESC, id DESC LIMIT ?",
+            (before if before is not None else float("inf"), limit),
+        ).fetchall()
+        return [ThreadRecord(r[0], r[1], r[2], loads(r[3]), r[4], r[5]) for r in rows]
 
     # receipts ------------------------------------------------------------------
     def add_receipts(self, env: Envelope, recipients: Iterable[str]) -> None:
