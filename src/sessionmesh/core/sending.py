@@ -23,6 +23,8 @@ from ..errors import (
 from .effects import Effect, Push, Respond
 from .state import SENDER_CACHE, Caller, CoreState
 
+OBSERVED_RECIPIENTS = 200  # names listed in a `message` event; the count is always exact
+
 
 @dataclass(slots=True)
 class PendingSend:
@@ -183,6 +185,11 @@ class SendingMixin(CoreState):
         self.counters["messages_stored"] += 1
 
         effects: list[Effect] = []
+        if self._observers:
+            self._observe(
+                effects, now, "message", message=wire, recipients=recipients[:OBSERVED_RECIPIENTS],
+                recipient_count=len(recipients),
+            )
         awaited: set[str] = set()
         if parent is not None:
             self._advance(effects, parent.id, parent.sender, env.sender, ReceiptState.ANSWERED, now)
