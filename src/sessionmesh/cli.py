@@ -474,6 +474,40 @@ def cmd_channel_bridge(args: argparse.Namespace) -> int:
     return run_bridge(_settings(args), args)
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    import urllib.error
+    import urllib.request
+
+    from .client import discovery
+    from .errors import Unavailable, from_wire
+
+    address = discovery.locate(_settings(args))
+    request = urllib.request.Request(
+        address.url + "/dashboard/v1/login",
+        data=b"{}",
+        method="POST",
+        headers={"Authorization": f"Bearer {address.token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            login = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        raise from_wire(json.loads(exc.read() or b"{}").get("error") or {"message": str(exc)}) from None
+    except (OSError, ValueError) as exc:
+        raise Unavailable(f"cannot reach the broker at {address.url}: {exc}") from None
+    if args.json:
+        _out(args, login)
+    else:
+        print(login["url"])
+        print(f"a one-time login link: it works once, within {login['ttl']:.0f}s", file=sys.stderr)
+    gui = sys.platform == "darwin" or os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    if gui and not args.no_open:
+        import webbrowser
+
+        webbrowser.open(login["url"])
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -562,6 +596,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("log", cmd_log, "the audit log (JSONL with --json)", [peer])
     p.add_argument("--after", type=int, default=0, help="entries after this sequence number")
     p.add_argument("--limit", type=int, default=1000)
+    p = add("dashboard", cmd_dashboard, "open the live dashboard (prints a one-time login link)", [common])
+    p.add_argument("--no-open", action="store_true", help="only print the link, do not open a browser")
     add("demo", cmd_demo, "run scripted agents on an embedded broker and show the traffic", [common])
 
     # -- adapters: getting messages into agents --

@@ -17,8 +17,9 @@ import os
 import secrets
 import signal
 import time
+import itertools
 from collections.abc import Hashable
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -27,6 +28,7 @@ from .codec import dumps
 from .config import Settings
 from .core.broker import Caller, Core
 from .core.effects import Effect, Push, Respond
+from .dashboard import Dashboard
 from .errors import BadFrame, MeshError, Unauthorized, Unavailable
 from .metrics import Metrics
 from .storage.sqlite import SqliteStore
@@ -52,6 +54,12 @@ def ensure_token(settings: Settings) -> str:
     return token
 
 
+class Sink(Protocol):
+    """Where an observer's frames go (see `Runner.observe`)."""
+
+    def push(self, frame: dict[str, Any]) -> None: ...
+
+
 class AlreadyRunning(Unavailable):
     code = "already_running"
     http_status = 409
@@ -68,6 +76,8 @@ class Runner:
         self.core = Core(self.store, settings)
         self.metrics = Metrics(self)
         self.conns: dict[int, Connection] = {}
+        self.observers: dict[int, Sink] = {}
+        self._observer_ids = itertools.count(-1, -1)  # never a connection's id
         self.started_at = time.time()
         self.last_activity = time.monotonic()
         self._outbox: list[Effect] = []
@@ -122,6 +132,17 @@ class Runner:
         self.conns.pop(conn.id, None)
         self._run(self.core.disconnect(conn.id, time.time(), graceful=graceful))
 
+    def observe(self, sink: Sink) -> int:
+        """Hand ``sink`` every event, and each stored message, after its commit."""
+        key = next(self._observer_ids)
+        self.observers[key] = sink
+        self.core.observe(key)
+        return key
+
+    def unobserve(self, key: int) -> None:
+        self.observers.pop(key, None)
+        self.core.unobserve(key)
+
     def touch(self) -> None:
         """Someone used the broker: an auto-started broker's idle clock restarts."""
         self.last_activity = time.monotonic()
@@ -163,7 +184,7 @@ class Runner:
         outbox, self._outbox = self._outbox, []
         for effect in outbox:
             if isinstance(effect, Push):
-                conn = self.conns.get(effect.conn)
+                conn = self.conns.get(effect.conn) or self.observers.get(effect.conn)
                 if conn is not None:
                     conn.push(effect.frame)
             elif isinstance(effect, Respond):
@@ -243,9 +264,11 @@ class Runner:
 
     async def serve(self, *, ready: asyncio.Future[str] | None = None) -> None:
         """Bind, write broker.json, serve until stopped, then shut down cleanly."""
-        endpoints = Endpoints(self)
+        dashboard = Dashboard(self)
+        endpoints = Endpoints(self, self_guarded=dashboard.guards)
         app = web.Application(client_max_size=self.settings.max_frame_bytes, middlewares=[endpoints.guard])
         app.add_routes(endpoints.routes())
+        dashboard.install(app)
         runner = web.AppRunner(
             # cancel a handler when its client hangs up, so a long-polling await is dropped
             app,

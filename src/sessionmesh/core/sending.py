@@ -187,7 +187,12 @@ class SendingMixin(CoreState):
         effects: list[Effect] = []
         if self._observers:
             self._observe(
-                effects, now, "message", message=wire, recipients=recipients[:OBSERVED_RECIPIENTS],
+                effects,
+                now,
+                "message",
+                message=wire,
+                seq=env.seq,
+                recipients=recipients[:OBSERVED_RECIPIENTS],
                 recipient_count=len(recipients),
             )
         awaited: set[str] = set()
