@@ -472,7 +472,13 @@ def cmd_decide(args: argparse.Namespace) -> int:
 def cmd_mcp(args: argparse.Namespace) -> int:
     from .mcp import run_server
 
-    return run_server(_settings(args), args.as_name, exclusive_cwd=args.exclusive_cwd)
+    return run_server(
+        _settings(args),
+        args.as_name,
+        exclusive_cwd=args.exclusive_cwd,
+        channel=args.channel,
+        client=args.client,
+    )
 
 
 def cmd_hook(args: argparse.Namespace) -> int:
@@ -612,6 +618,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="hold the working folder so no second agent joins from it",
     )
+    p.add_argument(
+        "--channel", action="store_true", help="push messages as claude/channel notifications even if not declared"
+    )
+    p.add_argument("--client", default="mcp", help="client kind shown to peers (claude-code, codex, gemini, …)")
     p = add("hook", cmd_hook, "print pending messages in a coding agent's hook format", [peer])
     p.add_argument("tool", choices=["claude-code", "codex", "gemini"])
     p.add_argument("event", help="the hook event name, e.g. UserPromptSubmit, PostToolUse, Stop")
