@@ -88,6 +88,8 @@ def _print_send(args: argparse.Namespace, result: dict[str, Any]) -> int:
                 print(f"  {name}: {paint(st)}")
         else:
             print(f"{paint(status)}  id {result.get('id')}")
+        if result.get("held"):
+            print(f"  {paint('held')}: {result['held']['message']} (mesh approve {result.get('id')})")
         reasons = (
             [result.get("reason")] if result.get("reason") else list((result.get("reasons") or {}).values())
         )
@@ -438,10 +440,45 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_held(args: argparse.Namespace) -> int:
+    from .render import message_line
+
+    messages = _oneshot(args).call("held", limit=args.limit)["messages"]
+    if args.json:
+        _out(args, messages)
+    elif not messages:
+        print("nothing is held")
+    for env in [] if args.json else messages:
+        print(f"{message_line(env)}\n  for {', '.join(env['held_for'])}; asks for {env['match']!r}")
+    return EXIT_OK
+
+
+def cmd_decide(args: argparse.Namespace) -> int:
+    op = args.command  # approve | reject
+    result = _oneshot(args).call(op, ids=args.message_ids)
+    if args.json:
+        _out(args, result)
+    else:
+        key, done = (
+            ("approved", "delivered to its recipients")
+            if op == "approve"
+            else ("rejected", "never delivered")
+        )
+        for msg_id in result[key]:
+            print(f"{msg_id} {key}: {done}")
+    return EXIT_OK
+
+
 def cmd_mcp(args: argparse.Namespace) -> int:
     from .mcp import run_server
 
-    return run_server(_settings(args), args.as_name, exclusive_cwd=args.exclusive_cwd)
+    return run_server(
+        _settings(args),
+        args.as_name,
+        exclusive_cwd=args.exclusive_cwd,
+        channel=args.channel,
+        client=args.client,
+    )
 
 
 def cmd_hook(args: argparse.Namespace) -> int:
@@ -600,11 +637,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-open", action="store_true", help="only print the link, do not open a browser")
     add("demo", cmd_demo, "run scripted agents on an embedded broker and show the traffic", [common])
 
+    person = argparse.ArgumentParser(add_help=False, parents=[common])
+    person.add_argument(
+        "--as", dest="as_name", metavar="NAME", default="human", help="the person (default: human)"
+    )
+    p = add("held", cmd_held, "messages held until a person approves them", [person])
+    p.add_argument("--limit", type=int, default=100)
+    for name, verb in (("approve", "deliver"), ("reject", "drop")):
+        p = add(name, cmd_decide, f"{verb} held messages (a person's decision)", [person])
+        p.add_argument("message_ids", nargs="+", metavar="ID")
+
     # -- adapters: getting messages into agents --
     p = add("mcp", cmd_mcp, "run the stdio MCP server for an agent", [peer])
     p.add_argument(
-        "--exclusive-cwd", action="store_true", help="hold the working folder so no second agent joins from it"
+        "--exclusive-cwd",
+        action="store_true",
+        help="hold the working folder so no second agent joins from it",
     )
+    p.add_argument(
+        "--channel", action="store_true", help="push messages as claude/channel notifications even if not declared"
+    )
+    p.add_argument("--client", default="mcp", help="client kind shown to peers (claude-code, codex, gemini, …)")
     p = add("hook", cmd_hook, "print pending messages in a coding agent's hook format", [peer])
     p.add_argument("tool", choices=["claude-code", "codex", "gemini"])
     p.add_argument("event", help="the hook event name, e.g. UserPromptSubmit, PostToolUse, Stop")

@@ -19,7 +19,7 @@ import aiohttp
 from ..codec import dumps, loads
 from ..config import Settings
 from ..envelope import Envelope, Kind, Priority, new_id
-from ..errors import MeshError, NameTaken, Timeout, TooLarge, Unavailable, from_wire
+from ..errors import Conflict, MeshError, NameTaken, Timeout, TooLarge, Unavailable, from_wire
 from . import discovery
 from .session import SendResult, SessionCore
 
@@ -64,6 +64,7 @@ class AsyncClient:
         self._ack_scheduled = False
         self.address: discovery.BrokerAddress | None = None
         self.reconnects = 0
+        self._keepers: list[asyncio.Task[None]] = []  # lease renewals
 
     # -- lifecycle ----------------------------------------------------------------
     async def __aenter__(self) -> AsyncClient:
@@ -135,6 +136,8 @@ class AsyncClient:
     async def close(self, *, graceful: bool = True) -> None:
         """Leave the mesh; a graceful leave also releases this peer's leases."""
         self._closing = True
+        for keeper in self._keepers:
+            keeper.cancel()
         await self._send_acks()  # before 'bye': the broker reads nothing after it
         ws = self._ws
         if ws is not None and not ws.closed and graceful:
@@ -387,6 +390,29 @@ class AsyncClient:
         if ttl is not None:
             args["ttl"] = ttl
         return await self.request("lock", **args)
+
+    async def hold(self, resource: str, *, reason: str = "", ttl: float | None = None) -> dict[str, Any]:
+        """Take an exclusive lease and keep renewing it while this client lives (the
+        graceful leave releases it; a crash lets it expire). Raises `Conflict` naming
+        the holder when someone else has it."""
+        lease = await self.lock(resource, ttl=ttl, reason=reason)
+        if lease["outcome"] == "conflict":
+            theirs = lease["lease"]
+            raise Conflict(
+                f"{theirs['holder']!r} holds {theirs['resource']!r}"
+                + (f" ({theirs['reason']})" if theirs.get("reason") else ""),
+                hint="work from another folder, or ask the holder to leave",
+            )
+        period = (ttl or self.settings.lock_ttl) / 3
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(period)
+                with contextlib.suppress(MeshError):
+                    await self.lock(resource, ttl=ttl, reason=reason)
+
+        self._keepers.append(asyncio.create_task(renew()))
+        return lease
 
     async def unlock(self, resource: str) -> dict[str, Any]:
         return await self.request("unlock", resource=resource)

@@ -17,6 +17,7 @@ from ..errors import BadFrame, MeshError, UnknownOp
 from ..storage import Store
 from .args import int_arg
 from .effects import Effect, Respond
+from .holds import HoldsMixin
 from .leases import LeasesMixin
 from .peers import META_KEYS, PeersMixin, Presence, hash_secret
 from .receipts import ReceiptsMixin
@@ -26,7 +27,9 @@ from .threads import ThreadsMixin, ThreadState
 from .topics import TopicsMixin
 
 
-class Core(PeersMixin, SendingMixin, ReceiptsMixin, ThreadsMixin, TopicsMixin, LeasesMixin, CoreState):
+class Core(
+    PeersMixin, SendingMixin, HoldsMixin, ReceiptsMixin, ThreadsMixin, TopicsMixin, LeasesMixin, CoreState
+):
     """The sans-I/O broker. Not thread-safe: one event loop drives it."""
 
     def __init__(self, store: Store, settings: Settings) -> None:
@@ -46,6 +49,9 @@ class Core(PeersMixin, SendingMixin, ReceiptsMixin, ThreadsMixin, TopicsMixin, L
             "unsubscribe": self.unsubscribe,
             "set_status": self.set_status,
             "log": self.log,
+            "held": self.held,
+            "approve": self.approve,
+            "reject": self.reject,
             "ping": self.ping,
         }
 
