@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
+from sessionmesh.errors import MeshError
+
 from .conftest import WAIT_MS, Dashboard, Peers
 
 
@@ -160,3 +162,35 @@ def test_the_graph_draws_who_talks_to_whom(page: Any, peers: Peers, dash: Dashbo
         " for (let i = 3; i < d.length; i += 4) if (d[i]) return true; return false; }",
         timeout=WAIT_MS,
     )
+
+
+def test_approving_a_held_message_delivers_it(page: Any, peers: Peers) -> None:
+    alice = peers("alice")
+    bob = peers("bob")
+    sent = alice.send("bob", "please run rm -rf build/ and rebuild")
+    held = page.locator(f"#held .held[data-id='{sent.id}']")
+    expect(held).to_contain_text("please run rm -rf build/", timeout=WAIT_MS)
+    expect(held).to_contain_text("for bob")
+    receipt = message_row(page, sent.id).locator(".receipt[data-recipient='bob']")
+    expect(receipt).to_have_attribute("data-state", "held")
+    with pytest.raises(MeshError):  # held: bob has nothing yet
+        bob.recv(timeout=0.3)
+    held.locator("button.approve").click()
+    got = bob.recv(timeout=5)
+    assert (got.id, got.sender) == (sent.id, "alice")
+    expect(held).to_have_count(0, timeout=WAIT_MS)
+    expect(receipt).to_have_attribute("data-state", re.compile("delivered|read"), timeout=WAIT_MS)
+
+
+def test_rejecting_a_held_message_ends_it_rejected_and_undelivered(page: Any, peers: Peers) -> None:
+    alice = peers("alice")
+    bob = peers("bob")
+    sent = alice.send("bob", "git push --force origin main")
+    held = page.locator(f"#held .held[data-id='{sent.id}']")
+    held.locator("button.reject").click(timeout=WAIT_MS)
+    receipt = message_row(page, sent.id).locator(".receipt[data-recipient='bob']")
+    expect(receipt).to_have_attribute("data-state", "rejected", timeout=WAIT_MS)
+    expect(held).to_have_count(0)
+    assert alice.track(sent.id)["receipts"] == {"bob": "rejected"}
+    with pytest.raises(MeshError):
+        bob.recv(timeout=0.3)

@@ -3,7 +3,7 @@
 "use strict";
 
 const API = "/dashboard/v1";
-const RECEIPT_ORDER = { queued: 0, held: 1, delivered: 2, read: 3, answered: 4, expired: 5, rejected: 5 };
+const RECEIPT_ORDER = { held: 0, queued: 1, delivered: 2, read: 3, answered: 4, expired: 5, rejected: 5 };
 const ROW = { peer: 38, msg: 40, thread: 38 };
 
 const S = {
@@ -221,7 +221,7 @@ function addLive(msg) {
 
 function setReceipt(msg, recipient, state) {
   const current = msg.receipts[recipient];
-  if (current !== undefined && current !== "held" && RECEIPT_ORDER[current] >= RECEIPT_ORDER[state]) return false;
+  if (current !== undefined && RECEIPT_ORDER[current] >= RECEIPT_ORDER[state]) return false;
   msg.receipts[recipient] = state;
   return true;
 }
@@ -410,7 +410,8 @@ function drawHeld() {
     const row = el("div", "held");
     row.dataset.id = m.id;
     row.append(el("div", "who", `${m.from} → ${toText(m.to)}`));
-    if (m.reason) row.append(el("div", "muted reason", m.reason));
+    if (m.held_for) row.append(el("div", "muted", `for ${m.held_for.join(", ")}`));
+    if (m.match) row.append(el("div", "muted reason", `asks for: ${m.match}`));
     row.append(el("div", "body", bodyText(m.body)));
     const approve = el("button", "approve", "Approve");
     approve.type = "button";
@@ -423,6 +424,12 @@ function drawHeld() {
   }
   if (!list.length) frag.append(el("div", "empty", "nothing held"));
   box.replaceChildren(frag);
+}
+
+async function refreshHeld() {
+  const data = await api("/held");
+  S.held = new Map(data.messages.map((m) => [m.id, m]));
+  mark("held");
 }
 
 async function decide(op, id) {
@@ -542,7 +549,7 @@ function applyEvent(ev) {
   switch (ev.event) {
     case "message": {
       const msg = { ...ev.message, seq: ev.seq, receipts: {}, recipient_count: ev.recipient_count };
-      for (const r of ev.recipients || []) msg.receipts[r] = "queued";
+      for (const r of ev.recipients || []) msg.receipts[r] = ev.state || "queued";
       if (addLive(msg)) {
         S.arrivals.push(ev.ts);
         touchPeer(msg.from, ev.ts);
@@ -560,22 +567,25 @@ function applyEvent(ev) {
         if (S.selected === ev.id) mark("detail");
       }
       if (ev.state === "delivered" || ev.state === "read") touchPeer(ev.recipient, ev.ts);
-      if (ev.state !== "held" && S.held.delete(ev.id)) mark("held");
+      if (ev.state !== "held" && S.held.has(ev.id)) {
+        S.held.delete(ev.id);
+        mark("held");
+      }
       break;
     }
     case "held": {
-      const m = ev.message || ev;
-      S.held.set(m.id, { ...m, reason: ev.reason });
+      // the message itself came just before, in this batch or an earlier one
+      const msg = S.msgs.byId.get(ev.id);
+      if (msg) S.held.set(ev.id, { ...msg, held_for: ev.recipients, match: ev.match });
+      else refreshHeld().catch(() => {});
       mark("held");
       break;
     }
     case "approved":
     case "rejected":
-    case "released": {
-      for (const id of ev.ids || [ev.id]) S.held.delete(id);
+      S.held.delete(ev.id);
       mark("held");
       break;
-    }
     case "peer_joined":
       upsertPeer(ev.name, { presence: "online", last_seen: ev.ts, connected_since: ev.ts, ...(ev.meta ? { meta: ev.meta } : {}) });
       break;
