@@ -633,6 +633,13 @@ async function loadState() {
   }
   S.threads = new Map();
   for (const t of st.threads) S.threads.set(t.id, t);
+  // a request nobody has answered yet has no thread row: show it as a first turn
+  for (const m of st.messages) {
+    if (m.kind === "request" && m.thread === m.id && !S.threads.has(m.id)) {
+      const to = Array.isArray(m.to) ? m.to : [m.to];
+      S.threads.set(m.id, { id: m.id, state: "open", turns: 1, participants: [m.from, ...to], created_at: m.ts, updated_at: m.ts });
+    }
+  }
   S.threadsDirty = true;
   S.locks = new Map(st.locks.map((l) => [lockKey(l), l]));
   S.held = new Map(st.held.map((m) => [m.id, m]));
