@@ -476,7 +476,9 @@ function drawGraph() {
     weight.set(a, (weight.get(a) || 0) + n);
     weight.set(b, (weight.get(b) || 0) + n);
   }
-  const nodes = Array.from(weight.entries()).sort((x, y) => y[1] - x[1]).slice(0, 24).map((x) => x[0]).sort();
+  const nodes = Array.from(weight.entries()).sort((x, y) => y[1] - x[1]).slice(0, 18).map((x) => x[0]).sort();
+  let maxWeight = 1;
+  for (const name of nodes) maxWeight = Math.max(maxWeight, weight.get(name));
   if (!nodes.length) {
     ctx.fillStyle = "#6b7382";
     ctx.font = "13px system-ui";
@@ -533,7 +535,7 @@ function drawGraph() {
     const human = peer && peer.meta && peer.meta.client === "human";
     ctx.fillStyle = special ? "#d69e2e" : human ? "#805ad5" : peer && presenceOf(peer) === "online" ? "#1f9d55" : "#718096";
     ctx.beginPath();
-    ctx.arc(x, y, 4 + 6 * Math.sqrt(weight.get(name) / (2 * max)), 0, 2 * Math.PI);
+    ctx.arc(x, y, 3 + 6 * Math.sqrt(weight.get(name) / maxWeight), 0, 2 * Math.PI);
     ctx.fill();
     ctx.fillStyle = "#1d2330";
     const right = Math.cos(a) >= 0;
