@@ -452,7 +452,7 @@ def test_sqlite_indexes_the_bodies_of_a_store_written_before_search_existed(tmp_
     store = SqliteStore(path)
     env = stored(store, body="an old message about the release")
     store._db.execute("DROP TABLE messages_fts")  # as a store from before the index
-    store._db.execute("DELETE FROM meta WHERE key = 'fts'")
+    store._db.execute("DELETE FROM meta WHERE key = 'fts_seq'")
     store.close()
     again = SqliteStore(path)
     try:
