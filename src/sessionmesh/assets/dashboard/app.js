@@ -22,6 +22,7 @@ const S = {
   held: new Map(),
   graph: { window: 3600, edges: new Map(), dirty: true },
   arrivals: [],
+  tick: 0,
   ready: false,
 };
 
@@ -97,17 +98,27 @@ function drawFrame() {
 }
 
 // A list that only builds the rows in view: thousands of rows cost what thirty do.
+// Rows are kept by key and rebuilt only when their item's version changes, so a new
+// message at the top builds one row and moves the others.
 class VList {
-  constructor(root, rowHeight, render) {
+  constructor(root, rowHeight, render, key, version) {
     this.root = root;
     this.h = rowHeight;
     this.render = render;
+    this.key = key;
+    this.version = version;
     this.count = 0;
     this.get = () => null;
+    this.rows = new Map(); // key -> {node, version}
     this.inner = el("div", "vinner");
+    this.empty = el("div", "empty");
     root.append(this.inner);
     this.onEnd = null;
     root.addEventListener("scroll", () => this.draw(), { passive: true });
+  }
+  reset() {
+    for (const row of this.rows.values()) row.node.remove();
+    this.rows = new Map();
   }
   set(count, get) {
     this.count = count;
@@ -120,16 +131,36 @@ class VList {
     const first = Math.max(0, Math.floor(top / this.h) - 4);
     const last = Math.min(this.count, Math.ceil((top + height) / this.h) + 4);
     this.inner.style.height = `${this.count * this.h}px`;
-    const frag = document.createDocumentFragment();
+    const keep = new Map();
     for (let i = first; i < last; i++) {
-      const row = this.render(this.get(i), i);
-      row.classList.add("vrow");
-      row.style.top = `${i * this.h}px`;
-      row.style.height = `${this.h}px`;
-      frag.append(row);
+      const item = this.get(i);
+      const key = this.key(item);
+      const version = this.version(item);
+      let row = this.rows.get(key);
+      if (row && row.version !== version) {
+        row.node.remove();
+        row = null;
+      }
+      if (!row) {
+        const node = this.render(item, i);
+        node.classList.add("vrow");
+        node.style.height = `${this.h}px`;
+        row = { node, version, top: -1 };
+        this.inner.append(node);
+      }
+      if (row.top !== i) {
+        row.node.style.top = `${i * this.h}px`;
+        row.top = i;
+      }
+      keep.set(key, row);
+      this.rows.delete(key);
     }
-    this.inner.replaceChildren(frag);
-    if (this.count === 0 && this.emptyText) this.inner.append(el("div", "empty", this.emptyText));
+    for (const stale of this.rows.values()) stale.node.remove();
+    this.rows = keep;
+    if (this.count === 0 && this.emptyText) {
+      this.empty.textContent = this.emptyText;
+      if (!this.empty.isConnected) this.inner.append(this.empty);
+    } else if (this.empty.isConnected) this.empty.remove();
     if (this.onEnd && this.count > 0 && last >= this.count) this.onEnd();
   }
 }
@@ -143,6 +174,7 @@ function presenceOf(peer) {
 function upsertPeer(name, fields) {
   const peer = S.peers.get(name) || { name, presence: "offline", meta: {}, last_seen: 0, unread: 0 };
   Object.assign(peer, fields);
+  peer._v = (peer._v || 0) + 1;
   S.peers.set(name, peer);
   S.peersDirty = true;
   mark("peers");
@@ -155,6 +187,7 @@ function touchPeer(name, ts) {
     upsertPeer(name, { last_seen: ts, presence: "away" });
   } else if (ts > (peer.last_seen || 0)) {
     peer.last_seen = ts;
+    peer._v = (peer._v || 0) + 1;
     mark("peers");
   }
 }
@@ -223,6 +256,7 @@ function setReceipt(msg, recipient, state) {
   const current = msg.receipts[recipient];
   if (current !== undefined && RECEIPT_ORDER[current] >= RECEIPT_ORDER[state]) return false;
   msg.receipts[recipient] = state;
+  msg._v = (msg._v || 0) + 1;
   return true;
 }
 
@@ -698,6 +732,7 @@ function setConn(cls, text) {
 // ---------------------------------------------------------------- panels
 let peerList, msgList, threadList;
 let lastGraph = 0;
+let msgMode = "live";
 let graphTimer = null;
 const DRAW = {
   peers() {
@@ -709,6 +744,11 @@ const DRAW = {
     $("counts").textContent = `${online} online · ${S.peers.size} peers`;
   },
   messages() {
+    const mode = S.search ? `search:${S.search.query}` : "live";
+    if (mode !== msgMode) {
+      msgList.reset(); // the same id may stand for another object in the other list
+      msgMode = mode;
+    }
     if (S.search) {
       const res = S.search.results;
       msgList.emptyText = "no stored message matches";
@@ -777,15 +817,16 @@ function sendMessage(broadcast) {
 }
 
 function init() {
-  peerList = new VList($("peers"), ROW.peer, renderPeer);
+  // a row's version: what it shows; S.tick moves every second for the "3s ago" texts
+  peerList = new VList($("peers"), ROW.peer, renderPeer, (p) => p.name, (p) => `${p._v || 0}:${S.tick}`);
   peerList.emptyText = "no peers yet";
-  msgList = new VList($("messages"), ROW.msg, renderMessage);
+  msgList = new VList($("messages"), ROW.msg, renderMessage, (m) => m.id, (m) => `${m._v || 0}:${S.selected === m.id}`);
   msgList.onEnd = () => {
     if (S.search) {
       if (!S.search.done) runSearch(S.search.query, true);
     } else loadOlder();
   };
-  threadList = new VList($("threads"), ROW.thread, renderThread);
+  threadList = new VList($("threads"), ROW.thread, renderThread, (t) => t.id, (t) => `${t.updated_at}:${t.state}:${t.turns}:${S.tick}`);
   threadList.emptyText = "no threads yet";
   const origMessages = DRAW.messages;
   DRAW.messages = () => {
@@ -825,6 +866,8 @@ function init() {
 
   // clocks: countdowns and "seen 3s ago" move every second; the graph window slides
   setInterval(() => {
+    S.tick += 1;
+    mark("threads");
     mark("locks");
     S.peersDirty = true;
     mark("peers");
