@@ -194,3 +194,15 @@ def test_rejecting_a_held_message_ends_it_rejected_and_undelivered(page: Any, pe
     assert alice.track(sent.id)["receipts"] == {"bob": "rejected"}
     with pytest.raises(MeshError):
         bob.recv(timeout=0.3)
+
+
+def test_a_thread_shows_its_turns_and_state_as_they_change(page: Any, peers: Peers) -> None:
+    alice = peers("alice")
+    bob = peers("bob")
+    asked = alice.ask("bob", "is the retry loop safe?")
+    row = page.locator(f"#threads .thread[data-id='{asked.id}']")
+    expect(row).to_contain_text("1 turn", timeout=WAIT_MS)
+    expect(row.locator(".state")).to_have_text("open")
+    bob.reply(bob.recv(timeout=5).id, "yes", status="PASS")
+    expect(row).to_contain_text("2 turns", timeout=WAIT_MS)
+    expect(row.locator(".state")).to_have_text("answered")
