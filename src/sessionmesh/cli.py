@@ -619,9 +619,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="hold the working folder so no second agent joins from it",
     )
     p.add_argument(
-        "--channel", action="store_true", help="push messages as claude/channel notifications even if not declared"
+        "--channel",
+        action="store_true",
+        help="push messages as claude/channel notifications even if not declared",
     )
-    p.add_argument("--client", default="mcp", help="client kind shown to peers (claude-code, codex, gemini, …)")
+    p.add_argument(
+        "--client", default="mcp", help="client kind shown to peers (claude-code, codex, gemini, …)"
+    )
     p = add("hook", cmd_hook, "print pending messages in a coding agent's hook format", [peer])
     p.add_argument("tool", choices=["claude-code", "codex", "gemini"])
     p.add_argument("event", help="the hook event name, e.g. UserPromptSubmit, PostToolUse, Stop")
@@ -639,6 +643,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = bridge.add_parser("tmux", help="type messages into a tmux pane when it is idle", parents=[peer])
     p.set_defaults(fn=cmd_bridge_tmux)
     p.add_argument("--pane", required=True, help="tmux target pane, e.g. work:0.1 or %%3")
+    p.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="tmux server socket (tmux -S); default: the server tmux itself finds ($TMUX, $TMUX_TMPDIR)",
+    )
+    p.add_argument(
+        "--idle-prompt",
+        action="append",
+        metavar="REGEX",
+        help="also treat a line matching REGEX as an idle prompt (repeatable)",
+    )
+    p.add_argument(
+        "--idle-interval", type=float, metavar="SECONDS", help="seconds between screen polls (default 0.2)"
+    )
+    p.add_argument(
+        "--verify-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="how long a typed line may take to show before it is erased and retried (default 3)",
+    )
+    p.add_argument(
+        "--max-chars",
+        type=int,
+        metavar="N",
+        help="longest line typed; longer bodies are cut (default 480, minimum 200)",
+    )
     channel = sub.add_parser("channel", help="JSONL file channels").add_subparsers(
         dest="channel", metavar="ACTION", required=True
     )
@@ -646,6 +676,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_channel_bridge)
     p.add_argument("file")
     p.add_argument("topic")
+    p.add_argument(
+        "--from-start",
+        action="store_true",
+        help="first run only: forward the file's existing lines and catch up on the topic",
+    )
+    p.add_argument(
+        "--poll-interval", type=float, default=0.1, help="seconds between looks at the file (default 0.1)"
+    )
     return parser
 
 
@@ -677,4 +715,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
+    if sys.argv[1:2] == ["hook"]:  # runs on every tool call: skip building the whole parser
+        from .hooks import main as hook_main
+
+        sys.exit(hook_main(sys.argv[2:]))
     sys.exit(main())
