@@ -394,50 +394,9 @@ def cmd_log(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    import asyncio
+    from .watch import run_watch
 
-    from .client.aio import AsyncClient
-    from .render import message_line
-
-    settings = _settings(args)
-
-    async def watch() -> None:
-        async with AsyncClient(
-            settings, args.as_name, client_kind="watch", auto_read=False, events=args.events
-        ) as peer:
-            if not args.json:
-                print(f"watching as {peer.name} (Ctrl-C to stop)", file=sys.stderr, flush=True)
-            for topic in args.topic or ():
-                await peer.subscribe(topic, from_start=args.from_start)
-
-            async def events() -> None:
-                while True:
-                    event = await peer.events.get()
-                    print(
-                        json.dumps(event, ensure_ascii=False)
-                        if args.json
-                        else f"· {event['event']} {json.dumps({k: v for k, v in event.items() if k not in ('op', 'event', 'ts')})}",
-                        flush=True,
-                    )
-
-            ev_task = asyncio.create_task(events()) if args.events else None
-            try:
-                while True:
-                    env = await peer.recv()
-                    wire = env.to_wire()
-                    print(
-                        json.dumps(wire, ensure_ascii=False) if args.json else message_line(wire), flush=True
-                    )
-                    peer.note_read(env.id)
-            finally:
-                if ev_task:
-                    ev_task.cancel()
-
-    try:
-        asyncio.run(watch())
-    except KeyboardInterrupt:
-        pass
-    return EXIT_OK
+    return run_watch(_settings(args), args)
 
 
 def cmd_held(args: argparse.Namespace) -> int:
@@ -583,6 +542,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", action="store_true", help="also print joins, leaves, receipts, locks")
     p.add_argument("--topic", action="append", help="subscribe to #topic (repeatable)")
     p.add_argument("--from-start", action="store_true", help="with --topic: catch up from the start")
+    p.add_argument(
+        "--exclusive-cwd",
+        action="store_true",
+        help="hold the working folder so no second agent joins from it",
+    )
     p = add("track", cmd_track, "receipts of a message you sent", [peer])
     p.add_argument("message_id")
     p = add("thread", cmd_thread, "a thread's state, turns and messages", [peer])
