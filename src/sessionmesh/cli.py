@@ -428,6 +428,12 @@ def cmd_decide(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_guard(args: argparse.Namespace) -> int:
+    from .guard import run_guard
+
+    return run_guard(_settings(args), args)
+
+
 def cmd_mcp(args: argparse.Namespace) -> int:
     from .mcp import run_server
 
@@ -574,6 +580,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name, verb in (("approve", "deliver"), ("reject", "drop")):
         p = add(name, cmd_decide, f"{verb} held messages (a person's decision)", [person])
         p.add_argument("message_ids", nargs="+", metavar="ID")
+
+    p = add("guard", cmd_guard, "git pre-commit guard for files other peers hold exclusively", [peer])
+    p.add_argument("action", choices=["install", "uninstall", "check"])
+    p.add_argument("--dir", help="the repository (default: the current folder)")
 
     # -- adapters: getting messages into agents --
     p = add("mcp", cmd_mcp, "run the stdio MCP server for an agent", [peer])
