@@ -689,8 +689,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    if sys.argv[1:2] == ["hook"]:  # runs on every tool call: skip building the whole parser
-        from .hooks import main as hook_main
-
-        sys.exit(hook_main(sys.argv[2:]))
     sys.exit(main())
