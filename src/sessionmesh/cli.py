@@ -394,50 +394,9 @@ def cmd_log(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    import asyncio
+    from .watch import run_watch
 
-    from .client.aio import AsyncClient
-    from .render import message_line
-
-    settings = _settings(args)
-
-    async def watch() -> None:
-        async with AsyncClient(
-            settings, args.as_name, client_kind="watch", auto_read=False, events=args.events
-        ) as peer:
-            if not args.json:
-                print(f"watching as {peer.name} (Ctrl-C to stop)", file=sys.stderr, flush=True)
-            for topic in args.topic or ():
-                await peer.subscribe(topic, from_start=args.from_start)
-
-            async def events() -> None:
-                while True:
-                    event = await peer.events.get()
-                    print(
-                        json.dumps(event, ensure_ascii=False)
-                        if args.json
-                        else f"· {event['event']} {json.dumps({k: v for k, v in event.items() if k not in ('op', 'event', 'ts')})}",
-                        flush=True,
-                    )
-
-            ev_task = asyncio.create_task(events()) if args.events else None
-            try:
-                while True:
-                    env = await peer.recv()
-                    wire = env.to_wire()
-                    print(
-                        json.dumps(wire, ensure_ascii=False) if args.json else message_line(wire), flush=True
-                    )
-                    peer.note_read(env.id)
-            finally:
-                if ev_task:
-                    ev_task.cancel()
-
-    try:
-        asyncio.run(watch())
-    except KeyboardInterrupt:
-        pass
-    return EXIT_OK
+    return run_watch(_settings(args), args)
 
 
 def cmd_held(args: argparse.Namespace) -> int:
@@ -467,6 +426,12 @@ def cmd_decide(args: argparse.Namespace) -> int:
         for msg_id in result[key]:
             print(f"{msg_id} {key}: {done}")
     return EXIT_OK
+
+
+def cmd_guard(args: argparse.Namespace) -> int:
+    from .guard import run_guard
+
+    return run_guard(_settings(args), args)
 
 
 def cmd_mcp(args: argparse.Namespace) -> int:
@@ -617,6 +582,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", action="store_true", help="also print joins, leaves, receipts, locks")
     p.add_argument("--topic", action="append", help="subscribe to #topic (repeatable)")
     p.add_argument("--from-start", action="store_true", help="with --topic: catch up from the start")
+    p.add_argument(
+        "--exclusive-cwd",
+        action="store_true",
+        help="hold the working folder so no second agent joins from it",
+    )
     p = add("track", cmd_track, "receipts of a message you sent", [peer])
     p.add_argument("message_id")
     p = add("thread", cmd_thread, "a thread's state, turns and messages", [peer])
@@ -647,6 +617,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = add(name, cmd_decide, f"{verb} held messages (a person's decision)", [person])
         p.add_argument("message_ids", nargs="+", metavar="ID")
 
+    p = add("guard", cmd_guard, "git pre-commit guard for files other peers hold exclusively", [peer])
+    p.add_argument("action", choices=["install", "uninstall", "check"])
+    p.add_argument("--dir", help="the repository (default: the current folder)")
+
     # -- adapters: getting messages into agents --
     p = add("mcp", cmd_mcp, "run the stdio MCP server for an agent", [peer])
     p.add_argument(
@@ -655,9 +629,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="hold the working folder so no second agent joins from it",
     )
     p.add_argument(
-        "--channel", action="store_true", help="push messages as claude/channel notifications even if not declared"
+        "--channel",
+        action="store_true",
+        help="push messages as claude/channel notifications even if not declared",
     )
-    p.add_argument("--client", default="mcp", help="client kind shown to peers (claude-code, codex, gemini, …)")
+    p.add_argument(
+        "--client", default="mcp", help="client kind shown to peers (claude-code, codex, gemini, …)"
+    )
     p = add("hook", cmd_hook, "print pending messages in a coding agent's hook format", [peer])
     p.add_argument("tool", choices=["claude-code", "codex", "gemini"])
     p.add_argument("event", help="the hook event name, e.g. UserPromptSubmit, PostToolUse, Stop")
@@ -675,6 +653,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = bridge.add_parser("tmux", help="type messages into a tmux pane when it is idle", parents=[peer])
     p.set_defaults(fn=cmd_bridge_tmux)
     p.add_argument("--pane", required=True, help="tmux target pane, e.g. work:0.1 or %%3")
+    p.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="tmux server socket (tmux -S); default: the server tmux itself finds ($TMUX, $TMUX_TMPDIR)",
+    )
+    p.add_argument(
+        "--idle-prompt",
+        action="append",
+        metavar="REGEX",
+        help="also treat a line matching REGEX as an idle prompt (repeatable)",
+    )
+    p.add_argument(
+        "--idle-interval", type=float, metavar="SECONDS", help="seconds between screen polls (default 0.2)"
+    )
+    p.add_argument(
+        "--verify-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="how long a typed line may take to show before it is erased and retried (default 3)",
+    )
+    p.add_argument(
+        "--max-chars",
+        type=int,
+        metavar="N",
+        help="longest line typed; longer bodies are cut (default 480, minimum 200)",
+    )
     channel = sub.add_parser("channel", help="JSONL file channels").add_subparsers(
         dest="channel", metavar="ACTION", required=True
     )
@@ -682,6 +686,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_channel_bridge)
     p.add_argument("file")
     p.add_argument("topic")
+    p.add_argument(
+        "--from-start",
+        action="store_true",
+        help="first run only: forward the file's existing lines and catch up on the topic",
+    )
+    p.add_argument(
+        "--poll-interval", type=float, default=0.1, help="seconds between looks at the file (default 0.1)"
+    )
     return parser
 
 

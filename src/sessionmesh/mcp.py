@@ -27,7 +27,6 @@ from pydantic import Field
 from . import injection
 from .client.aio import AsyncClient
 from .config import Settings
-from .envelope import Envelope
 from .errors import MeshError, UnknownPeer
 
 CHANNEL = "claude/channel"
@@ -136,22 +135,21 @@ class MeshTools:
             text += " Per recipient: " + ", ".join(f"{n}={s}" for n, s in sorted(per_name.items())) + "."
         return text + " Follow it with track."
 
-    def drain(self, limit: int) -> list[Envelope]:
-        envs: list[Envelope] = []
-        while len(envs) < limit:
-            try:
-                envs.append(self.peer.inbox.get_nowait())
-            except asyncio.QueueEmpty:
-                break
-        return envs
+    async def unread(self, limit: int) -> list[dict[str, Any]]:
+        """Messages the agent has not seen, by the broker's receipts: pushed copies
+        waiting in this client are only a wake-up, since a hook may have shown them."""
+        while not self.peer.inbox.empty():
+            self.peer.inbox.get_nowait()
+        return list((await self.call(lambda: self.peer.request("inbox", limit=limit)))["messages"])
 
     async def get_messages(self, limit: int) -> str:
-        envs = self.drain(limit)
-        if not envs:
+        messages = await self.unread(limit)
+        if not messages:
             return "No new messages."
-        for env in envs:
-            self.peer.note_read(env.id)
-        return injection.frame_all(env.to_wire() for env in envs)
+        text = injection.frame_all(messages)
+        for wire in messages:
+            self.peer.note_read(wire["id"])
+        return text
 
     async def reply(self, message_id: str, body: str, status: str | None) -> str:
         result = await self.call(lambda: self.peer.reply(message_id, body, status=status))
@@ -361,17 +359,18 @@ class Pusher:
     async def _run(self, session: ServerSession) -> None:
         peer = self.tools.peer
         while True:
-            env = await peer.inbox.get()
-            wire = env.to_wire()
-            notification = ChannelNotification(
-                method="notifications/claude/channel",
-                params={
-                    "content": injection.frame_all([wire]),
-                    "meta": {"from": str(wire["from"]), "id": env.id, "kind": str(wire["kind"])},
-                },
-            )
-            await session.send_notification(notification)  # type: ignore[arg-type]
-            peer.note_read(env.id)
+            await peer.inbox.get()  # a wake-up: what is unread comes from the broker
+            with contextlib.suppress(ToolError):
+                for wire in await self.tools.unread(100):
+                    notification = ChannelNotification(
+                        method="notifications/claude/channel",
+                        params={
+                            "content": injection.frame_all([wire]),
+                            "meta": {"from": str(wire["from"]), "id": wire["id"], "kind": str(wire["kind"])},
+                        },
+                    )
+                    await session.send_notification(notification)  # type: ignore[arg-type]
+                    peer.note_read(wire["id"])
 
 
 def run_server(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -279,7 +280,16 @@ class Runner:
         await runner.setup()
         site = web.TCPSite(runner, self.settings.host, self.settings.port, reuse_address=True)
         try:
-            await site.start()
+            try:
+                await site.start()
+            except OSError as exc:
+                # another home's broker has the default port: an autostarted broker
+                # takes any free one (its clients find it through broker.json)
+                if not (self.autostarted and exc.errno == errno.EADDRINUSE):
+                    raise
+                log.info("port %s is taken; listening on a free port", self.settings.port)
+                site = web.TCPSite(runner, self.settings.host, 0, reuse_address=True)
+                await site.start()
         except OSError as exc:
             await runner.cleanup()
             raise Unavailable(

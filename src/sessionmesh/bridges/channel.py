@@ -6,7 +6,8 @@ A file channel is a shared file with one JSON object per line,
 (Linux and macOS append a regular file atomically per call; keep lines under 4 KiB
 when the file lives on NFS). ``mesh channel bridge FILE '#topic'`` makes the bridge a
 peer on the mesh (client kind ``channel``) that carries each new line to the topic
-and each topic message into the file.
+and each topic message into the file. Its name is ``--as``, else ``<file
+stem>-channel``, so it never takes the name of the agent running it.
 
 File to topic
     The file is polled with ``stat`` every ``poll_interval`` seconds from a byte
@@ -24,7 +25,9 @@ File to topic
     and the cursor moves past the lines only after the broker acknowledged them.
     A bridge killed between the two reuses the journaled ids on restart, and the
     broker's idempotency (a resend of a stored id is not stored or delivered again)
-    removes the duplicates: no line is skipped and none is sent twice.
+    removes the duplicates: no line is skipped and none is sent twice. A line the
+    broker refuses for good (oversize, a secret in the body) is skipped with a
+    warning; a rate limit or a missing broker is retried with the same id.
 
 Topic to file
     Each message the bridge receives (the topic's messages, and anything sent to
@@ -54,6 +57,12 @@ Cursor
     temporary file, ``fsync`` and ``rename``. A first run starts at the end of the
     file (no backlog replay) unless ``--from-start`` is given, which also subscribes
     to the topic with catch-up; an existing cursor always wins.
+
+Output
+    Human mode prints one line on stderr when ready, and warnings. ``--json`` prints
+    one JSON object per line on stdout: ``ready``, ``to_topic`` (id, offset),
+    ``to_file`` (id), ``skipped`` and ``refused`` (offset, reason), ``restarted``
+    (why: replaced, truncated or rewritten).
 """
 
 from __future__ import annotations
@@ -172,6 +181,14 @@ def normal_topic(value: str) -> str:
     return topic
 
 
+class Restart(enum.StrEnum):
+    """Why the tail went back to offset 0."""
+
+    REPLACED = "replaced"  # another file (inode) has the name now: rotation, or delete and create
+    TRUNCATED = "truncated"  # the file is shorter than the cursor
+    REWRITTEN = "rewritten"  # the bytes before the cursor changed: truncated and written past it
+
+
 # -- the cursor ----------------------------------------------------------------------
 @dataclass
 class Cursor:
@@ -283,7 +300,7 @@ class ChannelFile:
         finally:
             os.close(fd)
 
-    def read_new(self, cursor: Cursor) -> tuple[list[Line], str | None]:
+    def read_new(self, cursor: Cursor) -> tuple[list[Line], Restart | None]:
         """Complete lines after the cursor, and why it restarted from 0 (or None).
 
         The cursor's identity is updated on a restart; its offset is left to the
@@ -297,14 +314,14 @@ class ChannelFile:
             st = os.fstat(fd)
             why = None
             if (st.st_dev, st.st_ino) != (cursor.dev, cursor.ino):
-                why = "replaced"
+                why = Restart.REPLACED
             elif st.st_size < cursor.offset:
-                why = "truncated"
+                why = Restart.TRUNCATED
             if why is None and st.st_size > cursor.offset:
                 base = max(0, cursor.offset - FINGERPRINT_BYTES)
                 data = os.pread(fd, min(st.st_size, cursor.offset + READ_LIMIT) - base, base)
                 if cursor.offset and _digest(data[: cursor.offset - base]) != cursor.fingerprint:
-                    why = "rewritten"
+                    why = Restart.REWRITTEN
             if why is not None:
                 cursor.restart(st.st_dev, st.st_ino)
                 base = 0
@@ -403,7 +420,7 @@ class ChannelBridge:
         lines, why = self.channel.read_new(self.cursor)
         if why is not None:
             warn(f"{self.channel.path} was {why}; reading it again from the start")
-            self.say("restarted", file=self.channel.path, why=why)
+            self.say("restarted", file=self.channel.path, why=why.value)
             self._save()
         if not lines:
             return 0
@@ -482,6 +499,12 @@ class ChannelBridge:
         while True:
             self.write_message(await self.client.recv())
 
+    async def drop_receipts_forever(self) -> None:
+        """The topic's receipts for forwarded lines are not needed: drop them, or the
+        client's queue grows with every line for as long as the bridge runs."""
+        while True:
+            await self.client.receipts.get()
+
 
 async def _bridge(settings: Settings, args: argparse.Namespace) -> int:
     path = os.path.abspath(os.path.expanduser(args.file))
@@ -508,7 +531,11 @@ async def _bridge(settings: Settings, args: argparse.Namespace) -> int:
         await client.subscribe(topic, from_start=from_start)
         # lines written while the bridge was away go first, and the tail learns the
         # ids of its own lines before any redelivered message is written again
-        await bridge.pump_file()
+        while True:
+            before = bridge.cursor.offset
+            await bridge.pump_file()
+            if bridge.cursor.offset == before:
+                break
         bridge.say("ready", name=client.name, file=path, topic=topic, offset=cursor.offset)
         if report is None:
             print(
@@ -517,6 +544,7 @@ async def _bridge(settings: Settings, args: argparse.Namespace) -> int:
         tasks = [
             asyncio.create_task(bridge.tail_forever()),
             asyncio.create_task(bridge.deliver_forever()),
+            asyncio.create_task(bridge.drop_receipts_forever()),
             asyncio.create_task(stop.wait()),
         ]
         try:

@@ -26,6 +26,14 @@ from .session import SendResult, SessionCore
 log = logging.getLogger("sessionmesh.client")
 BACKOFF_START = 0.05
 BACKOFF_MAX = 2.0
+NOTICE_BACKLOG = 10_000  # receipts and events kept for an application that never reads them
+
+
+def _offer(queue: asyncio.Queue[dict[str, Any]], item: dict[str, Any]) -> None:
+    """Queue a notice, dropping the oldest once ``NOTICE_BACKLOG`` wait unread."""
+    if queue.qsize() >= NOTICE_BACKLOG:
+        queue.get_nowait()
+    queue.put_nowait(item)
 
 
 class AsyncClient:
@@ -217,9 +225,9 @@ class AsyncClient:
                 else:
                     future.set_exception(from_wire(result.value))
         elif op == "receipt":
-            self.receipts.put_nowait(frame)
+            _offer(self.receipts, frame)
         elif op == "event":
-            self.events.put_nowait(frame)
+            _offer(self.events, frame)
         elif op == "error":
             log.warning("broker error: %s", frame.get("error"))
 

@@ -74,7 +74,9 @@ def _hold_regex(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
     return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
 
 
-_SECRETS = re.compile("|".join(f"(?P<s{i}>{p})" for i, (_, p) in enumerate(SECRET_PATTERNS)))
+@lru_cache(maxsize=1)
+def _secrets() -> re.Pattern[str]:
+    return re.compile("|".join(f"(?P<s{i}>{p})" for i, (_, p) in enumerate(SECRET_PATTERNS)))
 
 
 def hold_reason(body: Any, patterns: tuple[str, ...]) -> str | None:
@@ -86,14 +88,14 @@ def hold_reason(body: Any, patterns: tuple[str, ...]) -> str | None:
 
 def find_secrets(body: Any) -> list[SecretFinding]:
     """Every secret-looking span in the body's text, in order."""
-    return [SecretFinding(_kind(m), m.start(), m.end()) for m in _SECRETS.finditer(body_text(body))]
+    return [SecretFinding(_kind(m), m.start(), m.end()) for m in _secrets().finditer(body_text(body))]
 
 
 def redact(body: Any) -> Any:
     """The body with each secret replaced by ``[redacted <kind>]``; JSON bodies are
     redacted string by string so they stay the same shape."""
     if isinstance(body, str):
-        return _SECRETS.sub(lambda m: f"[redacted {_kind(m)}]", body)
+        return _secrets().sub(lambda m: f"[redacted {_kind(m)}]", body)
     if isinstance(body, dict):
         return {k: redact(v) for k, v in body.items()}
     if isinstance(body, list):

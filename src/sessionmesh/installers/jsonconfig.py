@@ -34,12 +34,15 @@ def is_our_command(command: Any) -> bool:
     return isinstance(command, str) and bool(_OUR_HOOK.search(command + " "))
 
 
-def edit(path: Path, label: str, change: Callable[[Doc], None], *, removing: bool) -> FileChange | None:
+def edit(
+    path: Path, label: str, change: Callable[[Doc], None], *, removing: bool = False
+) -> FileChange | None:
     """Plan ``change`` applied to the JSON object in ``path`` (absent: ``{}``).
 
     Returns ``None`` when the document means the same afterwards. Formatting is not
     compared: a file whose content already holds our entries is left byte for byte.
-    When ``removing`` empties a document that was not empty, the file is removed.
+    When ``removing`` empties a document that was not empty, the file is removed
+    (without a backup: all it held was ours).
     Raises `BadRequest` when the file is not a JSON object.
     """
     before = read_text(path)
@@ -49,7 +52,8 @@ def edit(path: Path, label: str, change: Callable[[Doc], None], *, removing: boo
     if after == doc:
         return None
     if removing and not after and doc:
-        return FileChange(path, label, before, None)
+        # everything in it was ours: nothing of the user's to back up
+        return FileChange(path, label, before, None, backup=False)
     return FileChange(path, label, before, render(after, _indent(before)))
 
 
@@ -92,11 +96,14 @@ def _object(parent: Doc, key: str, label: str) -> Doc:
 
 # -- MCP servers -------------------------------------------------------------------
 def put_server(doc: Doc, name: str, entry: dict[str, Any], label: str) -> None:
-    """Set ``mcpServers[name]`` to ``entry``, keeping every other server."""
-    _object(doc, "mcpServers", label)[name] = entry
+    """Set the keys of ``entry`` in ``mcpServers[name]``, keeping every other server and
+    any key the user added to ours (``env``, a timeout)."""
+    servers = _object(doc, "mcpServers", label)
+    current = servers.get(name)
+    servers[name] = {**current, **entry} if isinstance(current, dict) else dict(entry)
 
 
-def drop_server(doc: Doc, name: str, label: str) -> None:
+def drop_server(doc: Doc, name: str) -> None:
     """Remove ``mcpServers[name]``; remove ``mcpServers`` too if that empties it."""
     servers = doc.get("mcpServers")
     if isinstance(servers, dict) and name in servers:

@@ -19,7 +19,8 @@ from .changes import FileChange, read_text
 
 
 def edit_server(path: Path, label: str, name: str, entry: dict[str, Any] | None) -> FileChange | None:
-    """Plan setting ``mcp_servers.<name>`` to ``entry`` (``None``: removing it).
+    """Plan setting the keys of ``entry`` in ``mcp_servers.<name>`` (``None``: removing
+    the table). Keys the user added to the table (``env``, timeouts) are kept.
 
     Returns ``None`` when the configuration means the same afterwards. A file left
     empty by the removal is removed. Raises `BadRequest` when the file is not TOML or
@@ -41,12 +42,18 @@ def edit_server(path: Path, label: str, name: str, entry: dict[str, Any] | None)
         if servers is None:
             servers = tomlkit.table(is_super_table=True)
             doc["mcp_servers"] = servers
-        servers[name] = _table(entry, inline=isinstance(servers, tomlkit.items.InlineTable))
+        current = servers.get(name)
+        if isinstance(current, MutableMapping):  # keep the user's own keys and comments in it
+            for key, value in entry.items():
+                if current.get(key) != value:
+                    current[key] = value
+        else:
+            servers[name] = _table(entry, inline=isinstance(servers, tomlkit.items.InlineTable))
     if doc.unwrap() == meaning:
         return None
     after = tomlkit.dumps(doc).rstrip("\n")
     if not after.strip():
-        return FileChange(path, label, before, None)
+        return FileChange(path, label, before, None, backup=False)  # all it held was ours
     return FileChange(path, label, before, after + "\n")
 
 
