@@ -270,12 +270,14 @@ def main() -> None:
             page.wait_for_function("document.querySelectorAll('#peers .peer').length > 0")
 
             page.evaluate(FRAME_PROBE)
+            ticks = c.machine_ticks()
             page.wait_for_timeout(args.seconds * 1000)  # the measuring window itself
             idle = page.evaluate("window.__framesOn = false, window.__frames")
-            results["frames_idle"] = frames_summary(idle)
+            results["frames_idle"] = {**frames_summary(idle), **c.machine_load(ticks, c.machine_ticks())}
 
             before = int(page.inner_text("#msg-count").strip("(+)"))
             page.evaluate(FRAME_PROBE)
+            ticks = c.machine_ticks()
             cpu0 = c.cpu_seconds(proc.pid)
             t_load = time.perf_counter()
             load.begin()
@@ -284,7 +286,7 @@ def main() -> None:
             load.stop()
             elapsed = time.perf_counter() - t_load
             broker_cpu = c.cpu_seconds(proc.pid) - cpu0
-            results["frames_load"] = frames_summary(busy)
+            results["frames_load"] = {**frames_summary(busy), **c.machine_load(ticks, c.machine_ticks())}
             results["load"] = {
                 "sent": len(load.sent),
                 "rate_achieved": round(len(load.sent) / elapsed, 1),
