@@ -239,6 +239,7 @@ class Dashboard:
                 web.get("/dashboard/v1/held", self.held),
                 web.get("/dashboard/v1/graph", self.graph),
                 web.post("/dashboard/v1/send", self.send),
+                web.post("/dashboard/v1/read", self.read),
                 web.post("/dashboard/v1/approve", self.approve),
                 web.post("/dashboard/v1/reject", self.reject),
             ]
@@ -475,6 +476,14 @@ class Dashboard:
             args["to"] = [t.strip() for t in to.split(",") if t.strip()]
         self._human()
         return self._json(await self._op("send", args))
+
+    async def read(self, request: web.Request) -> web.Response:
+        """The person has seen these messages to ``human`` on the page: ``{"ids": [...]}``
+        (their senders see the receipts move to ``read``)."""
+        self._check(request, write=True)
+        args = await self._body(request)
+        self._human()
+        return self._json(await self._op("ack", {"ids": args.get("ids"), "state": "read"}))
 
     async def _decide(self, request: web.Request, op: str) -> web.Response:
         self._check(request, write=True)

@@ -257,7 +257,7 @@ class Runner:
             if mono - last_presence > PRESENCE_FLUSH_INTERVAL:
                 self.core.flush_presence()
                 last_presence = mono
-            if self.core.online_names():
+            if self.core.online_names() or self.observers:  # a peer, or an open dashboard
                 self.last_activity = mono
             elif self.autostarted and mono - self.last_activity > self.settings.idle_timeout:
                 log.info("idle for %.0fs with no peers; stopping", self.settings.idle_timeout)

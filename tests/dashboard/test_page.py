@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +16,8 @@ from playwright.sync_api import expect
 
 from sessionmesh.errors import MeshError
 
-from .conftest import WAIT_MS, Dashboard, Peers
+from ..conftest import BrokerProcess, read_line
+from .conftest import WAIT_MS, Dashboard, Http, Peers
 
 
 @pytest.fixture
@@ -206,3 +212,44 @@ def test_a_thread_shows_its_turns_and_state_as_they_change(page: Any, peers: Pee
     bob.reply(bob.recv(timeout=5).id, "yes", status="PASS")
     expect(row).to_contain_text("2 turns", timeout=WAIT_MS)
     expect(row.locator(".state")).to_have_text("answered")
+
+
+def test_a_message_to_the_human_is_read_once_it_is_on_the_page(page: Any, peers: Peers, dash: Dashboard) -> None:
+    alice = peers("alice")
+    dash.http.call("POST", "/dashboard/v1/send", body={"to": "alice", "body": "status?"})
+    alice.recv(timeout=5)
+    answer = alice.send("human", "all green")
+    expect(message_row(page, answer.id)).to_be_visible(timeout=WAIT_MS)
+    receipt = message_row(page, answer.id).locator(".receipt[data-recipient='human']")
+    expect(receipt).to_have_attribute("data-state", "read", timeout=WAIT_MS)
+    assert alice.track(answer.id)["receipts"] == {"human": "read"}
+
+
+def test_a_restarted_broker_ends_the_session_and_the_page_says_so(tmp_path: Path, browser: Any) -> None:
+    with socket.socket() as probe:  # a restarted broker comes back on its port, as 9474 would
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    home = tmp_path / "mesh-home"
+    broker = BrokerProcess(home, {**os.environ, "MESH_HOME": str(home)})
+
+    def serve() -> None:
+        broker.proc = subprocess.Popen(
+            [sys.executable, "-m", "sessionmesh", "serve", "--port", str(port), "--home", str(home)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=broker.env,
+        )
+        assert "listening on" in read_line(broker.proc, 15)
+        broker.url = f"http://127.0.0.1:{port}"
+
+    serve()
+    try:
+        dash = Dashboard(broker, Http(broker.url, (home / "token").read_text().strip()))
+        page = dash.open(browser)
+        broker.stop()
+        serve()
+        expect(page.locator("#conn")).to_contain_text("mesh dashboard", timeout=WAIT_MS)
+        page.close()
+    finally:
+        broker.stop()

@@ -7,6 +7,7 @@ const RECEIPT_ORDER = { held: 0, queued: 1, delivered: 2, read: 3, answered: 4, 
 const ROW = { peer: 38, msg: 40, thread: 38 };
 
 const S = {
+  me: "human",
   skew: 0, // server clock minus ours, seconds
   awayWindow: 300,
   peers: new Map(),
@@ -580,6 +581,30 @@ function drawGraph() {
   ctx.textAlign = "left";
 }
 
+// ---------------------------------------------------------------- messages to the person
+// What reaches the peer `human` is read once it is on a visible page.
+const toRead = new Set();
+let readTimer = null;
+function noteForHuman(msg) {
+  const state = msg.receipts && msg.receipts[S.me];
+  if (state === "queued" || state === "delivered") {
+    toRead.add(msg.id);
+    if (!readTimer) readTimer = setTimeout(flushRead, 300);
+  }
+}
+
+function flushRead() {
+  readTimer = null;
+  if (document.visibilityState !== "visible") {
+    readTimer = setTimeout(flushRead, 1000);
+    return;
+  }
+  const ids = Array.from(toRead).slice(0, 500);
+  ids.forEach((id) => toRead.delete(id));
+  if (ids.length) api("/read", { method: "POST", body: { ids } }).catch(() => {});
+  if (toRead.size) readTimer = setTimeout(flushRead, 300);
+}
+
 // ---------------------------------------------------------------- events from the broker
 function applyEvent(ev) {
   switch (ev.event) {
@@ -587,6 +612,7 @@ function applyEvent(ev) {
       const msg = { ...ev.message, seq: ev.seq, receipts: {}, recipient_count: ev.recipient_count };
       for (const r of ev.recipients || []) msg.receipts[r] = ev.state || "queued";
       if (addLive(msg)) {
+        noteForHuman(msg);
         S.arrivals.push(ev.ts);
         touchPeer(msg.from, ev.ts);
         const to = msg.to;
@@ -663,9 +689,11 @@ async function loadState() {
   for (const p of st.peers) S.peers.set(p.name, p);
   S.peersDirty = true;
   S.msgs = { live: [], older: [], byId: new Map(), before: st.before, loading: false };
+  S.me = st.me;
   for (const m of st.messages) {
     S.msgs.byId.set(m.id, m);
     S.msgs.older.push(m);
+    noteForHuman(m);
   }
   S.threads = new Map();
   for (const t of st.threads) S.threads.set(t.id, t);
@@ -715,9 +743,18 @@ function connect() {
       loadState().then(() => (loaded = true));
     }
   };
-  ws.onclose = () => {
+  ws.onclose = async () => {
     if (socket !== ws) return;
     setConn("down", "reconnecting…");
+    try {
+      const probe = await fetch(`${API}/state?limit=1`, { credentials: "same-origin" });
+      if (probe.status === 401) {
+        setConn("down", "logged out: run 'mesh dashboard' for a new link");
+        return; // a restarted broker forgot the session: retrying cannot help
+      }
+    } catch (err) {
+      // the broker is away: keep trying
+    }
     setTimeout(connect, backoff);
     backoff = Math.min(backoff * 2, 5000);
   };
