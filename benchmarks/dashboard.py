@@ -69,7 +69,11 @@ def seed(home: str, peers: int, messages: int) -> dict[str, float]:
             "role": roles[i % len(roles)],
             "status": f"working on task {i}",
         }
-        store.put_peer(PeerRecord(name, hash_secret(secrets.token_urlsafe(8)), meta, now - 86400, now - rng.random() * 86400))
+        store.put_peer(
+            PeerRecord(
+                name, hash_secret(secrets.token_urlsafe(8)), meta, now - 86400, now - rng.random() * 86400
+            )
+        )
     words = "retry loop migration schema review build deploy staging cache index lock test docs".split()
     open_requests: list[Envelope] = []
     for n in range(messages):
@@ -78,14 +82,29 @@ def seed(home: str, peers: int, messages: int) -> dict[str, float]:
         body = " ".join(rng.choice(words) for _ in range(12)) + f" #{n}"
         parent = open_requests.pop() if open_requests and rng.random() < 0.3 else None
         if parent is not None:
-            env = Envelope(id=new_id(), sender=parent.to.names[0], to=Target(names=(parent.sender,)),
-                           kind=Kind.REPLY, body=body, re=parent.id, thread=parent.thread,
-                           status=ReplyStatus.PASS, ts=ts)
+            env = Envelope(
+                id=new_id(),
+                sender=parent.to.names[0],
+                to=Target(names=(parent.sender,)),
+                kind=Kind.REPLY,
+                body=body,
+                re=parent.id,
+                thread=parent.thread,
+                status=ReplyStatus.PASS,
+                ts=ts,
+            )
         else:
             msg_id = new_id()
             kind = Kind.REQUEST if rng.random() < 0.2 else Kind.MESSAGE
-            env = Envelope(id=msg_id, sender=sender, to=Target(names=(recipient,)), kind=kind, body=body,
-                           thread=msg_id, ts=ts)
+            env = Envelope(
+                id=msg_id,
+                sender=sender,
+                to=Target(names=(recipient,)),
+                kind=kind,
+                body=body,
+                thread=msg_id,
+                ts=ts,
+            )
         store.add_message(env)
         store.add_receipts(env, [env.to.names[0]])
         store.update_receipts([ReceiptUpdate(env.id, env.to.names[0], ReceiptState.READ, ts + 1)])
@@ -93,7 +112,9 @@ def seed(home: str, peers: int, messages: int) -> dict[str, float]:
             open_requests.append(env)
         if parent is not None:
             store.update_receipts([ReceiptUpdate(parent.id, env.sender, ReceiptState.ANSWERED, ts)])
-            store.put_thread(ThreadRecord(parent.thread, "answered", 2, [parent.sender, env.sender], parent.ts, ts))
+            store.put_thread(
+                ThreadRecord(parent.thread, "answered", 2, [parent.sender, env.sender], parent.ts, ts)
+            )
         if n % 5000 == 4999:
             store.commit()
     store.commit()
@@ -104,7 +125,9 @@ def seed(home: str, peers: int, messages: int) -> dict[str, float]:
 def start_broker(home: str) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "sessionmesh", "serve", "--port", "0", "--home", home],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
         env={**os.environ, "MESH_HOME": home, "MESH_RATE_LIMIT": "0"},
     )
     assert proc.stdout is not None
@@ -117,7 +140,10 @@ def start_broker(home: str) -> tuple[subprocess.Popen[str], str]:
 def login_link(home: str, url: str) -> str:
     out = subprocess.run(
         [sys.executable, "-m", "sessionmesh", "dashboard", "--no-open", "--json"],
-        capture_output=True, text=True, env={**os.environ, "MESH_HOME": home, "MESH_URL": url}, check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MESH_HOME": home, "MESH_URL": url},
+        check=True,
     )
     return str(json.loads(out.stdout)["url"])
 
@@ -137,7 +163,9 @@ class Load:
         self._stop: asyncio.Event | None = None
         self._go: asyncio.Event | None = None
         self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._main(),), daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_until_complete, args=(self._main(),), daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()
@@ -240,7 +268,7 @@ def main() -> None:
         proc, url = start_broker(home)
         results["db_mib"] = round(os.path.getsize(os.path.join(home, "mesh.db")) / 2**20, 1)
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=args.chromium, args=["--no-sandbox"])
+            browser = pw.chromium.launch(executable_path=args.chromium, args=["--no-sandbox", "--disable-dev-shm-usage"])
             firsts, walls, state_ms = [], [], []
             for _ in range(args.runs):
                 page = browser.new_page(viewport={"width": 1400, "height": 860})
@@ -250,9 +278,12 @@ def main() -> None:
                 page.wait_for_selector("body[data-ready='1']", timeout=60_000)
                 walls.append((time.perf_counter() - t0) * 1000)
                 firsts.append(page.evaluate("window.__meshFirstRender"))
-                state_ms.append(page.evaluate(
-                    "performance.getEntriesByType('resource').filter(e => e.name.includes('/state'))"
-                    ".map(e => e.duration)[0]"))
+                state_ms.append(
+                    page.evaluate(
+                        "performance.getEntriesByType('resource').filter(e => e.name.includes('/state'))"
+                        ".map(e => e.duration)[0]"
+                    )
+                )
                 page.close()
             results["first_render"] = {
                 "in_page_ms_median": round(statistics.median(firsts), 1),

@@ -31,7 +31,10 @@ def main() -> None:
     env = {**os.environ, "MESH_HOME": home}
     broker = subprocess.Popen(
         [sys.executable, "-m", "sessionmesh", "serve", "--port", "0", "--home", home],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
     )
     assert broker.stdout is not None
     url = broker.stdout.readline().split("listening on ", 1)[1].split()[0]
@@ -48,7 +51,7 @@ def main() -> None:
             agents[name] = SyncClient(settings, name, role=role, client_kind="claude-code").__enter__()
             agents[name].set_status(status=status)
         b, r, t, d, pl = (agents[n] for n in ("builder", "reviewer", "tester", "docs", "planner"))
-        q = b.ask("reviewer", "Is the retry loop in src/app.py safe to merge? Backoff is capped at 2 s.")
+        b.ask("reviewer", "Is the retry loop in src/app.py safe to merge? Backoff is capped at 2 s.")
         r.reply(r.recv(timeout=5).id, "PASS: backoff capped, ids reused on resend.", status="PASS")
         for i in range(3):
             pl.send("builder", f"next up: task {i + 1} of issue #5")
@@ -66,12 +69,17 @@ def main() -> None:
                     peer.recv(timeout=0.2)
                 except Exception:
                     break
-        link = json.loads(subprocess.run(
-            [sys.executable, "-m", "sessionmesh", "dashboard", "--no-open", "--json"],
-            capture_output=True, text=True, env={**env, "MESH_URL": url}, check=True,
-        ).stdout)["url"]
+        link = json.loads(
+            subprocess.run(
+                [sys.executable, "-m", "sessionmesh", "dashboard", "--no-open", "--json"],
+                capture_output=True,
+                text=True,
+                env={**env, "MESH_URL": url},
+                check=True,
+            ).stdout
+        )["url"]
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=args.chromium, args=["--no-sandbox"])
+            browser = pw.chromium.launch(executable_path=args.chromium, args=["--no-sandbox", "--disable-dev-shm-usage"])
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.goto(link)
             page.wait_for_selector("body[data-ready='1']")
@@ -86,7 +94,9 @@ def main() -> None:
             page.screenshot(path=os.path.join(args.out, "dashboard-search.png"))
             page.locator("#col-left").screenshot(path=os.path.join(args.out, "dashboard-held.png"))
             browser.close()
-        print("wrote", ", ".join(f"dashboard-{n}.png" for n in ("overview", "search", "held")), "in", args.out)
+        print(
+            "wrote", ", ".join(f"dashboard-{n}.png" for n in ("overview", "search", "held")), "in", args.out
+        )
     finally:
         for peer in agents.values():
             peer.close()

@@ -59,7 +59,9 @@ def _page(status: int, title: str, text: str) -> web.Response:
         "<!doctype html><meta charset=utf-8><title>sessionmesh</title>"
         f"<h1>{html.escape(title)}</h1><p>{html.escape(text)}</p>"
     )
-    return web.Response(status=status, text=body, content_type="text/html", headers={"Content-Security-Policy": CSP})
+    return web.Response(
+        status=status, text=body, content_type="text/html", headers={"Content-Security-Policy": CSP}
+    )
 
 
 def _int(value: str | None, what: str, lo: int, hi: int, default: int | None) -> int | None:
@@ -329,7 +331,9 @@ class Dashboard:
         if not self._token_ok(request):
             raise Unauthorized("minting a login link needs the broker token")
         code = self.logins.mint(time.time())
-        return self._json({"code": code, "url": f"{self.runner.url}/login?code={code}", "ttl": LOGIN_CODE_TTL})
+        return self._json(
+            {"code": code, "url": f"{self.runner.url}/login?code={code}", "ttl": LOGIN_CODE_TTL}
+        )
 
     # -- reading ------------------------------------------------------------------
     @staticmethod
@@ -388,7 +392,9 @@ class Dashboard:
         self._check(request)
         limit = _int(request.query.get("limit"), "limit", 1, PAGE_LIMIT, 100) or 100
         before = _int(request.query.get("before"), "before", 1, 2**62, None)
-        return self._json(self._messages(self.runner.store.recent_messages(before=before, limit=limit), limit))
+        return self._json(
+            self._messages(self.runner.store.recent_messages(before=before, limit=limit), limit)
+        )
 
     async def search(self, request: web.Request) -> web.Response:
         """Full-text search over stored bodies (every word, as a prefix), newest first."""
@@ -432,11 +438,7 @@ class Dashboard:
         now = time.time()
         edges = self.runner.store.traffic(now - window)
         return self._json(
-            {
-                "window": window,
-                "now": now,
-                "edges": [{"from": s, "to": t, "count": n} for s, t, n in edges],
-            }
+            {"window": window, "now": now, "edges": [{"from": s, "to": t, "count": n} for s, t, n in edges]}
         )
 
     # -- acting as the human --------------------------------------------------------

@@ -12,13 +12,13 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import itertools
 import json
 import logging
 import os
 import secrets
 import signal
 import time
-import itertools
 from collections.abc import Hashable
 from typing import Any, Protocol
 

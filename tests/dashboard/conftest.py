@@ -37,7 +37,7 @@ def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=path, args=["--no-sandbox"])
+        chromium = pw.chromium.launch(executable_path=path, args=["--no-sandbox", "--disable-dev-shm-usage"])
         yield chromium
         chromium.close()
 
@@ -50,7 +50,13 @@ class Http:
     token: str
 
     def call(
-        self, method: str, path: str, *, token: bool = True, body: Any = None, headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        token: bool = True,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers or {})
@@ -72,7 +78,9 @@ class Dashboard:
     http: Http
 
     def login_link(self) -> str:
-        out = mesh_cmd("dashboard", "--no-open", "--json", env={**self.broker.env, "MESH_URL": self.broker.url})
+        out = mesh_cmd(
+            "dashboard", "--no-open", "--json", env={**self.broker.env, "MESH_URL": self.broker.url}
+        )
         assert out.returncode == 0, out.stderr
         return str(json.loads(out.stdout)["url"])
 

@@ -8,7 +8,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-
 from ..conftest import mesh_cmd
 from .conftest import Dashboard, Peers
 
@@ -173,5 +172,3 @@ def test_mesh_dashboard_prints_a_login_link(dash: Dashboard) -> None:
     link = out.stdout.strip()
     assert link.startswith(dash.broker.url + "/login?code=")
     assert dash.http.token not in link
-
-

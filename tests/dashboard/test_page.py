@@ -117,7 +117,9 @@ def test_the_human_sends_a_message_the_recipient_gets_from_human(page: Any, peer
     page.fill("#to", "bob")
     page.fill("#body", "hello from the person watching")
     page.click("#send")
-    expect(page.locator("#send-result")).to_have_attribute("data-status", re.compile("received|queued"), timeout=WAIT_MS)
+    expect(page.locator("#send-result")).to_have_attribute(
+        "data-status", re.compile("received|queued"), timeout=WAIT_MS
+    )
     got = bob.recv(timeout=5)
     assert (got.sender, got.body) == ("human", "hello from the person watching")
     human = peer_row(page, "human")
@@ -214,7 +216,9 @@ def test_a_thread_shows_its_turns_and_state_as_they_change(page: Any, peers: Pee
     expect(row.locator(".state")).to_have_text("answered")
 
 
-def test_a_message_to_the_human_is_read_once_it_is_on_the_page(page: Any, peers: Peers, dash: Dashboard) -> None:
+def test_a_message_to_the_human_is_read_once_it_is_on_the_page(
+    page: Any, peers: Peers, dash: Dashboard
+) -> None:
     alice = peers("alice")
     dash.http.call("POST", "/dashboard/v1/send", body={"to": "alice", "body": "status?"})
     alice.recv(timeout=5)

@@ -157,7 +157,9 @@ class SqliteStore:
         self._fts_at = time.monotonic()
         row = self._db.execute("SELECT value FROM meta WHERE key = 'fts_seq'").fetchone()
         done = int(row[0]) if row else 0
-        rows = self._db.execute("SELECT seq, body FROM messages WHERE seq > ? ORDER BY seq", (done,)).fetchall()
+        rows = self._db.execute(
+            "SELECT seq, body FROM messages WHERE seq > ? ORDER BY seq", (done,)
+        ).fetchall()
         if not rows:
             return
         self._db.executemany(
@@ -314,7 +316,9 @@ class SqliteStore:
         lo, hi = lo_row[0], lo_row[1] + 1
         while lo < hi:
             mid = (lo + hi) // 2
-            row = self._db.execute("SELECT seq, ts FROM messages WHERE seq >= ? ORDER BY seq LIMIT 1", (mid,)).fetchone()
+            row = self._db.execute(
+                "SELECT seq, ts FROM messages WHERE seq >= ? ORDER BY seq LIMIT 1", (mid,)
+            ).fetchone()
             if row is None or row[1] >= since:
                 hi = mid
             else:
