@@ -257,3 +257,18 @@ def test_a_restarted_broker_ends_the_session_and_the_page_says_so(tmp_path: Path
         page.close()
     finally:
         broker.stop()
+
+
+def test_a_page_that_dropped_old_messages_pages_them_back_in(page: Any, peers: Peers) -> None:
+    alice = peers("alice")
+    peers("bob")
+    ids = [alice.send("bob", f"note {i}").id for i in range(5)]
+    expect(page.locator("#msg-count")).to_have_text("(5)", timeout=WAIT_MS)
+    # what a long-open page does at 20,000 messages: keep the newest only
+    kept = page.evaluate("trimMessages(2), [...S.msgs.byId.keys()]")
+    assert sorted(kept) == sorted(ids[-2:])
+    # the list, scrolled to its end, pages the dropped ones back in from the broker
+    page.evaluate("mark('messages')")
+    page.wait_for_function("id => S.msgs.byId.has(id)", arg=ids[0], timeout=WAIT_MS)
+    expect(page.locator("#msg-count")).to_have_text("(5)", timeout=WAIT_MS)
+    expect(message_row(page, ids[0])).to_be_visible()

@@ -246,11 +246,27 @@ function msgAt(i) {
   return i < live.length ? live[live.length - 1 - i] : S.msgs.older[i - live.length];
 }
 
+const KEEP_MESSAGES = 20000; // in the page; older ones page in again from the broker
+
 function addLive(msg) {
   if (S.msgs.byId.has(msg.id)) return false;
   S.msgs.byId.set(msg.id, msg);
   S.msgs.live.push(msg);
+  if (msgCount() > KEEP_MESSAGES) trimMessages(KEEP_MESSAGES * 0.75);
   return true;
+}
+
+// A page left open on a busy mesh must not grow without bound: keep the newest, and
+// let the list page the rest back in (by seq) if someone scrolls that far.
+function trimMessages(keep) {
+  const m = S.msgs;
+  const all = m.live.slice(-keep);
+  for (const msg of m.older) m.byId.delete(msg.id);
+  for (const msg of m.live.slice(0, m.live.length - all.length)) m.byId.delete(msg.id);
+  m.live = all;
+  m.older = [];
+  m.before = all.length && all[0].seq ? all[0].seq : m.before;
+  lastLive = all.length;
 }
 
 function setReceipt(msg, recipient, state) {
