@@ -28,6 +28,7 @@ from .codec import dumps, loads
 from .core.state import Caller
 from .envelope import Envelope
 from .errors import BadFrame, BadSecret, Forbidden, MeshError, Unauthorized, UnknownOp
+from .transports import token_of
 
 if TYPE_CHECKING:
     from .server import Runner
@@ -47,7 +48,7 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
     " connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
-ASSET_TYPES = {"app.js": "text/javascript", "app.css": "text/css", "index.html": "text/html"}
+ASSET_TYPES = {"app.js": "text/javascript", "app.css": "text/css"}
 
 
 def _asset(name: str) -> bytes:
@@ -218,34 +219,36 @@ class Dashboard:
         self.feed = Feed(runner)
         self._human_secret: str | None = None
         self._sockets: set[web.WebSocketResponse] = set()
+        self._paths: set[str] = set()
 
     # -- wiring -------------------------------------------------------------------
     def guards(self, path: str) -> bool:
-        """Whether ``path`` is the dashboard's (it checks the cookie or the token itself)."""
-        return path in ("/", "/login") or path.startswith("/dashboard/")
+        """Whether ``path`` is one of the dashboard's (which check the cookie or the token
+        themselves); any other path, even under /dashboard/, gets the broker's token check."""
+        return path in self._paths
 
     def install(self, app: web.Application) -> None:
-        app.add_routes(
-            [
-                web.get("/", self.index),
-                web.get("/login", self.login),
-                web.get("/dashboard/assets/{name}", self.asset),
-                web.post(LOGIN_PATH, self.mint_login),
-                web.get("/dashboard/v1/feed", self.websocket),
-                web.get("/dashboard/v1/state", self.state),
-                web.get("/dashboard/v1/peers", self.peers),
-                web.get("/dashboard/v1/messages", self.messages),
-                web.get("/dashboard/v1/search", self.search),
-                web.get("/dashboard/v1/threads", self.threads),
-                web.get("/dashboard/v1/locks", self.locks),
-                web.get("/dashboard/v1/held", self.held),
-                web.get("/dashboard/v1/graph", self.graph),
-                web.post("/dashboard/v1/send", self.send),
-                web.post("/dashboard/v1/read", self.read),
-                web.post("/dashboard/v1/approve", self.approve),
-                web.post("/dashboard/v1/reject", self.reject),
-            ]
-        )
+        routes = [
+            web.get("/", self.index),
+            web.get("/login", self.login),
+            web.get("/dashboard/assets/{name}", self.asset),
+            web.post(LOGIN_PATH, self.mint_login),
+            web.get("/dashboard/v1/feed", self.websocket),
+            web.get("/dashboard/v1/state", self.state),
+            web.get("/dashboard/v1/peers", self.peers),
+            web.get("/dashboard/v1/messages", self.messages),
+            web.get("/dashboard/v1/search", self.search),
+            web.get("/dashboard/v1/threads", self.threads),
+            web.get("/dashboard/v1/locks", self.locks),
+            web.get("/dashboard/v1/held", self.held),
+            web.get("/dashboard/v1/graph", self.graph),
+            web.post("/dashboard/v1/send", self.send),
+            web.post("/dashboard/v1/read", self.read),
+            web.post("/dashboard/v1/approve", self.approve),
+            web.post("/dashboard/v1/reject", self.reject),
+        ]
+        self._paths = {route.path for route in routes} | {f"/dashboard/assets/{name}" for name in ASSET_TYPES}
+        app.add_routes(routes)
         app.on_shutdown.append(self._shutdown)
 
     async def _shutdown(self, app: web.Application) -> None:
@@ -256,8 +259,6 @@ class Dashboard:
 
     # -- credentials --------------------------------------------------------------
     def _token_ok(self, request: web.Request) -> bool:
-        from .transports import token_of
-
         return self.runner.token_ok(token_of(request))
 
     def _session_ok(self, request: web.Request) -> bool:

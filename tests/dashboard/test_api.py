@@ -172,3 +172,14 @@ def test_mesh_dashboard_prints_a_login_link(dash: Dashboard) -> None:
     link = out.stdout.strip()
     assert link.startswith(dash.broker.url + "/login?code=")
     assert dash.http.token not in link
+
+
+def test_an_unknown_dashboard_path_needs_the_token_like_any_other(dash: Dashboard) -> None:
+    status, body = dash.http.call("GET", "/dashboard/v1/nope", token=False)
+    assert (status, body["error"]["code"]) == (401, "unauthorized")
+    status, _ = dash.http.call("GET", "/dashboard/assets/../../token", token=False)
+    assert status == 401
+    status, body = dash.http.call("GET", "/dashboard/assets/secret.txt", token=False)
+    assert status == 401
+    status, _ = dash.http.call("GET", "/dashboard/assets/secret.txt")
+    assert status == 404
