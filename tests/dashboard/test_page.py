@@ -104,10 +104,10 @@ def test_a_body_with_markup_renders_as_text(page: Any, peers: Peers) -> None:
 
 def test_a_lock_counts_down_and_disappears_when_it_expires(page: Any, peers: Peers) -> None:
     alice = peers("alice")
-    alice.lock("src/retry.py", ttl=3, reason="fixing retries")
+    alice.lock("src/retry.py", ttl=5, reason="fixing retries")
     row = page.locator("#locks .lock[data-holder='alice']")
     expect(row).to_contain_text("fixing retries", timeout=WAIT_MS)
-    expect(row.locator(".countdown")).to_have_text(re.compile(r"^[1-3]s$"))
+    expect(row.locator(".countdown")).to_have_text(re.compile(r"^[1-5]s$"))
     expect(row).to_have_count(0, timeout=WAIT_MS)
 
 
