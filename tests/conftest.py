@@ -123,6 +123,7 @@ def broker_proc(mesh_home: Path) -> Iterator[BrokerProcess]:
     yield broker
     if broker.proc is not None and broker.proc.poll() is None:
         broker.stop()
+    broker._close_pipe()  # also when the test already stopped or killed it
 
 
 @dataclass

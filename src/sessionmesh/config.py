@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import BadRequest
 
@@ -21,8 +20,10 @@ def default_home(env: Mapping[str, str]) -> str:
     return os.path.join(state, "sessionmesh")
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
+    """Every setting (a NamedTuple, not a dataclass: a hook imports this on every tool
+    call, and ``dataclasses`` would cost it 8 ms of imports)."""
+
     home: str
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
@@ -68,7 +69,7 @@ class Settings:
         return os.path.join(self.home, "secrets")
 
     def with_(self, **changes: Any) -> Settings:
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+        return self._replace(**{k: v for k, v in changes.items() if v is not None})
 
 
 _BOOL_TRUE = {"1", "true", "yes", "on"}
@@ -120,13 +121,14 @@ def load(*, env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] |
                 layers.update(tomllib.load(fh))
             except tomllib.TOMLDecodeError as exc:
                 raise BadRequest(f"{config_file}: {exc}") from None
-    for f in fields(Settings):
-        value = env.get("MESH_" + f.name.upper())
+    for field_name in Settings._fields:
+        value = env.get("MESH_" + field_name.upper())
         if value is not None and value != "":
-            layers[f.name] = value
+            layers[field_name] = value
     layers.update(overrides)
     layers["home"] = home
-    known = {f.name: f.type for f in fields(Settings)}
+    # NamedTuple keeps each annotation as a ForwardRef of its source text
+    known = {k: getattr(v, "__forward_arg__", v) for k, v in Settings.__annotations__.items()}
     unknown = set(layers) - set(known)
     if unknown:
         raise BadRequest(f"unknown setting(s): {', '.join(sorted(unknown))}")

@@ -26,8 +26,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import injection
 from .config import Settings
@@ -35,8 +34,7 @@ from .config import Settings
 Output = dict[str, Any]
 
 
-@dataclass(frozen=True)
-class HookFormat:
+class HookFormat(NamedTuple):
     """One tool's hook events: which add context, and which one is the stop."""
 
     context_events: frozenset[str]

@@ -13,8 +13,7 @@ import re
 import sys
 import time
 import urllib.parse
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     import subprocess
@@ -31,8 +30,7 @@ SPAWN_TIMEOUT = 15.0
 _spawned: list[subprocess.Popen[bytes]] = []
 
 
-@dataclass(frozen=True)
-class BrokerAddress:
+class BrokerAddress(NamedTuple):
     url: str
     token: str
 

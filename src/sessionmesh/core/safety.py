@@ -10,9 +10,8 @@ from __future__ import annotations
 import enum
 import json
 import re
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 # Commands and statements that destroy work or history. A body matching one is held
 # until a person approves it (`mesh approve ID`).
@@ -56,8 +55,7 @@ class SecretAction(enum.StrEnum):
     ALLOW = "allow"
 
 
-@dataclass(frozen=True, slots=True)
-class SecretFinding:
+class SecretFinding(NamedTuple):
     kind: str
     start: int
     end: int

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -143,6 +144,8 @@ class SqliteStore:
             raise StorageError(f"cannot open the store at {path}: {exc}") from exc
         self.path = path
         self._checkpoint_db: sqlite3.Connection | None = None
+        self._checkpoint_lock = threading.Lock()
+        self._closed = False
         self._audit_rows: list[tuple[float, str, str]] = []
         # receipt moves wait here until a read needs them or the batch commits, so a
         # 'delivered' and a 'read' for one copy in one batch are a single UPDATE
@@ -189,18 +192,26 @@ class SqliteStore:
 
     def checkpoint(self) -> None:
         """Copy committed WAL pages into the database (PASSIVE: never waits for or
-        blocks the writer). Safe to call from another thread: it uses its own connection."""
-        try:
-            if self._checkpoint_db is None:
-                self._checkpoint_db = sqlite3.connect(self.path, check_same_thread=False)
-            self._checkpoint_db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        except sqlite3.Error as exc:
-            raise StorageError(f"checkpoint failed: {exc}") from exc
+        blocks the writer). Safe to call from another thread: it uses its own
+        connection, and `close` waits for a checkpoint in progress (closing a
+        connection another thread is using crashes the process)."""
+        with self._checkpoint_lock:
+            if self._closed:
+                return
+            try:
+                if self._checkpoint_db is None:
+                    self._checkpoint_db = sqlite3.connect(self.path, check_same_thread=False)
+                self._checkpoint_db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:
+                raise StorageError(f"checkpoint failed: {exc}") from exc
 
     def close(self) -> None:
         self.commit()
-        if self._checkpoint_db is not None:
-            self._checkpoint_db.close()
+        with self._checkpoint_lock:
+            self._closed = True
+            if self._checkpoint_db is not None:
+                self._checkpoint_db.close()
+                self._checkpoint_db = None
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._db.close()
 
