@@ -23,13 +23,13 @@ from typing import Any
 from aiohttp import web
 
 from . import __version__
+from .backends import open_backend
 from .codec import dumps
 from .config import Settings
 from .core.broker import Caller, Core
 from .core.effects import Effect, Push, Respond
 from .errors import BadFrame, MeshError, Unauthorized, Unavailable
 from .metrics import Metrics
-from .storage.sqlite import SqliteStore
 from .transports import Connection, Endpoints
 
 log = logging.getLogger("sessionmesh.broker")
@@ -64,7 +64,8 @@ class Runner:
         self.settings = settings
         self.autostarted = autostarted
         self.token = settings.token or ensure_token(settings)
-        self.store = SqliteStore(settings.db_path, synchronous=settings.sqlite_synchronous)
+        self.backend = open_backend(settings)
+        self.store = self.backend.store
         self.core = Core(self.store, settings)
         self.metrics = Metrics(self)
         self.conns: dict[int, Connection] = {}
@@ -209,6 +210,7 @@ class Runner:
             "online": len(self.core.online_names()),
             "uptime": round(time.time() - self.started_at, 3),
             "autostarted": self.autostarted,
+            **self.backend.health(),
         }
 
     def metrics_text(self) -> tuple[bytes, str]:
@@ -266,6 +268,7 @@ class Runner:
         assert server is not None and server.sockets  # type: ignore[union-attr]
         host, port = server.sockets[0].getsockname()[:2]  # type: ignore[union-attr]
         self.url = f"http://{host}:{port}"
+        await self.backend.start(self)
         self._write_broker_file()
         ticker = asyncio.create_task(self._ticker())
         checkpointer = asyncio.create_task(self._checkpointer())
@@ -283,6 +286,7 @@ class Runner:
                 with contextlib.suppress(Exception):
                     await conn.ws.close(code=1001, message=b"broker stopping")
             await runner.cleanup()
+            await self.backend.stop()
             if self._flush_handle is not None:
                 self._flush_handle.cancel()
                 self._flush()

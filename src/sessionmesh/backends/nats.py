@@ -1,0 +1,768 @@
+"""The NATS backend: a broker's state in JetStream and KV, and routes between machines.
+
+The only module that imports nats-py; every nats error becomes a `MeshError` here.
+
+What lives where (``ns`` is ``nats_namespace``, ``L`` this machine's label):
+
+- ``ns_state_L`` (stream, one message per subject): the broker's durable state, one
+  record per peer, message, receipt, thread and subscription under
+  ``ns.state.L.<kind>.<key>``. The broker keeps a working copy in memory and writes
+  every changed record here, acknowledged by JetStream, before any peer is told
+  (the same group commit as SQLite's); on start it reads the stream back.
+- ``ns_audit_L`` (stream): the audit log; an entry's sequence is its stream sequence.
+- ``ns_route`` (stream, per-message TTL): what one broker hands another: messages for
+  a peer on machine ``L`` under ``ns.route.L``, and the receipts and answers that
+  come back. Each broker reads its own subject with a durable pull consumer.
+- KV ``ns_peers``: every machine's peers (no secrets), key ``L.<name>``.
+- KV ``ns_presence``: who is online where, key ``L.<name>``; entries age out, so a
+  broker that dies takes its peers offline with it.
+- KV ``ns_leases``: the one lease table of the whole mesh, written only by a
+  compare-and-set on its revision, so two brokers never both grant overlapping locks.
+
+The NATS client runs on a thread of its own with its own event loop: the store's
+methods are synchronous (the core calls them inline), and block on that loop only
+for what must be remote (a commit, the lease table, the audit log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import re
+import secrets
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Coroutine, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.js import api
+
+from ..codec import dumps, loads
+from ..config import Settings
+from ..core.locks import Lease
+from ..envelope import Envelope, ReceiptState
+from ..errors import BadRequest, Contention, MeshError, StorageError, Unavailable
+from ..storage import PeerRecord, ReceiptUpdate, ThreadRecord
+from ..storage.memory import MemoryStore
+
+if TYPE_CHECKING:
+    from ..server import Runner
+
+log = logging.getLogger("sessionmesh.nats")
+T = TypeVar("T")
+
+LABEL_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+PRESENCE_TTL = 30.0  # a presence entry not refreshed for this long is gone
+PRESENCE_REFRESH = 10.0
+PUBLISH_CHUNK = 2000  # records in flight at once during a commit
+COMMIT_TIMEOUT = 60.0  # a commit retries (a node lost, a leader elected) this long
+_WRONG_LAST_SEQUENCE = (10071, 10164)
+_STREAM_IN_USE = 10058
+
+NATS_ERRORS: tuple[type[BaseException], ...] = (
+    nats.errors.Error,
+    nats.js.errors.Error,
+    asyncio.TimeoutError,
+    concurrent.futures.TimeoutError,
+    OSError,
+)
+
+
+# -- names -----------------------------------------------------------------------------
+
+
+def check_label(label: Any, *, what: str = "machine label") -> str:
+    """A valid machine label or namespace, else `BadRequest`."""
+    if not isinstance(label, str) or not LABEL_RE.fullmatch(label):
+        raise BadRequest(
+            f"invalid {what} {label!r}", hint="1-32 chars of a-z 0-9 _ -, starting with a letter or digit"
+        )
+    return label
+
+
+def default_machine() -> str:
+    """This host's name as a label: the first part, lower-cased, other chars as '-'."""
+    host = socket.gethostname().split(".", 1)[0].lower()
+    label = re.sub(r"[^a-z0-9_-]", "-", host).strip("-_")[:32]
+    return label or "machine"
+
+
+_SAFE = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+def token(text: str) -> str:
+    """``text`` as one subject token and KV key part: a-z 0-9 - kept, every other
+    byte as ``_xx`` (so ``#``, ``.``, ``:`` and ``_`` never clash)."""
+    if all(c in _SAFE for c in text):
+        return text
+    return "".join(c if c in _SAFE else "".join(f"_{b:02x}" for b in c.encode()) for c in text)
+
+
+def untoken(tok: str) -> str:
+    """The inverse of `token`."""
+    if "_" not in tok:
+        return tok
+    out = bytearray()
+    i = 0
+    while i < len(tok):
+        if tok[i] == "_":
+            out.append(int(tok[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            out.extend(tok[i].encode())
+            i += 1
+    return out.decode()
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """The names of every stream, subject and bucket of one mesh, seen from one machine."""
+
+    namespace: str
+    machine: str
+
+    @property
+    def state_stream(self) -> str:
+        return f"{self.namespace}_state_{self.machine}"
+
+    @property
+    def state_prefix(self) -> str:
+        return f"{self.namespace}.state.{self.machine}."
+
+    @property
+    def audit_stream(self) -> str:
+        return f"{self.namespace}_audit_{self.machine}"
+
+    @property
+    def audit_subject(self) -> str:
+        return f"{self.namespace}.audit.{self.machine}"
+
+    @property
+    def route_stream(self) -> str:
+        return f"{self.namespace}_route"
+
+    def route_subject(self, machine: str) -> str:
+        return f"{self.namespace}.route.{machine}"
+
+    @property
+    def peers_bucket(self) -> str:
+        return f"{self.namespace}_peers"
+
+    @property
+    def presence_bucket(self) -> str:
+        return f"{self.namespace}_presence"
+
+    @property
+    def leases_bucket(self) -> str:
+        return f"{self.namespace}_leases"
+
+
+# -- the connection --------------------------------------------------------------------
+
+
+def _translate(exc: BaseException, doing: str) -> MeshError:
+    if isinstance(exc, MeshError):
+        return exc
+    if isinstance(exc, nats.errors.NoServersError | nats.errors.ConnectionClosedError):
+        return Unavailable(f"NATS is not reachable ({doing}): {exc}", hint="check nats_url and the cluster")
+    return StorageError(f"NATS failed ({doing}): {type(exc).__name__}: {exc}")
+
+
+class NatsConnection:
+    """One NATS client on a thread of its own, callable from synchronous code."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.timeout = settings.nats_timeout
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="mesh-nats", daemon=True)
+        self.nc: Any = None
+        self.js: Any = None
+        self.connected = False
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def open(self) -> NatsConnection:
+        """Connect; raises `Unavailable` when no server answers in time."""
+        self._thread.start()
+        try:
+            self.call(self._connect(), timeout=self.timeout + 5, doing="connecting")
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _connect_options(self) -> dict[str, Any]:
+        s = self.settings
+        servers = [u.strip() for u in s.nats_url.split(",") if u.strip()]
+        opts: dict[str, Any] = {
+            "servers": servers,
+            "name": f"sessionmesh {s.machine or ''}".strip(),
+            "connect_timeout": min(self.timeout, 5.0),
+            "allow_reconnect": True,
+            "max_reconnect_attempts": -1,
+            "reconnect_time_wait": 0.25,
+            "error_cb": self._on_error,
+            "disconnected_cb": self._on_disconnected,
+            "reconnected_cb": self._on_reconnected,
+        }
+        if s.nats_creds:
+            opts["user_credentials"] = s.nats_creds
+        if s.nats_nkey_seed:
+            opts["nkeys_seed"] = s.nats_nkey_seed
+        if s.nats_user:
+            opts["user"] = s.nats_user
+            opts["password"] = s.nats_password or ""
+        if s.nats_token:
+            opts["token"] = s.nats_token
+        if s.nats_tls_ca or s.nats_tls_cert or any(u.startswith("tls://") for u in servers):
+            ctx = ssl.create_default_context(cafile=s.nats_tls_ca)
+            if s.nats_tls_cert:
+                ctx.load_cert_chain(s.nats_tls_cert, s.nats_tls_key)
+            opts["tls"] = ctx
+        return opts
+
+    async def _connect(self) -> None:
+        opts = self._connect_options()
+        try:
+            # the first connect is bounded: a wrong URL is an error, not an endless retry
+            self.nc = await nats.connect(**{**opts, "max_reconnect_attempts": 2})
+        except (nats.errors.NoServersError, OSError, asyncio.TimeoutError) as exc:
+            raise Unavailable(
+                f"cannot connect to NATS at {self.settings.nats_url}: {exc}",
+                hint="is nats-server running? check nats_url, credentials and TLS",
+            ) from None
+        # from here on, reconnect for as long as it takes
+        self.nc.options["max_reconnect_attempts"] = -1
+        self.js = self.nc.jetstream(domain=self.settings.nats_domain, timeout=self.timeout)
+        self.connected = True
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.debug("nats: %s", exc)
+
+    async def _on_disconnected(self) -> None:
+        self.connected = False
+        log.warning("nats: disconnected")
+
+    async def _on_reconnected(self) -> None:
+        self.connected = True
+        log.warning("nats: reconnected to %s", self.nc.connected_url.netloc if self.nc else "?")
+
+    def call(self, coro: Coroutine[Any, Any, T], *, timeout: float | None = None, doing: str = "") -> T:
+        """Run ``coro`` on the NATS loop and wait for it; nats errors become `MeshError`."""
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(self.timeout if timeout is None else timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise StorageError(f"NATS did not answer in time ({doing})") from None
+        except NATS_ERRORS as exc:
+            raise _translate(exc, doing) from None
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
+        """Start ``coro`` on the NATS loop without waiting for it."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            if self.nc is not None:
+                with contextlib.suppress(*NATS_ERRORS, RuntimeError):
+                    asyncio.run_coroutine_threadsafe(self.nc.close(), self.loop).result(5)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(5)
+        if not self.loop.is_running():
+            self.loop.close()
+
+    # -- streams and buckets -----------------------------------------------------------
+    async def ensure_stream(self, config: api.StreamConfig) -> None:
+        """Create the stream, or bring an existing one to this configuration."""
+        try:
+            await self.js.add_stream(config)
+        except nats.js.errors.BadRequestError as exc:
+            if exc.err_code != _STREAM_IN_USE:
+                raise
+            await self.js.update_stream(config)
+
+    async def ensure_bucket(self, bucket: str, *, replicas: int, ttl: float | None = None) -> None:
+        """A KV bucket (a stream named ``KV_<bucket>``), created or updated."""
+        await self.ensure_stream(
+            api.StreamConfig(
+                name=f"KV_{bucket}",
+                subjects=[f"$KV.{bucket}.>"],
+                max_msgs_per_subject=1,
+                max_age=ttl,
+                allow_rollup_hdrs=True,
+                deny_delete=True,
+                allow_direct=True,
+                allow_msg_ttl=True,
+                discard=api.DiscardPolicy.NEW,
+                duplicate_window=min(ttl, 120.0) if ttl else 120.0,
+                num_replicas=replicas,
+                storage=api.StorageType.FILE,
+            )
+        )
+
+    async def kv_get(self, bucket: str, key: str) -> tuple[bytes | None, int]:
+        """A key's value (None if absent or emptied) and its revision (0 if absent)."""
+        try:
+            msg = await self.js.get_msg(f"KV_{bucket}", subject=f"$KV.{bucket}.{key}")
+        except nats.js.errors.NotFoundError:
+            return None, 0
+        return (msg.data or None), int(msg.seq or 0)
+
+    async def kv_put(self, bucket: str, key: str, value: bytes, *, last: int | None = None) -> int:
+        """Write a key; with ``last``, only if its revision is still ``last`` (0: absent),
+        else `Contention`. Returns the new revision."""
+        headers = {"Nats-Expected-Last-Subject-Sequence": str(last)} if last is not None else None
+        try:
+            ack = await self.js.publish(f"$KV.{bucket}.{key}", value, headers=headers)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code in _WRONG_LAST_SEQUENCE:
+                raise Contention(f"{bucket}/{key} changed under this write") from None
+            raise
+        return int(ack.seq)
+
+    async def kv_entries(self, bucket: str) -> dict[str, bytes]:
+        """Every key of a bucket that holds a value."""
+        records = await self.read_stream(f"KV_{bucket}", f"$KV.{bucket}.>", 1)
+        pre = len(f"$KV.{bucket}.")
+        return {subject[pre:]: data for _, subject, data in records if data}
+
+    async def read_stream(
+        self, stream: str, subject: str, start_seq: int, limit: int | None = None
+    ) -> list[tuple[int, str, bytes]]:
+        """(sequence, subject, data) of a stream's messages on ``subject`` from
+        ``start_seq`` on, at most ``limit``, read by a short-lived consumer."""
+        info = await self.js.stream_info(stream)
+        if info.state.messages == 0 or info.state.last_seq < start_seq:
+            return []
+        name = f"read-{secrets.token_hex(8)}"
+        config = api.ConsumerConfig(
+            name=name,
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=max(1, start_seq),
+            ack_policy=api.AckPolicy.NONE,
+            inactive_threshold=60.0,
+            filter_subject=subject,
+            mem_storage=True,
+            num_replicas=1,
+        )
+        await self.js.add_consumer(stream, config=config)
+        sub = await self.js.pull_subscribe_bind(consumer=name, stream=stream)
+        out: list[tuple[int, str, bytes]] = []
+        try:
+            while limit is None or len(out) < limit:
+                want = 1000 if limit is None else min(1000, limit - len(out))
+                try:
+                    msgs = await sub.fetch(want, timeout=2.0)
+                except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                    break
+                for msg in msgs:
+                    out.append((msg.metadata.sequence.stream, msg.subject, msg.data))
+                last = msgs[-1].metadata if msgs else None
+                if last is None or last.num_pending == 0 or last.sequence.stream >= info.state.last_seq:
+                    break
+        finally:
+            with contextlib.suppress(*NATS_ERRORS):
+                await sub.unsubscribe()
+            with contextlib.suppress(*NATS_ERRORS):
+                await self.js.delete_consumer(stream, name)
+        return out if limit is None else out[:limit]
+
+    async def publish_all(self, records: list[tuple[str, bytes, dict[str, str] | None]]) -> None:
+        """Publish every record and wait until JetStream has acknowledged each one.
+        What fails (a node lost, a leader being elected) is sent again until
+        `COMMIT_TIMEOUT`; records carry ids or are idempotent, so a retry never
+        doubles one."""
+        deadline = time.monotonic() + COMMIT_TIMEOUT
+        todo = records
+        last_error: BaseException | None = None
+        while todo:
+            failed: list[tuple[str, bytes, dict[str, str] | None]] = []
+            for i in range(0, len(todo), PUBLISH_CHUNK):
+                chunk = todo[i : i + PUBLISH_CHUNK]
+                futures = []
+                for subject, payload, headers in chunk:
+                    try:
+                        futures.append(await self.js.publish_async(subject, payload, headers=headers))
+                    except NATS_ERRORS as exc:
+                        last_error = exc
+                        futures.append(None)
+                pending = [f for f in futures if f is not None]
+                if pending:
+                    await asyncio.wait(pending, timeout=min(self.timeout, 5.0))
+                for record, future in zip(chunk, futures, strict=True):
+                    if future is None or not future.done() or future.cancelled():
+                        failed.append(record)
+                        if future is not None:
+                            future.cancel()
+                    elif future.exception() is not None:
+                        last_error = future.exception()
+                        failed.append(record)
+            if failed and time.monotonic() > deadline:
+                raise StorageError(f"JetStream did not store {len(failed)} record(s): {last_error}")
+            if failed:
+                log.warning("nats: %d record(s) not acknowledged; sending again", len(failed))
+                await asyncio.sleep(0.2)
+            todo = failed
+
+
+# -- the store -------------------------------------------------------------------------
+
+
+def _peer_wire(peer: PeerRecord) -> dict[str, Any]:
+    return {
+        "name": peer.name,
+        "secret_hash": peer.secret_hash,
+        "meta": peer.meta,
+        "created_at": peer.created_at,
+        "last_seen": peer.last_seen,
+    }
+
+
+class NatsStore(MemoryStore):
+    """A `Store` journalled to JetStream: a working copy in memory, every changed
+    record written to the machine's state stream at `commit`, read back on open.
+
+    The lease table is the mesh's, not the machine's: `leases` reads it from KV, and
+    `put_lease` writes it by compare-and-set on the revision `leases` saw, raising
+    `Contention` when another broker wrote in between. Holders on this machine are
+    plain names; holders elsewhere are ``LABEL:name``.
+    """
+
+    def __init__(self, conn: NatsConnection, layout: Layout, *, owns_connection: bool = False) -> None:
+        super().__init__()
+        self._conn = conn
+        self.layout = layout
+        self._owns = owns_connection
+        self._dirty: dict[str, Any] = {}  # state subject -> record (None: deleted)
+        self._directory: dict[str, Any] = {}  # peers-bucket key -> public peer record
+        self._audit_out: list[bytes] = []
+        self._lease_rev: int | None = None
+        self._lease_rows: list[dict[str, Any]] = []
+        self._closed = False
+        self._load()
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def _load(self) -> None:
+        records = self._conn.call(
+            self._conn.read_stream(self.layout.state_stream, self.layout.state_prefix + ">", 1),
+            timeout=max(self._conn.timeout, 120.0),
+            doing="reading the state stream",
+        )
+        pre = len(self.layout.state_prefix)
+        messages: dict[str, Any] = {}
+        receipts: dict[tuple[str, str], Any] = {}
+        for _, subject, data in records:
+            if not data:
+                continue
+            kind, _, key = subject[pre:].partition(".")
+            record = loads(data)
+            if record is None:
+                continue
+            if kind == "P":
+                self._peers[record["name"]] = PeerRecord(**record)
+            elif kind == "M":
+                messages[key] = record
+            elif kind == "R":
+                msg_id, _, who = key.partition(".")
+                receipts[(msg_id, untoken(who))] = record
+            elif kind == "T":
+                self._threads[record["id"]] = ThreadRecord(**record)
+            elif kind == "S":
+                topic, _, who = key.partition(".")
+                self._subs.setdefault(untoken(topic), set()).add(untoken(who))
+        for record in sorted(messages.values(), key=lambda r: r["seq"]):
+            env = Envelope.from_wire(record["env"])
+            env.seq = record["seq"]
+            self._messages[env.id] = env
+            if record.get("answer"):
+                self._answers[env.id] = record["answer"]
+            self._seq = max(self._seq, env.seq)
+        for (msg_id, who), (state, updated_at, expires_at, seq, urgent) in receipts.items():
+            if msg_id in self._messages:
+                self._receipts[(msg_id, who)] = [ReceiptState(state), updated_at, expires_at, seq, urgent]
+
+    def commit(self) -> None:
+        """Write every changed record (and the audit entries) and wait for JetStream."""
+        if not (self._dirty or self._directory or self._audit_out):
+            return
+        records: list[tuple[str, bytes, dict[str, str] | None]] = [
+            (self.layout.state_prefix + subject, dumps(record).encode(), None)
+            for subject, record in self._dirty.items()
+        ]
+        records.extend(
+            (f"$KV.{self.layout.peers_bucket}.{key}", dumps(record).encode(), None)
+            for key, record in self._directory.items()
+        )
+        records.extend((self.layout.audit_subject, entry, None) for entry in self._audit_out)
+        self._conn.call(
+            self._conn.publish_all(records), timeout=COMMIT_TIMEOUT + 10, doing="committing a batch"
+        )
+        self._dirty.clear()
+        self._directory.clear()
+        self._audit_out.clear()
+
+    def checkpoint(self) -> None:
+        return None
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.commit()
+        finally:
+            if self._owns:
+                self._conn.close()
+
+    # -- journalled writes -------------------------------------------------------------
+    def put_peer(self, peer: PeerRecord) -> None:
+        super().put_peer(peer)
+        stored = self._peers[peer.name]
+        self._dirty[f"P.{token(peer.name)}"] = _peer_wire(stored)
+        public = _peer_wire(stored)
+        del public["secret_hash"]
+        public["machine"] = self.layout.machine
+        self._directory[f"{self.layout.machine}.{token(peer.name)}"] = public
+
+    def add_message(self, env: Envelope) -> int:
+        seq = super().add_message(env)
+        self._journal_message(env.id)
+        return seq
+
+    def _journal_message(self, msg_id: str) -> None:
+        env = self._messages[msg_id]
+        self._dirty[f"M.{msg_id}"] = {"env": env.to_wire(), "seq": env.seq, "answer": self._answers.get(msg_id)}
+
+    def set_answer(self, msg_id: str, answer: dict[str, Any]) -> None:
+        super().set_answer(msg_id, answer)
+        if msg_id in self._messages:
+            self._journal_message(msg_id)
+
+    def _journal_receipt(self, msg_id: str, recipient: str) -> None:
+        rec = self._receipts.get((msg_id, recipient))
+        if rec is not None:
+            state, updated_at, expires_at, seq, urgent = rec
+            self._dirty[f"R.{msg_id}.{token(recipient)}"] = [state.value, updated_at, expires_at, seq, urgent]
+
+    def add_receipts(self, env: Envelope, recipients: Iterable[str]) -> None:
+        recipients = list(recipients)
+        super().add_receipts(env, recipients)
+        for r in recipients:
+            self._journal_receipt(env.id, r)
+
+    def update_receipts(self, updates: Iterable[ReceiptUpdate]) -> None:
+        updates = list(updates)
+        super().update_receipts(updates)
+        for u in updates:
+            self._journal_receipt(u.msg_id, u.recipient)
+
+    def expire_due(self, now: float) -> list[tuple[str, str, str]]:
+        expired = super().expire_due(now)
+        for msg_id, recipient, _ in expired:
+            self._journal_receipt(msg_id, recipient)
+        return expired
+
+    def put_thread(self, thread: ThreadRecord) -> None:
+        super().put_thread(thread)
+        self._dirty[f"T.{thread.id}"] = thread.to_wire()
+
+    def subscribe(self, topic: str, name: str) -> None:
+        super().subscribe(topic, name)
+        self._dirty[f"S.{token(topic)}.{token(name)}"] = 1
+
+    def unsubscribe(self, topic: str, name: str) -> None:
+        super().unsubscribe(topic, name)
+        self._dirty[f"S.{token(topic)}.{token(name)}"] = None
+
+    # -- the shared lease table --------------------------------------------------------
+    def _qualify(self, holder: str) -> str:
+        return holder if ":" in holder else f"{self.layout.machine}:{holder}"
+
+    def _local(self, holder: str) -> str:
+        mine = self.layout.machine + ":"
+        return holder[len(mine) :] if holder.startswith(mine) else holder
+
+    def _read_leases(self) -> None:
+        data, rev = self._conn.call(
+            self._conn.kv_get(self.layout.leases_bucket, "table"), doing="reading the lease table"
+        )
+        self._lease_rows = loads(data)["leases"] if data else []
+        self._lease_rev = rev
+
+    def _write_leases(self, rows: list[dict[str, Any]]) -> None:
+        """Compare-and-set the table against the revision last read; `Contention` if
+        another broker wrote since (the cached table is then dropped)."""
+        if self._lease_rev is None:
+            self._read_leases()
+        try:
+            rev = self._conn.call(
+                self._conn.kv_put(
+                    self.layout.leases_bucket,
+                    "table",
+                    dumps({"leases": rows}).encode(),
+                    last=self._lease_rev,
+                ),
+                doing="writing the lease table",
+            )
+        except Contention:
+            self._lease_rev = None
+            raise
+        self._lease_rows, self._lease_rev = rows, rev
+
+    def leases(self) -> list[Lease]:
+        self._read_leases()
+        found = [
+            Lease(r["resource"], self._local(r["holder"]), r["exclusive"], r["reason"], r["acquired_at"], r["expires_at"])
+            for r in self._lease_rows
+        ]
+        return sorted(found, key=lambda lease: (lease.acquired_at, lease.resource))
+
+    def put_lease(self, lease: Lease) -> None:
+        """Raises `Contention` if the table changed since `leases` read it."""
+        holder = self._qualify(lease.holder)
+        row = {**lease.to_wire(), "holder": holder}
+        rows = [r for r in self._lease_rows if (r["resource"], r["holder"]) != (lease.resource, holder)]
+        self._write_leases([*rows, row])
+
+    def delete_lease(self, resource: str, holder: str) -> None:
+        holder = self._qualify(holder)
+        for _ in range(50):
+            self._read_leases()
+            rows = [r for r in self._lease_rows if (r["resource"], r["holder"]) != (resource, holder)]
+            if len(rows) == len(self._lease_rows):
+                return
+            try:
+                self._write_leases(rows)
+                return
+            except Contention:
+                continue
+        raise Contention(f"could not release {resource!r}: the lease table keeps changing")
+
+    # -- audit -------------------------------------------------------------------------
+    def append_audit(self, ts: float, event: str, data: dict[str, Any]) -> None:
+        self._audit_out.append(dumps({"ts": ts, "event": event, **data}).encode())
+
+    def read_audit(self, *, after: int, limit: int) -> list[dict[str, Any]]:
+        if self._audit_out:
+            self.commit()
+        records = self._conn.call(
+            self._conn.read_stream(self.layout.audit_stream, self.layout.audit_subject, after + 1, limit),
+            timeout=max(self._conn.timeout, 60.0),
+            doing="reading the audit log",
+        )
+        out = []
+        for seq, _, data in records:
+            entry = loads(data)
+            out.append({"seq": seq, "ts": entry.pop("ts"), "event": entry.pop("event"), **entry})
+        return out
+
+
+# -- opening ---------------------------------------------------------------------------
+
+
+def layout_of(settings: Settings) -> Layout:
+    return Layout(
+        check_label(settings.nats_namespace, what="nats_namespace"),
+        check_label(settings.machine or default_machine()),
+    )
+
+
+async def ensure_layout(conn: NatsConnection, layout: Layout, replicas: int) -> None:
+    """Create every stream and bucket this machine uses, or update them in place."""
+    if replicas < 1 or replicas > 5:
+        raise BadRequest("nats_replicas must be 1 to 5")
+    await conn.ensure_stream(
+        api.StreamConfig(
+            name=layout.state_stream,
+            subjects=[layout.state_prefix + ">"],
+            max_msgs_per_subject=1,
+            num_replicas=replicas,
+            storage=api.StorageType.FILE,
+            discard=api.DiscardPolicy.OLD,
+        )
+    )
+    await conn.ensure_stream(
+        api.StreamConfig(
+            name=layout.audit_stream,
+            subjects=[layout.audit_subject],
+            num_replicas=replicas,
+            storage=api.StorageType.FILE,
+        )
+    )
+    await conn.ensure_stream(
+        api.StreamConfig(
+            name=layout.route_stream,
+            subjects=[f"{layout.namespace}.route.>"],
+            num_replicas=replicas,
+            storage=api.StorageType.FILE,
+            allow_msg_ttl=True,
+            duplicate_window=120.0,
+        )
+    )
+    await conn.ensure_bucket(layout.peers_bucket, replicas=replicas)
+    await conn.ensure_bucket(layout.presence_bucket, replicas=replicas, ttl=PRESENCE_TTL)
+    await conn.ensure_bucket(layout.leases_bucket, replicas=replicas)
+
+
+def open_store(settings: Settings) -> NatsStore:
+    """Connect, make sure the streams and buckets exist, and load this machine's
+    state. Raises `Unavailable` (no NATS), `BadRequest` (a bad label), `StorageError`."""
+    layout = layout_of(settings)
+    conn = NatsConnection(settings).open()
+    try:
+        conn.call(
+            ensure_layout(conn, layout, settings.nats_replicas),
+            timeout=max(conn.timeout, 30.0),
+            doing="creating streams and buckets",
+        )
+        return NatsStore(conn, layout, owns_connection=True)
+    except BaseException:
+        conn.close()
+        raise
+
+
+class NatsBackend:
+    """The broker on NATS: its store, and the routes to brokers on other machines."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store: NatsStore = open_store(settings)
+        self.layout = self.store.layout
+
+    async def start(self, runner: Runner) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    def health(self) -> dict[str, object]:
+        return {
+            "backend": "nats",
+            "machine": self.layout.machine,
+            "nats_connected": self.store._conn.connected,
+        }
+
+
+__all__ = [
+    "NatsBackend",
+    "NatsConnection",
+    "NatsStore",
+    "Layout",
+    "open_store",
+    "token",
+    "untoken",
+    "check_label",
+    "default_machine",
+]
