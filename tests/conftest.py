@@ -178,8 +178,7 @@ class InProcessBroker:
 async def broker(mesh_home: Path, backend_overrides: dict[str, Any]) -> AsyncIterator[InProcessBroker]:
     """A broker on the test's own event loop (port 0, temporary home)."""
     settings = load(
-        env={},
-        overrides={"home": str(mesh_home), "port": 0, "autostart": False, **backend_overrides},
+        env={}, overrides={"home": str(mesh_home), "port": 0, "autostart": False, **backend_overrides}
     )
     runner = Runner(settings)
     ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()

@@ -593,7 +593,9 @@ def build_parser() -> argparse.ArgumentParser:
     # -- adapters: getting messages into agents --
     p = add("mcp", cmd_mcp, "run the stdio MCP server for an agent", [peer])
     p.add_argument(
-        "--exclusive-cwd", action="store_true", help="hold the working folder so no second agent joins from it"
+        "--exclusive-cwd",
+        action="store_true",
+        help="hold the working folder so no second agent joins from it",
     )
     p = add("hook", cmd_hook, "print pending messages in a coding agent's hook format", [peer])
     p.add_argument("tool", choices=["claude-code", "codex", "gemini"])

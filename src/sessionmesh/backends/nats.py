@@ -237,7 +237,7 @@ class NatsConnection:
         try:
             # the first connect is bounded: a wrong URL is an error, not an endless retry
             self.nc = await nats.connect(**{**opts, "max_reconnect_attempts": 2})
-        except (nats.errors.NoServersError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, nats.errors.NoServersError, OSError) as exc:
             raise Unavailable(
                 f"cannot connect to NATS at {self.settings.nats_url}: {exc}",
                 hint="is nats-server running? check nats_url, credentials and TLS",
@@ -365,7 +365,7 @@ class NatsConnection:
                 want = 1000 if limit is None else min(1000, limit - len(out))
                 try:
                     msgs = await sub.fetch(want, timeout=2.0)
-                except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                except (TimeoutError, nats.errors.TimeoutError):
                     break
                 for msg in msgs:
                     out.append((msg.metadata.sequence.stream, msg.subject, msg.data))
@@ -543,7 +543,11 @@ class NatsStore(MemoryStore):
 
     def _journal_message(self, msg_id: str) -> None:
         env = self._messages[msg_id]
-        self._dirty[f"M.{msg_id}"] = {"env": env.to_wire(), "seq": env.seq, "answer": self._answers.get(msg_id)}
+        self._dirty[f"M.{msg_id}"] = {
+            "env": env.to_wire(),
+            "seq": env.seq,
+            "answer": self._answers.get(msg_id),
+        }
 
     def set_answer(self, msg_id: str, answer: dict[str, Any]) -> None:
         super().set_answer(msg_id, answer)
@@ -609,10 +613,7 @@ class NatsStore(MemoryStore):
         try:
             rev = self._conn.call(
                 self._conn.kv_put(
-                    self.layout.leases_bucket,
-                    "table",
-                    dumps({"leases": rows}).encode(),
-                    last=self._lease_rev,
+                    self.layout.leases_bucket, "table", dumps({"leases": rows}).encode(), last=self._lease_rev
                 ),
                 doing="writing the lease table",
             )
@@ -624,7 +625,14 @@ class NatsStore(MemoryStore):
     def leases(self) -> list[Lease]:
         self._read_leases()
         found = [
-            Lease(r["resource"], self._local(r["holder"]), r["exclusive"], r["reason"], r["acquired_at"], r["expires_at"])
+            Lease(
+                r["resource"],
+                self._local(r["holder"]),
+                r["exclusive"],
+                r["reason"],
+                r["acquired_at"],
+                r["expires_at"],
+            )
             for r in self._lease_rows
         ]
         return sorted(found, key=lambda lease: (lease.acquired_at, lease.resource))
