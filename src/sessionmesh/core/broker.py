@@ -20,13 +20,16 @@ from .effects import Effect, Respond
 from .leases import LeasesMixin
 from .peers import META_KEYS, PeersMixin, Presence, hash_secret
 from .receipts import ReceiptsMixin
+from .remote import RemoteMixin
 from .sending import SendingMixin
 from .state import BACKLOG_CHUNK, BACKLOG_WINDOW, Caller, CoreState
 from .threads import ThreadsMixin, ThreadState
 from .topics import TopicsMixin
 
 
-class Core(PeersMixin, SendingMixin, ReceiptsMixin, ThreadsMixin, TopicsMixin, LeasesMixin, CoreState):
+class Core(
+    PeersMixin, SendingMixin, ReceiptsMixin, ThreadsMixin, TopicsMixin, LeasesMixin, RemoteMixin, CoreState
+):
     """The sans-I/O broker. Not thread-safe: one event loop drives it."""
 
     def __init__(self, store: Store, settings: Settings) -> None:

@@ -196,7 +196,8 @@ class SendingMixin(CoreState):
             conn = self._online.get(name)
             if conn is not None and self._live(conn, env):
                 effects.append(Push(conn, {"op": "deliver", "messages": [wire]}))
-                waiting.add(name)
+                if self._confirms(name):
+                    waiting.add(name)
         answer = self._answer(env, statuses, reasons, now)
         if env.to.is_fanout or not waiting:
             self._keep_answer(env.id, answer)
