@@ -149,6 +149,11 @@ class Runner:
                 self.core.forget(key)
 
     # -- effects ------------------------------------------------------------------
+    def carry_out(self, effects: list[Effect]) -> None:
+        """Effects of a core call made outside `submit` (a backend's links): they go
+        out after the next commit, like every other effect."""
+        self._run(effects)
+
     def _run(self, effects: list[Effect]) -> None:
         self._outbox.extend(effects)
         self._schedule_flush()

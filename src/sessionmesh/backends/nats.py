@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import itertools
 import logging
 import re
 import secrets
@@ -36,7 +37,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -47,6 +48,7 @@ from nats.js import api
 
 from ..codec import dumps, loads
 from ..config import Settings
+from ..core.broker import Caller
 from ..core.locks import Lease
 from ..envelope import Envelope, ReceiptState
 from ..errors import BadRequest, Contention, MeshError, StorageError, Unavailable
@@ -513,6 +515,11 @@ class NatsStore(MemoryStore):
         self._directory.clear()
         self._audit_out.clear()
 
+    @property
+    def has_pending_writes(self) -> bool:
+        """Records changed since the last commit (a failed commit leaves them here)."""
+        return bool(self._dirty or self._directory or self._audit_out)
+
     def checkpoint(self) -> None:
         return None
 
@@ -715,6 +722,7 @@ async def ensure_layout(conn: NatsConnection, layout: Layout, replicas: int) -> 
             subjects=[f"{layout.namespace}.route.>"],
             num_replicas=replicas,
             storage=api.StorageType.FILE,
+            retention=api.RetentionPolicy.WORK_QUEUE,  # a record is gone once its machine took it
             allow_msg_ttl=True,
             duplicate_window=120.0,
         )
@@ -741,26 +749,411 @@ def open_store(settings: Settings) -> NatsStore:
         raise
 
 
+class LinkConn:
+    """What the `Runner` sees of a link or of the backend's event feed: a connection
+    whose frames go to the backend instead of a socket."""
+
+    def __init__(self, conn_id: int, name: str, sink: Callable[[LinkConn, dict[str, Any]], None]) -> None:
+        self.id = conn_id
+        self.name: str | None = name
+        self._sink = sink
+        self.ws = self  # the Runner closes each connection's socket when it stops
+        self.drained = True
+
+    def push(self, frame: dict[str, Any]) -> None:
+        self._sink(self, frame)
+
+    async def close(self, **_: Any) -> None:
+        return None
+
+
+def _remote_name(machine: str, name: str) -> str:
+    return f"{machine}:{name}"
+
+
 class NatsBackend:
-    """The broker on NATS: its store, and the routes to brokers on other machines."""
+    """The broker on NATS: its store, and the routes to brokers on other machines.
+
+    Every peer of another machine gets a link (`LinkConn`) in this broker's core.
+    Down a link go deliveries (published to ``ns.route.<its machine>``) and receipts
+    for messages it sent; from this machine's route subject come deliveries for
+    local peers (given to the core as a ``send`` from ``LABEL:name``), receipts
+    (an ``ack`` by ``LABEL:name``) and the answers of sends made there (``queued``
+    ones `release` the wait here). Presence and the peer directory come from KV.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.store: NatsStore = open_store(settings)
         self.layout = self.store.layout
+        self.conn = self.store._conn
+        self.boot = secrets.token_hex(4)  # tells this run's publish retries from a later re-send
+        self.runner: Runner | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._ids = itertools.count(-1, -1)  # link ids: negative, never a socket's
+        self._links: dict[str, LinkConn] = {}
+        self._events: LinkConn | None = None
+        self._rids = itertools.count(1)
+        self._asked: dict[int, tuple[str, str, list[str]]] = {}  # rid -> (machine, msg id, names)
+        self._deliveries: dict[tuple[str, str], tuple[dict[str, Any], list[str]]] = {}
+        self._records: list[tuple[str, bytes, dict[str, str] | None]] = []
+        self._drain_scheduled = False
+        self._presence_seen: dict[str, dict[str, Any]] = {}  # remote name -> last presence record
+        self._local_online: dict[str, float] = {}  # local name -> online since
+        self._queue: asyncio.Queue[list[tuple[str, bytes, dict[str, str] | None]]] | None = None
+        self._nats_tasks: list[concurrent.futures.Future[Any]] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._subs: list[Any] = []
 
+    # -- lifecycle ---------------------------------------------------------------------
     async def start(self, runner: Runner) -> None:
-        return None
+        self.runner = runner
+        self.loop = asyncio.get_running_loop()
+        self._events = LinkConn(next(self._ids), "", self._on_event)
+        runner.conns[self._events.id] = self._events  # type: ignore[assignment]
+        runner.core.watch_events(self._events.id)
+        await self._on_nats(self._start_nats())
+        self._tasks.append(asyncio.create_task(self._refresh_presence()))
+
+    async def _on_nats(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the NATS loop and await it from the broker's loop."""
+        try:
+            return await asyncio.wrap_future(self.conn.spawn(coro))
+        except NATS_ERRORS as exc:
+            raise _translate(exc, "routes") from None
+
+    async def _start_nats(self) -> None:
+        self._queue = asyncio.Queue()
+        js = self.conn.js
+        for bucket, handler in (
+            (self.layout.peers_bucket, self._directory_changed),
+            (self.layout.presence_bucket, self._presence_changed),
+        ):
+            sub = await js.subscribe(
+                f"$KV.{bucket}.>",
+                stream=f"KV_{bucket}",
+                cb=self._kv_callback(bucket, handler),
+                ordered_consumer=True,
+                deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
+            )
+            self._subs.append(sub)
+        durable = f"route-{self.layout.machine}"
+        await js.add_consumer(
+            self.layout.route_stream,
+            config=api.ConsumerConfig(
+                name=durable,
+                durable_name=durable,
+                filter_subject=self.layout.route_subject(self.layout.machine),
+                ack_policy=api.AckPolicy.EXPLICIT,
+                ack_wait=60.0,
+                max_ack_pending=20_000,
+                deliver_policy=api.DeliverPolicy.ALL,
+                num_replicas=self.settings.nats_replicas,
+            ),
+        )
+        route = await js.pull_subscribe_bind(consumer=durable, stream=self.layout.route_stream)
+        self._subs.append(route)
+        loop = asyncio.get_running_loop()
+        self._nats_tasks = [
+            asyncio.run_coroutine_threadsafe(self._forward(), loop),
+            asyncio.run_coroutine_threadsafe(self._consume(route), loop),
+        ]
 
     async def stop(self) -> None:
-        return None
+        for task in self._tasks:
+            task.cancel()
+        # the last deliveries, receipts and presence records (peers just left)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        self._drain()
+        with contextlib.suppress(MeshError):
+            await asyncio.wait_for(self._on_nats(self._wait_forwarded()), 10)
+        for future in self._nats_tasks:
+            future.cancel()
+        with contextlib.suppress(MeshError, asyncio.TimeoutError):
+            await asyncio.wait_for(self._on_nats(self._unsubscribe()), 5)
+
+    async def _wait_forwarded(self) -> None:
+        assert self._queue is not None
+        await self._queue.join()
+
+    async def _unsubscribe(self) -> None:
+        for sub in self._subs:
+            with contextlib.suppress(*NATS_ERRORS):
+                await sub.unsubscribe()
 
     def health(self) -> dict[str, object]:
         return {
             "backend": "nats",
             "machine": self.layout.machine,
-            "nats_connected": self.store._conn.connected,
+            "nats_connected": self.conn.connected,
+            "remote_peers": len(self._links),
         }
+
+    # -- out: what the core pushes down links (broker loop) ---------------------------
+    def _on_link(self, link: LinkConn, frame: dict[str, Any]) -> None:
+        assert link.name is not None
+        machine, _, name = link.name.partition(":")
+        op = frame.get("op")
+        if op == "deliver":
+            for wire in frame["messages"]:
+                key = (machine, wire["id"])
+                entry = self._deliveries.get(key)
+                if entry is None:
+                    self._deliveries[key] = (wire, [name])
+                elif name not in entry[1]:
+                    entry[1].append(name)
+        elif op == "receipt":
+            if frame["state"] in ("delivered", "read") and ":" not in frame["recipient"]:
+                self._route(machine, {"op": "receipt", **{k: frame[k] for k in ("id", "recipient", "state")}})
+        elif op == "result":
+            asked = self._asked.pop(frame["rid"], None)
+            if asked is not None:
+                origin, msg_id, names = asked
+                statuses = frame["result"]["statuses"] if frame.get("ok") else {}
+                answer = {n: statuses.get(n, "denied") for n in names}
+                self._route(origin, {"op": "answer", "id": msg_id, "statuses": answer})
+        elif op == "error":
+            log.warning("a command from %s failed: %s", link.name, frame.get("error"))
+        self._schedule_drain()
+
+    def _route(self, machine: str, record: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        record["from"] = self.layout.machine
+        self._records.append((self.layout.route_subject(machine), dumps(record).encode(), headers))
+        self._schedule_drain()
+
+    def _schedule_drain(self) -> None:
+        if not self._drain_scheduled and self.loop is not None:
+            self._drain_scheduled = True
+            self.loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        """Hand this loop turn's records to the forwarder, deliveries grouped per
+        message and machine (one record names every recipient there)."""
+        self._drain_scheduled = False
+        deliveries, self._deliveries = self._deliveries, {}
+        for (machine, msg_id), (wire, names) in deliveries.items():
+            headers = {
+                "Nats-Msg-Id": f"{msg_id}.{machine}.{self.boot}.{'.'.join(sorted(names))}",
+                "Nats-TTL": str(max(1, int(wire.get("ttl") or self.settings.default_ttl))),
+            }
+            self._route(machine, {"op": "deliver", "to": names, "msg": wire}, headers)
+        self._drain_scheduled = False
+        records, self._records = self._records, []
+        if records and self._queue is not None:
+            self.conn.loop.call_soon_threadsafe(self._queue.put_nowait, records)
+
+    async def _forward(self) -> None:
+        """Publish handed-over records in order, each batch acknowledged before the next."""
+        assert self._queue is not None
+        while True:
+            batch = await self._queue.get()
+            try:
+                await self.conn.publish_all(batch)
+            except (MeshError, *NATS_ERRORS) as exc:
+                log.error("routes: %d record(s) not published: %s", len(batch), exc)
+            finally:
+                self._queue.task_done()
+
+    # -- in: this machine's route subject (NATS loop, then the broker loop) ----------
+    async def _consume(self, route: Any) -> None:
+        assert self.loop is not None
+        while True:
+            try:
+                msgs = await route.fetch(500, timeout=1.0)
+            except (nats.errors.TimeoutError, TimeoutError):
+                continue
+            except NATS_ERRORS as exc:
+                log.warning("routes: fetch failed: %s", exc)
+                await asyncio.sleep(0.5)
+                continue
+            records = []
+            for msg in msgs:
+                try:
+                    records.append(loads(msg.data))
+                except MeshError:
+                    log.error("routes: dropped a record that is not JSON")
+                    records.append(None)
+            done = asyncio.run_coroutine_threadsafe(self._inbound(records), self.loop)
+            try:
+                committed = await asyncio.wrap_future(done)
+            except Exception as exc:  # a bug in a record's handling must not stop the routes
+                log.exception("routes: inbound batch failed: %s", exc)
+                committed = False
+            if committed:
+                for msg in msgs:
+                    with contextlib.suppress(*NATS_ERRORS):
+                        await msg.ack()
+
+    async def _inbound(self, records: list[dict[str, Any] | None]) -> bool:
+        """Give a batch of records to the core; True once what they wrote is committed
+        (then they are acknowledged, else JetStream delivers them again)."""
+        for record in records:
+            if record is not None:
+                self._apply(record)
+        await asyncio.sleep(0)  # the runner's flush (commit, then effects) runs first
+        return not self.store.has_pending_writes
+
+    def _apply(self, record: dict[str, Any]) -> None:
+        assert self.runner is not None
+        origin = record.get("from")
+        op = record.get("op")
+        if not isinstance(origin, str) or origin == self.layout.machine:
+            return
+        if op == "deliver":
+            wire = record["msg"]
+            sender = _remote_name(origin, wire["from"])
+            link = self._links.get(sender) or self._attach(sender, {}, None)
+            names = [n for n in record["to"] if isinstance(n, str)]
+            rid = next(self._rids)
+            self._asked[rid] = (origin, wire["id"], names)
+            args = {k: wire.get(k) for k in ("id", "kind", "body", "re", "status", "priority", "ttl")}
+            args["to"] = names[0] if len(names) == 1 else names
+            self.runner.submit(Caller(sender, link.id), "send", args, (link.id, rid))
+        elif op == "receipt":
+            link = self._links.get(_remote_name(origin, record["recipient"]))
+            if link is not None:
+                self.runner.submit(
+                    Caller(link.name or "", link.id),
+                    "ack",
+                    {"ids": [record["id"]], "state": record["state"]},
+                    None,
+                )
+        elif op == "answer":
+            for name, status in record["statuses"].items():
+                link = self._links.get(_remote_name(origin, name))
+                if link is None:
+                    continue
+                if status == "received":
+                    self.runner.submit(
+                        Caller(link.name or "", link.id),
+                        "ack",
+                        {"ids": [record["id"]], "state": "delivered"},
+                        None,
+                    )
+                else:
+                    self.runner.carry_out(self.runner.core.release(link.id, [record["id"]], time.time()))
+
+    # -- the directory and presence (KV watchers) --------------------------------------
+    def _kv_callback(
+        self, bucket: str, handler: Callable[[str, str, Any], None]
+    ) -> Callable[[Any], Awaitable[None]]:
+        pre = len(f"$KV.{bucket}.")
+
+        async def on_msg(msg: Any) -> None:
+            key = msg.subject[pre:]
+            machine, _, tok = key.partition(".")
+            if machine == self.layout.machine or not tok or self.loop is None:
+                return
+            try:
+                record = loads(msg.data) if msg.data else None
+            except MeshError:
+                return
+            self.loop.call_soon_threadsafe(handler, machine, untoken(tok), record)
+
+        return on_msg
+
+    def _translate_meta(self, machine: str, meta: dict[str, Any]) -> dict[str, Any]:
+        """Another machine's peer metadata as seen here: its refusals name peers as
+        this broker names them."""
+        meta = {**meta, "machine": machine}
+        refuse = meta.get("refuse")
+        if isinstance(refuse, list):
+            mine = self.layout.machine + ":"
+            meta["refuse"] = [
+                n[len(mine) :] if n.startswith(mine) else n if ":" in n else _remote_name(machine, n)
+                for n in refuse
+                if isinstance(n, str)
+            ]
+        return meta
+
+    def _directory_changed(self, machine: str, name: str, record: Any) -> None:
+        if not isinstance(record, dict):
+            return
+        remote = _remote_name(machine, name)
+        meta = self._translate_meta(machine, record.get("meta") or {})
+        if remote in self._links:
+            assert self.runner is not None
+            self.runner.carry_out(self.runner.core.update_remote(remote, time.time(), meta=meta))
+        else:
+            self._attach(remote, meta, record)
+
+    def _attach(self, remote: str, meta: dict[str, Any], record: dict[str, Any] | None) -> LinkConn:
+        assert self.runner is not None
+        link = LinkConn(next(self._ids), remote, self._on_link)
+        self._links[remote] = link
+        self.runner.conns[link.id] = link  # type: ignore[assignment]
+        now = time.time()
+        presence = self._presence_seen.get(remote) or {}
+        online = self._fresh(presence, now)
+        last_seen = float(presence.get("last_seen") or (record or {}).get("last_seen") or 0.0)
+        self.runner.carry_out(
+            self.runner.core.attach_remote(
+                link.id,
+                remote,
+                now,
+                meta=meta,
+                created_at=float((record or {}).get("created_at") or now),
+                online=online,
+                since=presence.get("since") if online else None,
+                last_seen=last_seen,
+            )
+        )
+        return link
+
+    @staticmethod
+    def _fresh(presence: dict[str, Any], now: float) -> bool:
+        return bool(presence.get("online")) and now - float(presence.get("at") or 0) < PRESENCE_TTL
+
+    def _presence_changed(self, machine: str, name: str, record: Any) -> None:
+        if not isinstance(record, dict):
+            return
+        remote = _remote_name(machine, name)
+        self._presence_seen[remote] = record
+        if remote in self._links:
+            assert self.runner is not None
+            online = self._fresh(record, time.time())
+            self.runner.carry_out(
+                self.runner.core.update_remote(
+                    remote,
+                    time.time(),
+                    online=online,
+                    since=record.get("since"),
+                    last_seen=record.get("last_seen"),
+                )
+            )
+
+    # -- this machine's presence (the event feed) -------------------------------------
+    def _on_event(self, _: LinkConn, frame: dict[str, Any]) -> None:
+        name = frame.get("name")
+        if frame.get("op") != "event" or not isinstance(name, str) or ":" in name:
+            return
+        if frame["event"] == "peer_joined":
+            self._local_online[name] = frame["ts"]
+            self._put_presence(name, frame["ts"])
+        elif frame["event"] == "peer_left":
+            self._local_online.pop(name, None)
+            self._put_presence(name, frame["ts"])
+
+    def _put_presence(self, name: str, now: float) -> None:
+        since = self._local_online.get(name)
+        record = {"online": since is not None, "since": since, "last_seen": now, "at": now}
+        key = f"{self.layout.machine}.{token(name)}"
+        self._records.append((f"$KV.{self.layout.presence_bucket}.{key}", dumps(record).encode(), None))
+        self._schedule_drain()
+
+    async def _refresh_presence(self) -> None:
+        """Keep this machine's online entries fresh, and take another machine's peers
+        offline when their broker stopped refreshing theirs (it died)."""
+        assert self.runner is not None
+        while True:
+            await asyncio.sleep(PRESENCE_REFRESH)
+            now = time.time()
+            for name in list(self._local_online):
+                self._put_presence(name, now)
+            for remote, record in self._presence_seen.items():
+                if remote in self._links and record.get("online") and not self._fresh(record, now):
+                    self.runner.carry_out(self.runner.core.update_remote(remote, now, online=False))
 
 
 __all__ = [
