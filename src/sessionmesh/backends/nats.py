@@ -64,6 +64,8 @@ T = TypeVar("T")
 LABEL_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 PRESENCE_TTL = 30.0  # a presence entry not refreshed for this long is gone
 PRESENCE_REFRESH = 10.0
+HEARTBEAT_INTERVAL = 1.0  # each broker says it is alive this often (presence key LABEL)
+MACHINE_TIMEOUT = 5.0  # a broker not heard from for this long is down: its peers are offline
 PUBLISH_CHUNK = 2000  # records in flight at once during a commit
 COMMIT_TIMEOUT = 60.0  # a commit retries (a node lost, a leader elected) this long
 _WRONG_LAST_SEQUENCE = (10071, 10164)
@@ -800,6 +802,7 @@ class NatsBackend:
         self._drain_scheduled = False
         self._presence_seen: dict[str, dict[str, Any]] = {}  # remote name -> last presence record
         self._local_online: dict[str, float] = {}  # local name -> online since
+        self._heard: dict[str, float] = {}  # machine -> when its heartbeat arrived (monotonic)
         self._queue: asyncio.Queue[list[tuple[str, bytes, dict[str, str] | None]]] | None = None
         self._nats_tasks: list[concurrent.futures.Future[Any]] = []
         self._tasks: list[asyncio.Task[Any]] = []
@@ -1043,7 +1046,10 @@ class NatsBackend:
         async def on_msg(msg: Any) -> None:
             key = msg.subject[pre:]
             machine, _, tok = key.partition(".")
-            if machine == self.layout.machine or not tok or self.loop is None:
+            if machine == self.layout.machine or self.loop is None:
+                return
+            if not tok:  # a broker's heartbeat
+                self.loop.call_soon_threadsafe(self._heartbeat, machine)
                 return
             try:
                 record = loads(msg.data) if msg.data else None
@@ -1085,7 +1091,7 @@ class NatsBackend:
         self.runner.conns[link.id] = link  # type: ignore[assignment]
         now = time.time()
         presence = self._presence_seen.get(remote) or {}
-        online = self._fresh(presence, now)
+        online = self._fresh(presence, now, remote.partition(":")[0])
         last_seen = float(presence.get("last_seen") or (record or {}).get("last_seen") or 0.0)
         self.runner.carry_out(
             self.runner.core.attach_remote(
@@ -1101,9 +1107,38 @@ class NatsBackend:
         )
         return link
 
-    @staticmethod
-    def _fresh(presence: dict[str, Any], now: float) -> bool:
-        return bool(presence.get("online")) and now - float(presence.get("at") or 0) < PRESENCE_TTL
+    def _machine_up(self, machine: str) -> bool:
+        return time.monotonic() - self._heard.get(machine, -1e9) < MACHINE_TIMEOUT
+
+    def _fresh(self, presence: dict[str, Any], now: float, machine: str) -> bool:
+        """Online: its broker says so, said it lately, and is alive."""
+        return (
+            bool(presence.get("online"))
+            and now - float(presence.get("at") or 0) < PRESENCE_TTL
+            and self._machine_up(machine)
+        )
+
+    def _heartbeat(self, machine: str) -> None:
+        was_up = self._machine_up(machine)
+        self._heard[machine] = time.monotonic()
+        if not was_up:  # back (or first heard of): its peers' presence counts again
+            self._recheck(machine)
+
+    def _recheck(self, machine: str | None = None) -> None:
+        """Bring remote presence in line with what is known now."""
+        assert self.runner is not None
+        now = time.time()
+        for remote in list(self._links):
+            origin = remote.partition(":")[0]
+            if machine is not None and origin != machine:
+                continue
+            record = self._presence_seen.get(remote) or {}
+            online = self._fresh(record, now, origin)
+            self.runner.carry_out(
+                self.runner.core.update_remote(
+                    remote, now, online=online, since=record.get("since"), last_seen=record.get("last_seen")
+                )
+            )
 
     def _presence_changed(self, machine: str, name: str, record: Any) -> None:
         if not isinstance(record, dict):
@@ -1112,7 +1147,7 @@ class NatsBackend:
         self._presence_seen[remote] = record
         if remote in self._links:
             assert self.runner is not None
-            online = self._fresh(record, time.time())
+            online = self._fresh(record, time.time(), machine)
             self.runner.carry_out(
                 self.runner.core.update_remote(
                     remote,
@@ -1143,17 +1178,21 @@ class NatsBackend:
         self._schedule_drain()
 
     async def _refresh_presence(self) -> None:
-        """Keep this machine's online entries fresh, and take another machine's peers
-        offline when their broker stopped refreshing theirs (it died)."""
-        assert self.runner is not None
+        """Say this broker is alive, keep its online entries fresh, and take another
+        machine's peers offline when their broker went quiet (it died)."""
+        beats_per_refresh = max(1, round(PRESENCE_REFRESH / HEARTBEAT_INTERVAL))
+        beat = 0
         while True:
-            await asyncio.sleep(PRESENCE_REFRESH)
             now = time.time()
-            for name in list(self._local_online):
-                self._put_presence(name, now)
-            for remote, record in self._presence_seen.items():
-                if remote in self._links and record.get("online") and not self._fresh(record, now):
-                    self.runner.carry_out(self.runner.core.update_remote(remote, now, online=False))
+            key = f"$KV.{self.layout.presence_bucket}.{self.layout.machine}"
+            self._records.append((key, dumps({"at": now}).encode(), None))
+            self._schedule_drain()
+            if beat % beats_per_refresh == 0:
+                for name in list(self._local_online):
+                    self._put_presence(name, now)
+            beat += 1
+            self._recheck()
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
 
 
 __all__ = [
