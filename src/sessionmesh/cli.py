@@ -88,6 +88,8 @@ def _print_send(args: argparse.Namespace, result: dict[str, Any]) -> int:
                 print(f"  {name}: {paint(st)}")
         else:
             print(f"{paint(status)}  id {result.get('id')}")
+        if result.get("held"):
+            print(f"  {paint('held')}: {result['held']['message']} (mesh approve {result.get('id')})")
         reasons = (
             [result.get("reason")] if result.get("reason") else list((result.get("reasons") or {}).values())
         )
@@ -458,10 +460,45 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_held(args: argparse.Namespace) -> int:
+    from .render import message_line
+
+    messages = _oneshot(args).call("held", limit=args.limit)["messages"]
+    if args.json:
+        _out(args, messages)
+    elif not messages:
+        print("nothing is held")
+    for env in [] if args.json else messages:
+        print(f"{message_line(env)}\n  for {', '.join(env['held_for'])}; asks for {env['match']!r}")
+    return EXIT_OK
+
+
+def cmd_decide(args: argparse.Namespace) -> int:
+    op = args.command  # approve | reject
+    result = _oneshot(args).call(op, ids=args.message_ids)
+    if args.json:
+        _out(args, result)
+    else:
+        key, done = (
+            ("approved", "delivered to its recipients")
+            if op == "approve"
+            else ("rejected", "never delivered")
+        )
+        for msg_id in result[key]:
+            print(f"{msg_id} {key}: {done}")
+    return EXIT_OK
+
+
 def cmd_mcp(args: argparse.Namespace) -> int:
     from .mcp import run_server
 
-    return run_server(_settings(args), args.as_name, exclusive_cwd=args.exclusive_cwd)
+    return run_server(
+        _settings(args),
+        args.as_name,
+        exclusive_cwd=args.exclusive_cwd,
+        channel=args.channel,
+        client=args.client,
+    )
 
 
 def cmd_hook(args: argparse.Namespace) -> int:
@@ -590,12 +627,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=1000)
     add("demo", cmd_demo, "run scripted agents on an embedded broker and show the traffic", [common])
 
+    person = argparse.ArgumentParser(add_help=False, parents=[common])
+    person.add_argument(
+        "--as", dest="as_name", metavar="NAME", default="human", help="the person (default: human)"
+    )
+    p = add("held", cmd_held, "messages held until a person approves them", [person])
+    p.add_argument("--limit", type=int, default=100)
+    for name, verb in (("approve", "deliver"), ("reject", "drop")):
+        p = add(name, cmd_decide, f"{verb} held messages (a person's decision)", [person])
+        p.add_argument("message_ids", nargs="+", metavar="ID")
+
     # -- adapters: getting messages into agents --
     p = add("mcp", cmd_mcp, "run the stdio MCP server for an agent", [peer])
     p.add_argument(
         "--exclusive-cwd",
         action="store_true",
         help="hold the working folder so no second agent joins from it",
+    )
+    p.add_argument(
+        "--channel",
+        action="store_true",
+        help="push messages as claude/channel notifications even if not declared",
+    )
+    p.add_argument(
+        "--client", default="mcp", help="client kind shown to peers (claude-code, codex, gemini, …)"
     )
     p = add("hook", cmd_hook, "print pending messages in a coding agent's hook format", [peer])
     p.add_argument("tool", choices=["claude-code", "codex", "gemini"])
@@ -614,6 +669,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = bridge.add_parser("tmux", help="type messages into a tmux pane when it is idle", parents=[peer])
     p.set_defaults(fn=cmd_bridge_tmux)
     p.add_argument("--pane", required=True, help="tmux target pane, e.g. work:0.1 or %%3")
+    p.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="tmux server socket (tmux -S); default: the server tmux itself finds ($TMUX, $TMUX_TMPDIR)",
+    )
+    p.add_argument(
+        "--idle-prompt",
+        action="append",
+        metavar="REGEX",
+        help="also treat a line matching REGEX as an idle prompt (repeatable)",
+    )
+    p.add_argument(
+        "--idle-interval", type=float, metavar="SECONDS", help="seconds between screen polls (default 0.2)"
+    )
+    p.add_argument(
+        "--verify-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="how long a typed line may take to show before it is erased and retried (default 3)",
+    )
+    p.add_argument(
+        "--max-chars",
+        type=int,
+        metavar="N",
+        help="longest line typed; longer bodies are cut (default 480, minimum 200)",
+    )
     channel = sub.add_parser("channel", help="JSONL file channels").add_subparsers(
         dest="channel", metavar="ACTION", required=True
     )
@@ -621,6 +702,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_channel_bridge)
     p.add_argument("file")
     p.add_argument("topic")
+    p.add_argument(
+        "--from-start",
+        action="store_true",
+        help="first run only: forward the file's existing lines and catch up on the topic",
+    )
+    p.add_argument(
+        "--poll-interval", type=float, default=0.1, help="seconds between looks at the file (default 0.1)"
+    )
     return parser
 
 
@@ -652,4 +741,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
+    if sys.argv[1:2] == ["hook"]:  # runs on every tool call: skip building the whole parser
+        from .hooks import main as hook_main
+
+        sys.exit(hook_main(sys.argv[2:]))
     sys.exit(main())

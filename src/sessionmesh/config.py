@@ -40,6 +40,9 @@ class Settings:
     audit_bodies: bool = False
     sqlite_synchronous: str = "NORMAL"
     request_timeout: float = 10.0  # client side: how long to wait for any answer
+    hold_patterns: tuple[str, ...] | None = None  # regexes; None: core.safety's defaults
+    secret_action: str = "refuse"  # refuse | redact | allow (a SecretAction)
+    approvers: tuple[str, ...] = ("human",)  # names that may approve or reject held messages
     # -- many machines (SPEC §8): the broker on a NATS cluster ------------------------
     backend: str = "sqlite"  # "sqlite" (one machine) or "nats"
     nats_url: str = "nats://127.0.0.1:4222"  # comma-separated server list
@@ -103,6 +106,15 @@ def _coerce(name: str, kind: Any, raw: Any) -> Any:
             return int(raw)
         if kind in (float, "float"):
             return float(raw)
+        if kind.startswith("tuple"):
+            # a TOML list, or from the environment a JSON list or one bare value
+            if isinstance(raw, str):
+                import json
+
+                raw = json.loads(raw) if raw.lstrip().startswith("[") else [raw]
+            if not isinstance(raw, list | tuple) or not all(isinstance(v, str) for v in raw):
+                raise ValueError(raw)
+            return tuple(raw)
         return str(raw)
     except (TypeError, ValueError):
         raise BadRequest(f"setting {name}={raw!r} is not a valid {kind}") from None
@@ -138,4 +150,24 @@ def load(*, env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] |
     for key, raw in layers.items():
         kind = str(known[key]).replace(" | None", "")
         values[key] = raw if key == "home" else _coerce(key, kind, raw)
-    return Settings(**values)
+    settings = Settings(**values)
+    _validate(settings)
+    return settings
+
+
+def _validate(settings: Settings) -> None:
+    import re
+
+    from .core.safety import SecretAction, check_patterns
+
+    try:
+        SecretAction(settings.secret_action)
+    except ValueError:
+        raise BadRequest(
+            f"setting secret_action={settings.secret_action!r} must be one of: "
+            + ", ".join(a.value for a in SecretAction)
+        ) from None
+    try:
+        check_patterns(settings.hold_patterns or ())
+    except re.error as exc:
+        raise BadRequest(f"setting hold_patterns: {exc.pattern!r} is not a valid regex: {exc}") from None

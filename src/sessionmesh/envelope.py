@@ -56,17 +56,25 @@ class SendStatus(enum.StrEnum):
 
 
 class ReceiptState(enum.StrEnum):
-    """Where one recipient's copy of a message is."""
+    """Where one recipient's copy of a message is. ``held`` comes first: a held copy
+    moves on to ``queued`` when a person approves it, or ends ``rejected``."""
 
+    HELD = "held"
     QUEUED = "queued"
     DELIVERED = "delivered"
     READ = "read"
     ANSWERED = "answered"
     EXPIRED = "expired"
+    REJECTED = "rejected"
 
     @property
     def unread(self) -> bool:
         return self in (ReceiptState.QUEUED, ReceiptState.DELIVERED)
+
+    @property
+    def final(self) -> bool:
+        """No move leaves this state."""
+        return self in (ReceiptState.EXPIRED, ReceiptState.REJECTED)
 
 
 RECEIPT_ORDER = {s: i for i, s in enumerate(ReceiptState)}

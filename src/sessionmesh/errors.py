@@ -9,11 +9,13 @@ sides of the socket::
     │   ├── BadFrame                bad_frame       400   malformed JSON, wrong types
     │   ├── UnknownOp               unknown_op      400
     │   ├── SelfSend                self_send       400   you never message yourself
-    │   └── InvalidName             invalid_name    400
+    │   ├── InvalidName             invalid_name    400
+    │   └── SecretInBody            secret_in_body  400   a private key or API token
     ├── Unauthorized                unauthorized    401   missing or wrong token
     ├── Forbidden                   forbidden       403
     │   ├── Impersonation           impersonation   403   `from` names someone else
-    │   └── BadSecret               bad_secret      403   name held by another secret
+    │   ├── BadSecret               bad_secret      403   name held by another secret
+    │   └── NotApprover             not_approver    403   only a person approves holds
     ├── NotFound                    not_found       404
     │   ├── UnknownPeer             unknown_peer    404
     │   └── UnknownMessage          unknown_message 404
@@ -28,7 +30,7 @@ sides of the socket::
         ├── DuplicateMessage        duplicate_message 500 (internal: a stored id again)
         └── Contention              contention      503   a shared record changed under a write
 
-`Refused` send outcomes (self-send, oversize, bad name, rate limit) are not
+`Refused` send outcomes (self-send, oversize, bad name, rate limit, secret) are not
 exceptions: a send answers with the status ``refused`` and the error as its reason.
 """
 
@@ -79,6 +81,10 @@ class InvalidName(BadRequest):
     code = "invalid_name"
 
 
+class SecretInBody(BadRequest):
+    code = "secret_in_body"
+
+
 class Unauthorized(MeshError):
     code = "unauthorized"
     http_status = 401
@@ -95,6 +101,10 @@ class Impersonation(Forbidden):
 
 class BadSecret(Forbidden):
     code = "bad_secret"
+
+
+class NotApprover(Forbidden):
+    code = "not_approver"
 
 
 class NotFound(MeshError):

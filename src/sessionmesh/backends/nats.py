@@ -569,9 +569,11 @@ class NatsStore(MemoryStore):
             state, updated_at, expires_at, seq, urgent = rec
             self._dirty[f"R.{msg_id}.{token(recipient)}"] = [state.value, updated_at, expires_at, seq, urgent]
 
-    def add_receipts(self, env: Envelope, recipients: Iterable[str]) -> None:
+    def add_receipts(
+        self, env: Envelope, recipients: Iterable[str], state: ReceiptState = ReceiptState.QUEUED
+    ) -> None:
         recipients = list(recipients)
-        super().add_receipts(env, recipients)
+        super().add_receipts(env, recipients, state)
         for r in recipients:
             self._journal_receipt(env.id, r)
 

@@ -19,13 +19,21 @@ import aiohttp
 from ..codec import dumps, loads
 from ..config import Settings
 from ..envelope import Envelope, Kind, Priority, new_id
-from ..errors import MeshError, NameTaken, Timeout, TooLarge, Unavailable, from_wire
+from ..errors import Conflict, MeshError, NameTaken, Timeout, TooLarge, Unavailable, from_wire
 from . import discovery
 from .session import SendResult, SessionCore
 
 log = logging.getLogger("sessionmesh.client")
 BACKOFF_START = 0.05
 BACKOFF_MAX = 2.0
+NOTICE_BACKLOG = 10_000  # receipts and events kept for an application that never reads them
+
+
+def _offer(queue: asyncio.Queue[dict[str, Any]], item: dict[str, Any]) -> None:
+    """Queue a notice, dropping the oldest once ``NOTICE_BACKLOG`` wait unread."""
+    if queue.qsize() >= NOTICE_BACKLOG:
+        queue.get_nowait()
+    queue.put_nowait(item)
 
 
 class AsyncClient:
@@ -64,6 +72,7 @@ class AsyncClient:
         self._ack_scheduled = False
         self.address: discovery.BrokerAddress | None = None
         self.reconnects = 0
+        self._keepers: list[asyncio.Task[None]] = []  # lease renewals
 
     # -- lifecycle ----------------------------------------------------------------
     async def __aenter__(self) -> AsyncClient:
@@ -135,6 +144,8 @@ class AsyncClient:
     async def close(self, *, graceful: bool = True) -> None:
         """Leave the mesh; a graceful leave also releases this peer's leases."""
         self._closing = True
+        for keeper in self._keepers:
+            keeper.cancel()
         await self._send_acks()  # before 'bye': the broker reads nothing after it
         ws = self._ws
         if ws is not None and not ws.closed and graceful:
@@ -214,9 +225,9 @@ class AsyncClient:
                 else:
                     future.set_exception(from_wire(result.value))
         elif op == "receipt":
-            self.receipts.put_nowait(frame)
+            _offer(self.receipts, frame)
         elif op == "event":
-            self.events.put_nowait(frame)
+            _offer(self.events, frame)
         elif op == "error":
             log.warning("broker error: %s", frame.get("error"))
 
@@ -387,6 +398,29 @@ class AsyncClient:
         if ttl is not None:
             args["ttl"] = ttl
         return await self.request("lock", **args)
+
+    async def hold(self, resource: str, *, reason: str = "", ttl: float | None = None) -> dict[str, Any]:
+        """Take an exclusive lease and keep renewing it while this client lives (the
+        graceful leave releases it; a crash lets it expire). Raises `Conflict` naming
+        the holder when someone else has it."""
+        lease = await self.lock(resource, ttl=ttl, reason=reason)
+        if lease["outcome"] == "conflict":
+            theirs = lease["lease"]
+            raise Conflict(
+                f"{theirs['holder']!r} holds {theirs['resource']!r}"
+                + (f" ({theirs['reason']})" if theirs.get("reason") else ""),
+                hint="work from another folder, or ask the holder to leave",
+            )
+        period = (ttl or self.settings.lock_ttl) / 3
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(period)
+                with contextlib.suppress(MeshError):
+                    await self.lock(resource, ttl=ttl, reason=reason)
+
+        self._keepers.append(asyncio.create_task(renew()))
+        return lease
 
     async def unlock(self, resource: str) -> dict[str, Any]:
         return await self.request("unlock", resource=resource)

@@ -7,18 +7,20 @@ Only the standard library, so that one-shot commands and hooks start fast.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import http.client
 import json
 import os
 import re
-import socket
-import subprocess
 import sys
 import time
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import subprocess
+
+# http.client, subprocess, socket and fcntl are imported where used: a hook that
+# only reads broker.json and makes one request should not pay for them.
 
 from ..config import Settings
 from ..errors import Unavailable
@@ -46,6 +48,8 @@ class BrokerAddress:
 
 def health(url: str, *, timeout: float = 1.0) -> dict[str, Any] | None:
     """GET /health; None when nothing healthy answers."""
+    import http.client
+
     parsed = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(parsed.hostname or "127.0.0.1", parsed.port or 80, timeout=timeout)
     try:
@@ -133,6 +137,9 @@ def start_background(settings: Settings, *, autostarted: bool = True) -> dict[st
     A flock on ``$MESH_HOME/spawn.lock`` serialises racing clients: the first starts
     the broker, the rest find it running when they get the lock.
     """
+    import fcntl
+    import subprocess
+
     os.makedirs(settings.home, mode=0o700, exist_ok=True)
     fd = os.open(os.path.join(settings.home, "spawn.lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -227,6 +234,8 @@ def peer_meta(client: str, role: str | None = None) -> dict[str, Any]:
     """What a peer says about itself when it joins."""
     cwd = os.getcwd()
     root = git_root(cwd)
+    import socket
+
     meta: dict[str, Any] = {"machine": socket.gethostname(), "cwd": cwd, "client": client}
     if root:
         meta["git_root"] = root

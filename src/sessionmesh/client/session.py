@@ -27,6 +27,7 @@ class SendResult:
     reason: dict[str, Any] | None = None
     reasons: dict[str, Any] = field(default_factory=dict)
     duplicate: bool = False
+    held: dict[str, Any] | None = None  # the copies wait for a person's approval
 
     @property
     def ok(self) -> bool:
@@ -43,6 +44,7 @@ class SendResult:
             reason=data.get("reason"),
             reasons=dict(data.get("reasons") or {}),
             duplicate=bool(data.get("duplicate")),
+            held=data.get("held"),
         )
 
     def to_wire(self) -> dict[str, Any]:
@@ -57,6 +59,8 @@ class SendResult:
             wire["reason"] = self.reason
         if self.reasons:
             wire["reasons"] = self.reasons
+        if self.held:
+            wire["held"] = self.held
         return wire
 
 

@@ -17,6 +17,7 @@ from ..errors import BadFrame, MeshError, UnknownOp
 from ..storage import Store
 from .args import int_arg
 from .effects import Effect, Respond
+from .holds import HoldsMixin
 from .leases import LeasesMixin
 from .peers import META_KEYS, PeersMixin, Presence, hash_secret
 from .receipts import ReceiptsMixin
@@ -28,7 +29,15 @@ from .topics import TopicsMixin
 
 
 class Core(
-    PeersMixin, SendingMixin, ReceiptsMixin, ThreadsMixin, TopicsMixin, LeasesMixin, RemoteMixin, CoreState
+    PeersMixin,
+    SendingMixin,
+    HoldsMixin,
+    ReceiptsMixin,
+    ThreadsMixin,
+    TopicsMixin,
+    LeasesMixin,
+    RemoteMixin,
+    CoreState,
 ):
     """The sans-I/O broker. Not thread-safe: one event loop drives it."""
 
@@ -49,6 +58,9 @@ class Core(
             "unsubscribe": self.unsubscribe,
             "set_status": self.set_status,
             "log": self.log,
+            "held": self.held,
+            "approve": self.approve,
+            "reject": self.reject,
             "ping": self.ping,
         }
 

@@ -60,8 +60,10 @@ class ReceiptsMixin(CoreState):
             if receipt is None:
                 return None
             current = receipt.state
-        if RECEIPT_ORDER[current] >= RECEIPT_ORDER[state] or current is ReceiptState.EXPIRED:
+        if RECEIPT_ORDER[current] >= RECEIPT_ORDER[state] or current.final:
             return None
+        if current is ReceiptState.HELD and state not in (ReceiptState.QUEUED, ReceiptState.REJECTED):
+            return None  # nobody holds a held copy: only a person's decision moves it
         if sender is None:
             sender = self._senders.get(msg_id)
         if sender is None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..envelope import Draft, Envelope, Kind, ReceiptState, ReplyStatus, SendStatus, Target, check_id, new_id
@@ -15,12 +15,14 @@ from ..errors import (
     InvalidName,
     MeshError,
     RateLimited,
+    SecretInBody,
     SelfSend,
     TooLarge,
     UnknownMessage,
     UnknownPeer,
 )
 from .effects import Effect, Push, Respond
+from .safety import DEFAULT_HOLD_PATTERNS, SecretAction, find_secrets, hold_reason, redact
 from .state import SENDER_CACHE, Caller, CoreState
 
 
@@ -111,7 +113,26 @@ class SendingMixin(CoreState):
                     hint="send a path or a summary instead of the whole content",
                 ),
             )
-        return draft
+        return self._screen_secrets(draft)
+
+    def _screen_secrets(self, draft: Draft) -> Draft:
+        """Refuse (or redact, by configuration) a body that carries a secret."""
+        action = SecretAction(self.settings.secret_action)
+        if action is SecretAction.ALLOW:
+            return draft
+        found = find_secrets(draft.body)
+        if not found:
+            return draft
+        kinds = sorted({f.kind for f in found})
+        if action is SecretAction.REFUSE:
+            raise Refusal(
+                draft.id,
+                SecretInBody(
+                    f"the body carries a secret ({', '.join(kinds)}); secrets never travel through the mesh",
+                    hint="remove it, or say where the recipient can find it",
+                ),
+            )
+        return replace(draft, body=redact(draft.body))
 
     def _envelope(self, sender: str, draft: Draft, now: float) -> tuple[Envelope, Envelope | None]:
         """The envelope to store: a reply goes to its parent's sender, in its thread."""
@@ -171,33 +192,26 @@ class SendingMixin(CoreState):
             assert existing is not None
             self._senders[existing.id] = existing.sender  # the next resend is found at once
             return self._duplicate(reply_to, existing, env.sender)
-        self.store.add_receipts(env, recipients)
+        held = self._hold_reason(env)
+        first = ReceiptState.HELD if held else ReceiptState.QUEUED
+        self.store.add_receipts(env, recipients, first)
         self._senders[env.id] = env.sender
         if len(self._senders) > SENDER_CACHE:
             self._senders.popitem(last=False)
         for name in recipients:
-            self._remember(env.id, name, ReceiptState.QUEUED)
+            self._remember(env.id, name, first)
         wire = env.to_wire()
         self._audit(now, "message", self._audit_envelope(wire, recipients))
         self._thread_turn(env, now)
         self.counters["messages_stored"] += 1
+        if held:
+            return self._hold(env, held, statuses, reasons, recipients, reply_to, now)
 
         effects: list[Effect] = []
-        awaited: set[str] = set()
-        if parent is not None:
-            self._advance(effects, parent.id, parent.sender, env.sender, ReceiptState.ANSWERED, now)
-            awaited = self._wake_awaiters(effects, env, now)
-        waiting: set[str] = set()
+        waiting, awaited = self._fan_out(effects, env, parent, recipients, wire, now)
         for name in recipients:
-            statuses[name] = SendStatus.QUEUED.value
-            if name in awaited:  # a live await already holds it (and has shown it)
-                statuses[name] = SendStatus.RECEIVED.value
-                continue
-            conn = self._online.get(name)
-            if conn is not None and self._live(conn, env):
-                effects.append(Push(conn, {"op": "deliver", "messages": [wire]}))
-                if self._confirms(name):
-                    waiting.add(name)
+            received = name in awaited  # a live await already holds it (and has shown it)
+            statuses[name] = SendStatus.RECEIVED.value if received else SendStatus.QUEUED.value
         answer = self._answer(env, statuses, reasons, now)
         if env.to.is_fanout or not waiting:
             self._keep_answer(env.id, answer)
@@ -208,6 +222,34 @@ class SendingMixin(CoreState):
             env, answer, waiting, now + self.settings.receive_timeout, [reply_to]
         )
         return effects
+
+    def _fan_out(
+        self,
+        effects: list[Effect],
+        env: Envelope,
+        parent: Envelope | None,
+        recipients: list[str],
+        wire: dict[str, Any],
+        now: float,
+    ) -> tuple[set[str], set[str]]:
+        """Hand a stored envelope to its live recipients (and to the awaits of a reply);
+        returns the names whose receipt the send waits for, and those an await took."""
+        awaited: set[str] = set()
+        if parent is not None:
+            self._advance(effects, parent.id, parent.sender, env.sender, ReceiptState.ANSWERED, now)
+            awaited = self._wake_awaiters(effects, env, now)
+        waiting: set[str] = set()
+        for name in recipients:
+            conn = self._online.get(name)
+            if name not in awaited and conn is not None and self._live(conn, env):
+                effects.append(Push(conn, {"op": "deliver", "messages": [wire]}))
+                if self._confirms(name):
+                    waiting.add(name)
+        return waiting, awaited
+
+    def _hold_reason(self, env: Envelope) -> str | None:
+        patterns = self.settings.hold_patterns
+        return hold_reason(env.body, DEFAULT_HOLD_PATTERNS if patterns is None else patterns)
 
     def _resolve(
         self, env: Envelope, parent: Envelope | None
@@ -292,9 +334,9 @@ class SendingMixin(CoreState):
     def _answer_from_receipts(self, env: Envelope) -> dict[str, Any]:
         """The answer of a send whose final answer was never stored (a crash while
         it waited for a live recipient): each copy is queued, or received if held."""
-        never_held = (ReceiptState.QUEUED, ReceiptState.EXPIRED)
+        not_received = (ReceiptState.HELD, ReceiptState.QUEUED, ReceiptState.EXPIRED, ReceiptState.REJECTED)
         statuses = {
-            r.recipient: SendStatus.QUEUED.value if r.state in never_held else SendStatus.RECEIVED.value
+            r.recipient: SendStatus.QUEUED.value if r.state in not_received else SendStatus.RECEIVED.value
             for r in self.store.receipts(env.id)
         }
         return self._answer(env, statuses, {}, env.ts)

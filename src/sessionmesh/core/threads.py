@@ -95,7 +95,8 @@ class ThreadsMixin(CoreState):
         if self.store.get_message(msg_id) is None:
             raise UnknownMessage(f"no message with id {msg_id}")
         for reply in self.store.replies_to(msg_id):
-            if caller.name in reply.to.names:
+            receipt = self.store.get_receipt(reply.id, caller.name)
+            if receipt is not None and receipt.state is not ReceiptState.HELD and not receipt.state.final:
                 effects: list[Effect] = []
                 self._advance(effects, reply.id, reply.sender, caller.name, ReceiptState.READ, now)
                 effects.append(Respond(reply_to, {"reply": reply.to_wire()}))

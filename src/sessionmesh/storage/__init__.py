@@ -92,8 +92,15 @@ class Store(Protocol):
     def topic_messages(self, topic: str) -> list[Envelope]: ...
 
     # receipts (the inboxes)
-    def add_receipts(self, env: Envelope, recipients: Iterable[str]) -> None:
-        """Create a `queued` receipt for each recipient of a stored envelope."""
+    def add_receipts(
+        self, env: Envelope, recipients: Iterable[str], state: ReceiptState = ReceiptState.QUEUED
+    ) -> None:
+        """Create a receipt for each recipient of a stored envelope: `queued`, or
+        `held` for a message waiting for a person."""
+        ...
+
+    def receipts_in_state(self, state: ReceiptState, limit: int) -> list[Receipt]:
+        """Receipts in one state, oldest message first (the held ones, for a person)."""
         ...
 
     def update_receipts(self, updates: Iterable[ReceiptUpdate]) -> None: ...

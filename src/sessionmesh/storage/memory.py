@@ -78,12 +78,16 @@ class MemoryStore:
     def topic_messages(self, topic: str) -> list[Envelope]:
         return self._select(lambda e: e.to.topic == topic)
 
-    def add_receipts(self, env: Envelope, recipients: Iterable[str]) -> None:
+    def add_receipts(
+        self, env: Envelope, recipients: Iterable[str], state: ReceiptState = ReceiptState.QUEUED
+    ) -> None:
         urgent = env.priority is Priority.URGENT
         for r in recipients:
-            self._receipts.setdefault(
-                (env.id, r), [ReceiptState.QUEUED, env.ts, env.expires_at, env.seq, urgent]
-            )
+            self._receipts.setdefault((env.id, r), [state, env.ts, env.expires_at, env.seq, urgent])
+
+    def receipts_in_state(self, state: ReceiptState, limit: int) -> list[Receipt]:
+        rows = sorted((v[3], r, m, v[1]) for (m, r), v in self._receipts.items() if v[0] is state)
+        return [Receipt(m, r, state, ts) for _, r, m, ts in rows[:limit]]
 
     def update_receipts(self, updates: Iterable[ReceiptUpdate]) -> None:
         for u in updates:

@@ -56,6 +56,7 @@ CREATE INDEX IF NOT EXISTS receipts_unread ON receipts(recipient, urgent DESC, s
     WHERE state IN ('queued', 'delivered');
 CREATE INDEX IF NOT EXISTS receipts_queued_expiry ON receipts(expires_at)
     WHERE state = 'queued';
+CREATE INDEX IF NOT EXISTS receipts_held ON receipts(seq) WHERE state = 'held';
 CREATE TABLE IF NOT EXISTS threads (
     id TEXT PRIMARY KEY,
     state TEXT NOT NULL,
@@ -246,13 +247,24 @@ class SqliteStore:
         return [_row_to_envelope(r) for r in rows]
 
     # receipts ------------------------------------------------------------------
-    def add_receipts(self, env: Envelope, recipients: Iterable[str]) -> None:
+    def add_receipts(
+        self, env: Envelope, recipients: Iterable[str], state: ReceiptState = ReceiptState.QUEUED
+    ) -> None:
         urgent = 1 if env.priority is Priority.URGENT else 0
         self._db.executemany(
             "INSERT OR IGNORE INTO receipts(msg_id, recipient, seq, urgent, state, updated_at,"
             " expires_at) VALUES (?,?,?,?,?,?,?)",
-            [(env.id, r, env.seq, urgent, "queued", env.ts, env.expires_at) for r in recipients],
+            [(env.id, r, env.seq, urgent, state.value, env.ts, env.expires_at) for r in recipients],
         )
+
+    def receipts_in_state(self, state: ReceiptState, limit: int) -> list[Receipt]:
+        self._flush_receipts()
+        rows = self._db.execute(
+            "SELECT msg_id, recipient, state, updated_at FROM receipts WHERE state = ?"
+            " ORDER BY seq, recipient LIMIT ?",
+            (state.value, limit),
+        ).fetchall()
+        return [Receipt(r[0], r[1], ReceiptState(r[2]), r[3]) for r in rows]
 
     def update_receipts(self, updates: Iterable[ReceiptUpdate]) -> None:
         for u in updates:

@@ -1,0 +1,190 @@
+"""`mesh hook TOOL EVENT`: pending messages, in the JSON a coding agent's hook expects.
+
+A hook runs on every tool call, so this path is standard library only, never starts
+a broker, never registers a name, and prints nothing (exit 0) when it has nothing
+to say or anything goes wrong: a hook must not break the agent's turn. Messages are
+marked ``read`` only after the JSON that carries them was written to stdout.
+
+Formats, from each tool's hooks reference:
+
+- Claude Code and Codex (same shape): ``{"hookSpecificOutput": {"hookEventName": E,
+  "additionalContext": text}}`` for SessionStart, UserPromptSubmit and PostToolUse;
+  on Stop ``{"decision": "block", "reason": text}``, which keeps the agent working
+  on the reason. The Stop input's ``stop_hook_active`` is true when the agent is
+  already continuing because of a Stop hook; then nothing is blocked again.
+- Gemini CLI: ``hookSpecificOutput.additionalContext`` for SessionStart,
+  BeforeAgent and AfterTool; on AfterAgent ``{"decision": "deny", "reason": text}``
+  sends the reason to the agent as a new prompt (its ``stop_hook_active`` guards
+  the retry loop the same way).
+
+On the stop event only unread *urgent* messages block; normal ones wait for the
+next turn's context.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from . import injection
+from .config import Settings
+
+Output = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class HookFormat:
+    """One tool's hook events: which add context, and which one is the stop."""
+
+    context_events: frozenset[str]
+    stop_event: str
+    stop_decision: str  # the decision value that makes the agent go on
+
+    def render(self, event: str, text: str) -> Output:
+        if event == self.stop_event:
+            return {"decision": self.stop_decision, "reason": text}
+        return {"hookSpecificOutput": {"hookEventName": event, "additionalContext": text}}
+
+
+FORMATS: dict[str, HookFormat] = {
+    "claude-code": HookFormat(
+        frozenset({"SessionStart", "UserPromptSubmit", "PostToolUse"}), "Stop", "block"
+    ),
+    "codex": HookFormat(frozenset({"SessionStart", "UserPromptSubmit", "PostToolUse"}), "Stop", "block"),
+    "gemini": HookFormat(frozenset({"SessionStart", "BeforeAgent", "AfterTool"}), "AfterAgent", "deny"),
+}
+
+STOP_PREAMBLE = "Urgent messages from other agents arrived before you finished. Read them and act on them if they concern your work."
+
+
+def read_input(stream: Any) -> dict[str, Any]:
+    """The hook's JSON on stdin; anything unreadable counts as no input."""
+    try:
+        data = json.loads(stream.read() or "{}")
+    except (ValueError, OSError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def decide(
+    tool: str, event: str, hook_input: dict[str, Any], messages: list[dict[str, Any]]
+) -> Output | None:
+    """What to print for these unread messages, or None to stay silent."""
+    fmt = FORMATS[tool]
+    if not messages:
+        return None
+    if event == fmt.stop_event:
+        if hook_input.get("stop_hook_active") or not any(m.get("priority") == "urgent" for m in messages):
+            return None
+        return fmt.render(event, f"{STOP_PREAMBLE}\n\n{injection.frame_all(messages)}")
+    if event in fmt.context_events:
+        return fmt.render(event, injection.frame_all(messages))
+    return None
+
+
+def run_hook(settings: Settings, tool: str, event: str, name: str | None, *, stdin: Any = None) -> int:
+    """Print pending messages for ``event`` in ``tool``'s format; always exits 0."""
+    hook_input = read_input(stdin or sys.stdin)
+    fmt = FORMATS[tool]
+    if event not in fmt.context_events and event != fmt.stop_event:
+        return 0  # an event this hook has nothing to add to
+    try:
+        shot = _connect(settings, name, hook_input)
+        if shot is None:
+            return 0
+        messages = shot.call("inbox", limit=200)["messages"]
+        output = decide(tool, event, hook_input, messages)
+        if output is None:
+            return 0
+        sys.stdout.write(json.dumps(output, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+        shot.call("ack", ids=[m["id"] for m in messages], state="read")
+    except Exception as exc:  # noqa: BLE001 - a hook must never break the agent's turn
+        print(f"mesh hook: {exc}", file=sys.stderr)
+    return 0
+
+
+class BrokerCall:
+    """One HTTP/1.1 request per op over a plain socket (``Connection: close``): the
+    JSON API of docs/protocol.md §6.2 needs nothing more, and importing
+    ``http.client`` would cost a hook more than the whole request does."""
+
+    def __init__(self, url: str, token: str, name: str, secret: str, timeout: float) -> None:
+        import urllib.parse
+
+        parsed = urllib.parse.urlsplit(url)
+        self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 80
+        self.headers = (
+            f"Host: {self.host}:{self.port}\r\nAuthorization: Bearer {token}\r\n"
+            f"X-Mesh-Name: {name}\r\nX-Mesh-Secret: {secret}\r\n"
+            "Content-Type: application/json\r\nConnection: close\r\n"
+        )
+        self.timeout = timeout
+
+    def call(self, op: str, **args: Any) -> dict[str, Any]:
+        """Run one op; raises `MeshError` (the broker's, or `Unavailable`)."""
+        import socket
+
+        from .errors import Unavailable, from_wire
+
+        body = json.dumps(args).encode()
+        head = f"POST /v1/{op} HTTP/1.1\r\n{self.headers}Content-Length: {len(body)}\r\n\r\n"
+        chunks = []
+        try:
+            with socket.create_connection((self.host, self.port), timeout=self.timeout) as sock:
+                sock.sendall(head.encode() + body)
+                while chunk := sock.recv(65536):
+                    chunks.append(chunk)
+        except OSError as exc:
+            raise Unavailable(f"cannot reach the broker at {self.host}:{self.port}: {exc}") from None
+        status_line, _, rest = b"".join(chunks).partition(b"\r\n")
+        _, _, payload = rest.partition(b"\r\n\r\n")
+        try:
+            status = int(status_line.split()[1])
+            data = json.loads(payload) if payload else {}
+        except (IndexError, ValueError):
+            raise Unavailable(f"the broker's answer to {op} is not an HTTP JSON response") from None
+        if status != 200:
+            raise from_wire(data.get("error") or {"message": f"HTTP {status}"})
+        return data
+
+
+def main(argv: list[str]) -> int:
+    """``mesh hook TOOL EVENT [--as NAME] [--home DIR] [--url URL]``, parsed without
+    argparse's cost; ``mesh hook --help`` goes through the full parser."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="mesh hook", add_help=True)
+    parser.add_argument("tool", choices=sorted(FORMATS))
+    parser.add_argument("event")
+    parser.add_argument("--as", dest="as_name")
+    parser.add_argument("--home")
+    parser.add_argument("--url")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    from .config import load
+
+    settings = load(overrides={"home": args.home, "url": args.url})
+    return run_hook(settings, args.tool, args.event, args.as_name)
+
+
+def _connect(settings: Settings, name: str | None, hook_input: dict[str, Any]) -> BrokerCall | None:
+    """A caller for the running broker, or None when there is no broker or this name
+    never joined here (then nothing can be waiting for it)."""
+    from .client import discovery
+
+    cwd = hook_input.get("cwd") if isinstance(hook_input.get("cwd"), str) else os.getcwd()
+    name = name or settings.name or discovery.default_name(cwd)
+    secret = discovery.load_secret(settings, name)
+    if secret is None:
+        return None
+    url = settings.url
+    if not url:
+        info = discovery.read_broker_file(settings)
+        if info is None or not discovery.pid_alive(int(info.get("pid") or 0)):
+            return None
+        url = info["url"]
+    return BrokerCall(url.rstrip("/"), discovery.read_token(settings), name, secret, settings.request_timeout)

@@ -1,0 +1,133 @@
+"""``mesh install`` / ``mesh uninstall``: put sessionmesh into a coding agent's own config.
+
+For Claude Code, Codex and Gemini CLI, at project or user scope, an install writes:
+
+- the MCP server ``sessionmesh`` running ``mesh mcp [--as NAME]``;
+- hooks running ``mesh hook <tool> <Event> [--as NAME]`` on the events that can put
+  messages into the agent's turn, and on its stop event;
+- the sessionmesh skill (``skills/sessionmesh/SKILL.md`` in this package) in the
+  tool's skills folder.
+
+Each file is merged with what is there: everything that is not ours is kept, and
+ours is recognised again (the server named ``sessionmesh``; hook commands running
+``mesh hook``), so a second run changes nothing and ``uninstall`` removes only ours.
+Every file is read and checked before any is written; each changed file is shown as
+a unified diff and backed up next to itself (``NAME.mesh-backup-<time>``) first.
+
+Where each tool keeps what, and the documentation it follows, is in the docstring of
+its module: `claude_code`, `codex`, `gemini`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from . import claude_code, codex, gemini
+from .changes import FileChange, apply
+from .target import Target, resolve
+
+TOOLS: dict[str, ModuleType] = {"claude-code": claude_code, "codex": codex, "gemini": gemini}
+
+
+@dataclass
+class Outcome:
+    """What a run did, as printed (and as the ``--json`` summary)."""
+
+    target: Target
+    install: bool
+    dry_run: bool
+    changes: list[FileChange]
+    backups: dict[Path, Path] = field(default_factory=dict)  # changed file → its backup
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "tool": self.target.tool,
+            "scope": self.target.scope.value,
+            "root": str(self.target.root),
+            "action": "install" if self.install else "uninstall",
+            "dry_run": self.dry_run,
+            "changed": [str(c.path) for c in self.changes],
+            "backups": [str(b) for b in self.backups.values()],
+            "notes": self.notes,
+            "diff": "".join(c.diff() for c in self.changes),
+        }
+
+
+def plan(target: Target, *, install: bool) -> list[FileChange]:
+    """Every file change that installs (or removes) sessionmesh at ``target``.
+
+    Reads every file first; raises `BadRequest` on the first one that cannot be
+    parsed, before anything is written.
+    """
+    return [c for c in TOOLS[target.tool].plan(target, install=install) if c is not None]
+
+
+def execute(target: Target, *, install: bool, dry_run: bool = False) -> Outcome:
+    """Plan, then (unless ``dry_run``) back up and write every changed file."""
+    changes = plan(target, install=install)
+    outcome = Outcome(target, install, dry_run, changes)
+    if install and changes:
+        outcome.notes = TOOLS[target.tool].notes(target)
+    if not dry_run:
+        for change in changes:
+            backup = apply(change, stop=target.root)
+            if backup is not None:
+                outcome.backups[change.path] = backup
+    return outcome
+
+
+def run_install(args: argparse.Namespace) -> int:
+    """``mesh install TOOL``: returns the exit code. Raises `MeshError`."""
+    return _run(args, install=True)
+
+
+def run_uninstall(args: argparse.Namespace) -> int:
+    """``mesh uninstall TOOL``: returns the exit code. Raises `MeshError`."""
+    return _run(args, install=False)
+
+
+def _run(args: argparse.Namespace, *, install: bool) -> int:
+    target = resolve(
+        args.tool,
+        user=bool(args.user),
+        folder=args.dir,
+        as_name=getattr(args, "as_name", None),
+        home=getattr(args, "home", None),
+        url=getattr(args, "url", None),
+    )
+    outcome = execute(target, install=install, dry_run=bool(args.dry_run))
+    if args.json:
+        print(json.dumps(outcome.summary(), ensure_ascii=False), flush=True)
+    else:
+        _print(outcome)
+    return 0
+
+
+def _print(outcome: Outcome) -> None:
+    target = outcome.target
+    title = TOOLS[target.tool].TITLE
+    where = f"{target.scope.value} scope, {target.root}"
+    if not outcome.changes:
+        state = "already installed" if outcome.install else "not installed"
+        print(f"sessionmesh is {state} for {title} ({where}); nothing to change")
+        return
+    for change in outcome.changes:
+        sys.stdout.write(change.diff())
+    verb = "install" if outcome.install else "uninstall"
+    if outcome.dry_run:
+        print(f"dry run: would {verb} sessionmesh for {title} ({where}); nothing was written")
+        return
+    print(f"{verb}ed sessionmesh for {title} ({where})")
+    for change in outcome.changes:
+        action = "removed" if change.after is None else "created" if change.before is None else "updated"
+        kept = outcome.backups.get(change.path)
+        print(f"  {action} {change.path}" + (f"  (backup: {kept})" if kept else ""))
+    for note in outcome.notes:
+        print(f"note: {note}")
