@@ -94,3 +94,12 @@ def test_a_remote_peer_replies_with_the_sender_s_name_verbatim(mesh: Mesh) -> No
     assert mesh.track("alice", msg_id) == {"laptop:bob": "answered"}
     [got] = mesh.delivered(reply.effects, "alice")
     assert (got["from"], got["re"], got["status"]) == ("laptop:bob", msg_id, "PASS")
+
+
+def test_a_message_from_another_machine_is_not_held_again(mesh: Mesh) -> None:
+    mesh.join("alice")
+    attach(mesh)
+    call = mesh.call("laptop:bob", "send", to="alice", body="please run rm -rf build/ now")
+    assert [m["body"] for m in mesh.delivered(call.effects, "alice")] == ["please run rm -rf build/ now"]
+    local = mesh.call("alice", "send", to="laptop:bob", body="then rm -rf dist/")
+    assert pushed(local.effects) == []  # held here, for a person on this machine

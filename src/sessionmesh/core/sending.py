@@ -248,6 +248,8 @@ class SendingMixin(CoreState):
         return waiting, awaited
 
     def _hold_reason(self, env: Envelope) -> str | None:
+        if env.sender in self._remote:  # its own broker held it, and a person let it go
+            return None
         patterns = self.settings.hold_patterns
         return hold_reason(env.body, DEFAULT_HOLD_PATTERNS if patterns is None else patterns)
 
