@@ -316,6 +316,14 @@ class NatsConnection:
             )
         )
 
+    def kv_subject(self, bucket: str, key: str) -> str:
+        """The subject a KV write goes to. With a JetStream domain it carries the
+        domain's API prefix (``$JS.<domain>.API.$KV...``): a leaf node maps that to
+        ``$KV...`` in the domain it leads to, while a bare ``$KV...`` published on a
+        leaf with JetStream of its own finds no stream (ADR-19)."""
+        domain = self.settings.nats_domain
+        return f"$JS.{domain}.API.$KV.{bucket}.{key}" if domain else f"$KV.{bucket}.{key}"
+
     async def kv_get(self, bucket: str, key: str) -> tuple[bytes | None, int]:
         """A key's value (None if absent or emptied) and its revision (0 if absent)."""
         try:
@@ -329,7 +337,7 @@ class NatsConnection:
         else `Contention`. Returns the new revision."""
         headers = {"Nats-Expected-Last-Subject-Sequence": str(last)} if last is not None else None
         try:
-            ack = await self.js.publish(f"$KV.{bucket}.{key}", value, headers=headers)
+            ack = await self.js.publish(self.kv_subject(bucket, key), value, headers=headers)
         except nats.js.errors.APIError as exc:
             if exc.err_code in _WRONG_LAST_SEQUENCE:
                 raise Contention(f"{bucket}/{key} changed under this write") from None
@@ -506,7 +514,7 @@ class NatsStore(MemoryStore):
             for subject, record in self._dirty.items()
         ]
         records.extend(
-            (f"$KV.{self.layout.peers_bucket}.{key}", dumps(record).encode(), None)
+            (self._conn.kv_subject(self.layout.peers_bucket, key), dumps(record).encode(), None)
             for key, record in self._directory.items()
         )
         records.extend((self.layout.audit_subject, entry, None) for entry in self._audit_out)
@@ -1176,7 +1184,8 @@ class NatsBackend:
         since = self._local_online.get(name)
         record = {"online": since is not None, "since": since, "last_seen": now, "at": now}
         key = f"{self.layout.machine}.{token(name)}"
-        self._records.append((f"$KV.{self.layout.presence_bucket}.{key}", dumps(record).encode(), None))
+        subject = self.conn.kv_subject(self.layout.presence_bucket, key)
+        self._records.append((subject, dumps(record).encode(), None))
         self._schedule_drain()
 
     async def _refresh_presence(self) -> None:
@@ -1186,7 +1195,7 @@ class NatsBackend:
         beat = 0
         while True:
             now = time.time()
-            key = f"$KV.{self.layout.presence_bucket}.{self.layout.machine}"
+            key = self.conn.kv_subject(self.layout.presence_bucket, self.layout.machine)
             self._records.append((key, dumps({"at": now}).encode(), None))
             self._schedule_drain()
             if beat % beats_per_refresh == 0:
