@@ -65,7 +65,12 @@ def open_backend(settings: Settings) -> Backend:
     if settings.backend == "sqlite":
         return SqliteBackend(settings)
     if settings.backend == "nats":
-        from .nats import NatsBackend
+        try:
+            from .nats import NatsBackend
+        except ImportError as exc:
+            raise BadRequest(
+                f"the nats backend needs nats-py ({exc})", hint="pip install 'sessionmesh[nats]'"
+            ) from None
 
         return NatsBackend(settings)
     raise BadRequest(f"unknown backend {settings.backend!r}", hint="backends: " + ", ".join(BACKENDS))

@@ -240,7 +240,7 @@ class NatsConnection:
         opts = self._connect_options()
         try:
             # the first connect is bounded: a wrong URL is an error, not an endless retry
-            self.nc = await nats.connect(**{**opts, "max_reconnect_attempts": 2})
+            self.nc = await nats.connect(**{**opts, "max_reconnect_attempts": 1})
         except (TimeoutError, nats.errors.NoServersError, OSError) as exc:
             raise Unavailable(
                 f"cannot connect to NATS at {self.settings.nats_url}: {exc}",
