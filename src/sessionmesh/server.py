@@ -9,6 +9,8 @@ and every delivery a peer sees is already durable.
 from __future__ import annotations
 
 import asyncio
+import collections
+import concurrent.futures
 import contextlib
 import fcntl
 import json
@@ -72,6 +74,9 @@ class Runner:
         self.started_at = time.time()
         self.last_activity = time.monotonic()
         self._outbox: list[Effect] = []
+        self._committing: collections.deque[tuple[concurrent.futures.Future[None], list[Effect]]] = (
+            collections.deque()
+        )
         self._flush_handle: asyncio.Handle | None = None
         self._http_waiters: dict[Hashable, asyncio.Future[dict[str, Any]]] = {}
         self._send_started: dict[Hashable, float] = {}
@@ -163,10 +168,39 @@ class Runner:
             self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
-        """Commit, then carry out everything the committed commands asked for."""
+        """Commit, then carry out everything the committed commands asked for.
+
+        A store with `commit_async` (NATS) commits in the background: this batch's
+        effects wait, in order behind the batches before it, until it is stored,
+        while the loop goes on with the next commands."""
         self._flush_handle = None
-        self.store.commit()
+        begin = getattr(self.store, "commit_async", None)
+        if begin is None:
+            self.store.commit()
+            outbox, self._outbox = self._outbox, []
+            self._carry(outbox)
+            return
         outbox, self._outbox = self._outbox, []
+        done = begin()
+        self._committing.append((done, outbox))
+        loop = asyncio.get_running_loop()
+
+        def stored(_: concurrent.futures.Future[None]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: the broker stopped
+                loop.call_soon_threadsafe(self._release)
+
+        done.add_done_callback(stored)
+
+    def _release(self) -> None:
+        """Carry out the effects of every batch now stored, oldest first."""
+        while self._committing and self._committing[0][0].done():
+            done, outbox = self._committing.popleft()
+            if done.cancelled() or done.exception() is not None:
+                log.error("a commit failed; its answers and deliveries are dropped: %s", done.exception())
+                continue
+            self._carry(outbox)
+
+    def _carry(self, outbox: list[Effect]) -> None:
         for effect in outbox:
             if isinstance(effect, Push):
                 conn = self.conns.get(effect.conn)

@@ -27,8 +27,10 @@ for what must be remote (a commit, the lease table, the audit log).
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
+import dataclasses
 import itertools
 import logging
 import re
@@ -51,7 +53,7 @@ from ..config import Settings
 from ..core.broker import Caller
 from ..core.locks import Lease
 from ..envelope import Envelope, ReceiptState
-from ..errors import BadRequest, Contention, MeshError, StorageError, Unavailable
+from ..errors import BadRequest, Contention, DuplicateMessage, MeshError, StorageError, Unavailable
 from ..storage import PeerRecord, ReceiptUpdate, ThreadRecord
 from ..storage.memory import MemoryStore
 
@@ -67,6 +69,7 @@ PRESENCE_REFRESH = 10.0
 HEARTBEAT_INTERVAL = 1.0  # each broker says it is alive this often (presence key LABEL)
 MACHINE_TIMEOUT = 5.0  # a broker not heard from for this long is down: its peers are offline
 PUBLISH_CHUNK = 2000  # records in flight at once during a commit
+ROUTE_BATCH = 500  # route records given to the broker at once
 COMMIT_TIMEOUT = 60.0  # a commit retries (a node lost, a leader elected) this long
 _WRONG_LAST_SEQUENCE = (10071, 10164)
 _STREAM_IN_USE = 10058
@@ -429,6 +432,76 @@ class NatsConnection:
             todo = failed
 
 
+Record = tuple[str, bytes, dict[str, str] | None]
+
+
+@dataclass(slots=True)
+class _Batch:
+    records: list[Record]
+    done: asyncio.Future[None]
+    futures: list[asyncio.Future[Any]]
+
+
+class Committer:
+    """Commits in order, pipelined: a batch is written while earlier ones still wait
+    for their acknowledgements, and each batch counts as committed once it and every
+    batch before it are acknowledged. If a write fails (a node lost, a leader being
+    elected), the failed batch and every later one are written again, in order, so a
+    record never lands after a newer version of itself. Runs on the NATS loop."""
+
+    def __init__(self, conn: NatsConnection) -> None:
+        self.conn = conn
+        self._lock: asyncio.Lock | None = None
+        self._inflight: collections.deque[_Batch] = collections.deque()
+        self._acker: asyncio.Task[None] | None = None
+
+    async def submit(self, records: list[Record]) -> None:
+        """Write ``records``; return once they and everything before are stored."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        batch = _Batch(records, asyncio.get_running_loop().create_future(), [])
+        async with self._lock:
+            await self._write(batch)
+            self._inflight.append(batch)
+        if self._acker is None or self._acker.done():
+            self._acker = asyncio.create_task(self._ack_in_order())
+        await batch.done
+
+    async def _write(self, batch: _Batch) -> None:
+        for future in batch.futures:
+            future.cancel()
+        batch.futures = []
+        for subject, payload, headers in batch.records:
+            try:
+                batch.futures.append(await self.conn.js.publish_async(subject, payload, headers=headers))
+            except NATS_ERRORS as exc:
+                failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                failed.set_exception(exc)
+                batch.futures.append(failed)
+
+    @staticmethod
+    def _stored(batch: _Batch) -> bool:
+        return all(f.done() and not f.cancelled() and f.exception() is None for f in batch.futures)
+
+    async def _ack_in_order(self) -> None:
+        while self._inflight:
+            head = self._inflight[0]
+            if head.futures:
+                await asyncio.wait(head.futures, timeout=min(self.conn.timeout, 5.0))
+            if self._stored(head):
+                self._inflight.popleft()
+                if not head.done.done():
+                    head.done.set_result(None)
+                continue
+            errors = [f.exception() for f in head.futures if f.done() and not f.cancelled() and f.exception()]
+            log.warning("nats: a commit was not acknowledged (%s); writing it again", errors[:1] or "timeout")
+            await asyncio.sleep(0.2)
+            assert self._lock is not None
+            async with self._lock:
+                for batch in self._inflight:
+                    await self._write(batch)
+
+
 # -- the store -------------------------------------------------------------------------
 
 
@@ -462,6 +535,9 @@ class NatsStore(MemoryStore):
         self._audit_out: list[bytes] = []
         self._lease_rev: int | None = None
         self._lease_rows: list[dict[str, Any]] = []
+        self._committer = Committer(conn)
+        self._boot = secrets.token_hex(6)
+        self._audit_n = 0
         self._closed = False
         self._load()
 
@@ -506,10 +582,16 @@ class NatsStore(MemoryStore):
                 self._receipts[(msg_id, who)] = [ReceiptState(state), updated_at, expires_at, seq, urgent]
 
     def commit(self) -> None:
-        """Write every changed record (and the audit entries) and wait for JetStream."""
-        if not (self._dirty or self._directory or self._audit_out):
-            return
-        records: list[tuple[str, bytes, dict[str, str] | None]] = [
+        """Write every changed record (and the audit entries) and wait until JetStream
+        has them, and everything committed before."""
+        self.commit_async().result()
+
+    def commit_async(self) -> concurrent.futures.Future[None]:
+        """Start committing what changed since the last commit; the future is done
+        when JetStream has it and every earlier batch (`Committer`). The broker goes
+        on with the next commands meanwhile and holds back what they caused until
+        their own batch is done: group commit, pipelined."""
+        records: list[Record] = [
             (self.layout.state_prefix + subject, dumps(record).encode(), None)
             for subject, record in self._dirty.items()
         ]
@@ -517,18 +599,15 @@ class NatsStore(MemoryStore):
             (self._conn.kv_subject(self.layout.peers_bucket, key), dumps(record).encode(), None)
             for key, record in self._directory.items()
         )
-        records.extend((self.layout.audit_subject, entry, None) for entry in self._audit_out)
-        self._conn.call(
-            self._conn.publish_all(records), timeout=COMMIT_TIMEOUT + 10, doing="committing a batch"
-        )
+        for entry in self._audit_out:
+            self._audit_n += 1  # the id lets JetStream drop an entry written again
+            records.append(
+                (self.layout.audit_subject, entry, {"Nats-Msg-Id": f"{self._boot}.{self._audit_n}"})
+            )
         self._dirty.clear()
         self._directory.clear()
         self._audit_out.clear()
-
-    @property
-    def has_pending_writes(self) -> bool:
-        """Records changed since the last commit (a failed commit leaves them here)."""
-        return bool(self._dirty or self._directory or self._audit_out)
+        return self._conn.spawn(self._committer.submit(records))
 
     def checkpoint(self) -> None:
         return None
@@ -553,10 +632,34 @@ class NatsStore(MemoryStore):
         public["machine"] = self.layout.machine
         self._directory[f"{self.layout.machine}.{token(peer.name)}"] = public
 
+    # Envelopes are copied shallowly (the memory store deep-copies, to catch a test
+    # that mutates what it read): nothing changes a stored envelope's body, and a
+    # deep copy of every message read or written was a fifth of the broker's CPU.
     def add_message(self, env: Envelope) -> int:
-        seq = super().add_message(env)
+        if env.id in self._messages:
+            raise DuplicateMessage(f"message {env.id} is already stored")
+        self._seq += 1
+        env.seq = self._seq
+        self._messages[env.id] = dataclasses.replace(env)
         self._journal_message(env.id)
-        return seq
+        return env.seq
+
+    def get_message(self, msg_id: str) -> Envelope | None:
+        env = self._messages.get(msg_id)
+        return dataclasses.replace(env) if env else None
+
+    def _select(self, pred: Any) -> list[Envelope]:
+        found = [e for e in self._messages.values() if pred(e)]
+        return [dataclasses.replace(e) for e in sorted(found, key=lambda e: e.seq)]
+
+    def unread(self, recipient: str, limit: int, after: tuple[int, int] | None = None) -> list[Envelope]:
+        start = (not after[0], after[1]) if after is not None else (False, 0)
+        keys = [
+            (not v[4], v[3], m)
+            for (m, r), v in self._receipts.items()
+            if r == recipient and v[0].unread and (not v[4], v[3]) > start
+        ]
+        return [dataclasses.replace(self._messages[m]) for _, _, m in sorted(keys)[:limit]]
 
     def _journal_message(self, msg_id: str) -> None:
         env = self._messages[msg_id]
@@ -814,6 +917,7 @@ class NatsBackend:
         self._local_online: dict[str, float] = {}  # local name -> online since
         self._heard: dict[str, float] = {}  # machine -> when its heartbeat arrived (monotonic)
         self._queue: asyncio.Queue[list[tuple[str, bytes, dict[str, str] | None]]] | None = None
+        self._arrived: asyncio.Queue[Any] | None = None
         self._nats_tasks: list[concurrent.futures.Future[Any]] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._subs: list[Any] = []
@@ -850,26 +954,38 @@ class NatsBackend:
                 deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
             )
             self._subs.append(sub)
+        # A durable push consumer: records arrive as they are stored (a pull consumer's
+        # fetch waits for a batch to fill or its request to expire).
         durable = f"route-{self.layout.machine}"
-        await js.add_consumer(
-            self.layout.route_stream,
+        self._arrived = asyncio.Queue()
+        arrived = self._arrived
+
+        async def on_record(msg: Any) -> None:
+            arrived.put_nowait(msg)
+
+        route = await js.subscribe(
+            self.layout.route_subject(self.layout.machine),
+            stream=self.layout.route_stream,
+            durable=durable,
+            cb=on_record,
+            manual_ack=True,
             config=api.ConsumerConfig(
-                name=durable,
-                durable_name=durable,
-                filter_subject=self.layout.route_subject(self.layout.machine),
                 ack_policy=api.AckPolicy.EXPLICIT,
                 ack_wait=60.0,
                 max_ack_pending=20_000,
                 deliver_policy=api.DeliverPolicy.ALL,
+                flow_control=True,
+                idle_heartbeat=5.0,
                 num_replicas=self.settings.nats_replicas,
             ),
+            pending_msgs_limit=-1,
+            pending_bytes_limit=-1,
         )
-        route = await js.pull_subscribe_bind(consumer=durable, stream=self.layout.route_stream)
         self._subs.append(route)
         loop = asyncio.get_running_loop()
         self._nats_tasks = [
             asyncio.run_coroutine_threadsafe(self._forward(), loop),
-            asyncio.run_coroutine_threadsafe(self._consume(route), loop),
+            asyncio.run_coroutine_threadsafe(self._consume(), loop),
         ]
 
     async def stop(self) -> None:
@@ -969,17 +1085,14 @@ class NatsBackend:
                 self._queue.task_done()
 
     # -- in: this machine's route subject (NATS loop, then the broker loop) ----------
-    async def _consume(self, route: Any) -> None:
-        assert self.loop is not None
+    async def _consume(self) -> None:
+        """Hand what arrived to the broker in batches (all that waits, up to
+        `ROUTE_BATCH`), one batch at a time, in order."""
+        assert self.loop is not None and self._arrived is not None
         while True:
-            try:
-                msgs = await route.fetch(500, timeout=1.0)
-            except (nats.errors.TimeoutError, TimeoutError):
-                continue
-            except NATS_ERRORS as exc:
-                log.warning("routes: fetch failed: %s", exc)
-                await asyncio.sleep(0.5)
-                continue
+            msgs = [await self._arrived.get()]
+            while not self._arrived.empty() and len(msgs) < ROUTE_BATCH:
+                msgs.append(self._arrived.get_nowait())
             records = []
             for msg in msgs:
                 try:
@@ -1004,8 +1117,12 @@ class NatsBackend:
         for record in records:
             if record is not None:
                 self._apply(record)
-        await asyncio.sleep(0)  # the runner's flush (commit, then effects) runs first
-        return not self.store.has_pending_writes
+        await asyncio.sleep(0)  # the runner's flush (which starts their commit) runs first
+        try:  # a barrier: done when everything written so far is stored
+            await asyncio.wrap_future(self.store.commit_async())
+        except (MeshError, *NATS_ERRORS):
+            return False
+        return True
 
     def _apply(self, record: dict[str, Any]) -> None:
         assert self.runner is not None
