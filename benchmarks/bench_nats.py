@@ -241,12 +241,14 @@ async def main_async(args: Any) -> dict:
     try:
         for _ in range(args.rounds):
             kw = {"samples": args.samples, "warmup": args.warmup}
-            rounds["cross"].append(await mesh_roundtrip(a, b, cross=True, **kw))
-            rounds["nats"].append(await nats_requests(urls, **kw))
-            rounds["local"].append(await mesh_roundtrip(a, b, cross=False, **kw))
+            bound = 60 + args.samples * 0.05  # every phase is bounded: a stuck run fails, never hangs
+            rounds["cross"].append(await asyncio.wait_for(mesh_roundtrip(a, b, cross=True, **kw), bound))
+            rounds["nats"].append(await asyncio.wait_for(nats_requests(urls, **kw), bound))
+            rounds["local"].append(await asyncio.wait_for(mesh_roundtrip(a, b, cross=False, **kw), bound))
             tp = {"senders": args.senders, "window": args.window, "duration": args.duration}
-            rounds["tp_mesh"].append(await mesh_throughput(a, b, **tp))
-            rounds["tp_nats"].append(await nats_throughput(urls, **tp))
+            tp_bound = args.duration + 90
+            rounds["tp_mesh"].append(await asyncio.wait_for(mesh_throughput(a, b, **tp), tp_bound))
+            rounds["tp_nats"].append(await asyncio.wait_for(nats_throughput(urls, **tp), tp_bound))
     finally:
         c.stop_broker(a)
         c.stop_broker(b)

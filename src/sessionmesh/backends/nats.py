@@ -583,8 +583,12 @@ class NatsStore(MemoryStore):
 
     def commit(self) -> None:
         """Write every changed record (and the audit entries) and wait until JetStream
-        has them, and everything committed before."""
-        self.commit_async().result()
+        has them, and everything committed before. Raises `StorageError` when that
+        takes longer than `COMMIT_TIMEOUT` (NATS is gone)."""
+        try:
+            self.commit_async().result(COMMIT_TIMEOUT)
+        except concurrent.futures.TimeoutError:
+            raise StorageError(f"JetStream did not store a commit within {COMMIT_TIMEOUT:.0f}s") from None
 
     def commit_async(self) -> concurrent.futures.Future[None]:
         """Start committing what changed since the last commit; the future is done
