@@ -414,50 +414,9 @@ def cmd_log(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    import asyncio
+    from .watch import run_watch
 
-    from .client.aio import AsyncClient
-    from .render import message_line
-
-    settings = _settings(args)
-
-    async def watch() -> None:
-        async with AsyncClient(
-            settings, args.as_name, client_kind="watch", auto_read=False, events=args.events
-        ) as peer:
-            if not args.json:
-                print(f"watching as {peer.name} (Ctrl-C to stop)", file=sys.stderr, flush=True)
-            for topic in args.topic or ():
-                await peer.subscribe(topic, from_start=args.from_start)
-
-            async def events() -> None:
-                while True:
-                    event = await peer.events.get()
-                    print(
-                        json.dumps(event, ensure_ascii=False)
-                        if args.json
-                        else f"· {event['event']} {json.dumps({k: v for k, v in event.items() if k not in ('op', 'event', 'ts')})}",
-                        flush=True,
-                    )
-
-            ev_task = asyncio.create_task(events()) if args.events else None
-            try:
-                while True:
-                    env = await peer.recv()
-                    wire = env.to_wire()
-                    print(
-                        json.dumps(wire, ensure_ascii=False) if args.json else message_line(wire), flush=True
-                    )
-                    peer.note_read(env.id)
-            finally:
-                if ev_task:
-                    ev_task.cancel()
-
-    try:
-        asyncio.run(watch())
-    except KeyboardInterrupt:
-        pass
-    return EXIT_OK
+    return run_watch(_settings(args), args)
 
 
 def cmd_held(args: argparse.Namespace) -> int:
@@ -487,6 +446,12 @@ def cmd_decide(args: argparse.Namespace) -> int:
         for msg_id in result[key]:
             print(f"{msg_id} {key}: {done}")
     return EXIT_OK
+
+
+def cmd_guard(args: argparse.Namespace) -> int:
+    from .guard import run_guard
+
+    return run_guard(_settings(args), args)
 
 
 def cmd_mcp(args: argparse.Namespace) -> int:
@@ -529,6 +494,40 @@ def cmd_channel_bridge(args: argparse.Namespace) -> int:
     from .bridges.channel import run_bridge
 
     return run_bridge(_settings(args), args)
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    import urllib.error
+    import urllib.request
+
+    from .client import discovery
+    from .errors import Unavailable, from_wire
+
+    address = discovery.locate(_settings(args))
+    request = urllib.request.Request(
+        address.url + "/dashboard/v1/login",
+        data=b"{}",
+        method="POST",
+        headers={"Authorization": f"Bearer {address.token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            login = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        raise from_wire(json.loads(exc.read() or b"{}").get("error") or {"message": str(exc)}) from None
+    except (OSError, ValueError) as exc:
+        raise Unavailable(f"cannot reach the broker at {address.url}: {exc}") from None
+    if args.json:
+        _out(args, login)
+    else:
+        print(login["url"])
+        print(f"a one-time login link: it works once, within {login['ttl']:.0f}s", file=sys.stderr)
+    gui = sys.platform == "darwin" or os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    if gui and not args.no_open:
+        import webbrowser
+
+        webbrowser.open(login["url"])
+    return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -609,6 +608,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", action="store_true", help="also print joins, leaves, receipts, locks")
     p.add_argument("--topic", action="append", help="subscribe to #topic (repeatable)")
     p.add_argument("--from-start", action="store_true", help="with --topic: catch up from the start")
+    p.add_argument(
+        "--exclusive-cwd",
+        action="store_true",
+        help="hold the working folder so no second agent joins from it",
+    )
     p = add("track", cmd_track, "receipts of a message you sent", [peer])
     p.add_argument("message_id")
     p = add("thread", cmd_thread, "a thread's state, turns and messages", [peer])
@@ -625,6 +629,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("log", cmd_log, "the audit log (JSONL with --json)", [peer])
     p.add_argument("--after", type=int, default=0, help="entries after this sequence number")
     p.add_argument("--limit", type=int, default=1000)
+    p = add("dashboard", cmd_dashboard, "open the live dashboard (prints a one-time login link)", [common])
+    p.add_argument("--no-open", action="store_true", help="only print the link, do not open a browser")
     add("demo", cmd_demo, "run scripted agents on an embedded broker and show the traffic", [common])
 
     person = argparse.ArgumentParser(add_help=False, parents=[common])
@@ -636,6 +642,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name, verb in (("approve", "deliver"), ("reject", "drop")):
         p = add(name, cmd_decide, f"{verb} held messages (a person's decision)", [person])
         p.add_argument("message_ids", nargs="+", metavar="ID")
+
+    p = add("guard", cmd_guard, "git pre-commit guard for files other peers hold exclusively", [peer])
+    p.add_argument("action", choices=["install", "uninstall", "check"])
+    p.add_argument("--dir", help="the repository (default: the current folder)")
 
     # -- adapters: getting messages into agents --
     p = add("mcp", cmd_mcp, "run the stdio MCP server for an agent", [peer])
@@ -741,8 +751,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    if sys.argv[1:2] == ["hook"]:  # runs on every tool call: skip building the whole parser
-        from .hooks import main as hook_main
-
-        sys.exit(hook_main(sys.argv[2:]))
     sys.exit(main())

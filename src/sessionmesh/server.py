@@ -12,7 +12,9 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import errno
 import fcntl
+import itertools
 import json
 import logging
 import os
@@ -20,7 +22,7 @@ import secrets
 import signal
 import time
 from collections.abc import Hashable
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -30,6 +32,7 @@ from .codec import dumps
 from .config import Settings
 from .core.broker import Caller, Core
 from .core.effects import Effect, Push, Respond
+from .dashboard import Dashboard
 from .errors import BadFrame, MeshError, Unauthorized, Unavailable
 from .metrics import Metrics
 from .transports import Connection, Endpoints
@@ -54,6 +57,12 @@ def ensure_token(settings: Settings) -> str:
     return token
 
 
+class Sink(Protocol):
+    """Where an observer's frames go (see `Runner.observe`)."""
+
+    def push(self, frame: dict[str, Any]) -> None: ...
+
+
 class AlreadyRunning(Unavailable):
     code = "already_running"
     http_status = 409
@@ -71,6 +80,8 @@ class Runner:
         self.core = Core(self.store, settings)
         self.metrics = Metrics(self)
         self.conns: dict[int, Connection] = {}
+        self.observers: dict[int, Sink] = {}
+        self._observer_ids = itertools.count(-1, -1)  # never a connection's id
         self.started_at = time.time()
         self.last_activity = time.monotonic()
         self._outbox: list[Effect] = []
@@ -127,6 +138,17 @@ class Runner:
     def disconnect(self, conn: Connection, *, graceful: bool) -> None:
         self.conns.pop(conn.id, None)
         self._run(self.core.disconnect(conn.id, time.time(), graceful=graceful))
+
+    def observe(self, sink: Sink) -> int:
+        """Hand ``sink`` every event, and each stored message, after its commit."""
+        key = next(self._observer_ids)
+        self.observers[key] = sink
+        self.core.observe(key)
+        return key
+
+    def unobserve(self, key: int) -> None:
+        self.observers.pop(key, None)
+        self.core.unobserve(key)
 
     def touch(self) -> None:
         """Someone used the broker: an auto-started broker's idle clock restarts."""
@@ -203,7 +225,7 @@ class Runner:
     def _carry(self, outbox: list[Effect]) -> None:
         for effect in outbox:
             if isinstance(effect, Push):
-                conn = self.conns.get(effect.conn)
+                conn = self.conns.get(effect.conn) or self.observers.get(effect.conn)
                 if conn is not None:
                     conn.push(effect.frame)
             elif isinstance(effect, Respond):
@@ -276,7 +298,7 @@ class Runner:
             if mono - last_presence > PRESENCE_FLUSH_INTERVAL:
                 self.core.flush_presence()
                 last_presence = mono
-            if self.core.online_names():
+            if self.core.online_names() or self.observers:  # a peer, or an open dashboard
                 self.last_activity = mono
             elif self.autostarted and mono - self.last_activity > self.settings.idle_timeout:
                 log.info("idle for %.0fs with no peers; stopping", self.settings.idle_timeout)
@@ -284,9 +306,11 @@ class Runner:
 
     async def serve(self, *, ready: asyncio.Future[str] | None = None) -> None:
         """Bind, write broker.json, serve until stopped, then shut down cleanly."""
-        endpoints = Endpoints(self)
+        dashboard = Dashboard(self)
+        endpoints = Endpoints(self, self_guarded=dashboard.guards)
         app = web.Application(client_max_size=self.settings.max_frame_bytes, middlewares=[endpoints.guard])
         app.add_routes(endpoints.routes())
+        dashboard.install(app)
         runner = web.AppRunner(
             # cancel a handler when its client hangs up, so a long-polling await is dropped
             app,
@@ -297,7 +321,16 @@ class Runner:
         await runner.setup()
         site = web.TCPSite(runner, self.settings.host, self.settings.port, reuse_address=True)
         try:
-            await site.start()
+            try:
+                await site.start()
+            except OSError as exc:
+                # another home's broker has the default port: an autostarted broker
+                # takes any free one (its clients find it through broker.json)
+                if not (self.autostarted and exc.errno == errno.EADDRINUSE):
+                    raise
+                log.info("port %s is taken; listening on a free port", self.settings.port)
+                site = web.TCPSite(runner, self.settings.host, 0, reuse_address=True)
+                await site.start()
         except OSError as exc:
             await runner.cleanup()
             raise Unavailable(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -72,7 +73,8 @@ class Connection:
             self._closed = True
 
 
-def _token_of(request: web.Request) -> str | None:
+def token_of(request: web.Request) -> str | None:
+    """The broker token a request carries (``Authorization: Bearer``, else ``?token=``)."""
     header = request.headers.get("Authorization", "")
     if header.startswith("Bearer "):
         return header[7:].strip()
@@ -82,8 +84,10 @@ def _token_of(request: web.Request) -> str | None:
 class Endpoints:
     """aiohttp handlers bound to one runner."""
 
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, runner: Runner, *, self_guarded: Callable[[str], bool] = lambda path: False) -> None:
         self.runner = runner
+        # paths whose handlers check credentials themselves (the dashboard's cookie)
+        self._self_guarded = self_guarded
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -93,7 +97,6 @@ class Endpoints:
             web.post("/v1/join", self.join),
             web.post("/v1/shutdown", self.shutdown),
             web.post("/v1/{op}", self.http_op),
-            web.get("/", self.index),
         ]
 
     @web.middleware
@@ -102,7 +105,11 @@ class Endpoints:
         try:
             if request.path != "/health":
                 self.runner.touch()
-            if request.path != "/health" and not self.runner.token_ok(_token_of(request)):
+            if (
+                request.path != "/health"
+                and not self._self_guarded(request.path)
+                and not self.runner.token_ok(token_of(request))
+            ):
                 raise Unauthorized(
                     "missing or wrong broker token",
                     hint="send 'Authorization: Bearer <token>' with the token from $MESH_HOME/token",
@@ -113,9 +120,6 @@ class Endpoints:
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response(self.runner.health(), dumps=dumps)
-
-    async def index(self, request: web.Request) -> web.Response:
-        return web.Response(text="sessionmesh broker: see /health, /metrics and docs/protocol.md\n")
 
     async def metrics(self, request: web.Request) -> web.Response:
         body, content_type = self.runner.metrics_text()

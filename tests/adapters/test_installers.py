@@ -249,7 +249,7 @@ def test_install_adds_server_hooks_and_skill_and_keeps_everything_already_there(
     server = load(tree.root / case.server[0])
     for key in case.server[1:]:
         server = server[key]
-    assert server["args"][-1] == "mcp" and server["command"]
+    assert server["args"][-3:] == ["mcp", "--client", case.tool] and server["command"]
 
     hooks = load(tree.root / case.hooks_file)
     for event in case.events:
@@ -364,7 +364,7 @@ def test_as_name_reaches_every_command_and_a_new_name_replaces_the_old(tree: Tre
     server = load(tree.root / tree.case.server[0])
     for key in tree.case.server[1:]:
         server = server[key]
-    assert server["args"][-3:] == ["mcp", "--as", "bob"]
+    assert server["args"][-5:] == ["mcp", "--client", tree.case.tool, "--as", "bob"]
 
 
 def test_a_bad_as_name_is_refused_before_anything_is_written(tree: Tree) -> None:
@@ -397,7 +397,14 @@ def test_without_mesh_on_path_the_entries_run_this_python(tmp_path: Path) -> Non
     assert proc.returncode == 0, proc.stderr
     settings = load(t.project / ".gemini" / "settings.json")
     server = settings["mcpServers"]["sessionmesh"]
-    assert [server["command"], *server["args"]] == [sys.executable, "-m", "sessionmesh", "mcp"]
+    assert [server["command"], *server["args"]] == [
+        sys.executable,
+        "-m",
+        "sessionmesh",
+        "mcp",
+        "--client",
+        "gemini",
+    ]
     assert our_commands(settings, "AfterAgent")[0].endswith("-m sessionmesh hook gemini AfterAgent")
     assert t.mesh("uninstall", "gemini", "--dir", str(t.project), path=str(empty)).returncode == 0
     assert not (t.project / ".gemini").exists()

@@ -120,3 +120,21 @@ def test_broker_process_fixture_restarts_on_the_same_home(mesh_home):
         )
     finally:
         broker.stop()
+
+
+def test_an_autostarted_broker_takes_a_free_port_when_the_default_is_taken(mesh_home):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "MESH_HOME": str(mesh_home), "MESH_PORT": str(port)}
+        done = mesh_cmd("peers", "--as", "alice", env=env)
+        assert done.returncode == 0, done.stderr
+        info = json.loads((mesh_home / "broker.json").read_text())
+        assert not info["url"].endswith(f":{port}")
+        # an explicit `mesh serve` on a taken port is an error, not a silent move
+        explicit = mesh_cmd("serve", "--port", str(port), "--home", str(mesh_home / "other"), env=env, timeout=20)
+        assert explicit.returncode == 6 and "cannot listen" in explicit.stderr
+        assert mesh_cmd("down", env=env).returncode == 0

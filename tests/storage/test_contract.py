@@ -300,6 +300,59 @@ def test_a_thread_reads_back_as_written_and_is_replaced_on_put(store: Store) -> 
     assert store.get_thread("t1") == ThreadRecord("t1", "answered", 2, ["alice", "bob", "carol"], T0, T0 + 5)
 
 
+def test_recent_threads_come_by_last_activity_newest_first_and_page_by_time(store: Store) -> None:
+    for i, name in enumerate(["t1", "t2", "t3"]):
+        store.put_thread(ThreadRecord(name, "open", 2, ["alice", "bob"], T0, T0 + i))
+    store.put_thread(ThreadRecord("t1", "answered", 3, ["alice", "bob"], T0, T0 + 10))
+    assert [t.id for t in store.recent_threads(before=None, limit=10)] == ["t1", "t3", "t2"]
+    assert [t.id for t in store.recent_threads(before=None, limit=2)] == ["t1", "t3"]
+    assert [t.id for t in store.recent_threads(before=T0 + 2, limit=10)] == ["t2"]
+    assert store.recent_threads(before=None, limit=1)[0].turns == 3
+
+
+# -- browsing and search ----------------------------------------------------------------
+
+
+def test_recent_messages_come_newest_first_and_page_by_sequence(store: Store) -> None:
+    envs = [stored(store, body=f"m{i}") for i in range(5)]
+    page = store.recent_messages(before=None, limit=3)
+    assert [e.id for e in page] == [envs[4].id, envs[3].id, envs[2].id]
+    older = store.recent_messages(before=page[-1].seq, limit=3)
+    assert [e.id for e in older] == [envs[1].id, envs[0].id]
+    assert older[0] == envs[1]
+    assert store.recent_messages(before=envs[0].seq, limit=3) == []
+
+
+def test_search_finds_every_word_as_a_prefix_case_insensitively_newest_first(store: Store) -> None:
+    a = stored(store, body="Please run the migration on staging")
+    b = stored(store, body="the Migration failed: see build/log.txt")
+    stored(store, body="nothing to see here")
+    c = stored(store, body={"note": "migrations are done", "n": 3})
+    assert [e.id for e in store.search("migration", limit=10)] == [c.id, b.id, a.id]
+    assert [e.id for e in store.search("MIGRAT stag", limit=10)] == [a.id]
+    assert [e.id for e in store.search("build/log", limit=10)] == [b.id]
+    assert [e.id for e in store.search("migration", limit=1)] == [c.id]
+    assert [e.id for e in store.search("migration", limit=10, before=b.seq)] == [a.id]
+    assert store.search("absent", limit=10) == []
+    assert store.search(' "*( ', limit=10) == []  # no words: nothing, and no syntax error
+
+
+def test_traffic_counts_messages_per_sender_and_target_since_a_time(store: Store) -> None:
+    stored(store, "bob", ts=T0 - 100)
+    stored(store, "bob", ts=T0)
+    stored(store, "bob", ts=T0 + 1)
+    stored(store, ["bob", "carol"], recipients=["bob", "carol"], ts=T0 + 2)
+    stored(store, "broadcast", recipients=["bob", "carol"], ts=T0 + 3)
+    stored(store, "alice", sender="bob", ts=T0 + 4)
+    assert sorted(store.traffic(T0)) == [
+        ("alice", "bob", 3),
+        ("alice", "broadcast", 1),
+        ("alice", "carol", 1),
+        ("bob", "alice", 1),
+    ]
+    assert store.traffic(T0 + 100) == []
+
+
 # -- leases -----------------------------------------------------------------------------
 
 
@@ -403,6 +456,20 @@ def test_sqlite_data_survives_close_and_reopen(tmp_path: Path) -> None:
         assert again.subscribers("#build") == ["bob"]
         assert [e["id"] for e in again.read_audit(after=0, limit=10)] == [env.id]
         assert again.add_message(envelope()) > env.seq
+    finally:
+        again.close()
+
+
+def test_sqlite_indexes_the_bodies_of_a_store_written_before_search_existed(tmp_path: Path) -> None:
+    path = str(tmp_path / "mesh.db")
+    store = SqliteStore(path)
+    env = stored(store, body="an old message about the release")
+    store._db.execute("DROP TABLE messages_fts")  # as a store from before the index
+    store._db.execute("DELETE FROM meta WHERE key = 'fts_seq'")
+    store.close()
+    again = SqliteStore(path)
+    try:
+        assert [e.id for e in again.search("release", limit=5)] == [env.id]
     finally:
         again.close()
 

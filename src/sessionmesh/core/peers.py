@@ -97,7 +97,8 @@ class PeersMixin(CoreState):
         self._touch(name, now)
         effects: list[Effect] = []
         self._audit(now, "peer_joined", {"name": name})
-        self._event(effects, now, "peer_joined", name=name, presence=Presence.ONLINE.value)
+        meta = {k: v for k, v in self._peer_cache[name].meta.items() if k != "refuse"}
+        self._event(effects, now, "peer_joined", name=name, presence=Presence.ONLINE.value, meta=meta)
         welcome = {"name": name, "secret": issued, "server_time": now}
         effects.extend(self._next_page(conn))
         return welcome, effects

@@ -25,6 +25,8 @@ from .effects import Effect, Push, Respond
 from .safety import DEFAULT_HOLD_PATTERNS, SecretAction, find_secrets, hold_reason, redact
 from .state import SENDER_CACHE, Caller, CoreState
 
+OBSERVED_RECIPIENTS = 200  # names listed in a `message` event; the count is always exact
+
 
 @dataclass(slots=True)
 class PendingSend:
@@ -204,10 +206,22 @@ class SendingMixin(CoreState):
         self._audit(now, "message", self._audit_envelope(wire, recipients))
         self._thread_turn(env, now)
         self.counters["messages_stored"] += 1
+        observed: list[Effect] = []
+        if self._observers:
+            self._observe(
+                observed,
+                now,
+                "message",
+                message=wire,
+                seq=env.seq,
+                state=first.value,
+                recipients=recipients[:OBSERVED_RECIPIENTS],
+                recipient_count=len(recipients),
+            )
         if held:
-            return self._hold(env, held, statuses, reasons, recipients, reply_to, now)
+            return observed + self._hold(env, held, statuses, reasons, recipients, reply_to, now)
 
-        effects: list[Effect] = []
+        effects: list[Effect] = observed
         waiting, awaited = self._fan_out(effects, env, parent, recipients, wire, now)
         for name in recipients:
             received = name in awaited  # a live await already holds it (and has shown it)

@@ -59,6 +59,8 @@ class CoreState:
         self.settings = settings
         self._conns: dict[int, LiveConn] = {}
         self._watchers: set[int] = set()  # connections that asked for events
+        # observers (the dashboard): every event, and each stored message with its body
+        self._observers: set[int] = set()
         # senders and receipt states of recent messages, so an ack needs no lookups
         self._senders: OrderedDict[str, str] = OrderedDict()
         self._states: OrderedDict[tuple[str, str], ReceiptState] = OrderedDict()
@@ -94,6 +96,24 @@ class CoreState:
             return
         frame = {"op": "event", "event": event, "ts": now, **data}
         for conn in self._watchers:
+            effects.append(Push(conn, frame))
+
+    def observe(self, conn: int) -> None:
+        """Send ``conn`` (not a peer: no name, no inbox) every event, plus a ``message``
+        event for each stored envelope; the server routes its pushes like any other."""
+        self._observers.add(conn)
+        self._watchers.add(conn)
+
+    def unobserve(self, conn: int) -> None:
+        self._observers.discard(conn)
+        self._watchers.discard(conn)
+
+    def _observe(self, effects: list[Effect], now: float, event: str, **data: Any) -> None:
+        """An event for observers only (it may carry bodies, which peers' events never do)."""
+        if not self._observers:
+            return
+        frame = {"op": "event", "event": event, "ts": now, **data}
+        for conn in self._observers:
             effects.append(Push(conn, frame))
 
     def _audit_envelope(self, wire: dict[str, Any], recipients: list[str]) -> dict[str, Any]:

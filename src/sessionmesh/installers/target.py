@@ -40,8 +40,8 @@ class Target:
         return f"~/{rel}" if self.scope is Scope.USER else rel
 
     def mcp_argv(self) -> list[str]:
-        """The full command line of the MCP server."""
-        return [*self.program, "mcp", *self.extra]
+        """The full command line of the MCP server (peers see the tool as its client)."""
+        return [*self.program, "mcp", "--client", self.tool, *self.extra]
 
     def hook_command(self, event: str) -> str:
         """The shell command of one hook (hooks are run by a shell, so it is quoted)."""

@@ -8,12 +8,26 @@ same contract suite (``tests/storage/test_contract.py``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..codec import dumps
 from ..core.locks import Lease
 from ..envelope import Envelope, ReceiptState
+
+_WORD = re.compile(r"[^\W_]+")  # letters and digits: what SQLite FTS5 (unicode61) calls a token
+
+
+def body_text(body: Any) -> str:
+    """The text a search looks in: a string body itself, any other body as JSON."""
+    return body if isinstance(body, str) else dumps(body)
+
+
+def search_terms(query: str) -> list[str]:
+    """The words of a search query, lower-cased (punctuation separates words)."""
+    return _WORD.findall(query.lower())[:16]
 
 
 @dataclass(slots=True)
@@ -90,6 +104,25 @@ class Store(Protocol):
     def replies_to(self, msg_id: str) -> list[Envelope]: ...
     def thread_messages(self, thread_id: str, limit: int) -> list[Envelope]: ...
     def topic_messages(self, topic: str) -> list[Envelope]: ...
+
+    # browsing (the dashboard): newest first, paged by sequence number
+    def recent_messages(self, *, before: int | None, limit: int) -> list[Envelope]:
+        """Stored envelopes newest first; with ``before``, only those with a smaller seq."""
+        ...
+
+    def search(self, query: str, *, limit: int, before: int | None = None) -> list[Envelope]:
+        """Envelopes whose body contains every word of ``query`` (word prefixes match,
+        case-insensitive), newest first; with ``before``, only smaller seqs."""
+        ...
+
+    def traffic(self, since: float) -> list[tuple[str, str, int]]:
+        """(sender, wire ``to``, count) of the envelopes stored at or after ``since``;
+        a ``to`` that names a list of peers is one row per name."""
+        ...
+
+    def recent_threads(self, *, before: float | None, limit: int) -> list[ThreadRecord]:
+        """Thread rows (threads with a second turn) by last activity, newest first."""
+        ...
 
     # receipts (the inboxes)
     def add_receipts(

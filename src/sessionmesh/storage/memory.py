@@ -10,7 +10,7 @@ from typing import Any
 from ..core.locks import Lease
 from ..envelope import Envelope, Priority, ReceiptState
 from ..errors import DuplicateMessage
-from . import PeerRecord, Receipt, ReceiptUpdate, ThreadRecord
+from . import PeerRecord, Receipt, ReceiptUpdate, ThreadRecord, body_text, search_terms
 
 
 class MemoryStore:
@@ -77,6 +77,37 @@ class MemoryStore:
 
     def topic_messages(self, topic: str) -> list[Envelope]:
         return self._select(lambda e: e.to.topic == topic)
+
+    def recent_messages(self, *, before: int | None, limit: int) -> list[Envelope]:
+        found = self._select(lambda e: before is None or e.seq < before)
+        return found[::-1][:limit]
+
+    def search(self, query: str, *, limit: int, before: int | None = None) -> list[Envelope]:
+        terms = search_terms(query)
+        if not terms:
+            return []
+
+        def match(env: Envelope) -> bool:
+            words = search_terms(body_text(env.body))
+            return all(any(w.startswith(t) for w in words) for t in terms)
+
+        found = self._select(lambda e: (before is None or e.seq < before) and match(e))
+        return found[::-1][:limit]
+
+    def traffic(self, since: float) -> list[tuple[str, str, int]]:
+        counts: dict[tuple[str, str], int] = {}
+        for env in self._messages.values():
+            if env.ts < since:
+                continue
+            to = env.to.to_wire()
+            for target in to if isinstance(to, list) else [to]:
+                counts[(env.sender, target)] = counts.get((env.sender, target), 0) + 1
+        return [(s, t, n) for (s, t), n in sorted(counts.items())]
+
+    def recent_threads(self, *, before: float | None, limit: int) -> list[ThreadRecord]:
+        found = [t for t in self._threads.values() if before is None or t.updated_at < before]
+        found.sort(key=lambda t: (t.updated_at, t.id), reverse=True)
+        return [copy.deepcopy(t) for t in found[:limit]]
 
     def add_receipts(
         self, env: Envelope, recipients: Iterable[str], state: ReceiptState = ReceiptState.QUEUED

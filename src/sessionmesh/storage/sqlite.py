@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -11,9 +12,10 @@ from ..codec import dumps, loads
 from ..core.locks import Lease
 from ..envelope import Envelope, Kind, Priority, ReceiptState, ReplyStatus, Target
 from ..errors import DuplicateMessage, StorageError
-from . import PeerRecord, Receipt, ReceiptUpdate, ThreadRecord
+from . import PeerRecord, Receipt, ReceiptUpdate, ThreadRecord, body_text, search_terms
 
 SCHEMA_VERSION = 1
+FTS_INTERVAL = 1.0  # seconds between batches of bodies added to the full-text index
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -42,6 +44,11 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_re ON messages(re) WHERE re IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_thread ON messages(thread, seq);
 CREATE INDEX IF NOT EXISTS messages_topic ON messages(recipient, seq) WHERE recipient LIKE '#%';
+-- full-text index of the bodies (contentless: the text lives in messages.body);
+-- meta 'fts_seq' is the last message indexed
+CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(
+    body, content='', tokenize='unicode61 remove_diacritics 0'
+);
 CREATE TABLE IF NOT EXISTS receipts (
     msg_id TEXT NOT NULL,
     recipient TEXT NOT NULL,
@@ -65,6 +72,7 @@ CREATE TABLE IF NOT EXISTS threads (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS threads_updated ON threads(updated_at);
 CREATE TABLE IF NOT EXISTS leases (
     resource TEXT NOT NULL,
     holder TEXT NOT NULL,
@@ -129,6 +137,7 @@ class SqliteStore:
             self._db.execute(
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
+            self._index_bodies()  # what a crash left unindexed, or a store from before the index
             self._db.commit()
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open the store at {path}: {exc}") from exc
@@ -139,6 +148,30 @@ class SqliteStore:
         # 'delivered' and a 'read' for one copy in one batch are a single UPDATE
         self._receipt_moves: dict[tuple[str, str], tuple[str, float]] = {}
 
+    def _index_bodies(self) -> None:
+        """Add the bodies stored since the last call to the full-text index.
+
+        Indexing in batches (at most once a second, at a commit, and before a search)
+        rather than on every insert keeps a send's cost flat: FTS5 writes a segment
+        per transaction, which one commit per message would pay every time."""
+        self._fts_at = time.monotonic()
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'fts_seq'").fetchone()
+        done = int(row[0]) if row else 0
+        rows = self._db.execute(
+            "SELECT seq, body FROM messages WHERE seq > ? ORDER BY seq", (done,)
+        ).fetchall()
+        if not rows:
+            return
+        self._db.executemany(
+            "INSERT INTO messages_fts(rowid, body) VALUES (?, ?)",
+            ((seq, body_text(loads(body))) for seq, body in rows),
+        )
+        self._db.execute(
+            "INSERT INTO meta(key, value) VALUES ('fts_seq', ?)"
+            " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (str(rows[-1][0]),),
+        )
+
     @property
     def journal_mode(self) -> str:
         return str(self._db.execute("PRAGMA journal_mode").fetchone()[0])
@@ -148,6 +181,8 @@ class SqliteStore:
         try:
             self._flush_audit()
             self._flush_receipts()
+            if time.monotonic() - self._fts_at >= FTS_INTERVAL:
+                self._index_bodies()
             self._db.commit()
         except sqlite3.Error as exc:
             raise StorageError(f"commit failed: {exc}") from exc
@@ -245,6 +280,70 @@ class SqliteStore:
             f"SELECT {_MSG_COLS} FROM messages WHERE recipient = ? ORDER BY seq", (topic,)
         ).fetchall()
         return [_row_to_envelope(r) for r in rows]
+
+    # browsing ------------------------------------------------------------------
+    def recent_messages(self, *, before: int | None, limit: int) -> list[Envelope]:
+        rows = self._db.execute(
+            f"SELECT {_MSG_COLS} FROM messages WHERE seq < ? ORDER BY seq DESC LIMIT ?",
+            (before if before is not None else 2**62, limit),
+        ).fetchall()
+        return [_row_to_envelope(r) for r in rows]
+
+    def search(self, query: str, *, limit: int, before: int | None = None) -> list[Envelope]:
+        terms = search_terms(query)
+        if not terms:
+            return []
+        self._index_bodies()
+        match = " ".join(f'"{t}"*' for t in terms)  # terms are letters and digits only
+        cols = ", ".join(f"m.{c.strip()}" for c in _MSG_COLS.split(","))
+        try:
+            rows = self._db.execute(
+                f"SELECT {cols} FROM messages_fts f JOIN messages m ON m.seq = f.rowid"
+                " WHERE messages_fts MATCH ? AND f.rowid < ? ORDER BY f.rowid DESC LIMIT ?",
+                (match, before if before is not None else 2**62, limit),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"search failed: {exc}") from exc
+        return [_row_to_envelope(r) for r in rows]
+
+    def _first_seq_since(self, since: float) -> int:
+        """The first seq stored at or after ``since``, by bisecting the seq order: the
+        broker stamps ``ts`` as it stores, so ts grows with seq (a clock stepped back
+        makes the window's edge approximate), and no index on ts is paid per insert."""
+        lo_row = self._db.execute("SELECT min(seq), max(seq) FROM messages").fetchone()
+        if lo_row[0] is None:
+            return 0
+        lo, hi = lo_row[0], lo_row[1] + 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            row = self._db.execute(
+                "SELECT seq, ts FROM messages WHERE seq >= ? ORDER BY seq LIMIT 1", (mid,)
+            ).fetchone()
+            if row is None or row[1] >= since:
+                hi = mid
+            else:
+                lo = row[0] + 1
+        return lo
+
+    def traffic(self, since: float) -> list[tuple[str, str, int]]:
+        rows = self._db.execute(
+            "SELECT sender, recipient, count(*) FROM messages WHERE seq >= ? AND ts >= ?"
+            " GROUP BY sender, recipient",
+            (self._first_seq_since(since), since),
+        ).fetchall()
+        counts: dict[tuple[str, str], int] = {}
+        for sender, recipient, n in rows:
+            for target in loads(recipient) if recipient.startswith("[") else [recipient]:
+                counts[(sender, target)] = counts.get((sender, target), 0) + n
+        return [(s, t, n) for (s, t), n in sorted(counts.items())]
+
+    def recent_threads(self, *, before: float | None, limit: int) -> list[ThreadRecord]:
+        rows = self._db.execute(
+            "SELECT id, state, turns, participants, created_at, updated_at FROM threads"
+            " WHERE updated_at < ? ORDER BY updated_at DESC, id DESC LIMIT ?",
+            (before if before is not None else float("inf"), limit),
+        ).fetchall()
+        return [ThreadRecord(r[0], r[1], r[2], loads(r[3]), r[4], r[5]) for r in rows]
 
     # receipts ------------------------------------------------------------------
     def add_receipts(
