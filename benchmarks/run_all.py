@@ -119,6 +119,28 @@ def table(r: dict[str, Any]) -> list[str]:
                 yes(rt["targets"]["p99_under_5ms"]),
             )
         )
+    nb = r.get("nats", {})
+    if "cross" in nb:
+        tpn = nb["throughput"]
+        rows.append(
+            (
+                f"NATS backend (R{nb['replicas']}): cross-broker send -> `received`, p50 / p99",
+                f"{nb['cross']['p50_ms']:.3f} / {nb['cross']['p99_ms']:.3f} ms",
+                f"raw nats-py request/reply {nb['nats']['p50_ms']} / {nb['nats']['p99_ms']} ms "
+                f"(x{nb['ratio_cross_to_nats_p50']}); one NATS-backed broker {nb['local']['p50_ms']} ms",
+                "-",
+                "",
+            )
+        )
+        rows.append(
+            (
+                f"NATS backend: cross-broker msgs/s, {tpn['senders']} x {tpn['window']} in flight",
+                f"{tpn['mesh_cross_msgs_per_s']:.0f}/s",
+                f"raw nats-py request/reply {tpn['nats_request_reply_msgs_per_s']:.0f}/s",
+                "-",
+                "",
+            )
+        )
     tp = r.get("throughput", {})
     if "runs" in tp:
         shipped = [x for x in tp["runs"] if x.get("client_loop", "asyncio") == "asyncio"]
@@ -272,6 +294,11 @@ def main() -> None:
     results["peers"] = bench("bench_peers.py")
     results["cli"] = bench("bench_cli.py", "--runs", "20" if q else "25")
     results["core"] = bench("bench_core.py", "--messages", "2000" if q else "5000")
+    # the NATS backend: two brokers on one JetStream node, raw nats-py in the same rounds
+    results["nats"] = bench(
+        "bench_nats.py", "--samples", "300" if q else "1000", "--rounds", "2" if q else "3",
+        "--duration", "3" if q else "6",
+    )  # fmt: skip
     if not args.no_profile:
         extra = [] if shutil.which("py-spy") else ["--cprofile"]
         results["profile_roundtrip"] = bench(

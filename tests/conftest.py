@@ -17,6 +17,7 @@ import pytest
 
 from sessionmesh.config import Settings, load
 from sessionmesh.server import Runner
+from tests.natsserver import NatsNode
 
 START_TIMEOUT = 15.0
 
@@ -105,6 +106,29 @@ class BrokerProcess:
         )
 
 
+@pytest.fixture(scope="session")
+def nats_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsNode]:
+    """One nats-server with JetStream for the whole session; tests keep apart by
+    each using a namespace of its own (`nats_settings`)."""
+    node = NatsNode("solo", tmp_path_factory.mktemp("nats")).start()
+    yield node
+    node.stop()
+
+
+def nats_overrides(url: str, machine: str = "m1", **more: Any) -> dict[str, Any]:
+    """Settings for a NATS-backed broker or store in a namespace no other test uses."""
+    import secrets
+
+    return {
+        "backend": "nats",
+        "nats_url": url,
+        "machine": machine,
+        "nats_namespace": "t" + secrets.token_hex(5),
+        "nats_timeout": 5.0,
+        **more,
+    }
+
+
 @pytest.fixture
 def mesh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "mesh-home"
@@ -117,8 +141,22 @@ def mesh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def broker_proc(mesh_home: Path) -> Iterator[BrokerProcess]:
-    broker = BrokerProcess(mesh_home, {**os.environ, "MESH_HOME": str(mesh_home)})
+def backend() -> str:
+    """The backend brokers in a test use; a module overrides it to run on both."""
+    return "sqlite"
+
+
+@pytest.fixture
+def backend_overrides(request: pytest.FixtureRequest, backend: str) -> dict[str, Any]:
+    if backend == "sqlite":
+        return {}
+    return nats_overrides(request.getfixturevalue("nats_node").url)
+
+
+@pytest.fixture
+def broker_proc(mesh_home: Path, backend_overrides: dict[str, Any]) -> Iterator[BrokerProcess]:
+    env = {f"MESH_{key.upper()}": str(value) for key, value in backend_overrides.items()}
+    broker = BrokerProcess(mesh_home, {**os.environ, "MESH_HOME": str(mesh_home), **env})
     broker.start()
     yield broker
     if broker.proc is not None and broker.proc.poll() is None:
@@ -138,9 +176,11 @@ class InProcessBroker:
 
 
 @pytest.fixture
-async def broker(mesh_home: Path) -> AsyncIterator[InProcessBroker]:
+async def broker(mesh_home: Path, backend_overrides: dict[str, Any]) -> AsyncIterator[InProcessBroker]:
     """A broker on the test's own event loop (port 0, temporary home)."""
-    settings = load(env={}, overrides={"home": str(mesh_home), "port": 0, "autostart": False})
+    settings = load(
+        env={}, overrides={"home": str(mesh_home), "port": 0, "autostart": False, **backend_overrides}
+    )
     runner = Runner(settings)
     ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(runner.serve(ready=ready))

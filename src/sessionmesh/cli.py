@@ -113,6 +113,25 @@ def _send_args(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
     return out
 
 
+# `mesh serve` flags that set the settings of the same name (SPEC §8)
+NATS_FLAGS = {
+    "backend": "where state lives: sqlite (one machine, default) or nats",
+    "nats_url": "NATS server(s), comma-separated (nats://host:4222, tls://...)",
+    "machine": "this machine's label; peers elsewhere see LABEL:name (default: hostname)",
+    "nats_namespace": "prefix of every stream, bucket and subject (default mesh)",
+    "nats_replicas": "replicas of each stream and bucket (3 on a three-node cluster)",
+    "nats_domain": "JetStream domain that holds the streams (a leaf node's hub)",
+    "nats_creds": "NATS credentials file (JWT and nkey seed)",
+    "nats_nkey_seed": "NATS nkey seed file",
+    "nats_user": "NATS user",
+    "nats_password": "NATS password",
+    "nats_token": "NATS token",
+    "nats_tls_ca": "CA file to verify the NATS servers",
+    "nats_tls_cert": "client certificate for NATS (mutual TLS)",
+    "nats_tls_key": "client key for NATS (mutual TLS)",
+}
+
+
 # -- commands ----------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
     import logging
@@ -120,7 +139,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .server import run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    settings = _settings(args, host=args.host, port=args.port)
+    nats = {key: getattr(args, key) for key in NATS_FLAGS}
+    settings = _settings(args, host=args.host, port=args.port, **nats)
     run(settings, autostarted=args.autostarted)
     return EXIT_OK
 
@@ -552,6 +572,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 9474; 0 picks a free one)")
     p.add_argument("--autostarted", action="store_true", help=argparse.SUPPRESS)
+    for key, text in NATS_FLAGS.items():
+        flag = "--" + key.replace("_", "-")
+        if key == "backend":
+            p.add_argument(flag, choices=["sqlite", "nats"], help=text)
+        else:
+            p.add_argument(flag, type=int if key == "nats_replicas" else str, help=text)
     p = add("up", cmd_up, "start the broker in the background", [common])
     p.add_argument("--host")
     p.add_argument("--port", type=int)

@@ -44,6 +44,22 @@ class Settings(NamedTuple):
     hold_patterns: tuple[str, ...] | None = None  # regexes; None: core.safety's defaults
     secret_action: str = "refuse"  # refuse | redact | allow (a SecretAction)
     approvers: tuple[str, ...] = ("human",)  # names that may approve or reject held messages
+    # -- many machines (SPEC §8): the broker on a NATS cluster ------------------------
+    backend: str = "sqlite"  # "sqlite" (one machine) or "nats"
+    nats_url: str = "nats://127.0.0.1:4222"  # comma-separated server list
+    machine: str | None = None  # this machine's label (peers elsewhere see LABEL:name)
+    nats_namespace: str = "mesh"  # prefix of every stream, bucket and subject
+    nats_replicas: int = 1  # stream and bucket replicas (3 on a three-node cluster)
+    nats_domain: str | None = None  # JetStream domain of the streams (a leaf node's hub)
+    nats_creds: str | None = None  # credentials file (JWT + nkey seed)
+    nats_nkey_seed: str | None = None  # nkey seed file
+    nats_user: str | None = None
+    nats_password: str | None = None
+    nats_token: str | None = None
+    nats_tls_ca: str | None = None
+    nats_tls_cert: str | None = None
+    nats_tls_key: str | None = None
+    nats_timeout: float = 10.0  # how long a NATS call may take before the store gives up
 
     @property
     def max_frame_bytes(self) -> int:

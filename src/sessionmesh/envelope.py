@@ -17,6 +17,8 @@ NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 # A second live claimant that asks for a unique name gets `name#2`, `name#3`, ...
 CLAIM_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}(#[0-9]{1,4})?")
 TOPIC_RE = re.compile(r"#[a-z0-9][a-z0-9._-]{0,63}")
+# A peer on another machine (SPEC §8): its machine's label, ':', its name there.
+REMOTE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}:[a-z0-9][a-z0-9._-]{0,63}(#[0-9]{1,4})?")
 BROADCAST = "broadcast"
 
 
@@ -90,9 +92,12 @@ def new_id() -> str:
     return str(uuid.UUID(int=value))
 
 
-def check_name(name: Any, *, what: str = "name", claim: bool = False) -> str:
-    """Return ``name`` if it is a valid peer name, else raise `InvalidName`."""
+def check_name(name: Any, *, what: str = "name", claim: bool = False, remote: bool = False) -> str:
+    """Return ``name`` if it is a valid peer name, else raise `InvalidName`; with
+    ``remote``, a peer on another machine (``LABEL:name``) is valid too."""
     pattern = CLAIM_RE if claim else NAME_RE
+    if remote and isinstance(name, str) and ":" in name and REMOTE_RE.fullmatch(name):
+        return name
     if not isinstance(name, str) or not pattern.fullmatch(name) or name == BROADCAST:
         raise InvalidName(
             f"invalid {what} {name!r}",
@@ -150,11 +155,11 @@ class Target:
                 raise InvalidName(f"invalid topic {value!r}", hint="topics are '#' + a valid name")
             return Target(topic=value)
         if isinstance(value, str):
-            return Target(names=(check_name(value, what="recipient", claim=True),))
+            return Target(names=(check_name(value, what="recipient", claim=True, remote=True),))
         if isinstance(value, list) and value:
             names = []
             for item in value:
-                name = check_name(item, what="recipient", claim=True)
+                name = check_name(item, what="recipient", claim=True, remote=True)
                 if name not in names:
                     names.append(name)
             return Target(names=tuple(names))

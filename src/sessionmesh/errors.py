@@ -27,7 +27,8 @@ sides of the socket::
     ├── Timeout                     timeout         504   client side: no answer in time
     ├── Unavailable                 unavailable     503   no broker reachable
     └── StorageError                storage_error   500   the store failed
-        └── DuplicateMessage        duplicate_message 500 (internal: a stored id again)
+        ├── DuplicateMessage        duplicate_message 500 (internal: a stored id again)
+        └── Contention              contention      503   a shared record changed under a write
 
 `Refused` send outcomes (self-send, oversize, bad name, rate limit, secret) are not
 exceptions: a send answers with the status ``refused`` and the error as its reason.
@@ -161,6 +162,14 @@ class DuplicateMessage(StorageError):
     """The store already holds a message with this id (the core answers the resend)."""
 
     code = "duplicate_message"
+
+
+class Contention(StorageError):
+    """A shared record (the NATS lease table) changed between a read and the write
+    that depended on it; the core reads again and decides again."""
+
+    code = "contention"
+    http_status = 503
 
 
 def _all_subclasses(cls: type[MeshError]) -> list[type[MeshError]]:

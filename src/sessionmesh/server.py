@@ -9,6 +9,8 @@ and every delivery a peer sees is already durable.
 from __future__ import annotations
 
 import asyncio
+import collections
+import concurrent.futures
 import contextlib
 import errno
 import fcntl
@@ -25,6 +27,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from . import __version__
+from .backends import open_backend
 from .codec import dumps
 from .config import Settings
 from .core.broker import Caller, Core
@@ -32,7 +35,6 @@ from .core.effects import Effect, Push, Respond
 from .dashboard import Dashboard
 from .errors import BadFrame, MeshError, Unauthorized, Unavailable
 from .metrics import Metrics
-from .storage.sqlite import SqliteStore
 from .transports import Connection, Endpoints
 
 log = logging.getLogger("sessionmesh.broker")
@@ -73,7 +75,8 @@ class Runner:
         self.settings = settings
         self.autostarted = autostarted
         self.token = settings.token or ensure_token(settings)
-        self.store = SqliteStore(settings.db_path, synchronous=settings.sqlite_synchronous)
+        self.backend = open_backend(settings)
+        self.store = self.backend.store
         self.core = Core(self.store, settings)
         self.metrics = Metrics(self)
         self.conns: dict[int, Connection] = {}
@@ -82,6 +85,9 @@ class Runner:
         self.started_at = time.time()
         self.last_activity = time.monotonic()
         self._outbox: list[Effect] = []
+        self._committing: collections.deque[tuple[concurrent.futures.Future[None], list[Effect]]] = (
+            collections.deque()
+        )
         self._flush_handle: asyncio.Handle | None = None
         self._http_waiters: dict[Hashable, asyncio.Future[dict[str, Any]]] = {}
         self._send_started: dict[Hashable, float] = {}
@@ -170,6 +176,11 @@ class Runner:
                 self.core.forget(key)
 
     # -- effects ------------------------------------------------------------------
+    def carry_out(self, effects: list[Effect]) -> None:
+        """Effects of a core call made outside `submit` (a backend's links): they go
+        out after the next commit, like every other effect."""
+        self._run(effects)
+
     def _run(self, effects: list[Effect]) -> None:
         self._outbox.extend(effects)
         self._schedule_flush()
@@ -179,10 +190,39 @@ class Runner:
             self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
-        """Commit, then carry out everything the committed commands asked for."""
+        """Commit, then carry out everything the committed commands asked for.
+
+        A store with `commit_async` (NATS) commits in the background: this batch's
+        effects wait, in order behind the batches before it, until it is stored,
+        while the loop goes on with the next commands."""
         self._flush_handle = None
-        self.store.commit()
+        begin = getattr(self.store, "commit_async", None)
+        if begin is None:
+            self.store.commit()
+            outbox, self._outbox = self._outbox, []
+            self._carry(outbox)
+            return
         outbox, self._outbox = self._outbox, []
+        done = begin()
+        self._committing.append((done, outbox))
+        loop = asyncio.get_running_loop()
+
+        def stored(_: concurrent.futures.Future[None]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: the broker stopped
+                loop.call_soon_threadsafe(self._release)
+
+        done.add_done_callback(stored)
+
+    def _release(self) -> None:
+        """Carry out the effects of every batch now stored, oldest first."""
+        while self._committing and self._committing[0][0].done():
+            done, outbox = self._committing.popleft()
+            if done.cancelled() or done.exception() is not None:
+                log.error("a commit failed; its answers and deliveries are dropped: %s", done.exception())
+                continue
+            self._carry(outbox)
+
+    def _carry(self, outbox: list[Effect]) -> None:
         for effect in outbox:
             if isinstance(effect, Push):
                 conn = self.conns.get(effect.conn) or self.observers.get(effect.conn)
@@ -231,6 +271,7 @@ class Runner:
             "online": len(self.core.online_names()),
             "uptime": round(time.time() - self.started_at, 3),
             "autostarted": self.autostarted,
+            **self.backend.health(),
         }
 
     def metrics_text(self) -> tuple[bytes, str]:
@@ -299,6 +340,7 @@ class Runner:
         assert server is not None and server.sockets  # type: ignore[union-attr]
         host, port = server.sockets[0].getsockname()[:2]  # type: ignore[union-attr]
         self.url = f"http://{host}:{port}"
+        await self.backend.start(self)
         self._write_broker_file()
         ticker = asyncio.create_task(self._ticker())
         checkpointer = asyncio.create_task(self._checkpointer())
@@ -316,6 +358,7 @@ class Runner:
                 with contextlib.suppress(Exception):
                     await conn.ws.close(code=1001, message=b"broker stopping")
             await runner.cleanup()
+            await self.backend.stop()
             if self._flush_handle is not None:
                 self._flush_handle.cancel()
                 self._flush()

@@ -1,12 +1,21 @@
-"""Delivery through a real broker process: restarts, SIGKILL, ordering, fan-out."""
+"""Delivery through a real broker process: restarts, SIGKILL, ordering, fan-out.
+
+Every test runs on both backends: SQLite, and NATS (a real nats-server)."""
 
 from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from sessionmesh.client.aio import AsyncClient
 from sessionmesh.envelope import SendStatus
 from tests.conftest import visit
+
+
+@pytest.fixture(params=["sqlite", "nats"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 async def _collect(peer: AsyncClient, into: list[str], want: set[str], timeout: float) -> None:

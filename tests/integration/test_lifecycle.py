@@ -135,6 +135,8 @@ def test_an_autostarted_broker_takes_a_free_port_when_the_default_is_taken(mesh_
         info = json.loads((mesh_home / "broker.json").read_text())
         assert not info["url"].endswith(f":{port}")
         # an explicit `mesh serve` on a taken port is an error, not a silent move
-        explicit = mesh_cmd("serve", "--port", str(port), "--home", str(mesh_home / "other"), env=env, timeout=20)
+        explicit = mesh_cmd(
+            "serve", "--port", str(port), "--home", str(mesh_home / "other"), env=env, timeout=20
+        )
         assert explicit.returncode == 6 and "cannot listen" in explicit.stderr
         assert mesh_cmd("down", env=env).returncode == 0

@@ -1,7 +1,9 @@
-"""One contract for every `Store`: the memory store and the SQLite store must behave alike.
+"""One contract for every `Store`: the memory, SQLite and NATS stores must behave alike.
 
-Each test runs against both (``store`` is parametrized); the SQLite-only tests at the
-end cover what only a file can: WAL mode and surviving a close and reopen.
+Each test runs against all three (``store`` is parametrized; the NATS one on a real
+nats-server); the SQLite-only tests at the end cover what only a file can: WAL mode
+and surviving a close and reopen. ``tests/storage/test_nats_store.py`` covers what
+only the NATS store does.
 """
 
 from __future__ import annotations
@@ -21,9 +23,20 @@ from sessionmesh.storage.sqlite import SqliteStore
 T0 = 1_000_000.0
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "nats"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    s: Store = MemoryStore() if request.param == "memory" else SqliteStore(str(tmp_path / "mesh.db"))
+    s: Store
+    if request.param == "memory":
+        s = MemoryStore()
+    elif request.param == "sqlite":
+        s = SqliteStore(str(tmp_path / "mesh.db"))
+    else:
+        from sessionmesh.backends.nats import open_store
+        from sessionmesh.config import load
+        from tests.conftest import nats_overrides
+
+        node = request.getfixturevalue("nats_node")
+        s = open_store(load(env={}, overrides={"home": str(tmp_path), **nats_overrides(node.url)}))
     yield s
     s.close()
 

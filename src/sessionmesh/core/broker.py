@@ -21,6 +21,7 @@ from .holds import HoldsMixin
 from .leases import LeasesMixin
 from .peers import META_KEYS, PeersMixin, Presence, hash_secret
 from .receipts import ReceiptsMixin
+from .remote import RemoteMixin
 from .sending import SendingMixin
 from .state import BACKLOG_CHUNK, BACKLOG_WINDOW, Caller, CoreState
 from .threads import ThreadsMixin, ThreadState
@@ -28,7 +29,15 @@ from .topics import TopicsMixin
 
 
 class Core(
-    PeersMixin, SendingMixin, HoldsMixin, ReceiptsMixin, ThreadsMixin, TopicsMixin, LeasesMixin, CoreState
+    PeersMixin,
+    SendingMixin,
+    HoldsMixin,
+    ReceiptsMixin,
+    ThreadsMixin,
+    TopicsMixin,
+    LeasesMixin,
+    RemoteMixin,
+    CoreState,
 ):
     """The sans-I/O broker. Not thread-safe: one event loop drives it."""
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
-from ..errors import BadFrame, NotHolder
+from ..errors import BadFrame, Contention, NotHolder
 from .args import bool_arg, float_arg
 from .effects import Effect, Respond
 from .locks import Lease, LockOutcome, check_resource, conflicts
 from .state import Caller, CoreState
+
+# A shared lease table (the NATS backend) can change between the read and the write;
+# the store then raises `Contention` and the decision is made again on fresh leases.
+LOCK_ATTEMPTS = 20
 
 
 class LeasesMixin(CoreState):
@@ -22,8 +26,28 @@ class LeasesMixin(CoreState):
         reason = args.get("reason") or ""
         if not isinstance(reason, str) or len(reason) > 1000:
             raise BadFrame("'reason' must be a string of at most 1000 chars")
+        effects = self._expire_leases(now)
+        for attempt in range(LOCK_ATTEMPTS):
+            try:
+                effects.extend(self._take(caller, resource, ttl, exclusive, reason, reply_to, now))
+                return effects
+            except Contention:
+                if attempt == LOCK_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _take(
+        self,
+        caller: Caller,
+        resource: str,
+        ttl: float,
+        exclusive: bool,
+        reason: str,
+        reply_to: Hashable,
+        now: float,
+    ) -> list[Effect]:
+        """Grant, renew or refuse one lock on the leases as they are now."""
         effects: list[Effect] = []
-        effects.extend(self._expire_leases(now))
         mine = None
         for lease in self.store.leases():
             if lease.holder == caller.name and lease.resource == resource:

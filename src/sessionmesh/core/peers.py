@@ -33,7 +33,7 @@ class PeersMixin(CoreState):
     """Who is on the mesh, holding which name, online or not."""
 
     def online_names(self) -> list[str]:
-        return sorted(self._online)
+        return sorted(n for n in self._online if n not in self._remote)
 
     def authenticate(
         self, name: Any, secret: Any, now: float, *, meta: dict[str, Any] | None = None, register: bool = True
@@ -134,6 +134,9 @@ class PeersMixin(CoreState):
         return effects
 
     def presence(self, name: str, now: float) -> Presence:
+        remote = self._remote_presence(name, now)
+        if remote is not None:
+            return remote
         if name in self._online:
             return Presence.ONLINE
         seen = self._last_seen.get(name) or (
@@ -146,13 +149,12 @@ class PeersMixin(CoreState):
         out = []
         for name in sorted(self._peer_cache):
             peer = self._peer_cache[name]
-            conn = self._online.get(name)
             out.append(
                 {
                     "name": name,
                     "presence": self.presence(name, now).value,
                     "meta": {k: v for k, v in peer.meta.items() if k != "refuse"},
-                    "connected_since": self._conns[conn].since if conn is not None else None,
+                    "connected_since": self._since(name),
                     "last_seen": self._last_seen.get(name, peer.last_seen),
                     "unread": depths.get(name, 0),
                 }

@@ -257,10 +257,13 @@ class SendingMixin(CoreState):
             conn = self._online.get(name)
             if name not in awaited and conn is not None and self._live(conn, env):
                 effects.append(Push(conn, {"op": "deliver", "messages": [wire]}))
-                waiting.add(name)
+                if self._confirms(name):
+                    waiting.add(name)
         return waiting, awaited
 
     def _hold_reason(self, env: Envelope) -> str | None:
+        if env.sender in self._remote:  # its own broker held it, and a person let it go
+            return None
         patterns = self.settings.hold_patterns
         return hold_reason(env.body, DEFAULT_HOLD_PATTERNS if patterns is None else patterns)
 

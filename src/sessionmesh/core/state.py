@@ -16,6 +16,8 @@ from ..config import Settings
 from ..envelope import ReceiptState
 
 if TYPE_CHECKING:
+    from .peers import Presence
+    from .remote import RemotePeer
     from .sending import Bucket, PendingSend
     from .threads import Awaiter
 
@@ -68,10 +70,23 @@ class CoreState:
         self._awaiters: dict[str, list[Awaiter]] = defaultdict(list)
         self._buckets: dict[str, Bucket] = {}
         self._peer_cache: dict[str, PeerRecord] = {p.name: p for p in store.list_peers()}
+        self._remote: dict[str, RemotePeer] = {}  # peers of other brokers (core/remote.py)
         # an id minted before this core started (plus a margin for clock skew) may be
         # stored already: a client resending after a broker restart
         self._started_ms = int(time.time() * 1000) + 5_000
         self.counters: dict[str, int] = defaultdict(int)
+
+    # hooks that `RemoteMixin` overrides for peers of other brokers
+    def _confirms(self, name: str) -> bool:
+        """Whether a send waits for ``name``'s live connection to confirm a push."""
+        return True
+
+    def _remote_presence(self, name: str, now: float) -> Presence | None:
+        return None
+
+    def _since(self, name: str) -> float | None:
+        conn = self._online.get(name)
+        return self._conns[conn].since if conn is not None else None
 
     def _audit(self, now: float, event: str, data: dict[str, Any]) -> None:
         self.store.append_audit(now, event, data)

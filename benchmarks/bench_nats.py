@@ -1,0 +1,304 @@
+"""The NATS backend: cross-broker round trip and throughput, with raw NATS in the same run.
+
+Two brokers, machines ``a`` and ``b`` (``mesh serve --backend nats`` subprocesses,
+each its own home), share one JetStream nats-server (``--nodes 3``: a three-node
+cluster with R3 streams and buckets, each broker given every node's URL). Measured,
+round by round, interleaved:
+
+* cross-broker round trip: a sender on ``a`` and a live, consuming recipient on
+  ``b``; one sample = ``await tx.send("b:rx", ...)`` until the answer ``received``
+  (stored and committed on a, published to b's route subject, committed on b, pushed
+  to rx, acknowledged by rx's client, the receipt back on a's route subject, the ack
+  committed on a, answered). Sequential.
+* the same on one NATS-backed broker (sender and recipient both on ``a``): what the
+  NATS store costs against SQLite's ``bench_roundtrip.py`` figure.
+* raw NATS request/reply with nats-py on the same server(s), a requester and a
+  responder: no storage at all, the floor.
+* throughput: SENDERS senders on ``a``, each WINDOW sends in flight to its own
+  consuming recipient on ``b``; messages/s answered (``received``) in the window.
+  Against it, raw nats-py request/reply with the same senders and window.
+
+    python benchmarks/bench_nats.py [--nodes 1|3] [--samples 1000] [--rounds 3]
+                                    [--senders 10] [--window 16] [--duration 6] [--json]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import _common as c
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.natsserver import NatsNode, cluster, start_all  # noqa: E402 - the test suite's server helper
+
+
+def start_nodes(root: Path, nodes: int) -> list[NatsNode]:
+    if nodes == 1:
+        return [NatsNode("solo", root).start()]
+    return start_all(cluster(root, nodes))
+
+
+def start_machines(nodes: list[NatsNode], root: Path) -> tuple[c.Broker, c.Broker]:
+    shared = {
+        "MESH_BACKEND": "nats",
+        "MESH_NATS_URL": ",".join(n.url for n in nodes),
+        "MESH_NATS_REPLICAS": str(len(nodes)),
+        "MESH_NATS_NAMESPACE": "b" + secrets.token_hex(4),
+    }
+    brokers = []
+    for machine in ("a", "b"):
+        home = str(root / f"home-{machine}")
+        brokers.append(c.start_broker(home, env={**shared, "MESH_MACHINE": machine}))
+    return brokers[0], brokers[1]
+
+
+async def _until(pred: Any, step: float = 0.005) -> None:
+    while not pred():
+        await asyncio.sleep(step)
+
+
+async def mesh_roundtrip(a: c.Broker, b: c.Broker, *, samples: int, warmup: int, cross: bool) -> dict:
+    from sessionmesh.client.aio import AsyncClient
+
+    tag = secrets.token_hex(3)
+    rx_name, tx_name = f"rx-{tag}", f"tx-{tag}"
+    async with (
+        AsyncClient((b if cross else a).settings(), rx_name) as rx,
+        AsyncClient(a.settings(), tx_name) as tx,
+    ):
+        to = f"b:{rx_name}" if cross else rx_name
+        got = 0
+
+        async def consume() -> None:
+            nonlocal got
+            while True:
+                await rx.recv()
+                got += 1
+
+        consumer = asyncio.create_task(consume())
+        # the other broker learns of the recipient through KV: wait until it answers received
+        async with asyncio.timeout(20):
+            while (await tx.send(to, c.BODY)).status.value != "received":
+                await asyncio.sleep(0.05)
+        for _ in range(warmup):
+            await tx.send(to, c.BODY)
+        statuses: dict[str, int] = {}
+        lat: list[float] = []
+        t_start = time.perf_counter()
+        for _ in range(samples):
+            t0 = time.perf_counter()
+            res = await tx.send(to, c.BODY)
+            lat.append(time.perf_counter() - t0)
+            statuses[res.status.value] = statuses.get(res.status.value, 0) + 1
+        elapsed = time.perf_counter() - t_start
+        consumer.cancel()
+    out = c.summary_ms(lat)
+    out.update({"rate_per_s": round(samples / elapsed, 1), "statuses": statuses, "_lat": lat})
+    return out
+
+
+async def mesh_throughput(a: c.Broker, b: c.Broker, *, senders: int, window: int, duration: float) -> dict:
+    from sessionmesh.client.aio import AsyncClient
+
+    tag = secrets.token_hex(3)
+    rx = [AsyncClient(b.settings(), f"tprx-{tag}-{i}") for i in range(senders)]
+    tx = [AsyncClient(a.settings(), f"tptx-{tag}-{i}") for i in range(senders)]
+    await asyncio.wait_for(asyncio.gather(*(x.connect() for x in rx + tx)), 30)
+    received = [0] * senders
+    answered: dict[str, int] = {}
+    counting = False
+    count = 0
+
+    async def consume(i: int) -> None:
+        while True:
+            await rx[i].recv()
+            received[i] += 1
+
+    async def send_loop(i: int) -> None:
+        nonlocal count
+
+        async def one() -> None:
+            nonlocal count
+            while True:
+                res = await tx[i].send(f"b:{rx[i].name}", c.BODY)
+                if counting:
+                    count += 1
+                    answered[res.status.value] = answered.get(res.status.value, 0) + 1
+
+        await asyncio.gather(*(one() for _ in range(window)))
+
+    consumers = [asyncio.create_task(consume(i)) for i in range(senders)]
+    async with asyncio.timeout(30):  # every recipient known on a before the clock starts
+        for i in range(senders):
+            while (await tx[i].send(f"b:{rx[i].name}", c.BODY)).status.value != "received":
+                await asyncio.sleep(0.05)
+    loops = [asyncio.create_task(send_loop(i)) for i in range(senders)]
+    await asyncio.sleep(1.0)  # warm-up (a measuring window, not synchronisation)
+    cpu_a0, cpu_b0 = c.cpu_seconds(a.pid), c.cpu_seconds(b.pid)
+    counting = True
+    t0 = time.perf_counter()
+    await asyncio.sleep(duration)  # the measuring window
+    counting = False
+    elapsed = time.perf_counter() - t0
+    cpu_a1, cpu_b1 = c.cpu_seconds(a.pid), c.cpu_seconds(b.pid)
+    for task in loops + consumers:
+        task.cancel()
+    await asyncio.gather(*loops, *consumers, return_exceptions=True)
+    await asyncio.gather(*(x.close() for x in rx + tx), return_exceptions=True)
+    return {
+        "msgs_per_s": round(count / elapsed, 1),
+        "statuses": answered,
+        "broker_a_cpu_us_per_msg": round((cpu_a1 - cpu_a0) / max(count, 1) * 1e6, 1),
+        "broker_b_cpu_us_per_msg": round((cpu_b1 - cpu_b0) / max(count, 1) * 1e6, 1),
+    }
+
+
+async def nats_requests(urls: list[str], *, samples: int, warmup: int) -> dict:
+    import nats
+
+    responder = await nats.connect(servers=urls)
+    requester = await nats.connect(servers=urls)
+    subject = f"bench.echo.{secrets.token_hex(3)}"
+
+    async def echo(msg: Any) -> None:
+        await msg.respond(msg.data)
+
+    await responder.subscribe(subject, cb=echo)
+    await responder.flush()
+    body = c.BODY.encode()
+    for _ in range(warmup):
+        await requester.request(subject, body, timeout=5)
+    lat: list[float] = []
+    t_start = time.perf_counter()
+    for _ in range(samples):
+        t0 = time.perf_counter()
+        await requester.request(subject, body, timeout=5)
+        lat.append(time.perf_counter() - t0)
+    elapsed = time.perf_counter() - t_start
+    await requester.close()
+    await responder.close()
+    out = c.summary_ms(lat)
+    out.update({"rate_per_s": round(samples / elapsed, 1), "_lat": lat})
+    return out
+
+
+async def nats_throughput(urls: list[str], *, senders: int, window: int, duration: float) -> dict:
+    import nats
+
+    responder = await nats.connect(servers=urls)
+    requesters = [await nats.connect(servers=urls) for _ in range(senders)]
+    subject = f"bench.tp.{secrets.token_hex(3)}"
+
+    async def echo(msg: Any) -> None:
+        await msg.respond(msg.data)
+
+    await responder.subscribe(subject, cb=echo)
+    await responder.flush()
+    body = c.BODY.encode()
+    counting = False
+    count = 0
+
+    async def one(nc: Any) -> None:
+        nonlocal count
+        while True:
+            await nc.request(subject, body, timeout=10)
+            if counting:
+                count += 1
+
+    tasks = [asyncio.create_task(one(nc)) for nc in requesters for _ in range(window)]
+    await asyncio.sleep(1.0)  # warm-up (a measuring window, not synchronisation)
+    counting = True
+    t0 = time.perf_counter()
+    await asyncio.sleep(duration)  # the measuring window
+    counting = False
+    elapsed = time.perf_counter() - t0
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for nc in (*requesters, responder):
+        await nc.close()
+    return {"msgs_per_s": round(count / elapsed, 1)}
+
+
+def _median_of(rounds: list[dict], key: str) -> float:
+    return round(statistics.median(r[key] for r in rounds), 3)
+
+
+async def main_async(args: Any) -> dict:
+    root = Path(tempfile.mkdtemp(prefix="meshbench-nats-"))
+    nodes = start_nodes(root / "nats", args.nodes)
+    urls = [n.url for n in nodes]
+    a, b = start_machines(nodes, root)
+    rounds: dict[str, list[dict]] = {"cross": [], "local": [], "nats": [], "tp_mesh": [], "tp_nats": []}
+    try:
+        for _ in range(args.rounds):
+            kw = {"samples": args.samples, "warmup": args.warmup}
+            bound = 60 + args.samples * 0.05  # every phase is bounded: a stuck run fails, never hangs
+            rounds["cross"].append(await asyncio.wait_for(mesh_roundtrip(a, b, cross=True, **kw), bound))
+            rounds["nats"].append(await asyncio.wait_for(nats_requests(urls, **kw), bound))
+            rounds["local"].append(await asyncio.wait_for(mesh_roundtrip(a, b, cross=False, **kw), bound))
+            tp = {"senders": args.senders, "window": args.window, "duration": args.duration}
+            tp_bound = args.duration + 90
+            rounds["tp_mesh"].append(await asyncio.wait_for(mesh_throughput(a, b, **tp), tp_bound))
+            rounds["tp_nats"].append(await asyncio.wait_for(nats_throughput(urls, **tp), tp_bound))
+    finally:
+        c.stop_broker(a)
+        c.stop_broker(b)
+        for node in nodes:
+            node.stop()
+    result: dict[str, Any] = {"nodes": args.nodes, "replicas": args.nodes}
+    for key in ("cross", "local", "nats"):
+        lat = [x for r in rounds[key] for x in r.pop("_lat")]
+        result[key] = {
+            **c.summary_ms(lat),
+            "p50_rounds_ms": [r["p50_ms"] for r in rounds[key]],
+            "statuses": [r.get("statuses") for r in rounds[key]],
+        }
+    result["ratio_cross_to_nats_p50"] = round(result["cross"]["p50_ms"] / result["nats"]["p50_ms"], 1)
+    result["throughput"] = {
+        "mesh_cross_msgs_per_s": _median_of(rounds["tp_mesh"], "msgs_per_s"),
+        "mesh_rounds": rounds["tp_mesh"],
+        "nats_request_reply_msgs_per_s": _median_of(rounds["tp_nats"], "msgs_per_s"),
+        "nats_rounds": [r["msgs_per_s"] for r in rounds["tp_nats"]],
+        "senders": args.senders,
+        "window": args.window,
+    }
+    os.environ.pop("MESH_HOME", None)
+    return result
+
+
+def main() -> None:
+    p = c.parser(__doc__.splitlines()[0])
+    p.add_argument("--nodes", type=int, choices=[1, 3], default=1)
+    p.add_argument("--samples", type=int, default=1000)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--senders", type=int, default=10)
+    p.add_argument("--window", type=int, default=16)
+    p.add_argument("--duration", type=float, default=6.0)
+    args = p.parse_args()
+    c.raise_nofile()
+    r = asyncio.run(main_async(args))
+    tp = r["throughput"]
+    lines = [
+        f"NATS: {r['nodes']} node(s), R{r['replicas']}",
+        c.fmt_summary("cross-broker send → received", r["cross"]),
+        c.fmt_summary("one NATS-backed broker", r["local"]),
+        c.fmt_summary("raw nats-py request/reply", r["nats"]),
+        f"cross-broker p50 / raw NATS p50: ×{r['ratio_cross_to_nats_p50']}",
+        f"throughput, {tp['senders']} senders × {tp['window']} in flight: mesh a→b "
+        f"{tp['mesh_cross_msgs_per_s']:,.0f}/s, raw NATS request/reply {tp['nats_request_reply_msgs_per_s']:,.0f}/s",
+    ]
+    c.emit(args, "nats", r, lines)
+
+
+if __name__ == "__main__":
+    main()

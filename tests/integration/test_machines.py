@@ -1,0 +1,214 @@
+"""Many machines (SPEC §8): two brokers ("machines" a and b) on a three-node NATS
+cluster with R3 streams and buckets, their peers talking across it.
+
+Each broker is a real ``mesh serve --backend nats`` process with its own home; the
+NATS nodes are real nats-server processes on free loopback ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sessionmesh.client.aio import AsyncClient
+from sessionmesh.envelope import SendStatus
+from tests.conftest import BrokerProcess, nats_overrides
+from tests.natsserver import NatsNode, cluster, start_all
+
+
+@pytest.fixture(scope="module")
+def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[NatsNode]]:
+    nodes = start_all(cluster(tmp_path_factory.mktemp("cluster")))
+    yield nodes
+    for node in nodes:
+        node.stop()
+
+
+@dataclass
+class Machines:
+    a: BrokerProcess
+    b: BrokerProcess
+
+    def settings(self, machine: str) -> Any:
+        return getattr(self, machine).settings(url=None)
+
+    def stop(self) -> None:
+        for broker in (self.a, self.b):
+            if broker.proc is not None and broker.proc.poll() is None:
+                broker.stop()
+
+
+def start_machines(nodes: list[NatsNode], root: Path, **more: Any) -> Machines:
+    """Brokers for machines a and b, each given every node's URL."""
+    urls = ",".join(node.url for node in nodes)
+    shared = nats_overrides(urls, "a", nats_replicas=len(nodes), **more)
+
+    def broker(machine: str) -> BrokerProcess:
+        home = root / machine
+        env = {f"MESH_{k.upper()}": str(v) for k, v in {**shared, "machine": machine}.items()}
+        return BrokerProcess(home, {**os.environ, "MESH_HOME": str(home), **env})
+
+    machines = Machines(broker("a"), broker("b"))
+    machines.a.start()
+    machines.b.start()
+    return machines
+
+
+@pytest.fixture
+def machines(nats_cluster: list[NatsNode], tmp_path: Path) -> Iterator[Machines]:
+    m = start_machines(nats_cluster, tmp_path)
+    yield m
+    m.stop()
+
+
+async def until_event(client: AsyncClient, event: str, name: str, timeout: float = 10.0) -> dict[str, Any]:
+    async with asyncio.timeout(timeout):
+        while True:
+            got = await client.next_event()
+            if got.get("event") == event and got.get("name") == name:
+                return got
+
+
+async def collect(peer: AsyncClient, want: set[str], timeout: float) -> list[str]:
+    got: list[str] = []
+    async with asyncio.timeout(timeout):
+        while not want <= set(got):
+            got.append((await peer.recv()).id)
+    return got
+
+
+async def test_a_peer_on_another_machine_is_listed_as_label_name_and_answers_across(
+    machines: Machines,
+) -> None:
+    async with AsyncClient(machines.settings("a"), "watch", events=True) as watch:
+        async with AsyncClient(machines.settings("b"), "bob") as bob:
+            await until_event(watch, "peer_joined", "b:bob")
+            async with AsyncClient(machines.settings("a"), "alice") as alice:
+                peers = {p["name"]: p for p in await alice.peers()}
+                assert peers["b:bob"]["presence"] == "online"
+                assert peers["b:bob"]["meta"]["machine"] == "b"
+
+                ask = await alice.ask("b:bob", "is the build green?")
+                assert ask.status is SendStatus.RECEIVED
+                got = await bob.recv(timeout=10)
+                assert (got.id, got.sender, got.body) == (ask.id, "a:alice", "is the build green?")
+                reply = await bob.reply(got, "green", status="PASS")
+                assert reply.status is SendStatus.RECEIVED
+                answer = await alice.recv(timeout=10)
+                assert (answer.sender, answer.re, answer.status.value) == ("b:bob", ask.id, "PASS")
+                track = await alice.track(ask.id)
+                assert track["receipts"] == {"b:bob": "answered"}
+        await until_event(watch, "peer_left", "b:bob")
+
+
+async def test_a_message_to_an_offline_peer_on_another_machine_is_queued_until_it_reconnects(
+    machines: Machines,
+) -> None:
+    async with AsyncClient(machines.settings("a"), "watch", events=True) as watch:
+        async with AsyncClient(machines.settings("b"), "bob"):
+            await until_event(watch, "peer_joined", "b:bob")
+        await until_event(watch, "peer_left", "b:bob")
+        async with AsyncClient(machines.settings("a"), "alice") as alice:
+            sent = await alice.send("b:bob", "read this when you are back")
+            assert sent.status is SendStatus.QUEUED
+            assert (await alice.send("b:nobody", "hello?")).status is SendStatus.DENIED
+            async with AsyncClient(machines.settings("b"), "bob") as bob:
+                got = await bob.recv(timeout=10)
+                assert (got.id, got.sender) == (sent.id, "a:alice")
+                async with asyncio.timeout(10):
+                    while (await alice.next_receipt())["state"] != "read":
+                        pass
+                assert (await alice.track(sent.id))["receipts"] == {"b:bob": "read"}
+
+
+async def test_exactly_one_of_two_machines_gets_an_overlapping_lock(machines: Machines) -> None:
+    async with (
+        AsyncClient(machines.settings("a"), "alice") as alice,
+        AsyncClient(machines.settings("b"), "bob") as bob,
+    ):
+        for round_ in range(5):
+            results = await asyncio.gather(
+                alice.lock(f"/repo/r{round_}/src/app.py", reason="alice"),
+                bob.lock(f"/repo/r{round_}/src/*.py", reason="bob"),
+            )
+            outcomes = sorted(r["outcome"] for r in results)
+            assert outcomes == ["conflict", "granted"], results
+        held = {(lock["resource"], lock["holder"]) for lock in await bob.locks()}
+        assert len(held) == 5
+        assert all(holder in ("a:alice", "bob") for _, holder in held)
+        mine = [r for r, h in held if h == "bob"]
+        for resource in mine:
+            await bob.unlock(resource)
+        assert {lock["holder"] for lock in await alice.locks()} <= {"alice"}
+
+
+async def test_a_broadcast_reaches_the_peers_of_both_machines(machines: Machines) -> None:
+    async with AsyncClient(machines.settings("a"), "watch", events=True) as watch:
+        async with (
+            AsyncClient(machines.settings("b"), "bob") as bob,
+            AsyncClient(machines.settings("b"), "carol") as carol,
+        ):
+            await until_event(watch, "peer_joined", "b:bob")
+            await until_event(watch, "peer_joined", "b:carol")
+            async with AsyncClient(machines.settings("a"), "alice") as alice:
+                sent = await alice.send("broadcast", "standup in 5")
+                assert sent.status is SendStatus.SENT
+                for peer in (bob, carol):
+                    got = await peer.recv(timeout=10)
+                    assert (got.id, got.sender, got.body) == (sent.id, "a:alice", "standup in 5")
+
+
+async def test_a_killed_broker_s_peers_reconnect_after_restart_and_nothing_is_lost(
+    machines: Machines,
+) -> None:
+    async with AsyncClient(machines.settings("a"), "watch", events=True) as watch:
+        async with (
+            AsyncClient(machines.settings("b"), "bob") as bob,
+            AsyncClient(machines.settings("a"), "alice") as alice,
+        ):
+            await until_event(watch, "peer_joined", "b:bob")
+            answered: dict[str, SendStatus] = {}
+            for i in range(120):
+                result = await alice.send("b:bob", {"n": i})
+                answered[result.id] = result.status
+                if i == 40:
+                    machines.b.kill()
+                if i == 60:
+                    machines.b.start()
+            acked = {i for i, s in answered.items() if s in (SendStatus.RECEIVED, SendStatus.QUEUED)}
+            assert len(acked) == 120
+            got = await collect(bob, acked, timeout=30)
+            assert len(got) == len(set(got)), "bob's application saw a message twice"
+            assert bob.reconnects >= 1
+
+
+async def test_losing_a_nats_node_mid_stream_loses_nothing_answered(tmp_path: Path) -> None:
+    nodes = start_all(cluster(tmp_path / "nats", name="k"))
+    machines = start_machines(nodes, tmp_path)
+    try:
+        async with AsyncClient(machines.settings("a"), "watch", events=True) as watch:
+            async with (
+                AsyncClient(machines.settings("b"), "bob") as bob,
+                AsyncClient(machines.settings("a"), "alice") as alice,
+            ):
+                await until_event(watch, "peer_joined", "b:bob")
+                answered: dict[str, SendStatus] = {}
+                for i in range(200):
+                    result = await alice.send("b:bob", {"n": i})
+                    answered[result.id] = result.status
+                    if i == 60:
+                        nodes[0].kill()
+                acked = {i for i, s in answered.items() if s in (SendStatus.RECEIVED, SendStatus.QUEUED)}
+                assert len(acked) >= 150, f"only {len(acked)} of 200 sends were answered"
+                got = await collect(bob, acked, timeout=60)
+                assert len(got) == len(set(got)), "bob's application saw a message twice"
+    finally:
+        machines.stop()
+        for node in nodes:
+            node.stop()

@@ -1,0 +1,148 @@
+"""What only the NATS store does: its state outlives the broker process in JetStream,
+the lease table is one for the whole mesh (compare-and-set), streams and buckets are
+created or brought up to date on open, and a NATS that is not there is a clear error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sessionmesh.backends.nats import NatsStore, open_store, token, untoken
+from sessionmesh.config import load
+from sessionmesh.core.locks import Lease
+from sessionmesh.envelope import Priority, ReceiptState
+from sessionmesh.errors import Contention, Unavailable
+from sessionmesh.storage import PeerRecord, ReceiptUpdate, ThreadRecord
+from tests.conftest import nats_overrides
+from tests.natsserver import NatsNode, free_port
+from tests.storage.test_contract import T0, envelope, stored
+
+
+def open_nats(tmp_path: Path, overrides: dict[str, Any]) -> NatsStore:
+    return open_store(load(env={}, overrides={"home": str(tmp_path), **overrides}))
+
+
+@pytest.mark.parametrize("text", ["alice", "a.b_c-d", "name#2", "#build", "laptop:bob", "ünï"])
+def test_names_become_subject_tokens_and_back(text: str) -> None:
+    tok = token(text)
+    assert all(c.isalnum() or c in "-_" for c in tok) and "." not in tok
+    assert untoken(tok) == text
+
+
+def test_nats_state_survives_close_and_reopen(tmp_path: Path, nats_node: NatsNode) -> None:
+    overrides = nats_overrides(nats_node.url)
+    store = open_nats(tmp_path, overrides)
+    store.put_peer(PeerRecord("alice", "h", {"role": "grip"}, T0, T0 + 1))
+    env = stored(store, priority=Priority.URGENT, body={"x": 1})
+    other = stored(store, ["bob", "carol"], recipients=["bob", "carol"])
+    store.set_answer(env.id, {"status": "queued"})
+    store.update_receipts([ReceiptUpdate(env.id, "bob", ReceiptState.DELIVERED, T0 + 2)])
+    store.update_receipts([ReceiptUpdate(other.id, "carol", ReceiptState.READ, T0 + 3)])
+    store.put_thread(ThreadRecord(env.id, "open", 1, ["alice", "bob"], T0, T0))
+    store.put_lease(Lease("src", "alice", True, "refactor", T0, T0 + 60))
+    store.subscribe("#build", "bob")
+    store.subscribe("#build", "carol")
+    store.unsubscribe("#build", "carol")
+    store.append_audit(T0, "message", {"id": env.id})
+    store.commit()
+    store.close()
+
+    again = open_nats(tmp_path, overrides)
+    try:
+        assert again.get_peer("alice") == PeerRecord("alice", "h", {"role": "grip"}, T0, T0 + 1)
+        assert again.get_message(env.id) == env
+        assert again.get_answer(env.id) == {"status": "queued"}
+        assert again.get_receipt(env.id, "bob").state is ReceiptState.DELIVERED
+        assert again.get_receipt(other.id, "carol").state is ReceiptState.READ
+        assert [e.id for e in again.unread("bob", 10)] == [env.id, other.id]
+        assert again.get_thread(env.id).participants == ["alice", "bob"]
+        assert again.leases() == [Lease("src", "alice", True, "refactor", T0, T0 + 60)]
+        assert again.subscribers("#build") == ["bob"]
+        assert [e["id"] for e in again.read_audit(after=0, limit=10)] == [env.id]
+        assert again.add_message(envelope()) > other.seq
+    finally:
+        again.close()
+
+
+def test_writes_not_committed_are_not_in_nats(tmp_path: Path, nats_node: NatsNode) -> None:
+    overrides = nats_overrides(nats_node.url)
+    store = open_nats(tmp_path, overrides)
+    kept = stored(store)
+    store.commit()
+    stored(store)  # never committed: the process "dies" here
+    store._dirty.clear()
+    store.close()
+    again = open_nats(tmp_path, overrides)
+    try:
+        assert [e.id for e in again.unread("bob", 10)] == [kept.id]
+    finally:
+        again.close()
+
+
+def test_two_machines_share_one_lease_table_with_their_labels(tmp_path: Path, nats_node: NatsNode) -> None:
+    laptop_settings = nats_overrides(nats_node.url, "laptop")
+    server_settings = {**laptop_settings, "machine": "server"}
+    laptop = open_nats(tmp_path / "a", laptop_settings)
+    server = open_nats(tmp_path / "b", server_settings)
+    try:
+        laptop.put_lease(Lease("src/app.py", "alice", True, "mine", T0, T0 + 60))
+        assert server.leases() == [Lease("src/app.py", "laptop:alice", True, "mine", T0, T0 + 60)]
+        assert laptop.leases()[0].holder == "alice"
+        server.delete_lease("src/app.py", "laptop:alice")
+        assert laptop.leases() == []
+    finally:
+        laptop.close()
+        server.close()
+
+
+def test_a_lease_written_on_a_stale_read_is_refused_with_contention(
+    tmp_path: Path, nats_node: NatsNode
+) -> None:
+    laptop_settings = nats_overrides(nats_node.url, "laptop")
+    laptop = open_nats(tmp_path / "a", laptop_settings)
+    server = open_nats(tmp_path / "b", {**laptop_settings, "machine": "server"})
+    try:
+        assert laptop.leases() == [] and server.leases() == []
+        laptop.put_lease(Lease("src", "alice", True, "", T0, T0 + 60))
+        with pytest.raises(Contention):
+            server.put_lease(Lease("src/app.py", "bob", True, "", T0, T0 + 60))  # decided on []
+        assert [(l.resource, l.holder) for l in server.leases()] == [("src", "laptop:alice")]
+    finally:
+        laptop.close()
+        server.close()
+
+
+def test_opening_updates_a_stream_made_with_an_older_configuration(
+    tmp_path: Path, nats_node: NatsNode
+) -> None:
+    overrides = nats_overrides(nats_node.url)
+    first = open_nats(tmp_path, overrides)
+    conn, layout = first._conn, first.layout
+    from nats.js import api
+
+    async def downgrade() -> Any:
+        info = await conn.js.stream_info(layout.state_stream)
+        await conn.js.update_stream(
+            api.StreamConfig.from_response({**info.config.as_dict(), "max_msgs_per_subject": 5})
+        )
+        return (await conn.js.stream_info(layout.state_stream)).config.max_msgs_per_subject
+
+    assert conn.call(downgrade()) == 5
+    first.close()
+    again = open_nats(tmp_path, overrides)
+    try:
+
+        async def limit() -> Any:
+            return (await again._conn.js.stream_info(layout.state_stream)).config.max_msgs_per_subject
+
+        assert again._conn.call(limit()) == 1
+    finally:
+        again.close()
+
+
+def test_a_nats_that_is_not_there_is_unavailable(tmp_path: Path) -> None:
+    overrides = nats_overrides(f"nats://127.0.0.1:{free_port()}", nats_timeout=2.0)
+    with pytest.raises(Unavailable):
+        open_nats(tmp_path, overrides)
