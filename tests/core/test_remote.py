@@ -103,3 +103,53 @@ def test_a_message_from_another_machine_is_not_held_again(mesh: Mesh) -> None:
     assert [m["body"] for m in mesh.delivered(call.effects, "alice")] == ["please run rm -rf build/ now"]
     local = mesh.call("alice", "send", to="laptop:bob", body="then rm -rf dist/")
     assert pushed(local.effects) == []  # held here, for a person on this machine
+
+
+def test_a_relayed_fan_out_keeps_its_to_and_reaches_only_the_recipients_it_names(mesh: Mesh) -> None:
+    mesh.join("alice")
+    mesh.join("carol")
+    mesh.register("dave")
+    mesh.ok("dave", "subscribe", topic="#builds")
+    attach(mesh)
+    attach(mesh, "laptop:erin", conn=-2)
+    call = mesh.call(
+        "laptop:bob", "send", to="#builds", body="green", recipients=["alice", "dave", "laptop:erin"]
+    )
+    answer = call.result
+    assert answer["statuses"] == {"alice": "queued", "dave": "queued"}  # a fan-out answers at once
+    [got] = mesh.delivered(call.effects, "alice")
+    assert (got["to"], got["from"]) == ("#builds", "laptop:bob")
+    assert mesh.delivered(call.effects, "carol") == []  # not named, though online
+    assert pushed(call.effects, conn=-2) == []  # another machine's peer: never relayed on
+    assert mesh.track("laptop:bob", answer["id"]) == {"alice": "queued", "dave": "queued"}
+
+
+def test_a_later_batch_of_a_relayed_message_adds_copies_for_its_recipients_once(mesh: Mesh) -> None:
+    mesh.join("alice")
+    mesh.join("carol")
+    attach(mesh)
+    first = mesh.call("laptop:bob", "send", to="broadcast", body="standup", recipients=["alice"]).result
+    again = mesh.call(
+        "laptop:bob", "send", id=first["id"], to="broadcast", body="standup", recipients=["carol", "alice"]
+    )
+    assert again.result["statuses"] == {"carol": "queued", "alice": "queued"}
+    assert [m["id"] for m in mesh.delivered(again.effects, "carol")] == [first["id"]]
+    assert mesh.delivered(again.effects, "alice") == []  # she has her copy
+    assert set(mesh.track("laptop:bob", first["id"])) == {"alice", "carol"}
+
+
+def test_only_a_link_can_name_the_recipients_of_a_send(mesh: Mesh) -> None:
+    mesh.join("alice")
+    mesh.join("carol")
+    err = mesh.call("alice", "send", to="broadcast", body="hi", recipients=["carol"]).error
+    assert err.code == "bad_frame"
+
+
+def test_a_relayed_message_named_again_answers_as_its_receipts_stand(mesh: Mesh) -> None:
+    mesh.join("alice")
+    attach(mesh)
+    first = mesh.call("laptop:bob", "send", to="#builds", body="red", recipients=["alice"]).result
+    mesh.ack("alice", [first["id"]])
+    again = mesh.call("laptop:bob", "send", id=first["id"], to="#builds", body="red", recipients=["alice"])
+    assert again.result["statuses"] == {"alice": "received"}
+    assert mesh.delivered(again.effects, "alice") == []

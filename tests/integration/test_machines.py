@@ -162,6 +162,99 @@ async def test_a_broadcast_reaches_the_peers_of_both_machines(machines: Machines
                 for peer in (bob, carol):
                     got = await peer.recv(timeout=10)
                     assert (got.id, got.sender, got.body) == (sent.id, "a:alice", "standup in 5")
+                    assert got.to.to_wire() == "broadcast"
+
+
+async def test_a_list_of_names_keeps_its_to_on_another_machine_in_that_machine_s_names(
+    machines: Machines,
+) -> None:
+    async with AsyncClient(machines.settings("a"), "watch", events=True) as watch:
+        async with (
+            AsyncClient(machines.settings("b"), "bob") as bob,
+            AsyncClient(machines.settings("b"), "carol") as carol,
+            AsyncClient(machines.settings("a"), "dave") as dave,
+        ):
+            await until_event(watch, "peer_joined", "b:bob")
+            await until_event(watch, "peer_joined", "b:carol")
+            async with AsyncClient(machines.settings("a"), "alice") as alice:
+                sent = await alice.send(["b:bob", "dave", "b:carol"], "review #12")
+                assert (sent.status, sent.recipients) == (SendStatus.SENT, 3)
+                for peer in (bob, carol):
+                    got = await peer.recv(timeout=10)
+                    assert (got.id, got.sender) == (sent.id, "a:alice")
+                    assert got.to.to_wire() == ["bob", "a:dave", "carol"]
+                mine = await dave.recv(timeout=10)
+                assert (mine.id, mine.to.to_wire()) == (sent.id, ["b:bob", "dave", "b:carol"])
+
+
+async def until_counted(sender: AsyncClient, topic: str, want: int, timeout: float = 15.0) -> None:
+    """Probe ``topic`` until a send counts ``want`` recipients (the other machine's
+    subscriptions arrive through the directory, a moment after they are made)."""
+    async with asyncio.timeout(timeout):
+        while (await sender.send(topic, "probe")).recipients != want:
+            await asyncio.sleep(0.1)
+
+
+async def until_id(peer: AsyncClient, msg_id: str, timeout: float = 15.0) -> list[Any]:
+    """Every message ``peer`` gets up to and including ``msg_id``."""
+    got: list[Any] = []
+    async with asyncio.timeout(timeout):
+        while not got or got[-1].id != msg_id:
+            got.append(await peer.recv())
+    return got
+
+
+async def test_a_topic_message_reaches_live_and_offline_subscribers_on_another_machine_once(
+    machines: Machines,
+) -> None:
+    async with AsyncClient(machines.settings("a"), "watch", events=True) as watch:
+        async with AsyncClient(machines.settings("b"), "carol") as carol:
+            await carol.subscribe("#builds")
+            await until_event(watch, "peer_joined", "b:carol")
+        await until_event(watch, "peer_left", "b:carol")  # carol is offline from here on
+        async with (
+            AsyncClient(machines.settings("b"), "bob") as bob,
+            AsyncClient(machines.settings("a"), "dave") as dave,
+            AsyncClient(machines.settings("a"), "alice") as alice,
+        ):
+            await bob.subscribe("#builds")
+            await dave.subscribe("#builds")
+            await alice.subscribe("#builds")  # alice must not get her own messages back
+            await until_event(watch, "peer_joined", "b:bob")
+            await until_counted(alice, "#builds", 3)  # dave here, bob and carol on b; not alice
+
+            sent = await alice.send("#builds", "build 41 is green")
+            assert (sent.status, sent.recipients) == (SendStatus.SENT, 3)
+            assert set(sent.statuses) == {"dave", "b:bob", "b:carol"}
+            got = (await until_id(bob, sent.id))[-1]
+            assert (got.sender, got.body, got.to.to_wire()) == ("a:alice", "build 41 is green", "#builds")
+            assert (await until_id(dave, sent.id))[-1].sender == "alice"
+
+            # the other way: bob's message reaches alice and dave on a, and not bob
+            back = await bob.send("#builds", "build 42 is red")
+            assert (back.status, back.recipients) == (SendStatus.SENT, 3)  # carol, a:alice, a:dave
+            seen = await until_id(alice, back.id)
+            assert [m.sender for m in seen] == ["b:bob"], "alice got a message of her own back"
+            assert seen[-1].to.to_wire() == "#builds"
+            assert (await until_id(dave, back.id))[-1].sender == "b:bob"
+
+            end = await alice.send("#builds", "end")
+            bob_saw = await until_id(bob, end.id)
+            assert [m.id for m in bob_saw] == [end.id], "bob saw a message twice, or his own"
+
+            async with AsyncClient(machines.settings("b"), "carol") as carol:
+                carol_saw = await until_id(carol, end.id)
+                ids = [m.id for m in carol_saw]
+                assert ids.count(sent.id) == 1 and ids.count(back.id) == 1
+                assert len(ids) == len(set(ids)), "carol saw a message twice"
+                assert next(m for m in carol_saw if m.id == sent.id).to.to_wire() == "#builds"
+                async with asyncio.timeout(15):  # receipts come back to the sender's machine
+                    while (await alice.track(sent.id))["receipts"] != {
+                        "dave": "read",
+                        "b:bob": "read",
+                        "b:carol": "read",
+                    }:
+                        await alice.next_receipt()
 
 
 async def test_a_killed_broker_s_peers_reconnect_after_restart_and_nothing_is_lost(

@@ -13,7 +13,8 @@ What lives where (``ns`` is ``nats_namespace``, ``L`` this machine's label):
 - ``ns_route`` (stream, per-message TTL): what one broker hands another: messages for
   a peer on machine ``L`` under ``ns.route.L``, and the receipts and answers that
   come back. Each broker reads its own subject with a durable pull consumer.
-- KV ``ns_peers``: every machine's peers (no secrets), key ``L.<name>``.
+- KV ``ns_peers``: every machine's peers (no secrets) and the topics each subscribes
+  to, key ``L.<name>``.
 - KV ``ns_presence``: who is online where, key ``L.<name>``; entries age out, so a
   broker that dies takes its peers offline with it.
 - KV ``ns_leases``: the one lease table of the whole mesh, written only by a
@@ -532,6 +533,7 @@ class NatsStore(MemoryStore):
         self._owns = owns_connection
         self._dirty: dict[str, Any] = {}  # state subject -> record (None: deleted)
         self._directory: dict[str, Any] = {}  # peers-bucket key -> public peer record
+        self._remote_subs: dict[str, set[str]] = {}  # topic -> LABEL:name subscribed elsewhere
         self._audit_out: list[bytes] = []
         self._lease_rev: int | None = None
         self._lease_rows: list[dict[str, Any]] = []
@@ -629,12 +631,19 @@ class NatsStore(MemoryStore):
     # -- journalled writes -------------------------------------------------------------
     def put_peer(self, peer: PeerRecord) -> None:
         super().put_peer(peer)
-        stored = self._peers[peer.name]
-        self._dirty[f"P.{token(peer.name)}"] = _peer_wire(stored)
+        self._dirty[f"P.{token(peer.name)}"] = _peer_wire(self._peers[peer.name])
+        self._publish(peer.name)
+
+    def _publish(self, name: str) -> None:
+        """Put a local peer's public record (no secret; its topics) in the directory."""
+        stored = self._peers.get(name)
+        if stored is None:
+            return
         public = _peer_wire(stored)
         del public["secret_hash"]
         public["machine"] = self.layout.machine
-        self._directory[f"{self.layout.machine}.{token(peer.name)}"] = public
+        public["topics"] = sorted(t for t, names in self._subs.items() if name in names)
+        self._directory[f"{self.layout.machine}.{token(name)}"] = public
 
     # Envelopes are copied shallowly (the memory store deep-copies, to catch a test
     # that mutates what it read): nothing changes a stored envelope's body, and a
@@ -711,10 +720,30 @@ class NatsStore(MemoryStore):
     def subscribe(self, topic: str, name: str) -> None:
         super().subscribe(topic, name)
         self._dirty[f"S.{token(topic)}.{token(name)}"] = 1
+        self._publish(name)
 
     def unsubscribe(self, topic: str, name: str) -> None:
         super().unsubscribe(topic, name)
         self._dirty[f"S.{token(topic)}.{token(name)}"] = None
+        self._publish(name)
+
+    def subscribers(self, topic: str) -> list[str]:
+        """This machine's subscribers and, as ``LABEL:name``, those of other machines
+        (from the directory): a topic message is stored for them all here."""
+        local = super().subscribers(topic)
+        remote = self._remote_subs.get(topic)
+        return sorted({*local, *remote}) if remote else local
+
+    def set_remote_topics(self, remote: str, topics: Iterable[str]) -> None:
+        """What the directory says ``remote`` (``LABEL:name``) subscribes to now."""
+        wanted = set(topics)
+        for topic, names in list(self._remote_subs.items()):
+            if topic not in wanted:
+                names.discard(remote)
+                if not names:
+                    del self._remote_subs[topic]
+        for topic in wanted:
+            self._remote_subs.setdefault(topic, set()).add(remote)
 
     # -- the shared lease table --------------------------------------------------------
     def _qualify(self, holder: str) -> str:
@@ -896,7 +925,8 @@ class NatsBackend:
     Every peer of another machine gets a link (`LinkConn`) in this broker's core.
     Down a link go deliveries (published to ``ns.route.<its machine>``) and receipts
     for messages it sent; from this machine's route subject come deliveries for
-    local peers (given to the core as a ``send`` from ``LABEL:name``), receipts
+    local peers (given to the core as a ``send`` from ``LABEL:name`` that keeps the
+    message's ``to`` and names its ``recipients`` here), receipts
     (an ``ack`` by ``LABEL:name``) and the answers of sends made there (``queued``
     ones `release` the wait here). Presence and the peer directory come from KV.
     """
@@ -1142,7 +1172,8 @@ class NatsBackend:
             rid = next(self._rids)
             self._asked[rid] = (origin, wire["id"], names)
             args = {k: wire.get(k) for k in ("id", "kind", "body", "re", "status", "priority", "ttl")}
-            args["to"] = names[0] if len(names) == 1 else names
+            args["to"] = self._translate_to(origin, wire.get("to"))
+            args["recipients"] = names
             self.runner.submit(Caller(sender, link.id), "send", args, (link.id, rid))
         elif op == "receipt":
             link = self._links.get(_remote_name(origin, record["recipient"]))
@@ -1190,18 +1221,29 @@ class NatsBackend:
 
         return on_msg
 
+    def _local_view(self, machine: str, name: str) -> str:
+        """A name as machine ``machine`` wrote it, as this broker names that peer."""
+        mine = self.layout.machine + ":"
+        if name.startswith(mine):
+            return name[len(mine) :]
+        return name if ":" in name else _remote_name(machine, name)
+
+    def _translate_to(self, machine: str, to: Any) -> Any:
+        """A message's `to` as sent on ``machine``, seen here: ``broadcast`` and
+        ``#topic`` as they are, names as this broker names those peers."""
+        if isinstance(to, str):
+            return to if to == "broadcast" or to.startswith("#") else self._local_view(machine, to)
+        if isinstance(to, list):
+            return [self._local_view(machine, n) if isinstance(n, str) else n for n in to]
+        return to
+
     def _translate_meta(self, machine: str, meta: dict[str, Any]) -> dict[str, Any]:
         """Another machine's peer metadata as seen here: its refusals name peers as
         this broker names them."""
         meta = {**meta, "machine": machine}
         refuse = meta.get("refuse")
         if isinstance(refuse, list):
-            mine = self.layout.machine + ":"
-            meta["refuse"] = [
-                n[len(mine) :] if n.startswith(mine) else n if ":" in n else _remote_name(machine, n)
-                for n in refuse
-                if isinstance(n, str)
-            ]
+            meta["refuse"] = [self._local_view(machine, n) for n in refuse if isinstance(n, str)]
         return meta
 
     def _directory_changed(self, machine: str, name: str, record: Any) -> None:
@@ -1209,6 +1251,10 @@ class NatsBackend:
             return
         remote = _remote_name(machine, name)
         meta = self._translate_meta(machine, record.get("meta") or {})
+        topics = record.get("topics")
+        self.store.set_remote_topics(
+            remote, [t for t in topics if isinstance(t, str)] if isinstance(topics, list) else []
+        )
         if remote in self._links:
             assert self.runner is not None
             self.runner.carry_out(self.runner.core.update_remote(remote, time.time(), meta=meta))

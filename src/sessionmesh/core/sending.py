@@ -66,6 +66,9 @@ class SendingMixin(CoreState):
     def send(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
         """Validate, store, deliver, answer: received, queued, denied, refused or sent."""
         sender = caller.name
+        # A message another broker relays (a link's sender): it names the recipients
+        # here, and keeps the `to` it was sent with (a topic, broadcast, a list).
+        relay = args.pop("recipients", None) if sender in self._remote else None
         try:
             draft = self._parse_send(sender, args)
             # A resend of a stored id answers what the first send answered. Recent
@@ -78,6 +81,8 @@ class SendingMixin(CoreState):
                 return []
             existing = self._stored(draft.id)
             if existing is not None:
+                if relay is not None and existing.sender == sender:
+                    return self._relay_more(existing, relay, reply_to, now)
                 return self._duplicate(reply_to, existing, sender)
             if not self._take_token(sender, now):
                 raise RateLimited(
@@ -89,7 +94,43 @@ class SendingMixin(CoreState):
             return [self._refuse(reply_to, refusal.msg_id, refusal.error, now)]
         except (InvalidName, TooLarge, RateLimited, SelfSend) as exc:
             return [self._refuse(reply_to, args.get("id"), exc, now)]
-        return self._route(env, parent, reply_to, now)
+        return self._route(env, parent, reply_to, now, relay)
+
+    def _relay_more(self, env: Envelope, names: Any, reply_to: Hashable, now: float) -> list[Effect]:
+        """A relayed message already stored, named again (its record came twice, or
+        the copies for more recipients here came in a later batch): each recipient
+        without a copy gets one, queued and delivered if live; one with a copy is
+        answered as its receipt stands."""
+        statuses: dict[str, str] = {}
+        effects: list[Effect] = []
+        wire = env.to_wire()
+        not_received = (ReceiptState.HELD, ReceiptState.QUEUED, ReceiptState.EXPIRED, ReceiptState.REJECTED)
+        for name in self._relay_names(env, names, None):
+            receipt = self.store.get_receipt(env.id, name)
+            if receipt is None:
+                self.store.add_receipts(env, [name])
+                self._remember(env.id, name, ReceiptState.QUEUED)
+                conn = self._online.get(name)
+                if conn is not None and self._live(conn, env):
+                    effects.append(Push(conn, {"op": "deliver", "messages": [wire]}))
+            received = receipt is not None and receipt.state not in not_received
+            statuses[name] = SendStatus.RECEIVED.value if received else SendStatus.QUEUED.value
+        answer = {**self._answer_of(env), "statuses": statuses, "duplicate": True}
+        return [Respond(reply_to, answer), *effects]
+
+    def _relay_names(self, env: Envelope, names: Any, parent: Envelope | None) -> list[str]:
+        """The recipients a relay names that are peers of this broker and take it."""
+        if not isinstance(names, list):
+            return []
+        return [
+            n
+            for n in dict.fromkeys(names)
+            if isinstance(n, str)
+            and n != env.sender
+            and n in self._peer_cache
+            and n not in self._remote
+            and not self._refuses(n, env.sender, parent)
+        ]
 
     def _stored(self, msg_id: str) -> Envelope | None:
         """The stored envelope with this id, if any, looked up only when it can exist:
@@ -174,10 +215,18 @@ class SendingMixin(CoreState):
         )
         return env, parent
 
-    def _route(self, env: Envelope, parent: Envelope | None, reply_to: Hashable, now: float) -> list[Effect]:
+    def _route(
+        self, env: Envelope, parent: Envelope | None, reply_to: Hashable, now: float, relay: Any = None
+    ) -> list[Effect]:
         """Storage first, then delivery: store the envelope and a receipt per
-        recipient, push it to live recipients, and answer (now, or on their acks)."""
-        statuses, reasons, recipients = self._resolve(env, parent)
+        recipient, push it to live recipients, and answer (now, or on their acks).
+        ``relay``: the recipients here another broker named (see `send`)."""
+        if relay is not None:
+            recipients = self._relay_names(env, relay, parent)
+            statuses = {n: SendStatus.DENIED.value for n in env.to.names if n not in recipients}
+            reasons: dict[str, dict[str, Any]] = {}
+        else:
+            statuses, reasons, recipients = self._resolve(env, parent)
         if not recipients and env.to.names:
             answer = self._answer(env, statuses, reasons, now)
             self.counters[f"send_{answer['status']}"] += 1
