@@ -305,3 +305,19 @@ async def test_losing_a_nats_node_mid_stream_loses_nothing_answered(tmp_path: Pa
         machines.stop()
         for node in nodes:
             node.stop()
+
+
+async def test_an_unsubscribe_on_one_machine_stops_the_other_machine_s_copies(machines: Machines) -> None:
+    async with (
+        AsyncClient(machines.settings("b"), "bob") as bob,
+        AsyncClient(machines.settings("a"), "alice") as alice,
+    ):
+        await bob.subscribe("#deploys")
+        await until_counted(alice, "#deploys", 1)
+        await bob.unsubscribe("#deploys")
+        await until_counted(alice, "#deploys", 0)
+        after = await alice.send("#deploys", "not for bob")
+        assert (after.status, after.recipients, after.statuses) == (SendStatus.SENT, 0, {})
+        marker = await alice.send("b:bob", "marker")
+        seen = await until_id(bob, marker.id)
+        assert after.id not in [m.id for m in seen]
