@@ -27,7 +27,7 @@ from pydantic import Field
 from . import injection
 from .client.aio import AsyncClient
 from .config import Settings
-from .errors import MeshError, UnknownPeer
+from .errors import MeshError
 
 CHANNEL = "claude/channel"
 TOOL_NAMES = (
@@ -70,19 +70,13 @@ class MeshTools:
         try:
             return await fn()
         except MeshError as exc:
-            raise ToolError(await self._explain(exc)) from None
+            raise ToolError(f"{exc.code}: {exc.message}" + (f" ({exc.hint})" if exc.hint else "")) from None
 
-    async def _explain(self, exc: MeshError) -> str:
-        if isinstance(exc, UnknownPeer) or exc.code == "unknown_peer":
-            return f"{exc.message}; {await self._closest(exc.message)}"
-        return f"{exc.code}: {exc.message}" + (f" ({exc.hint})" if exc.hint else "")
-
-    async def _closest(self, text: str) -> str:
+    async def _closest(self, name: str) -> str:
         """'did you mean …? call list_peers' for a name the broker did not know."""
-        wanted = text.split("'")[1] if text.count("'") >= 2 else text
         with contextlib.suppress(MeshError):
             names = [p["name"] for p in await self.peer.peers()]
-            close = difflib.get_close_matches(wanted, names, n=3, cutoff=0.5)
+            close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
             if close:
                 return "did you mean " + " or ".join(repr(c) for c in close) + "? call list_peers"
         return "call list_peers to see who is on the mesh"
@@ -109,13 +103,16 @@ class MeshTools:
         status = answer["status"]
         msg_id = answer.get("id")
         if status in ("denied", "refused"):
+            # a refusal has one reason; a denial has one per name it could not reach
             reasons = (
-                [answer["reason"]] if answer.get("reason") else list((answer.get("reasons") or {}).values())
+                [("", answer["reason"])]
+                if answer.get("reason")
+                else list((answer.get("reasons") or {}).items())
             )
             parts = []
-            for reason in reasons:
+            for name, reason in reasons:
                 if reason.get("code") == "unknown_peer":
-                    parts.append(f"{reason['message']}; {await self._closest(reason['message'])}")
+                    parts.append(f"{reason['message']}; {await self._closest(name)}")
                 else:
                     parts.append(
                         reason.get("message", "") + (f" ({reason['hint']})" if reason.get("hint") else "")

@@ -218,7 +218,7 @@ FAKE_AGENT = textwrap.dedent(
             # only the busy marker tells it from idle
             write("\\r\\x1b[2K✶ Working… (esc to interrupt)\\n> ")
             while os.path.exists(busy):
-                time.sleep(0.05)
+                time.sleep(0.05)  # sleep-ok: the fake agent program itself, busy until the flag file goes
             write("\\r\\x1b[2K\\x1b[1A\\r\\x1b[2Kdone\\n> ")  # a TUI erases its spinner
         if echo == os.path.exists(noecho):
             echo = not echo

@@ -56,7 +56,7 @@ async def test_a_browser_too_slow_for_the_feed_is_told_to_reload_instead_of_buff
     writer = asyncio.create_task(browser.writer())
     async with asyncio.timeout(5):
         while len(ws.sent) < 5:
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # sleep-ok: yields the loop to the writer, bounded by the timeout
     writer.cancel()
     frames = [json.loads(t) for t in ws.sent]
     assert frames[0] == {"op": "resync"}  # the backlog was dropped, not sent
