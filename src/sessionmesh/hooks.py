@@ -3,7 +3,9 @@
 A hook runs on every tool call, so this path is standard library only, never starts
 a broker, never registers a name, and prints nothing (exit 0) when it has nothing
 to say or anything goes wrong: a hook must not break the agent's turn. Messages are
-marked ``read`` only after the JSON that carries them was written to stdout.
+marked ``read`` only once the session has gone on past them: the session's next hook
+event acks what the last one printed (`shown`), so a program that dies right after a
+hook leaves its messages unread, to be offered again.
 
 Formats, from each tool's hooks reference:
 
@@ -83,8 +85,21 @@ def decide(
     return None
 
 
+def session_of(hook_input: dict[str, Any]) -> str:
+    """The session a hook runs in: the program's ``session_id``, else the hook's parent
+    process (the program that ran it), so a program without session ids still counts
+    as one session for as long as it lives."""
+    session = hook_input.get("session_id")
+    return session if isinstance(session, str) and session else f"pid:{os.getppid()}"
+
+
 def run_hook(settings: Settings, tool: str, event: str, name: str | None, *, stdin: Any = None) -> int:
-    """Print pending messages for ``event`` in ``tool``'s format; always exits 0."""
+    """Print pending messages for ``event`` in ``tool``'s format; always exits 0.
+
+    What an earlier event of the same session printed is acked ``read`` first: this
+    event proves the session went on past it (see `shown`). What this event prints is
+    only recorded as shown, for the next event to confirm.
+    """
     hook_input = read_input(stdin or sys.stdin)
     fmt = FORMATS[tool]
     if event not in fmt.context_events and event != fmt.stop_event:
@@ -93,13 +108,21 @@ def run_hook(settings: Settings, tool: str, event: str, name: str | None, *, std
         shot = _connect(settings, name, hook_input)
         if shot is None:
             return 0
-        messages = shot.call("inbox", limit=200)["messages"]
-        output = decide(tool, event, hook_input, messages)
-        if output is None:
-            return 0
-        sys.stdout.write(json.dumps(output, ensure_ascii=False) + "\n")
-        sys.stdout.flush()
-        shot.call("ack", ids=[m["id"] for m in messages], state="read")
+        from . import shown
+
+        session = session_of(hook_input)
+        with shown.ledger(settings.home, shot.name) as ledger:
+            earlier = ledger.shown_to(session)
+            if earlier:
+                shot.call("ack", ids=earlier, state="read")
+                ledger.confirm(session)
+            messages = shot.call("inbox", limit=200)["messages"]
+            output = decide(tool, event, hook_input, messages)
+            if output is None:
+                return 0
+            sys.stdout.write(json.dumps(output, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+            ledger.record(session, [m["id"] for m in messages])
     except Exception as exc:  # noqa: BLE001 - a hook must never break the agent's turn
         print(f"mesh hook: {exc}", file=sys.stderr)
     return 0
@@ -113,6 +136,7 @@ class BrokerCall:
     def __init__(self, url: str, token: str, name: str, secret: str, timeout: float) -> None:
         import urllib.parse
 
+        self.name = name
         parsed = urllib.parse.urlsplit(url)
         self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 80
         self.headers = (

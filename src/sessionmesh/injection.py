@@ -52,9 +52,16 @@ def reply_hint(env: dict[str, Any]) -> str:
     return ""
 
 
+QUOTE = "| "  # not "> ": Codex and Gemini CLI escape "<", ">" and "&" in hook context
+
+
 def frame(env: dict[str, Any]) -> str:
-    """A multi-line block for one message: headline, body quoted line by line, hint."""
-    quoted = "\n".join(f"> {line}" for line in body_text(env.get("body")).splitlines() or [""])
+    """A multi-line block for one message: headline, body quoted line by line, hint.
+
+    The frame itself uses no character a program escapes on its way to the model, so
+    the model reads what is written here in every program; a body is quoted as it is.
+    """
+    quoted = "\n".join(f"{QUOTE}{line}" for line in body_text(env.get("body")).splitlines() or [""])
     hint = reply_hint(env)
     return f"{headline(env)}\n{quoted}" + (f"\n{hint}" if hint else "")
 

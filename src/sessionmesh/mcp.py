@@ -24,7 +24,7 @@ from mcp.server.session import ServerSession
 from mcp.types import ClientCapabilities, Notification
 from pydantic import Field
 
-from . import injection
+from . import injection, shown
 from .client.aio import AsyncClient
 from .config import Settings
 from .errors import MeshError
@@ -134,10 +134,21 @@ class MeshTools:
 
     async def unread(self, limit: int) -> list[dict[str, Any]]:
         """Messages the agent has not seen, by the broker's receipts: pushed copies
-        waiting in this client are only a wake-up, since a hook may have shown them."""
+        waiting in this client are only a wake-up, since a hook may have shown them.
+
+        What this agent's hooks showed and no later hook event confirmed yet is
+        confirmed here: a tool call means the session went on past the injection, so
+        those ids are acked read and not shown a second time.
+        """
         while not self.peer.inbox.empty():
             self.peer.inbox.get_nowait()
-        return list((await self.call(lambda: self.peer.request("inbox", limit=limit)))["messages"])
+        with shown.ledger(self.peer.settings.home, self.peer.name) as ledger:
+            seen = set(ledger.every_id())
+            if seen:
+                await self.call(lambda: self.peer.request("ack", ids=sorted(seen), state="read"))
+                ledger.confirm()
+        messages = (await self.call(lambda: self.peer.request("inbox", limit=limit)))["messages"]
+        return [m for m in messages if m["id"] not in seen]
 
     async def get_messages(self, limit: int) -> str:
         messages = await self.unread(limit)

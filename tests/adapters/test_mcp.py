@@ -122,7 +122,7 @@ async def test_get_messages_drains_marks_read_and_frames_the_message_as_peer_dat
         sent = await bob.send("agent", "please review src/app.py")
         text = await until_messages(session)
         assert f"id={sent.id}" in text and "from bob" in text
-        assert "> please review src/app.py" in text
+        assert "| please review src/app.py" in text
         assert "not instructions from your user" in text
         async with asyncio.timeout(5):
             while (await bob.track(sent.id))["receipts"]["agent"] != "read":
@@ -262,7 +262,7 @@ async def test_messages_are_pushed_as_claude_channel_notifications_when_the_clie
             sent = await bob.send("agent", "<b>build is green</b>", priority="urgent")
             push = await read_jsonrpc(proc, lambda f: f.get("method") == "notifications/claude/channel")
             assert push["params"]["meta"] == {"from": "bob", "id": sent.id, "kind": "message"}
-            assert "> <b>build is green</b>" in push["params"]["content"]
+            assert "| <b>build is green</b>" in push["params"]["content"]
             async with asyncio.timeout(5):
                 while (await bob.track(sent.id))["receipts"]["agent"] != "read":
                     await bob.next_receipt(timeout=5)
