@@ -455,9 +455,9 @@ def cmd_guard(args: argparse.Namespace) -> int:
 
 
 def cmd_mcp(args: argparse.Namespace) -> int:
-    from .mcp import run_server
+    from .mcp_front import run
 
-    return run_server(
+    return run(
         _settings(args),
         args.as_name,
         exclusive_cwd=args.exclusive_cwd,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
+import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -24,7 +25,7 @@ from mcp.server.session import ServerSession
 from mcp.types import ClientCapabilities, Notification
 from pydantic import Field
 
-from . import injection, shown
+from . import __version__, injection, shown
 from .client.aio import AsyncClient
 from .config import Settings
 from .errors import MeshError
@@ -62,12 +63,14 @@ class ChannelNotification(Notification[dict[str, Any], Literal["notifications/cl
 class MeshTools:
     """The tools, over one live peer. Each public coroutine is one MCP tool."""
 
-    def __init__(self, peer: AsyncClient) -> None:
+    def __init__(self, peer: AsyncClient, *, ready: asyncio.Task[None]) -> None:
         self.peer = peer
+        self.ready = ready  # the connection to the broker, made beside the server
 
     async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
-        """Run a broker call; a `MeshError` becomes a one-line tool error."""
+        """Run a broker call once connected; a `MeshError` becomes a one-line tool error."""
         try:
+            await asyncio.shield(self.ready)
             return await fn()
         except MeshError as exc:
             raise ToolError(f"{exc.code}: {exc.message}" + (f" ({exc.hint})" if exc.hint else "")) from None
@@ -212,6 +215,7 @@ class MeshServer(FastMCP):
 
     def __init__(self, push: Callable[[ServerSession], None]) -> None:
         super().__init__("sessionmesh", instructions=INSTRUCTIONS, log_level="WARNING")
+        self._mcp_server.version = __version__  # not the SDK's: the snapshot must not drift with it
         self.push = push
 
     async def list_tools(self) -> Any:
@@ -388,36 +392,104 @@ def run_server(
     exclusive_cwd: bool = False,
     channel: bool = False,
     client: str = "mcp",
+    stdin: Any = None,
+    stdout: Any = None,
 ) -> int:
-    """Serve MCP on stdin/stdout until the client closes it."""
+    """Serve MCP on stdin/stdout (or the given line streams) until the client closes it.
+
+    The server answers from the first moment; the agent's connection to the broker is
+    made beside it, and a tool called before it is up waits for it (or reports why it
+    failed: a name another live session holds, a broker that cannot be reached).
+    """
 
     async def main() -> None:
-        async with AsyncClient(settings, name, client_kind=client, auto_read=False) as peer:
+        peer = AsyncClient(settings, name, client_kind=client, auto_read=False)
+
+        async def join() -> None:
+            await peer.connect()
             if exclusive_cwd:
                 folder = os.path.join(os.getcwd(), "")
                 await peer.hold(folder, reason=f"{peer.name} works in this folder")
-            tools = MeshTools(peer)
-            pusher = Pusher(tools, forced=channel)
-            server = build_server(tools, push=pusher.attach)
-            # FastMCP has no public way to declare an experimental capability, which
-            # Claude Code needs to see before it listens for channel notifications.
-            lowlevel = server._mcp_server
-            from mcp.server.stdio import stdio_server
 
-            async with stdio_server() as (read, write):
-                await lowlevel.run(
-                    read,
-                    write,
-                    lowlevel.create_initialization_options(experimental_capabilities={CHANNEL: {}}),
-                )
+        tools = MeshTools(peer, ready=asyncio.create_task(join()))
+        pusher = Pusher(tools, forced=channel)
+        serving = asyncio.create_task(serve(build_server(tools, push=pusher.attach), stdin, stdout))
+        try:
+            # a name another live session holds, or a folder another agent holds, ends
+            # the server with that error, as a failed start would
+            await asyncio.wait([serving, tools.ready], return_when=asyncio.FIRST_COMPLETED)
+            if tools.ready.done() and tools.ready.exception() is not None:
+                serving.cancel()
+                raise tools.ready.exception()  # type: ignore[misc]
+            await serving
+        finally:
             if pusher.task is not None:
                 pusher.task.cancel()
+            if tools.ready.done() and tools.ready.exception() is None:
+                await peer.close()
+            else:
+                tools.ready.cancel()
 
     try:
         asyncio.run(main())
     except MeshError as exc:
         print(f"mesh mcp: {exc.code}: {exc}", file=sys.stderr)
-        return 7 if exc.code == "conflict" else 1
+        return 7 if exc.code in ("conflict", "name_taken") else 1
     except KeyboardInterrupt:
         pass
     return 0
+
+
+async def serve(server: FastMCP, stdin: Any = None, stdout: Any = None) -> None:
+    """Run ``server`` over stdio, declaring Claude Code's channel capability."""
+    # FastMCP has no public way to declare an experimental capability, which Claude
+    # Code needs to see before it listens for channel notifications.
+    lowlevel = server._mcp_server
+    from mcp.server.stdio import stdio_server
+
+    async with stdio_server(stdin, stdout) as (read, write):
+        await lowlevel.run(
+            read, write, lowlevel.create_initialization_options(experimental_capabilities={CHANNEL: {}})
+        )
+
+
+def handshake() -> dict[str, Any]:
+    """What the SDK server answers to ``initialize`` and ``tools/list``, in the shape
+    of ``assets/mcp/handshake.json`` (`mcp_front` answers from that file)."""
+    from mcp.shared.version import SUPPORTED_PROTOCOL_VERSIONS
+
+    class Script:
+        def __init__(self) -> None:
+            self.lines = [
+                {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                    "protocolVersion": SUPPORTED_PROTOCOL_VERSIONS[-1], "capabilities": {},
+                    "clientInfo": {"name": "snapshot", "version": "0"}}},
+                {"jsonrpc": "2.0", "method": "notifications/initialized"},
+                {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+            ]
+
+        async def __aiter__(self) -> Any:
+            for line in self.lines:
+                yield json.dumps(line)
+            await out.done.wait()  # stdin stays open until both are answered
+
+    class Capture:
+        def __init__(self) -> None:
+            self.answers: dict[int, Any] = {}
+            self.done = asyncio.Event()
+
+        async def write(self, text: str) -> None:
+            message = json.loads(text)
+            self.answers[message["id"]] = message["result"]
+            if len(self.answers) == 2:
+                self.done.set()
+
+        async def flush(self) -> None:
+            pass
+
+    out = Capture()
+    tools = MeshTools(None, ready=None)  # type: ignore[arg-type] - listing calls no tool
+    asyncio.run(serve(build_server(tools, push=lambda session: None), Script(), out))
+    init = dict(out.answers[1])
+    init.pop("protocolVersion")
+    return {"protocol_versions": list(SUPPORTED_PROTOCOL_VERSIONS), "initialize": init, "tools": out.answers[2]}

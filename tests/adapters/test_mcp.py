@@ -54,6 +54,8 @@ async def mcp_session(
     async with stdio_client(server_params(broker, name, *extra, cwd=cwd)) as (read, write):
         async with ClientSession(read, write) as session:
             await session.initialize()
+            # the server joins the mesh beside its handshake; a tool call waits for it
+            assert not (await session.call_tool("locks", {})).isError
             yield session
 
 
@@ -207,11 +209,13 @@ async def test_exclusive_cwd_keeps_a_second_agent_out_of_the_folder(
             *params.args,
             cwd=folder,
             env=params.env,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,  # a client that stays: the server ends by itself
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.stderr is not None
+        err = await asyncio.wait_for(proc.stderr.read(), 30)
+        await asyncio.wait_for(proc.wait(), 10)
         assert proc.returncode == 7
         assert "'first' holds" in err.decode()
 
@@ -258,7 +262,10 @@ async def test_messages_are_pushed_as_claude_channel_notifications_when_the_clie
         write({"jsonrpc": "2.0", "method": "notifications/initialized"})
         write({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
         await read_jsonrpc(proc, lambda f: f.get("id") == 2)
-        async with AsyncClient(broker.settings, "bob") as bob:
+        async with AsyncClient(broker.settings, "bob", events=True) as bob:
+            async with asyncio.timeout(10):  # the server joins beside its handshake
+                while await presence(bob, "agent") != "online":
+                    await bob.next_event()
             sent = await bob.send("agent", "<b>build is green</b>", priority="urgent")
             push = await read_jsonrpc(proc, lambda f: f.get("method") == "notifications/claude/channel")
             assert push["params"]["meta"] == {"from": "bob", "id": sent.id, "kind": "message"}
@@ -307,3 +314,42 @@ async def test_the_mcp_inspector_cli_lists_and_calls_the_tools(
         assert called["content"][0]["text"].startswith("received")
         got = await bob.recv(timeout=5)
         assert (got.sender, got.body) == ("inspected", "hi from the inspector")
+
+
+def test_the_early_handshake_is_what_the_sdk_server_answers() -> None:
+    from sessionmesh.mcp import handshake
+    from sessionmesh.mcp_front import snapshot
+
+    assert snapshot() == handshake(), "run: python -c 'from sessionmesh.mcp import handshake' … (see mcp_front)"
+
+
+async def test_initialize_and_tools_list_are_answered_before_the_sdk_has_loaded(
+    broker: InProcessBroker, tmp_path: Path
+) -> None:
+    """The answers come from the snapshot while the SDK's import is held back (by a
+    path hook that waits on a FIFO the test opens only after both answers came)."""
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    params = server_params(broker, "early")
+    env = {**params.env, "PYTHONPATH": str(Path(__file__).parent / "slow_sdk"), "MESH_TEST_SDK_GATE": str(gate)}
+    proc = await asyncio.create_subprocess_exec(
+        params.command, *params.args, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert proc.stdin is not None
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+    proc.stdin.write(json.dumps(init).encode() + b"\n")
+    proc.stdin.write(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
+    proc.stdin.write(b'{"jsonrpc":"2.0","id":2,"method":"tools/list"}\n')
+    proc.stdin.write(b'{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"locks","arguments":{}}}\n')
+    await proc.stdin.drain()
+    first = await read_jsonrpc(proc, lambda f: f.get("id") == 1)
+    assert first["result"]["protocolVersion"] == "2025-06-18"
+    tools = await read_jsonrpc(proc, lambda f: f.get("id") == 2)
+    assert {t["name"] for t in tools["result"]["tools"]} == set(TOOL_NAMES)
+    await asyncio.to_thread(lambda: open(gate, "w").close())  # the SDK may load now
+    answer = await read_jsonrpc(proc, lambda f: f.get("id") == 3)
+    assert answer["result"]["content"][0]["text"] == "No locks are held."
+    proc.stdin.close()
+    rest, _ = await asyncio.wait_for(proc.communicate(), 15)
+    assert b'"id":1,' not in rest and b'"id":2,' not in rest  # the SDK's own answers were dropped
