@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import programs
+
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DENIED, EXIT_REFUSED = 0, 1, 2, 3, 4
 EXIT_TIMEOUT, EXIT_UNAVAILABLE, EXIT_CONFLICT = 5, 6, 7
 EXIT_BY_END_STATE = {"PASS": 0, "ANSWERED": 0, "PARTIAL": 10, "BLOCKED": 11, "DECLINED": 12}
@@ -448,6 +450,12 @@ def cmd_decide(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import run
+
+    return run(_settings(args), args.tool, folder=args.dir, as_json=args.json)
+
+
 def cmd_guard(args: argparse.Namespace) -> int:
     from .guard import run_guard
 
@@ -663,16 +671,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--client", default="mcp", help="client kind shown to peers (claude-code, codex, gemini, …)"
     )
     p = add("hook", cmd_hook, "print pending messages in a coding agent's hook format", [peer])
-    p.add_argument("tool", choices=["claude-code", "codex", "gemini"])
+    p.add_argument("tool", choices=list(programs.NAMES))
     p.add_argument("event", help="the hook event name, e.g. UserPromptSubmit, PostToolUse, Stop")
     for name, fn, verb in (("install", cmd_install, "write"), ("uninstall", cmd_uninstall, "remove")):
         p = add(name, fn, f"{verb} sessionmesh's MCP server, hooks and skill in a tool's config", [peer])
-        p.add_argument("tool", choices=["claude-code", "codex", "gemini"])
+        p.add_argument("tool", choices=list(programs.NAMES))
         scope = p.add_mutually_exclusive_group()
         scope.add_argument("--project", action="store_true", help="this project's config (the default)")
         scope.add_argument("--user", action="store_true", help="your user-wide config")
         p.add_argument("--dry-run", action="store_true", help="print the diff, change nothing")
         p.add_argument("--dir", help="project folder (default: the git top-level, else the current folder)")
+    p = add("doctor", cmd_doctor, "check each installed agent program end to end and say what to fix", [peer])
+    p.add_argument("tool", nargs="?", choices=list(programs.NAMES), help="one program (default: every installed one)")
+    p.add_argument("--dir", help="project folder (default: the git top-level, else the current folder)")
     bridge = sub.add_parser("bridge", help="connect an agent without hooks").add_subparsers(
         dest="bridge", metavar="KIND", required=True
     )

@@ -28,34 +28,21 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, NamedTuple
+from typing import Any
 
-from . import injection
+from . import injection, programs
 from .config import Settings
+from .programs import HookFormat
 
 Output = dict[str, Any]
 
 
-class HookFormat(NamedTuple):
-    """One tool's hook events: which add context, and which one is the stop."""
+def hook_format(tool: str) -> HookFormat:
+    """The hook events of program ``tool`` (its module in `sessionmesh.programs`)."""
+    import importlib
 
-    context_events: frozenset[str]
-    stop_event: str
-    stop_decision: str  # the decision value that makes the agent go on
+    return importlib.import_module(f"{programs.__name__}.{tool.replace('-', '_')}").HOOKS  # type: ignore[no-any-return]
 
-    def render(self, event: str, text: str) -> Output:
-        if event == self.stop_event:
-            return {"decision": self.stop_decision, "reason": text}
-        return {"hookSpecificOutput": {"hookEventName": event, "additionalContext": text}}
-
-
-FORMATS: dict[str, HookFormat] = {
-    "claude-code": HookFormat(
-        frozenset({"SessionStart", "UserPromptSubmit", "PostToolUse"}), "Stop", "block"
-    ),
-    "codex": HookFormat(frozenset({"SessionStart", "UserPromptSubmit", "PostToolUse"}), "Stop", "block"),
-    "gemini": HookFormat(frozenset({"SessionStart", "BeforeAgent", "AfterTool"}), "AfterAgent", "deny"),
-}
 
 STOP_PREAMBLE = "Urgent messages from other agents arrived before you finished. Read them and act on them if they concern your work."
 
@@ -73,7 +60,7 @@ def decide(
     tool: str, event: str, hook_input: dict[str, Any], messages: list[dict[str, Any]]
 ) -> Output | None:
     """What to print for these unread messages, or None to stay silent."""
-    fmt = FORMATS[tool]
+    fmt = hook_format(tool)
     if not messages:
         return None
     if event == fmt.stop_event:
@@ -101,7 +88,7 @@ def run_hook(settings: Settings, tool: str, event: str, name: str | None, *, std
     only recorded as shown, for the next event to confirm.
     """
     hook_input = read_input(stdin or sys.stdin)
-    fmt = FORMATS[tool]
+    fmt = hook_format(tool)
     if event not in fmt.context_events and event != fmt.stop_event:
         return 0  # an event this hook has nothing to add to
     try:
@@ -180,7 +167,7 @@ def main(argv: list[str]) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="mesh hook", add_help=True)
-    parser.add_argument("tool", choices=sorted(FORMATS))
+    parser.add_argument("tool", choices=programs.NAMES)
     parser.add_argument("event")
     parser.add_argument("--as", dest="as_name")
     parser.add_argument("--home")

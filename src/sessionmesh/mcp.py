@@ -17,7 +17,8 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, Literal, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 
 from mcp.server.fastmcp import Context, FastMCP
 from mcp.server.fastmcp.exceptions import ToolError
@@ -493,3 +494,49 @@ def handshake() -> dict[str, Any]:
     init = dict(out.answers[1])
     init.pop("protocolVersion")
     return {"protocol_versions": list(SUPPORTED_PROTOCOL_VERSIONS), "initialize": init, "tools": out.answers[2]}
+
+
+class Probe(NamedTuple):
+    """What `probe` saw: the name the server joined as (or would have), why it
+    failed, and what ``check`` said while it was connected."""
+
+    name: str | None
+    error: str | None
+    checked: Any = None
+
+
+def probe(
+    argv: list[str], env: dict[str, str], cwd: Path, *, check: Callable[[str], Any], timeout: float = 30.0
+) -> Probe:
+    """Start the MCP server ``argv`` as a program would, list the peers through it,
+    read back its own name and run ``check(name)`` (in a thread) while it is still
+    connected (``mesh doctor``). The name it would have is reported with a failure
+    too, from ``--as``, ``MESH_NAME`` or the folder."""
+    import tempfile
+
+    from mcp import ClientSession, StdioServerParameters
+    from mcp.client.stdio import stdio_client
+
+    from .client.discovery import default_name
+
+    expected = argv[argv.index("--as") + 1] if "--as" in argv[:-1] else env.get("MESH_NAME") or default_name(str(cwd))
+
+    async def run(errlog: Any) -> Probe:
+        params = StdioServerParameters(command=argv[0], args=argv[1:], env=env, cwd=str(cwd))
+        async with stdio_client(params, errlog=errlog) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            result = await session.call_tool("list_peers", {})
+            text = "\n".join(c.text for c in result.content if c.type == "text")
+            if result.isError:
+                return Probe(expected, text)
+            you = [line for line in text.splitlines() if " (you):" in line]
+            name = you[0].split()[1] if you else expected
+            return Probe(name, None, await asyncio.to_thread(check, name))
+
+    with tempfile.TemporaryFile("w+") as errlog:
+        try:
+            return asyncio.run(asyncio.wait_for(run(errlog), timeout))
+        except Exception as exc:  # noqa: BLE001 - a server that fails to start, for any reason, is the finding
+            errlog.seek(0)
+            lines = [line for line in errlog.read().splitlines() if line.strip()]
+            return Probe(expected, lines[-1] if lines else f"{type(exc).__name__}: {exc}")

@@ -1,6 +1,6 @@
 """``mesh install`` / ``mesh uninstall``: put sessionmesh into a coding agent's own config.
 
-For Claude Code, Codex and Gemini CLI, at project or user scope, an install writes:
+For Claude Code, Codex, Gemini CLI and Pi, at project or user scope, an install writes:
 
 - the MCP server ``sessionmesh`` running ``mesh mcp [--as NAME]``;
 - hooks running ``mesh hook <tool> <Event> [--as NAME]`` on the events that can put
@@ -14,8 +14,8 @@ ours is recognised again (the server named ``sessionmesh``; hook commands runnin
 Every file is read and checked before any is written; each changed file is shown as
 a unified diff and backed up next to itself (``NAME.mesh-backup-<time>``) first.
 
-Where each tool keeps what, and the documentation it follows, is in the docstring of
-its module: `claude_code`, `codex`, `gemini`.
+Where each program keeps what, and the documentation it follows, is in the docstring
+of its module in `sessionmesh.programs`.
 """
 
 from __future__ import annotations
@@ -25,14 +25,12 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-from . import claude_code, codex, gemini
+from .. import programs
 from .changes import FileChange, apply
 from .target import Target, resolve
 
-TOOLS: dict[str, ModuleType] = {"claude-code": claude_code, "codex": codex, "gemini": gemini}
 
 
 @dataclass
@@ -66,7 +64,7 @@ def plan(target: Target, *, install: bool) -> list[FileChange]:
     Reads every file first; raises `BadRequest` on the first one that cannot be
     parsed, before anything is written.
     """
-    return [c for c in TOOLS[target.tool].plan(target, install=install) if c is not None]
+    return [c for c in programs.get(target.tool).plan(target, install=install) if c is not None]
 
 
 def execute(target: Target, *, install: bool, dry_run: bool = False) -> Outcome:
@@ -74,7 +72,7 @@ def execute(target: Target, *, install: bool, dry_run: bool = False) -> Outcome:
     changes = plan(target, install=install)
     outcome = Outcome(target, install, dry_run, changes)
     if install and changes:
-        outcome.notes = TOOLS[target.tool].notes(target)
+        outcome.notes = programs.get(target.tool).notes(target)
     if not dry_run:
         for change in changes:
             backup = apply(change, stop=target.root)
@@ -112,7 +110,7 @@ def _run(args: argparse.Namespace, *, install: bool) -> int:
 
 def _print(outcome: Outcome) -> None:
     target = outcome.target
-    title = TOOLS[target.tool].TITLE
+    title = programs.get(target.tool).TITLE
     where = f"{target.scope.value} scope, {target.root}"
     if not outcome.changes:
         state = "already installed" if outcome.install else "not installed"

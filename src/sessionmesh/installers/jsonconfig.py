@@ -175,3 +175,51 @@ def _strip_event(hooks: Doc, event: str) -> None:
     groups = hooks[event]
     if isinstance(groups, list) and _strip(groups) and not groups:
         del hooks[event]
+
+
+# -- list entries (a permission rule, a trusted name) -------------------------------
+def put_item(doc: Doc, path: tuple[str, ...], item: str, label: str) -> None:
+    """Add ``item`` to the list at ``path`` (objects made as needed), once."""
+    parent = doc
+    for key in path[:-1]:
+        parent = _object(parent, key, label)
+    items = parent.setdefault(path[-1], [])
+    if not isinstance(items, list):
+        raise BadRequest(f"{label}: '{'.'.join(path)}' is a JSON {type(items).__name__}, expected a list")
+    if item not in items:
+        items.append(item)
+
+
+def drop_item(doc: Doc, path: tuple[str, ...], item: str) -> None:
+    """Remove ``item`` from the list at ``path``; remove the containers it empties."""
+    chain: list[Doc] = [doc]
+    for key in path[:-1]:
+        nxt = chain[-1].get(key)
+        if not isinstance(nxt, dict):
+            return
+        chain.append(nxt)
+    items = chain[-1].get(path[-1])
+    if not isinstance(items, list) or item not in items:
+        return
+    items.remove(item)
+    if items:
+        return
+    del chain[-1][path[-1]]
+    for parent, key in zip(reversed(chain[:-1]), reversed(path[:-1]), strict=True):
+        if parent[key]:
+            break
+        del parent[key]
+
+
+# -- reading back what is installed (mesh doctor) ------------------------------------
+def read_server(path: Path, label: str, name: str) -> dict[str, Any] | None:
+    """``mcpServers[name]`` of the JSON file at ``path`` when it has a ``command``, else
+    None. Raises `BadRequest` when the file is not a JSON object."""
+    entry = (parse(read_text(path), label).get("mcpServers") or {}).get(name)
+    return entry if isinstance(entry, dict) and isinstance(entry.get("command"), str) else None
+
+
+def has_our_hook(doc: Doc, event: str) -> bool:
+    """Whether ``hooks[event]`` holds a handler of ours."""
+    groups = (doc.get("hooks") or {}).get(event)
+    return isinstance(groups, list) and _count_ours(groups) > 0

@@ -36,6 +36,8 @@ class Target:
 
     def label(self, path: Path) -> str:
         """``path`` as shown in diffs: relative to the project, or ``~/…`` in a home."""
+        if not path.is_relative_to(self.root):
+            return str(path)  # a tool home moved elsewhere ($CODEX_HOME)
         rel = path.relative_to(self.root).as_posix()
         return f"~/{rel}" if self.scope is Scope.USER else rel
 

@@ -76,3 +76,14 @@ def _table(entry: dict[str, Any], *, inline: bool) -> Any:
         table[key] = value
     table.add(tomlkit.nl())  # a blank line between our table and the next one
     return table
+
+
+def read(path: Path, label: str) -> dict[str, Any]:
+    """The TOML file at ``path`` as plain data (absent: empty). Raises `BadRequest`."""
+    return _parse(read_text(path) or "", label).unwrap()
+
+
+def read_server(path: Path, label: str, name: str) -> dict[str, Any] | None:
+    """``mcp_servers.<name>`` of the file at ``path`` when it has a ``command``, else None."""
+    entry = (read(path, label).get("mcp_servers") or {}).get(name)
+    return entry if isinstance(entry, dict) and isinstance(entry.get("command"), str) else None

@@ -1,0 +1,64 @@
+"""The agent programs sessionmesh supports: one module each, behind one interface.
+
+Everything sessionmesh knows about a program lives in its module, so adding a program
+is one new file (and its tests):
+
+- ``TITLE``: its name for people;
+- ``HOOKS``: a `HookFormat`, its hook events and the output each expects (read by
+  ``mesh hook`` on every tool call, so the modules import nothing heavy at the top);
+- ``plan(target, *, install)``: the file changes that install or remove sessionmesh
+  (``mesh install`` / ``uninstall``);
+- ``notes(target)``: what a person must still do after installing;
+- ``server(target)``: the MCP server entry as the program would read it back from
+  its config, with the environment the program would give it (``mesh doctor``);
+- ``checks(target)``: the program's own findings for ``mesh doctor`` (trust,
+  permissions, hooks switched on).
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any, NamedTuple
+
+NAMES = ("claude-code", "codex", "gemini", "pi")
+
+
+class HookFormat(NamedTuple):
+    """One program's hook events: which add context, and which one is the stop."""
+
+    context_events: frozenset[str]
+    stop_event: str
+    stop_decision: str  # the decision value that makes the agent go on
+
+    def render(self, event: str, text: str) -> dict[str, Any]:
+        if event == self.stop_event:
+            return {"decision": self.stop_decision, "reason": text}
+        return {"hookSpecificOutput": {"hookEventName": event, "additionalContext": text}}
+
+
+class Server(NamedTuple):
+    """The MCP server a program would start: its command line and environment, or
+    ``None`` in ``argv`` when the program's config has no sessionmesh entry."""
+
+    argv: list[str] | None
+    env: dict[str, str]
+    source: str  # the config file it was read from, as shown to people
+
+
+class Finding(NamedTuple):
+    """One line of ``mesh doctor``: ``ok``, ``warn`` or ``fail``, what was seen, and
+    (unless ok) what to do about it."""
+
+    level: str
+    what: str
+    fix: str = ""
+
+
+def get(name: str) -> ModuleType:
+    """The module of program ``name`` (one of `NAMES`). Raises `BadRequest`."""
+    if name not in NAMES:
+        from ..errors import BadRequest
+
+        raise BadRequest(f"no agent program named {name!r}", hint="programs are: " + ", ".join(NAMES))
+    return importlib.import_module(f"{__name__}.{name.replace('-', '_')}")

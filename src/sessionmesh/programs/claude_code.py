@@ -1,0 +1,150 @@
+"""Claude Code: ``.mcp.json`` / ``~/.claude.json``, ``settings.json`` hooks and
+permissions, a skill.
+
+Formats, as documented by Anthropic and checked on the real program (2.1.332):
+
+- MCP servers (https://docs.claude.com/en/docs/claude-code/mcp, "MCP installation
+  scopes"): project scope is ``.mcp.json`` at the project root, user scope the
+  top-level ``mcpServers`` of ``~/.claude.json``; each server is
+  ``{"type": "stdio", "command", "args", "env"}``. The server gets Claude Code's
+  whole environment. Claude Code asks once before it starts a server from a
+  project's ``.mcp.json``.
+- Hooks (https://docs.claude.com/en/docs/claude-code/hooks, "Configuration"):
+  ``.claude/settings.json`` (project) or ``~/.claude/settings.json`` (user), as
+  ``{"hooks": {Event: [{"matcher", "hooks": [{"type": "command", "command",
+  "timeout"}]}]}}``; ``timeout`` is in seconds; ``matcher`` applies to tool events
+  only and ``"*"`` matches every tool.
+- Permissions (https://docs.claude.com/en/docs/claude-code/iam, "Tool-specific
+  permission rules"): ``permissions.allow`` in the same settings file; the rule
+  ``mcp__sessionmesh`` allows every tool of the server, so neither a headless run
+  (``claude -p``, which denies what is not allowed) nor a person is stopped at
+  each mesh tool.
+- Skills (https://docs.claude.com/en/docs/claude-code/skills): ``.claude/skills/<name>/SKILL.md``
+  in a project, ``~/.claude/skills/<name>/SKILL.md`` for the user.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import Finding, HookFormat, Server
+
+if TYPE_CHECKING:
+    from ..installers.changes import FileChange
+    from ..installers.target import Target
+
+TITLE = "Claude Code"
+SERVER = "sessionmesh"
+PERMISSION = f"mcp__{SERVER}"  # every tool of the server
+HOOKS = HookFormat(frozenset({"SessionStart", "UserPromptSubmit", "PostToolUse"}), "Stop", "block")
+# event → matcher (None: the event takes no matcher)
+EVENTS: dict[str, str | None] = {
+    "SessionStart": None,
+    "UserPromptSubmit": None,
+    "PostToolUse": "*",
+    "Stop": None,
+}
+HOOK_TIMEOUT = 10  # seconds; a hook with nothing to say returns at once
+
+
+def plan(target: Target, *, install: bool) -> list[FileChange | None]:
+    """The changes that install (or remove) sessionmesh for Claude Code at ``target``."""
+    from ..installers import jsonconfig, skill
+
+    mcp, settings = _mcp_file(target), target.root / ".claude" / "settings.json"
+    argv = target.mcp_argv()
+    entry = {"type": "stdio", "command": argv[0], "args": argv[1:]}
+    hooks = {event: _group(target, event, matcher) for event, matcher in EVENTS.items()}
+    mcp_label, settings_label = target.label(mcp), target.label(settings)
+    skills = target.root / ".claude" / "skills"
+
+    def put_settings(doc: jsonconfig.Doc) -> None:
+        jsonconfig.put_hooks(doc, hooks, settings_label)
+        jsonconfig.put_item(doc, ("permissions", "allow"), PERMISSION, settings_label)
+
+    def drop_settings(doc: jsonconfig.Doc) -> None:
+        jsonconfig.drop_hooks(doc)
+        jsonconfig.drop_item(doc, ("permissions", "allow"), PERMISSION)
+
+    if install:
+        return [
+            jsonconfig.edit(mcp, mcp_label, lambda d: jsonconfig.put_server(d, SERVER, entry, mcp_label)),
+            jsonconfig.edit(settings, settings_label, put_settings),
+            skill.edit(skills, target.label(skills), install=True),
+        ]
+    return [
+        jsonconfig.edit(mcp, mcp_label, lambda d: jsonconfig.drop_server(d, SERVER), removing=True),
+        jsonconfig.edit(settings, settings_label, drop_settings, removing=True),
+        skill.edit(skills, target.label(skills), install=False),
+    ]
+
+
+def notes(target: Target) -> list[str]:
+    """What the user should know after installing."""
+    from ..installers.target import Scope
+
+    out = ["restart Claude Code to load the server and hooks"]
+    if target.scope is Scope.USER:
+        out.append(
+            "a running Claude Code may write ~/.claude.json over this change; if `claude mcp list`"
+            " does not show sessionmesh after the restart, run the install again with Claude Code closed"
+        )
+    else:
+        out.append(
+            "Claude Code asks once before it starts the project's .mcp.json server: approve 'sessionmesh'"
+        )
+    return out
+
+
+def server(target: Target) -> Server:
+    """The sessionmesh server entry in the MCP config, with Claude Code's environment."""
+    from ..installers import jsonconfig
+
+    path = _mcp_file(target)
+    entry = jsonconfig.read_server(path, target.label(path), SERVER)
+    if entry is None:
+        return Server(None, {}, target.label(path))
+    env = {**os.environ, **{k: str(v) for k, v in (entry.get("env") or {}).items()}}
+    return Server([entry["command"], *entry.get("args", [])], env, target.label(path))
+
+
+def checks(target: Target) -> list[Finding]:
+    """Hooks and the permission rule in settings.json."""
+    from ..installers import jsonconfig
+
+    path = target.root / ".claude" / "settings.json"
+    label = target.label(path)
+    doc = jsonconfig.parse(jsonconfig.read_text(path), label)
+    missing = [e for e in EVENTS if not jsonconfig.has_our_hook(doc, e)]
+    found = [
+        Finding("fail", f"{label} has no sessionmesh hook on {', '.join(missing)}", _reinstall(target))
+        if missing
+        else Finding("ok", f"{label} runs the sessionmesh hooks on {', '.join(EVENTS)}")
+    ]
+    allowed = (doc.get("permissions") or {}).get("allow") or []
+    if PERMISSION in allowed or "mcp__sessionmesh__*" in allowed:
+        found.append(Finding("ok", f"{label} allows the mesh tools ({PERMISSION})"))
+    else:
+        found.append(
+            Finding("fail", f"{label} does not allow the mesh tools: each call is denied or asked", _reinstall(target))
+        )
+    return found
+
+
+def _reinstall(target: Target) -> str:
+    from ..installers.target import Scope
+
+    return "run: mesh install claude-code" + (" --user" if target.scope is Scope.USER else "")
+
+
+def _mcp_file(target: Target) -> Path:
+    from ..installers.target import Scope
+
+    return target.root / (".mcp.json" if target.scope is Scope.PROJECT else ".claude.json")
+
+
+def _group(target: Target, event: str, matcher: str | None) -> dict[str, object]:
+    handler = {"type": "command", "command": target.hook_command(event), "timeout": HOOK_TIMEOUT}
+    return {"matcher": matcher, "hooks": [handler]} if matcher is not None else {"hooks": [handler]}
