@@ -494,3 +494,30 @@ def test_reinstall_keeps_keys_the_user_added_to_our_server_entry(tmp_path: Path)
             assert entry["startup_timeout_sec"] == 30 and "# slow disk" in path.read_text()
         else:
             assert entry["env"] == {"MESH_HOME": "/srv/mesh"}
+
+
+def test_claude_code_install_allows_the_mesh_tools_and_uninstall_takes_the_rule_out(tmp_path: Path) -> None:
+    case = CASES[0]
+    t = Tree(tmp_path / "home", tmp_path / "project", case)
+    t.home.mkdir()
+    (t.project / ".claude").mkdir(parents=True)
+    (t.project / ".claude" / "settings.json").write_text(CLAUDE_SETTINGS)
+    proc = t.install()
+    assert proc.returncode == 0, proc.stderr
+    assert '+      "mcp__sessionmesh"' in proc.stdout  # shown in the diff
+    allow = load(t.project / ".claude" / "settings.json")["permissions"]["allow"]
+    assert allow == ["Bash(npm test)", "mcp__sessionmesh"]
+    assert t.uninstall().returncode == 0
+    assert load(t.project / ".claude" / "settings.json")["permissions"]["allow"] == ["Bash(npm test)"]
+
+
+def test_codex_server_gets_the_mesh_environment_and_its_tools_run_without_a_prompt(tmp_path: Path) -> None:
+    t = Tree(tmp_path / "home", tmp_path / "project", CASES[2])
+    t.home.mkdir()
+    t.project.mkdir()
+    proc = t.install("--as", "backend")
+    assert proc.returncode == 0, proc.stderr
+    entry = load(t.project / ".codex" / "config.toml")["mcp_servers"]["sessionmesh"]
+    assert entry["env_vars"] == ["MESH_HOME", "MESH_URL", "MESH_TOKEN", "MESH_NAME", "XDG_STATE_HOME"]
+    assert entry["default_tools_approval_mode"] == "approve"
+    assert "trust the sessionmesh hooks once in Codex's /hooks screen" in proc.stdout

@@ -1,0 +1,141 @@
+"""`mesh doctor`, run as a person runs it, against a real broker and the configs that
+`mesh install` wrote (the programs themselves are not needed: the doctor starts the
+MCP server each program would start, as it would start it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..conftest import BrokerProcess, mesh_cmd
+
+
+@pytest.fixture
+def project(tmp_path: Path, broker_proc: BrokerProcess, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A git project, with HOME (and so each program's user config) in the test's folder."""
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    subprocess.run(["git", "init", "-q", str(folder)], check=True)
+    home = tmp_path / "user"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("CODEX_HOME", raising=False)
+    monkeypatch.delenv("GEMINI_CLI_HOME", raising=False)
+    monkeypatch.delenv("GEMINI_CLI_TRUST_WORKSPACE", raising=False)
+    yield folder
+    # a server started without MESH_HOME (the failure one test shows) autostarts a
+    # broker in the default home under HOME: stop it
+    stray = home / ".local" / "state" / "sessionmesh"
+    if stray.exists():
+        mesh_cmd("down", env={**os.environ, "MESH_HOME": str(stray)})
+
+
+def doctor(project: Path, *args: str) -> tuple[int, dict[str, Any]]:
+    done = mesh_cmd("doctor", "--json", "--dir", str(project), *args, timeout=90)
+    return done.returncode, json.loads(done.stdout)
+
+
+def lines(report: dict[str, Any], program: str) -> list[tuple[str, str]]:
+    return [(f["level"], f["what"]) for f in report["findings"] if f["program"] == program]
+
+
+def install(project: Path, tool: str, *args: str) -> None:
+    done = mesh_cmd("install", tool, "--dir", str(project), *args)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_good_claude_code_install_passes_and_names_the_agent(project: Path) -> None:
+    install(project, "claude-code", "--as", "frontend")
+    code, report = doctor(project, "claude-code")
+    assert code == 0 and report["ok"], report
+    found = lines(report, "claude-code")
+    assert ("ok", "Claude Code's MCP server answers and joins this broker as 'frontend'") in found
+    assert all(level == "ok" for level, _ in found)
+
+
+def test_a_program_without_sessionmesh_is_a_failure_with_the_command_to_run(project: Path) -> None:
+    code, report = doctor(project, "gemini")
+    assert code == 1
+    fail = next(f for f in report["findings"] if f["level"] == "fail")
+    assert fail["what"] == "sessionmesh is not installed for Gemini CLI"
+    assert fail["fix"] == "run: mesh install gemini"
+
+
+def test_a_server_that_cannot_see_mesh_home_is_found_joining_another_broker(project: Path) -> None:
+    """The Codex failure of issue #9: Codex gives servers a filtered environment, so a
+    server table without env_vars never sees MESH_HOME."""
+    install(project, "codex", "--as", "backend")
+    config = project / ".codex" / "config.toml"
+    text = config.read_text()
+    assert "env_vars" in text
+    config.write_text("\n".join(line for line in text.splitlines() if not line.startswith("env_vars")) + "\n")
+    code, report = doctor(project, "codex")
+    assert code == 1
+    assert any(
+        level == "fail" and "joins as 'backend' on another broker" in what
+        for level, what in lines(report, "codex")
+    ), report
+    install(project, "codex", "--as", "backend")  # puts env_vars back
+    assert "env_vars" in config.read_text()
+    _, report = doctor(project, "codex")
+    assert ("ok", "Codex's MCP server answers and joins this broker as 'backend'") in lines(report, "codex")
+
+
+def test_codex_trust_of_the_project_and_of_each_hook_is_read_from_codex_home(project: Path) -> None:
+    install(project, "codex")
+    _, report = doctor(project, "codex")
+    found = dict((what, level) for level, what in lines(report, "codex"))
+    assert found[f"Codex does not trust {project}, so it ignores its .codex/ folder"] == "fail"
+    assert found["Codex has trusted 0 of the 4 sessionmesh hooks; it skips the rest"] == "fail"
+    codex_home = Path(os.environ["HOME"]) / ".codex"
+    codex_home.mkdir()
+    hooks = project / ".codex" / "hooks.json"
+    state = "\n".join(
+        f'[hooks.state."{hooks}:{event.lower()}:0:0"]\ntrusted_hash = "sha256:x"\n'
+        for event in ("session_start", "user_prompt_submit", "post_tool_use", "stop")
+    )
+    (codex_home / "config.toml").write_text(f'[projects."{project}"]\ntrust_level = "trusted"\n\n{state}')
+    tomllib.loads((codex_home / "config.toml").read_text())
+    _, report = doctor(project, "codex")
+    found = dict((what, level) for level, what in lines(report, "codex"))
+    assert found[f"Codex trusts the project {project}"] == "ok"
+    assert found["the sessionmesh hooks are trusted in Codex (4 of 4)"] == "ok"
+
+
+def test_gemini_folder_trust_is_explained_until_the_folder_is_trusted(project: Path) -> None:
+    done = mesh_cmd("install", "gemini", "--dir", str(project))
+    assert f"Gemini CLI does not trust {project}" in done.stdout
+    _, report = doctor(project, "gemini")
+    assert any(level == "fail" and "has not been told to trust it" in what for level, what in lines(report, "gemini"))
+    gemini = Path(os.environ["HOME"]) / ".gemini"
+    gemini.mkdir()
+    (gemini / "trustedFolders.json").write_text(json.dumps({str(project): "TRUST_FOLDER"}))
+    _, report = doctor(project, "gemini")
+    assert ("ok", f"Gemini CLI trusts {project}") in lines(report, "gemini")
+
+
+def test_doctor_with_no_program_installed_says_so(project: Path) -> None:
+    code, report = doctor(project)
+    assert code == 1
+    assert report["findings"][-1]["what"] == "no agent program has sessionmesh installed here"
+
+
+def test_the_plain_output_has_one_line_per_finding_and_a_fix_under_each_failure(project: Path) -> None:
+    install(project, "claude-code", "--as", "frontend")
+    settings = project / ".claude" / "settings.json"
+    doc = json.loads(settings.read_text())
+    doc["permissions"]["allow"] = []
+    settings.write_text(json.dumps(doc))
+    done = mesh_cmd("doctor", "claude-code", "--dir", str(project), timeout=90)
+    assert done.returncode == 1
+    out = done.stdout.splitlines()
+    fail = next(i for i, line in enumerate(out) if line.startswith("FAIL"))
+    assert "does not allow the mesh tools" in out[fail]
+    assert out[fail + 1].strip() == "fix: run: mesh install claude-code"
