@@ -293,6 +293,7 @@ def main() -> None:
     results["drain"] = bench("bench_drain.py")
     results["peers"] = bench("bench_peers.py")
     results["cli"] = bench("bench_cli.py", "--runs", "20" if q else "25")
+    results["mcp_start"] = bench("bench_mcp_start.py", "--runs", "15" if q else "25")
     results["core"] = bench("bench_core.py", "--messages", "2000" if q else "5000")
     # the NATS backend: two brokers on one JetStream node, raw nats-py in the same rounds
     results["nats"] = bench(
