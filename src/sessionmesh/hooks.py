@@ -4,8 +4,9 @@ A hook runs on every tool call, so this path is standard library only, never sta
 a broker, never registers a name, and prints nothing (exit 0) when it has nothing
 to say or anything goes wrong: a hook must not break the agent's turn. Messages are
 marked ``read`` only once the session has gone on past them: the session's next hook
-event acks what the last one printed (`shown`), so a program that dies right after a
-hook leaves its messages unread, to be offered again.
+event that follows a model response (after a tool call, or the stop) acks what the
+earlier ones printed (`shown`), so a program that dies before its model request
+leaves its messages unread, to be offered again.
 
 Formats, from each tool's hooks reference:
 
@@ -83,9 +84,10 @@ def session_of(hook_input: dict[str, Any]) -> str:
 def run_hook(settings: Settings, tool: str, event: str, name: str | None, *, stdin: Any = None) -> int:
     """Print pending messages for ``event`` in ``tool``'s format; always exits 0.
 
-    What an earlier event of the same session printed is acked ``read`` first: this
-    event proves the session went on past it (see `shown`). What this event prints is
-    only recorded as shown, for the next event to confirm.
+    What an earlier event of the same session printed is acked ``read`` first when
+    this event comes after a model response (``after_model``: the model had it; see
+    `shown`), and is not printed again before that. What this event prints is only
+    recorded as shown, for such a later event to confirm.
     """
     hook_input = read_input(stdin or sys.stdin)
     fmt = hook_format(tool)
@@ -100,16 +102,20 @@ def run_hook(settings: Settings, tool: str, event: str, name: str | None, *, std
         session = session_of(hook_input)
         with shown.ledger(settings.home, shot.name) as ledger:
             earlier = ledger.shown_to(session)
-            if earlier:
+            if event == fmt.start_event:
+                ledger.forget(session)  # a new or resumed session: show it all again
+                earlier = []
+            elif earlier and event in fmt.after_model:
                 shot.call("ack", ids=earlier, state="read")
-                ledger.confirm(session)
-            messages = shot.call("inbox", limit=200)["messages"]
+                ledger.forget(session)
+                earlier = []
+            messages = [m for m in shot.call("inbox", limit=200)["messages"] if m["id"] not in earlier]
             output = decide(tool, event, hook_input, messages)
             if output is None:
                 return 0
             sys.stdout.write(json.dumps(output, ensure_ascii=False) + "\n")
             sys.stdout.flush()
-            ledger.record(session, [m["id"] for m in messages])
+            ledger.record(session, earlier + [m["id"] for m in messages])
     except Exception as exc:  # noqa: BLE001 - a hook must never break the agent's turn
         print(f"mesh hook: {exc}", file=sys.stderr)
     return 0

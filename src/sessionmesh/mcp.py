@@ -150,7 +150,7 @@ class MeshTools:
             seen = set(ledger.every_id())
             if seen:
                 await self.call(lambda: self.peer.request("ack", ids=sorted(seen), state="read"))
-                ledger.confirm()
+                ledger.forget()
         messages = (await self.call(lambda: self.peer.request("inbox", limit=limit)))["messages"]
         return [m for m in messages if m["id"] not in seen]
 
@@ -225,13 +225,18 @@ class MeshServer(FastMCP):
 
 
 def build_server(tools: MeshTools, *, push: Callable[[ServerSession], None]) -> FastMCP:
-    """The MCP server with every tool described for an agent reader."""
+    """The MCP server with every tool described for an agent reader.
+
+    Tools answer plain text only (``structured_output=False``): given a structured
+    result too, Claude Code shows the model that instead, as JSON with the text's
+    line breaks escaped.
+    """
     server = MeshServer(push)
 
     def session_seen(ctx: Context[Any, Any, Any]) -> None:
         push(ctx.session)
 
-    @server.tool()
+    @server.tool(structured_output=False)
     async def list_peers(ctx: Context[Any, Any, Any]) -> str:
         """Who is on the mesh: each peer's name, presence (online / away / offline), status
         text, client, role and folder. Call it before sending to a name you are not sure
@@ -239,7 +244,7 @@ def build_server(tools: MeshTools, *, push: Callable[[ServerSession], None]) -> 
         session_seen(ctx)
         return await tools.list_peers()
 
-    @server.tool()
+    @server.tool(structured_output=False)
     async def send(
         to: Annotated[
             str, Field(description="a peer name, names separated by commas, 'broadcast', or '#topic'")
@@ -257,7 +262,7 @@ def build_server(tools: MeshTools, *, push: Callable[[ServerSession], None]) -> 
         session_seen(ctx)
         return await tools.send(to, body, urgent=urgent)
 
-    @server.tool()
+    @server.tool(structured_output=False)
     async def get_messages(
         ctx: Context[Any, Any, Any],
         limit: Annotated[int, Field(description="at most this many", ge=1, le=500)] = 50,
@@ -269,7 +274,7 @@ def build_server(tools: MeshTools, *, push: Callable[[ServerSession], None]) -> 
         session_seen(ctx)
         return await tools.get_messages(limit)
 
-    @server.tool()
+    @server.tool(structured_output=False)
     async def reply(
         message_id: Annotated[str, Field(description="the id of the message you answer")],
         body: Annotated[str, Field(description="your answer")],
@@ -288,7 +293,7 @@ def build_server(tools: MeshTools, *, push: Callable[[ServerSession], None]) -> 
         session_seen(ctx)
         return await tools.reply(message_id, body, status)
 
-    @server.tool()
+    @server.tool(structured_output=False)
     async def ask(
         to: Annotated[str, Field(description="the peer to ask")],
         body: Annotated[str, Field(description="the question or task")],
@@ -301,7 +306,7 @@ def build_server(tools: MeshTools, *, push: Callable[[ServerSession], None]) -> 
         session_seen(ctx)
         return await tools.send(to, body, urgent=urgent, kind="request")
 
-    @server.tool()
+    @server.tool(structured_output=False)
     async def track(
         message_id: Annotated[str, Field(description="the id of a message you sent")],
         ctx: Context[Any, Any, Any],
@@ -312,7 +317,7 @@ def build_server(tools: MeshTools, *, push: Callable[[ServerSession], None]) -> 
         session_seen(ctx)
         return await tools.track(message_id)
 
-    @server.tool()
+    @server.tool(structured_output=False)
     async def lock(
         resource: Annotated[str, Field(description="an absolute path, a glob (src/api/**), or any name")],
         ctx: Context[Any, Any, Any],
@@ -326,7 +331,7 @@ def build_server(tools: MeshTools, *, push: Callable[[ServerSession], None]) -> 
         session_seen(ctx)
         return await tools.lock(resource, ttl_seconds, reason, shared)
 
-    @server.tool()
+    @server.tool(structured_output=False)
     async def unlock(
         resource: Annotated[str, Field(description="the resource you locked")], ctx: Context[Any, Any, Any]
     ) -> str:
@@ -334,13 +339,13 @@ def build_server(tools: MeshTools, *, push: Callable[[ServerSession], None]) -> 
         session_seen(ctx)
         return await tools.unlock(resource)
 
-    @server.tool()
+    @server.tool(structured_output=False)
     async def locks(ctx: Context[Any, Any, Any]) -> str:
         """Every lock held on the mesh: resource, holder, time left and reason."""
         session_seen(ctx)
         return await tools.locks()
 
-    @server.tool()
+    @server.tool(structured_output=False)
     async def set_status(
         status: Annotated[str, Field(description="one line: what you are doing now", max_length=500)],
         ctx: Context[Any, Any, Any],

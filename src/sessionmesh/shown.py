@@ -1,12 +1,14 @@
 """Messages a hook showed to an agent's session that the session has not yet gone past.
 
 A hook prints a message into a program's turn, but printing is not reading: the
-program may die before the model ever sees the text (an argument error, a crash, a
-killed terminal). So a hook does not mark what it printed ``read``. It records the
-ids here, under the session that was shown them, and the *next* hook event of that
-same session proves the session went on past the injection: that event acks them
-``read`` first. A session that ends without another event never confirms them; the
-messages stay unread at the broker and the next session is offered them again.
+program may die before the model ever sees the text (an argument error, a failed
+model request, a killed terminal). So a hook does not mark what it printed ``read``.
+It records the ids here, under the session that was shown them, and a later hook
+event of that same session that only comes after a model response (after a tool
+call, or the stop: the program's ``after_model`` events) proves the model had them:
+that event acks them ``read`` first. Until then the session is not shown them again.
+A session that ends before such an event never confirms them; the messages stay
+unread at the broker and the next session is offered them again.
 
 One small JSON file per name, ``$MESH_HOME/shown/<name>.json``::
 
@@ -46,8 +48,9 @@ class Ledger:
         """Every unconfirmed id, whatever session it was shown to."""
         return [i for s in list(self.entries) for i in self.shown_to(s)]
 
-    def confirm(self, session: str | None = None) -> None:
-        """Forget what ``session`` (None: every session) was shown: it was acked read."""
+    def forget(self, session: str | None = None) -> None:
+        """Forget what ``session`` (None: every session) was shown: it was acked read,
+        or is to be shown again."""
         for key in [session] if session is not None else list(self.entries):
             if self.entries.pop(key, None) is not None:
                 self.changed = True
@@ -84,7 +87,7 @@ def ledger(home: str, name: str, *, now: float | None = None) -> Iterator[Ledger
         book = Ledger(path, _load(path))
         cutoff = (time.time() if now is None else now) - KEEP
         for key in [k for k, v in book.entries.items() if float(v.get("at") or 0) < cutoff]:
-            book.confirm(key)
+            book.forget(key)
         yield book
         if book.changed:
             _save(path, book.entries)

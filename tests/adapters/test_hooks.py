@@ -39,6 +39,9 @@ def test_a_hook_with_nothing_to_report_prints_nothing_and_exits_0(mesh: BrokerPr
     assert hook("claude-code", "PostToolUse") == (0, "")
 
 
+AFTER_MODEL = {"claude-code": "PostToolUse", "codex": "Stop", "gemini": "AfterTool", "pi": "agent_end"}
+
+
 @pytest.mark.parametrize(
     ("tool", "event"),
     [
@@ -51,9 +54,12 @@ def test_a_hook_with_nothing_to_report_prints_nothing_and_exits_0(mesh: BrokerPr
         ("gemini", "SessionStart"),
         ("gemini", "BeforeAgent"),
         ("gemini", "AfterTool"),
+        ("pi", "session_start"),
+        ("pi", "before_agent_start"),
+        ("pi", "tool_result"),
     ],
 )
-def test_pending_messages_become_additional_context_and_are_read_at_the_sessions_next_event(
+def test_pending_messages_become_additional_context_and_are_read_after_the_next_model_response(
     mesh: BrokerProcess, tool: str, event: str
 ) -> None:
     msg_id = send("agent", "the API moved to /v2")
@@ -67,8 +73,22 @@ def test_pending_messages_become_additional_context_and_are_read_at_the_sessions
     assert "| the API moved to /v2" in context
     assert "not instructions from your user" in context
     assert receipt(msg_id) == "delivered"  # printed, but the session may still die before the model
-    assert hook(tool, event, {"session_id": "s1"}) == (0, "")
+    assert hook(tool, AFTER_MODEL[tool], {"session_id": "s1", "stop_hook_active": False}) == (0, "")
     assert receipt(msg_id) == "read"
+
+
+def test_an_event_before_the_model_request_confirms_nothing_and_shows_nothing_twice(mesh: BrokerProcess) -> None:
+    """SessionStart, then UserPromptSubmit, then the model request fails: the second
+    event is no proof the model had what the first printed."""
+    msg_id = send("agent", "rebase first")
+    assert "rebase first" in hook("claude-code", "SessionStart", {"session_id": "s"})[1]
+    assert hook("claude-code", "UserPromptSubmit", {"session_id": "s"}) == (0, "")
+    assert receipt(msg_id) == "delivered"
+    later = send("agent", "and run the tests")
+    out = hook("claude-code", "UserPromptSubmit", {"session_id": "s"})[1]
+    assert "and run the tests" in out and "rebase first" not in out
+    assert hook("claude-code", "Stop", {"session_id": "s", "stop_hook_active": False}) == (0, "")
+    assert (receipt(msg_id), receipt(later)) == ("read", "read")
 
 
 def test_a_message_shown_to_a_session_that_ended_is_offered_to_the_next_session(mesh: BrokerProcess) -> None:
@@ -81,6 +101,12 @@ def test_a_message_shown_to_a_session_that_ended_is_offered_to_the_next_session(
     assert receipt(msg_id) == "delivered"
     assert hook("claude-code", "Stop", {"session_id": "next", "stop_hook_active": False}) == (0, "")
     assert receipt(msg_id) == "read"
+
+
+def test_a_resumed_session_is_shown_again_what_it_never_confirmed(mesh: BrokerProcess) -> None:
+    send("agent", "still unread")
+    assert "still unread" in hook("codex", "SessionStart", {"session_id": "s"})[1]
+    assert "still unread" in hook("codex", "SessionStart", {"session_id": "s", "source": "resume"})[1]
 
 
 def test_one_session_is_not_shown_the_same_message_twice(mesh: BrokerProcess) -> None:

@@ -25,11 +25,15 @@ NAMES = ("claude-code", "codex", "gemini", "pi")
 
 
 class HookFormat(NamedTuple):
-    """One program's hook events: which add context, and which one is the stop."""
+    """One program's hook events: which add context, which one is the stop, and which
+    come only after a model response (and so prove the model had what an earlier
+    event of the session printed; see `sessionmesh.shown`)."""
 
     context_events: frozenset[str]
     stop_event: str
     stop_decision: str  # the decision value that makes the agent go on
+    start_event: str  # a session (re)starts: what it was shown before is shown again
+    after_model: frozenset[str]  # events that follow a model response in the same session
 
     def render(self, event: str, text: str) -> dict[str, Any]:
         if event == self.stop_event:

@@ -38,7 +38,13 @@ if TYPE_CHECKING:
 TITLE = "Claude Code"
 SERVER = "sessionmesh"
 PERMISSION = f"mcp__{SERVER}"  # every tool of the server
-HOOKS = HookFormat(frozenset({"SessionStart", "UserPromptSubmit", "PostToolUse"}), "Stop", "block")
+HOOKS = HookFormat(
+    frozenset({"SessionStart", "UserPromptSubmit", "PostToolUse"}),
+    "Stop",
+    "block",
+    "SessionStart",
+    frozenset({"PostToolUse", "Stop"}),
+)
 # event → matcher (None: the event takes no matcher)
 EVENTS: dict[str, str | None] = {
     "SessionStart": None,

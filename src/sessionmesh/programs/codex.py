@@ -36,7 +36,13 @@ if TYPE_CHECKING:
 
 TITLE = "Codex"
 SERVER = "sessionmesh"
-HOOKS = HookFormat(frozenset({"SessionStart", "UserPromptSubmit", "PostToolUse"}), "Stop", "block")
+HOOKS = HookFormat(
+    frozenset({"SessionStart", "UserPromptSubmit", "PostToolUse"}),
+    "Stop",
+    "block",
+    "SessionStart",
+    frozenset({"PostToolUse", "Stop"}),
+)
 EVENTS = ("SessionStart", "UserPromptSubmit", "PostToolUse", "Stop")
 HOOK_TIMEOUT = 10  # seconds
 # what Codex passes to an MCP server of its own accord (codex-rs rmcp-client)

@@ -44,7 +44,13 @@ if TYPE_CHECKING:
 
 TITLE = "Gemini CLI"
 SERVER = "sessionmesh"
-HOOKS = HookFormat(frozenset({"SessionStart", "BeforeAgent", "AfterTool"}), "AfterAgent", "deny")
+HOOKS = HookFormat(
+    frozenset({"SessionStart", "BeforeAgent", "AfterTool"}),
+    "AfterAgent",
+    "deny",
+    "SessionStart",
+    frozenset({"AfterTool", "AfterAgent"}),
+)
 EVENTS: dict[str, str | None] = {
     "SessionStart": None,
     "BeforeAgent": None,

@@ -34,7 +34,13 @@ if TYPE_CHECKING:
 TITLE = "Pi"
 EXTENSION = "sessionmesh.ts"
 # Pi's own event names; the extension reads the Claude Code shapes back
-HOOKS = HookFormat(frozenset({"session_start", "before_agent_start", "tool_result"}), "agent_end", "block")
+HOOKS = HookFormat(
+    frozenset({"session_start", "before_agent_start", "tool_result"}),
+    "agent_end",
+    "block",
+    "session_start",
+    frozenset({"tool_result", "agent_end"}),
+)
 MESH_LINE = "const MESH: string[] = "
 ARGS_LINE = "const INSTALLED_ARGS: string[] = "
 

@@ -320,6 +320,7 @@ export default function sessionmesh(pi: ExtensionAPI) {
   const registered = new Set<string>();
   let sessionId = "";
   let cwd = process.cwd();
+  let starting: Promise<void> = Promise.resolve(); // the session start's tools and hook
   let startText = ""; // shown at session start, for the first turn
   let hooks: Promise<unknown> = Promise.resolve(); // hooks run one at a time, in event order
   let toolHook: Promise<void> | null = null; // the tool_result hook in flight
@@ -391,11 +392,15 @@ export default function sessionmesh(pi: ExtensionAPI) {
     sessionId = ctx.sessionManager.getSessionId();
     cwd = ctx.cwd;
     startText = "";
-    const [, answer] = await Promise.all([registerTools(ctx), hook("session_start")]);
-    startText = answer.context ?? "";
+    // Not awaited: Pi's editor waits for session_start handlers. The first prompt
+    // waits for this instead.
+    starting = Promise.all([registerTools(ctx), hook("session_start")]).then(([, answer]) => {
+      startText = answer.context ?? "";
+    });
   });
 
   pi.on("before_agent_start", async (_event, ctx) => {
+    await starting;
     await registerTools(ctx); // when mesh could not start at session start
     const answer = await hook("before_agent_start");
     const text = [startText, answer.context ?? ""].filter(Boolean).join("\n\n");
@@ -455,8 +460,10 @@ export default function sessionmesh(pi: ExtensionAPI) {
     if (!ctx.hasUI) {
       const deadline = Date.now() + CONTINUATION_TIMEOUT_MS;
       while (Date.now() < deadline) {
-        const lagging = openRuns > 0 && ctx.isIdle(); // a finished run's agent_end still queued
-        if (!stopWork && !continuationOpen && !lagging) break;
+        const idle = ctx.isIdle();
+        const lagging = openRuns > 0 && idle; // a finished run's agent_end still queued
+        const continuing = continuationOpen && !idle; // (idle with none open: it never started)
+        if (!stopWork && !lagging && !continuing) break;
         const left = deadline - Date.now();
         await Promise.race([change, new Promise((r) => setTimeout(r, left).unref())]);
       }

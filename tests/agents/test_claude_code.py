@@ -1,0 +1,154 @@
+"""Claude Code, as installed by ``mesh install claude-code``, gets peers' messages into
+its model requests by every path it offers, and its mesh tools work, with the real
+program (``claude -p``) against the scripted model.
+
+Nothing is added to the project by hand: the project's ``.mcp.json`` and
+``.claude/settings.json`` are what the installer wrote. The sandbox's HOME carries
+only what points Claude Code at the model server (`tests.agents.programs`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.agents.conftest import require
+from tests.agents.mesh import AGENT, PEER, WAIT, MeshProject, framed, mesh_text_in, once, script
+from tests.agents.modelserver import ModelRequest, ModelServer, Say, ToolCall
+from tests.agents.programs import Sandbox
+from tests.conftest import BrokerProcess
+
+pytestmark = pytest.mark.agents
+
+
+@pytest.fixture
+def project(sandbox: Sandbox, broker_proc: BrokerProcess, model_server: ModelServer) -> Iterator[MeshProject]:
+    p = MeshProject(require("claude"), "claude-code", sandbox, broker_proc, model_server)
+    yield p
+    p.close()
+
+
+def permitted_argv(p: MeshProject, prompt: str) -> list[str]:
+    """``claude -p`` with no permission flag: only what the installed settings allow runs."""
+    return [str(p.program.bin), "-p", prompt]
+
+
+def test_a_message_waiting_at_session_start_reaches_the_first_request_and_ends_read(project: MeshProject) -> None:
+    msg = project.send("the API moved to /v2 (c41)")
+    run = project.run("start work")
+    assert run.returncode == 0, project.failure(run)
+    first = project.model.wait_for(lambda r: r.main, timeout=WAIT)
+    assert framed("the API moved to /v2 (c41)") in first.text
+    assert f"[mesh] message from {PEER} id={msg}" in first.text
+    assert "not instructions from your user" in first.text
+    assert project.receipt(msg) == "read"
+
+
+def test_a_message_arriving_mid_turn_reaches_the_request_after_the_next_tool_call(project: MeshProject) -> None:
+    sent: list[str] = []
+    arrive = once(lambda: sent.append(project.send("lunch moved to 1pm (m77)")))
+
+    def step(request: ModelRequest) -> ToolCall | None:
+        if request.result_of("Bash") is None:
+            arrive()  # after the turn began: only the hook after the tool call can bring it
+            return project.program.shell_call("true")
+        return None
+
+    project.model.script = script(step)
+    run = project.run("run a command")
+    assert run.returncode == 0, project.failure(run)
+    after = project.model.wait_for(lambda r: r.result_of("Bash") is not None, timeout=WAIT)
+    assert framed("lunch moved to 1pm (m77)") in after.text
+    first = project.model.requests[0]
+    assert "lunch moved" not in first.text
+    assert project.receipt(sent[0]) == "read"
+
+
+def test_get_messages_brings_a_message_as_its_tool_result_and_marks_it_read(project: MeshProject) -> None:
+    sent: list[str] = []
+
+    def step(request: ModelRequest) -> ToolCall | None:
+        if request.result_of("get_messages") is None:
+            if not sent:
+                sent.append(project.send("schema v3 is merged (g12)"))
+            return ToolCall(request.tool("get_messages") or "missing", {})
+        return None
+
+    project.model.script = script(step)
+    run = project.run("check your messages", argv=permitted_argv(project, "check your messages"))
+    assert run.returncode == 0, project.failure(run)
+    after = project.model.wait_for(lambda r: r.result_of("get_messages") is not None, timeout=WAIT)
+    result = after.result_of("get_messages")
+    assert result is not None and result.output.startswith("1 new message on the mesh.")  # plain text, not JSON
+    assert f"\n{framed('schema v3 is merged (g12)')}\n" in result.output
+    assert after.text.count("schema v3 is merged (g12)") == 1  # the hook after the call did not add it again
+    assert project.receipt(sent[0]) == "read"
+
+
+def test_an_urgent_message_at_the_end_of_a_turn_keeps_the_turn_going(project: MeshProject) -> None:
+    sent: list[str] = []
+
+    def step(request: ModelRequest) -> Say | None:
+        if not sent:
+            sent.append(project.send("stop: main is broken (u09)", urgent=True))
+            return Say("all done")
+        return Say("handled the urgent message")
+
+    project.model.script = script(step)
+    run = project.run("finish up")
+    assert run.returncode == 0, project.failure(run)
+    again = project.model.wait_for(lambda r: r.main and "main is broken (u09)" in r.text, timeout=WAIT)
+    assert "Urgent messages from other agents arrived" in again.text
+    assert "handled the urgent message" in run.stdout
+    assert project.receipt(sent[0]) == "read"
+
+
+def test_send_by_the_agent_reaches_a_peer_under_the_installed_permission_rule(project: MeshProject) -> None:
+    def step(request: ModelRequest) -> ToolCall | None:
+        if request.result_of("send") is None:
+            return ToolCall(request.tool("send") or "missing", {"to": PEER, "body": "tests pass (s31)"})
+        return None
+
+    project.model.script = script(step)
+    run = project.run("tell bob", argv=permitted_argv(project, "tell bob"))
+    assert run.returncode == 0, project.failure(run)
+    after = project.model.wait_for(lambda r: r.result_of("send") is not None, timeout=WAIT)
+    result = after.result_of("send")
+    assert result is not None and result.output.startswith("received"), result
+    got = project.peer.recv(timeout=WAIT)
+    assert (got.sender, got.body) == (AGENT, "tests pass (s31)")
+
+
+def test_with_nothing_waiting_no_request_carries_mesh_text(project: MeshProject) -> None:
+    project.model.script = script(
+        lambda r: project.program.shell_call("true") if r.result_of("Bash") is None else None
+    )
+    run = project.run("run a command")
+    assert run.returncode == 0, project.failure(run)
+    main = [r for r in project.model.requests if r.main]
+    assert len(main) == 2
+    assert not any(mesh_text_in(r) for r in main), [r.summary() for r in main]
+
+
+def test_a_session_that_dies_before_its_model_request_leaves_the_message_unread(project: MeshProject) -> None:
+    """The hooks print the message, then the model request fails and Claude Code
+    exits: the model never had it, so it stays unread and the next session gets it."""
+    msg = project.send("rebase before merging (d55)")
+
+    def fail(request: ModelRequest) -> Say:
+        raise RuntimeError("the model is down")  # the server answers 400
+
+    project.model.script = fail
+    run = project.run("start")
+    assert run.returncode != 0, project.failure(run)
+    assert project.requests_with("rebase before merging (d55)")  # the hook did inject it
+    assert project.receipt(msg) == "delivered"
+
+    before = len(project.model.requests)
+    project.model.script = script()
+    run = project.run("start again")
+    assert run.returncode == 0, project.failure(run)
+    first = next(r for r in project.model.requests[before:] if r.main)
+    assert framed("rebase before merging (d55)") in first.text
+    assert project.receipt(msg) == "read"
