@@ -32,8 +32,7 @@ import json
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +40,8 @@ from aiohttp import web
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
+# Answered (as HTTP 400, which no program retries) when the test's script raises.
+SCRIPT_FAILED = "the test's model script failed; see ModelServer.errors"
 
 JsonObject = dict[str, Any]
 
@@ -90,6 +91,9 @@ class ModelRequest:
     a user message."""
     last_user_text: str
     """The text of the latest user message that is not only tool results."""
+    answer_schema: JsonObject | None = None
+    """The JSON schema the answer must follow, when the request demands JSON (Gemini
+    CLI's routing and next-speaker checks do)."""
 
     @property
     def main(self) -> bool:
@@ -98,12 +102,13 @@ class ModelRequest:
         return bool(self.tools)
 
     def tool(self, suffix: str) -> str | None:
-        """The first offered tool whose name is ``suffix`` or ends with it."""
-        return next((name for name in self.tools if name == suffix or name.endswith(suffix)), None)
+        """The first offered tool named ``suffix`` or ending with ``_`` + ``suffix``
+        (see `named`)."""
+        return next((name for name in self.tools if named(name, suffix)), None)
 
     def result_of(self, suffix: str) -> ToolResult | None:
-        """The last-turn result of the tool whose name ends with ``suffix``, if any."""
-        return next((r for r in self.tool_results if r.name.endswith(suffix)), None)
+        """The last-turn result of the tool named by ``suffix`` (see `named`), if any."""
+        return next((r for r in self.tool_results if named(r.name, suffix)), None)
 
     def summary(self) -> str:
         """One line describing the request, for failure messages."""
@@ -111,6 +116,17 @@ class ModelRequest:
         results = f", results from {[r.name for r in self.tool_results]}" if self.tool_results else ""
         tail = self.last_user_text[-60:].replace("\n", " ")
         return f"#{self.index} {self.api} {self.path} model={self.model} {tools}{results} user=...{tail!r}"
+
+
+def named(name: str, suffix: str) -> bool:
+    """True when the tool ``name`` is ``suffix`` or ends with ``_`` + ``suffix``.
+
+    Each program prefixes MCP tools its own way: ``get_messages`` from the server
+    ``sessionmesh`` is ``mcp__sessionmesh__get_messages`` in Claude Code and Codex and
+    ``mcp_sessionmesh_get_messages`` in Gemini CLI; all end with ``_get_messages``.
+    The underscore keeps ``send`` from matching ``resend``.
+    """
+    return name == suffix or name.endswith("_" + suffix.lstrip("_"))
 
 
 @dataclass(frozen=True)
@@ -130,15 +146,29 @@ class Say:
 
 Action = ToolCall | Say
 Script = Callable[[ModelRequest], Action]
+Answer = Callable[[web.Request, JsonObject], Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True)
 class Hit:
-    """One HTTP request to the server, model request or not."""
+    """One HTTP request to the server, model request or not.
+
+    The programs run with this server as their HTTP(S) proxy, so a request meant for
+    another host arrives here too (as ``CONNECT host:443`` for HTTPS): ``outbound``.
+    """
 
     method: str
+    host: str
+    """The Host header."""
     path: str
+    """Path and query; for ``CONNECT``, ``host:port``."""
     known: bool
+    """An endpoint the server models."""
+    outbound: bool
+
+    def __str__(self) -> str:
+        target = f"{self.host}{self.path}" if self.outbound and self.method != "CONNECT" else self.path
+        return f"{self.method} {target}"
 
 
 def reply(text: str = "ok") -> Script:
@@ -156,10 +186,9 @@ def use_tool(
     """A script that makes the agent call one tool, then finish.
 
     A main request whose last turn has no result from the tool gets a call of the
-    first offered tool whose name ends with ``suffix`` (MCP tools carry a
-    per-program prefix: ``mcp__sessionmesh__get_messages`` in Claude Code and Codex,
-    ``get_messages`` or ``sessionmesh__get_messages`` in Gemini CLI). Once that
-    tool's result comes back the answer is ``then``. Side requests get ``side``.
+    first offered tool named by ``suffix`` (see `named`: MCP tools carry a
+    per-program prefix). Once that tool's result comes back the answer is ``then``.
+    Side requests get ``side``.
 
     A main request that does not offer the tool is a scripting error: the program
     was not set up the way the test thinks, and the test should fail on that rather
@@ -233,8 +262,7 @@ class ModelServer:
         return self
 
     async def _bind(self) -> None:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self._dispatch])
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -281,8 +309,16 @@ class ModelServer:
 
     @property
     def unhandled(self) -> list[str]:
-        """``"METHOD /path"`` of each request to an endpoint the server does not model."""
-        return [f"{h.method} {h.path}" for h in self.hits if not h.known]
+        """``"METHOD /path"`` of each request for this server to an endpoint it does
+        not model."""
+        return [str(h) for h in self.hits if not h.known and not h.outbound]
+
+    @property
+    def outbound(self) -> list[str]:
+        """``"CONNECT host:port"`` or ``"METHOD host/path"`` of each request meant for
+        another host, which came here because the programs' proxy is this server.
+        Empty when a program kept off the network."""
+        return [str(h) for h in self.hits if h.outbound]
 
     @property
     def errors(self) -> list[str]:
@@ -324,9 +360,9 @@ class ModelServer:
         lines = [headline + ";", f"{len(self._requests)} model requests:"]
         for request in self._requests:
             lines.append(f"  {request.summary()} -> {self._answers.get(request.index)!r}")
-        unknown = [f"{h.method} {h.path}" for h in self._hits if not h.known]
+        unknown = [str(h) for h in self._hits if not h.known]
         if unknown:
-            lines.append(f"other endpoints hit: {unknown}")
+            lines.append(f"other requests (not modelled, or outbound): {unknown}")
         if self._errors:
             lines.append("errors:")
             lines.extend("  " + e for e in self._errors)
@@ -334,22 +370,33 @@ class ModelServer:
 
     # -- serving -------------------------------------------------------------------------
 
-    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+    @web.middleware
+    async def _dispatch(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Every request, whatever its path or method (also ``CONNECT host:443``,
+        which the router would refuse; its ``handler`` is unused): record it, then
+        answer it."""
         path = request.path
-        handler = self._route(request.method, path)
+        answer = self._route(request.method, path)
         with self._condition:
-            self._hits.append(Hit(request.method, request.path_qs, handler is not None))
+            connect = request.method == "CONNECT"
+            host = request.headers.get("Host", request.host)
+            outbound = connect or host not in (f"127.0.0.1:{self.port}", f"localhost:{self.port}")
+            target = request.raw_path if connect else request.path_qs
+            self._hits.append(Hit(request.method, host, target, answer is not None, outbound))
             self._condition.notify_all()
-        if handler is None:
+        if request.method == "CONNECT":
+            return web.Response(status=403, text="no network in tests")
+        if answer is None:
             return web.json_response({})
         try:
             body = await request.json() if request.can_read_body else {}
         except ValueError as exc:
             self._record_error(f"{request.method} {path}: body is not JSON: {exc}")
             return web.json_response({"error": {"message": "body is not JSON"}}, status=400)
-        return await handler(request, body)
+        return await answer(request, body)
 
-    def _route(self, method: str, path: str) -> Callable[[web.Request, JsonObject], Any] | None:
+    def _route(self, method: str, path: str) -> Answer | None:
+        """The handler for a modelled endpoint; None for any other."""
         if method == "POST" and path.rstrip("/").endswith("/messages/count_tokens"):
             return self._anthropic_count
         if method == "POST" and path.rstrip("/").endswith("/messages"):
@@ -387,6 +434,7 @@ class ModelServer:
                 tools=tuple(conversation.tools),
                 tool_results=tuple(conversation.last_results()),
                 last_user_text=conversation.last_user_text,
+                answer_schema=_answer_schema(api, body),
             )
             self._requests.append(request)
             self._condition.notify_all()
@@ -399,6 +447,10 @@ class ModelServer:
         except Exception:
             self._record_error(f"script failed on {request.summary()}:\n{traceback.format_exc()}")
             return None
+        if isinstance(action, Say) and request.answer_schema is not None and not _is_json(action.text):
+            # A program retries (or gives up on) a side check whose answer does not
+            # parse; the smallest instance of its schema lets it go on.
+            action = Say(json.dumps(_instance(request.answer_schema)))
         with self._condition:
             self._answers[request.index] = action
             self._condition.notify_all()
@@ -414,8 +466,8 @@ class ModelServer:
         action = self._decide(req)
         if action is None:
             return web.json_response(
-                {"type": "error", "error": {"type": "api_error", "message": "test script failed"}},
-                status=500,
+                {"type": "error", "error": {"type": "invalid_request_error", "message": SCRIPT_FAILED}},
+                status=400,
             )
         message_id = self._new_id("msg_mesh")
         if isinstance(action, ToolCall):
@@ -445,7 +497,7 @@ class ModelServer:
         start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 0}}
         if block["type"] == "tool_use":
             opening: JsonObject = {**block, "input": {}}
-            delta: JsonObject = {"type": "input_json_delta", "partial_json": json.dumps(action.arguments)}
+            delta: JsonObject = {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}
         else:
             opening = {"type": "text", "text": ""}
             delta = {"type": "text_delta", "text": block["text"]}
@@ -475,11 +527,13 @@ class ModelServer:
         req = self._record(Api.OPENAI, request.path, body, _read_openai(body))
         action = self._decide(req)
         if action is None:
-            return web.json_response({"error": {"type": "server_error", "message": "test script failed"}}, status=500)
+            return web.json_response(
+                {"error": {"type": "invalid_request_error", "message": SCRIPT_FAILED}}, status=400
+            )
         response_id = self._new_id("resp_mesh")
         item_id = self._new_id("item_mesh")
         if isinstance(action, ToolCall):
-            item = _openai_call_item(item_id, self._new_id("call_mesh"), action, _openai_tool_kinds(body))
+            item = _openai_call_item(item_id, self._new_id("call_mesh"), action, body)
         else:
             item = {
                 "type": "message",
@@ -533,7 +587,7 @@ class ModelServer:
         action = self._decide(req)
         if action is None:
             return web.json_response(
-                {"error": {"code": 500, "message": "test script failed", "status": "INTERNAL"}}, status=500
+                {"error": {"code": 400, "message": SCRIPT_FAILED, "status": "INVALID_ARGUMENT"}}, status=400
             )
         if isinstance(action, ToolCall):
             part: JsonObject = {"functionCall": {"name": action.name, "args": action.arguments}}
@@ -541,7 +595,9 @@ class ModelServer:
             part = {"text": action.text}
         tokens = _tokens(req.text)
         chunk = {
-            "candidates": [{"content": {"role": "model", "parts": [part]}, "finishReason": "STOP", "index": 0}],
+            "candidates": [
+                {"content": {"role": "model", "parts": [part]}, "finishReason": "STOP", "index": 0}
+            ],
             "usageMetadata": {
                 "promptTokenCount": tokens,
                 "candidatesTokenCount": 1,
@@ -570,6 +626,55 @@ def _tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
 
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _answer_schema(api: Api, body: JsonObject) -> JsonObject | None:
+    """The JSON schema a request demands its answer follow, if any."""
+    if api is Api.GEMINI:
+        config = body.get("generationConfig") or {}
+        schema = config.get("responseJsonSchema") or config.get("responseSchema")
+        if schema is None and config.get("responseMimeType") == "application/json":
+            schema = {}
+    elif api is Api.OPENAI:
+        form = (body.get("text") or {}).get("format") or {}
+        schema = form.get("schema") if form.get("type") == "json_schema" else None
+    else:
+        form = body.get("output_format") or (body.get("output_config") or {}).get("format") or {}
+        schema = form.get("schema") if form.get("type") == "json_schema" else None
+    return schema if isinstance(schema, dict) else None
+
+
+def _instance(schema: JsonObject) -> Any:
+    """The smallest value that follows ``schema``: first enum value, first
+    alternative, every property of an object, empty string and array, number 1."""
+    if "enum" in schema and schema["enum"]:
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if schema.get(key):
+            return _instance(schema[key][0])
+    kind = schema.get("type", "object")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if str(k).lower() != "null"), "null")
+    kind = str(kind).lower()
+    if kind == "object":
+        return {name: _instance(sub) for name, sub in (schema.get("properties") or {}).items()}
+    if kind == "array":
+        return []
+    if kind in ("integer", "number"):
+        return schema.get("minimum", 1)
+    if kind == "boolean":
+        return False
+    if kind == "null":
+        return None
+    return ""
+
+
 async def _sse(request: web.Request, events: Iterable[tuple[str | None, JsonObject]]) -> web.StreamResponse:
     """Write ``events`` as one server-sent-event stream and end it."""
     response = web.StreamResponse(
@@ -586,38 +691,43 @@ async def _sse(request: web.Request, events: Iterable[tuple[str | None, JsonObje
 # -- OpenAI Responses details ----------------------------------------------------------------
 
 
-def _openai_tool_kinds(body: JsonObject) -> dict[str, str]:
-    """Offered tool name -> its ``type`` ("function", "custom", ...)."""
-    return {name: kind for name, kind in _openai_tools(body.get("tools") or [])}
+@dataclass(frozen=True)
+class _OpenAiTool:
+    """An offered tool. Codex groups tools in namespaces (its MCP tools are in
+    ``mcp__<server>``); such a tool is listed as ``<namespace>__<name>``."""
+
+    name: str
+    kind: str
+    namespace: str = ""
+    inner: str = ""
 
 
-def _openai_tools(tools: list[Any]) -> Iterator[tuple[str, str]]:
+def _openai_tools(tools: list[Any], namespace: str = "") -> Iterator[_OpenAiTool]:
     for tool in tools:
         if not isinstance(tool, dict):
             continue
         kind = str(tool.get("type", "function"))
+        name = str(tool.get("name", kind))
         if kind == "namespace":
-            prefix = str(tool.get("name", ""))
-            for inner, inner_kind in _openai_tools(tool.get("tools") or []):
-                yield prefix + inner, inner_kind
-        elif "name" in tool:
-            yield str(tool["name"]), kind
-        elif kind == "function" and isinstance(tool.get("function"), dict):
-            yield str(tool["function"].get("name", "")), kind
+            yield from _openai_tools(tool.get("tools") or [], name)
+        elif namespace:
+            yield _OpenAiTool(f"{namespace.rstrip('_')}__{name}", kind, namespace, name)
         else:
-            yield kind, kind
+            yield _OpenAiTool(name, kind)
 
 
-def _openai_call_item(item_id: str, call_id: str, action: ToolCall, kinds: dict[str, str]) -> JsonObject:
+def _openai_call_item(item_id: str, call_id: str, action: ToolCall, body: JsonObject) -> JsonObject:
     """The output item that calls ``action``'s tool, shaped for the tool's type."""
-    kind = kinds.get(action.name, "function")
-    if kind == "custom":
+    offered = {tool.name: tool for tool in _openai_tools(body.get("tools") or [])}
+    tool = offered.get(action.name, _OpenAiTool(action.name, "function"))
+    where = {"namespace": tool.namespace, "name": tool.inner} if tool.namespace else {"name": tool.name}
+    if tool.kind == "custom":
         text = action.arguments.get("input", "")
         return {
             "type": "custom_tool_call",
             "id": item_id,
             "call_id": call_id,
-            "name": action.name,
+            **where,
             "input": text if isinstance(text, str) else json.dumps(text),
             "status": "completed",
         }
@@ -625,7 +735,7 @@ def _openai_call_item(item_id: str, call_id: str, action: ToolCall, kinds: dict[
         "type": "function_call",
         "id": item_id,
         "call_id": call_id,
-        "name": action.name,
+        **where,
         "arguments": json.dumps(action.arguments),
         "status": "completed",
     }
@@ -762,14 +872,17 @@ def _read_openai(body: JsonObject) -> _Conversation:
                 conv.text(text)
         elif kind in ("function_call", "custom_tool_call"):
             arguments = item.get("arguments", item.get("input", ""))
-            conv.call(str(item.get("call_id", "")), str(item.get("name", "")), arguments)
+            name = str(item.get("name", ""))
+            if item.get("namespace"):
+                name = f"{str(item['namespace']).rstrip('_')}__{name}"
+            conv.call(str(item.get("call_id", "")), name, arguments)
         elif kind == "local_shell_call":
             conv.call(str(item.get("call_id", "")), "local_shell", item.get("action", {}))
         elif kind in ("function_call_output", "custom_tool_call_output", "local_shell_call_output"):
             conv.result(str(item.get("call_id", "")), _flatten(item.get("output")))
         elif kind == "reasoning":
             conv.text(_flatten(item.get("summary")))
-    conv.tools.extend(name for name, _ in _openai_tools(body.get("tools") or []))
+    conv.tools.extend(tool.name for tool in _openai_tools(body.get("tools") or []))
     return conv
 
 
@@ -802,13 +915,3 @@ def _read_gemini(body: JsonObject) -> _Conversation:
         for declaration in tool.get("functionDeclarations") or []:
             conv.tools.append(str(declaration.get("name", "")))
     return conv
-
-
-@contextmanager
-def running(script: Script | None = None) -> Iterator[ModelServer]:
-    """A started `ModelServer`, stopped on exit."""
-    server = ModelServer(script).start()
-    try:
-        yield server
-    finally:
-        server.stop()
