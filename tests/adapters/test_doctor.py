@@ -139,3 +139,11 @@ def test_the_plain_output_has_one_line_per_finding_and_a_fix_under_each_failure(
     fail = next(i for i, line in enumerate(out) if line.startswith("FAIL"))
     assert "does not allow the mesh tools" in out[fail]
     assert out[fail + 1].strip() == "fix: run: mesh install claude-code"
+
+
+def test_pi_extension_starts_a_server_that_joins_this_broker(project: Path) -> None:
+    install(project, "pi", "--as", "helper")
+    code, report = doctor(project, "pi")
+    assert code == 0, report
+    assert ("ok", "Pi's MCP server answers and joins this broker as 'helper'") in lines(report, "pi")
+    assert ("ok", ".pi/extensions/sessionmesh.ts is this version's extension") in lines(report, "pi")

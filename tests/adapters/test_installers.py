@@ -521,3 +521,20 @@ def test_codex_server_gets_the_mesh_environment_and_its_tools_run_without_a_prom
     assert entry["env_vars"] == ["MESH_HOME", "MESH_URL", "MESH_TOKEN", "MESH_NAME", "XDG_STATE_HOME"]
     assert entry["default_tools_approval_mode"] == "approve"
     assert "trust the sessionmesh hooks once in Codex's /hooks screen" in proc.stdout
+
+
+def test_pi_install_writes_the_extension_with_this_mesh_and_name_and_uninstall_removes_it(tmp_path: Path) -> None:
+    case = Case("pi", "project", {}, (), "", (), ".pi/skills/sessionmesh/SKILL.md")
+    t = Tree(tmp_path / "home", tmp_path / "project", case)
+    t.home.mkdir()
+    t.project.mkdir()
+    proc = t.install("--as", "helper")
+    assert proc.returncode == 0, proc.stderr
+    extension = t.project / ".pi" / "extensions" / "sessionmesh.ts"
+    lines = extension.read_text().splitlines()
+    assert 'const MESH: string[] = ["mesh"];  // written by mesh install' in lines
+    assert 'const INSTALLED_ARGS: string[] = ["--as", "helper"];  // written by mesh install' in lines
+    assert (t.project / case.skill).exists()
+    assert t.install("--as", "helper").stdout.startswith("sessionmesh is already installed for Pi")
+    assert t.uninstall().returncode == 0
+    assert snapshot(t.home, t.project) == {}

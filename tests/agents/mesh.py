@@ -38,6 +38,7 @@ class MeshProject:
     model: ModelServer
     peer: SyncClient = field(init=False)
     install_output: str = ""
+    argv: Callable[[str], list[str]] | None = None  # the headless command line (default: the harness's)
 
     def __post_init__(self) -> None:
         subprocess.run(["git", "init", "-q", str(self.sandbox.workspace)], check=True)
@@ -70,7 +71,8 @@ class MeshProject:
         """Run the program headless on ``prompt`` in the project."""
         return run_headless(
             self.program, prompt, cwd=self.sandbox.workspace, home=self.sandbox.home, model_url=self.model.url,
-            env_extra={**self.env, **(env or {})}, timeout=timeout, argv=argv,
+            env_extra={**self.env, **(env or {})}, timeout=timeout,
+            argv=argv or (self.argv(prompt) if self.argv else None),
         )
 
     def send(self, body: str, *, urgent: bool = False) -> str:

@@ -10,7 +10,9 @@ Pi has no MCP by design; it loads TypeScript extensions (Pi's ``docs/extensions.
   Pi tools;
 - delivery: on Pi's ``session_start``, ``before_agent_start``, ``tool_result`` and
   ``agent_end`` events it runs ``mesh hook pi EVENT`` (`HOOKS` below) and puts what
-  it prints into Pi's turn: urgent messages as a steer, the rest at the next turn.
+  it prints into Pi's turn: into the turn that starts, as a steer after a tool call
+  (read before the model's next request), and at the stop an unread urgent message
+  starts one more turn (``triggerTurn``); normal ones wait for the next prompt.
 
 The installer writes the extension with two lines filled in: the command that runs
 ``mesh`` and the arguments every call carries (``--as NAME``, ``--home``, ``--url``).
@@ -111,7 +113,10 @@ def checks(target: Target) -> list[Finding]:
         current = path.read_text()
     except OSError:
         return []
-    if current == extension_text(target):
+    def body(text: str) -> list[str]:  # the extension without the two lines an install fills in
+        return [line for line in text.splitlines() if not line.startswith((MESH_LINE, ARGS_LINE))]
+
+    if body(current) == body(extension_text(target)):
         return [Finding("ok", f"{target.label(path)} is this version's extension")]
     return [Finding("warn", f"{target.label(path)} differs from the extension this version ships",
                     "run: mesh install pi" + (" --user" if target.label(path).startswith("~") else ""))]

@@ -8,8 +8,9 @@
 // each prompt (into the turn that starts), after each tool call (as a steering
 // message the model reads before its next request) and when the agent stops (an
 // unread urgent message starts one more turn). The Python side frames the text and
-// decides what to show; a message counts as read only at the session's next hook
-// event, so every text delivered here is followed by another event of the session.
+// decides what to show; what it showed counts as read only at a later event of the
+// same session that follows a model response (a tool result, the stop), so every
+// text delivered here is followed by such an event: the session id is Pi's own.
 //
 // No dependency beyond Node and Pi itself: `mesh install pi` copies this file into
 // `.pi/extensions/` and fills in the two lines marked below.
@@ -38,18 +39,10 @@ const STDERR_KEEP = 4_000; // characters of the child's stderr kept for error me
 
 type Json = Record<string, unknown>;
 
-/** The extra arguments of every `mesh` command: MESH_NAME, when set, names the agent
- * instead of the installed `--as`. */
+/** The extra arguments of every `mesh` command: the installed `--as`, `--home`, `--url`
+ * (as for every program, an installed `--as` names the agent over MESH_NAME). */
 function meshArgs(): string[] {
-  const name = (process.env.MESH_NAME ?? "").trim();
-  if (!name) return [...INSTALLED_ARGS];
-  const rest: string[] = [];
-  for (let i = 0; i < INSTALLED_ARGS.length; i++) {
-    const arg = INSTALLED_ARGS[i];
-    if (arg === "--as") i++;
-    else if (!arg.startsWith("--as=")) rest.push(arg);
-  }
-  return ["--as", name, ...rest];
+  return [...INSTALLED_ARGS];
 }
 
 function meshSpawn(sub: string[], cwd: string): ChildProcess {

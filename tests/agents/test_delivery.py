@@ -1,15 +1,20 @@
-"""Claude Code, as installed by ``mesh install claude-code``, gets peers' messages into
-its model requests by every path it offers, and its mesh tools work, with the real
-program (``claude -p``) against the scripted model.
+"""Claude Code, Codex and Gemini CLI, as installed by ``mesh install TOOL``, get peers'
+messages into their model requests by every path each offers (session start, after
+a tool call, the ``get_messages`` tool, an urgent message at the stop), their mesh
+tools work, and a message is read only once the model had it: the real programs,
+headless, against the scripted model.
 
-Nothing is added to the project by hand: the project's ``.mcp.json`` and
-``.claude/settings.json`` are what the installer wrote. The sandbox's HOME carries
-only what points Claude Code at the model server (`tests.agents.programs`).
+Nothing is added to the project by hand: its config is what the installer wrote. The
+sandbox's HOME carries only what points the program at the model server and the
+person's trust of the project (`tests.agents.programs`). Codex runs hooks only once
+a person trusted them; these runs pass ``--dangerously-bypass-hook-trust``, which
+Codex documents for automation (the trust itself is read by ``mesh doctor codex``:
+tests/adapters/test_doctor.py). Pi: tests/agents/test_pi.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -22,16 +27,36 @@ from tests.conftest import BrokerProcess
 pytestmark = pytest.mark.agents
 
 
-@pytest.fixture
-def project(sandbox: Sandbox, broker_proc: BrokerProcess, model_server: ModelServer) -> Iterator[MeshProject]:
-    p = MeshProject(require("claude"), "claude-code", sandbox, broker_proc, model_server)
+TOOLS = {"claude": "claude-code", "codex": "codex", "gemini": "gemini"}
+
+
+@pytest.fixture(params=list(TOOLS))
+def project(
+    request: pytest.FixtureRequest, sandbox: Sandbox, broker_proc: BrokerProcess, model_server: ModelServer
+) -> Iterator[MeshProject]:
+    p = MeshProject(require(request.param), TOOLS[request.param], sandbox, broker_proc, model_server)
+    p.argv = default_argv(p)
     yield p
     p.close()
 
 
+def default_argv(p: MeshProject) -> Callable[[str], list[str]]:
+    """The harness's headless command line, with Codex's hooks let through."""
+    if p.program.name == "codex":
+        return lambda prompt: [*p.program.headless_argv(prompt)[:-1], "--dangerously-bypass-hook-trust", prompt]
+    return p.program.headless_argv
+
+
 def permitted_argv(p: MeshProject, prompt: str) -> list[str]:
-    """``claude -p`` with no permission flag: only what the installed settings allow runs."""
-    return [str(p.program.bin), "-p", prompt]
+    """The program with no permission-skipping flag: only what the installed config
+    allows runs (Claude Code's permission rule, Codex's approved tools, Gemini's
+    trusted server)."""
+    bin_ = str(p.program.bin)
+    return {
+        "claude": [bin_, "-p", prompt],
+        "codex": [bin_, "exec", "--strict-config", "--skip-git-repo-check", "--dangerously-bypass-hook-trust", prompt],
+        "gemini": [bin_, "-p", prompt],
+    }[p.program.name]
 
 
 def test_a_message_waiting_at_session_start_reaches_the_first_request_and_ends_read(project: MeshProject) -> None:
@@ -50,7 +75,7 @@ def test_a_message_arriving_mid_turn_reaches_the_request_after_the_next_tool_cal
     arrive = once(lambda: sent.append(project.send("lunch moved to 1pm (m77)")))
 
     def step(request: ModelRequest) -> ToolCall | None:
-        if request.result_of("Bash") is None:
+        if request.result_of(project.program.shell_tool) is None:
             arrive()  # after the turn began: only the hook after the tool call can bring it
             return project.program.shell_call("true")
         return None
@@ -58,7 +83,7 @@ def test_a_message_arriving_mid_turn_reaches_the_request_after_the_next_tool_cal
     project.model.script = script(step)
     run = project.run("run a command")
     assert run.returncode == 0, project.failure(run)
-    after = project.model.wait_for(lambda r: r.result_of("Bash") is not None, timeout=WAIT)
+    after = project.model.wait_for(lambda r: r.result_of(project.program.shell_tool) is not None, timeout=WAIT)
     assert framed("lunch moved to 1pm (m77)") in after.text
     first = project.model.requests[0]
     assert "lunch moved" not in first.text
@@ -80,7 +105,8 @@ def test_get_messages_brings_a_message_as_its_tool_result_and_marks_it_read(proj
     assert run.returncode == 0, project.failure(run)
     after = project.model.wait_for(lambda r: r.result_of("get_messages") is not None, timeout=WAIT)
     result = after.result_of("get_messages")
-    assert result is not None and result.output.startswith("1 new message on the mesh.")  # plain text, not JSON
+    # plain text, not JSON (Codex puts "Wall time: …\nOutput:" before a tool's text)
+    assert result is not None and "\n1 new message on the mesh." in "\n" + result.output
     assert f"\n{framed('schema v3 is merged (g12)')}\n" in result.output
     assert after.text.count("schema v3 is merged (g12)") == 1  # the hook after the call did not add it again
     assert project.receipt(sent[0]) == "read"
@@ -115,15 +141,14 @@ def test_send_by_the_agent_reaches_a_peer_under_the_installed_permission_rule(pr
     assert run.returncode == 0, project.failure(run)
     after = project.model.wait_for(lambda r: r.result_of("send") is not None, timeout=WAIT)
     result = after.result_of("send")
-    assert result is not None and result.output.startswith("received"), result
+    assert result is not None and "\nreceived (id " in "\n" + result.output, result
     got = project.peer.recv(timeout=WAIT)
     assert (got.sender, got.body) == (AGENT, "tests pass (s31)")
 
 
 def test_with_nothing_waiting_no_request_carries_mesh_text(project: MeshProject) -> None:
-    project.model.script = script(
-        lambda r: project.program.shell_call("true") if r.result_of("Bash") is None else None
-    )
+    shell = project.program.shell_tool
+    project.model.script = script(lambda r: project.program.shell_call("true") if r.result_of(shell) is None else None)
     run = project.run("run a command")
     assert run.returncode == 0, project.failure(run)
     main = [r for r in project.model.requests if r.main]
