@@ -177,3 +177,23 @@ def test_a_session_that_dies_before_its_model_request_leaves_the_message_unread(
     first = next(r for r in project.model.requests[before:] if r.main)
     assert framed("rebase before merging (d55)") in first.text
     assert project.receipt(msg) == "read"
+
+
+def test_the_model_reads_the_framing_and_a_body_with_markup_as_written(project: MeshProject) -> None:
+    """Codex and Gemini CLI escaped ``>`` in hook context to ``&gt;`` when bodies were
+    quoted with "> ": the frame now uses no character a program escapes. Gemini CLI
+    still escapes ``<`` and ``>`` in a body (inside its ``<hook_context>`` tag), so
+    its model is told how to read them."""
+    body = 'if a < b && c > d: print("<done>")'
+    project.send(body)
+    run = project.run("start")
+    assert run.returncode == 0, project.failure(run)
+    first = project.model.wait_for(lambda r: r.main, timeout=WAIT)
+    if project.program.name == "gemini":
+        escaped = body.replace("<", "&lt;").replace(">", "&gt;")
+        assert f"\n{framed(escaped)}\n" in first.text, first.text[-2000:]
+        note = "(This program escapes the text above: &lt; stands for a less-than sign, &gt; stands for a greater-than sign.)"
+        assert note in first.text
+    else:
+        assert f"\n{framed(body)}\n" in first.text, first.text[-2000:]
+        assert "&gt;" not in first.text and "&lt;" not in first.text and "&amp;" not in first.text

@@ -34,8 +34,20 @@ class HookFormat(NamedTuple):
     stop_decision: str  # the decision value that makes the agent go on
     start_event: str  # a session (re)starts: what it was shown before is shown again
     after_model: frozenset[str]  # events that follow a model response in the same session
+    escapes: str = ""  # characters the program turns into HTML entities on their way to the model
+
+    def note(self, text: str) -> str:
+        """``text`` with a line telling the model how to read what the program escaped."""
+        hit = [c for c in self.escapes if c in text]
+        if not hit:
+            return text
+        # in words: the note must survive the same escaping
+        names = {"<": ("&lt;", "a less-than sign"), ">": ("&gt;", "a greater-than sign"), "&": ("&amp;", "an ampersand")}
+        pairs = ", ".join(f"{names[c][0]} stands for {names[c][1]}" for c in hit)
+        return f"{text}\n(This program escapes the text above: {pairs}.)"
 
     def render(self, event: str, text: str) -> dict[str, Any]:
+        text = self.note(text)
         if event == self.stop_event:
             return {"decision": self.stop_decision, "reason": text}
         return {"hookSpecificOutput": {"hookEventName": event, "additionalContext": text}}

@@ -50,6 +50,7 @@ HOOKS = HookFormat(
     "deny",
     "SessionStart",
     frozenset({"AfterTool", "AfterAgent"}),
+    escapes="<>",  # hook context is wrapped in <hook_context>, with < and > escaped inside
 )
 EVENTS: dict[str, str | None] = {
     "SessionStart": None,
