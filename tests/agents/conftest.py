@@ -14,12 +14,6 @@ from tests.agents.modelserver import ModelServer
 from tests.agents.programs import BIN_ENV, Program, Sandbox, program
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "agents: drives a real agent program (Claude Code, Codex, Gemini CLI, Pi) from .ci/agents"
-    )
-
-
 def require(name: str) -> Program:
     """The agent program ``name``; skips the test when it is not installed, or fails
     it when ``CI=true`` (CI installs them, so absence there is a bug)."""
