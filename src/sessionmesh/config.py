@@ -44,6 +44,10 @@ class Settings(NamedTuple):
     hold_patterns: tuple[str, ...] | None = None  # regexes; None: core.safety's defaults
     secret_action: str = "refuse"  # refuse | redact | allow (a SecretAction)
     approvers: tuple[str, ...] = ("human",)  # names that may approve or reject held messages
+    # -- waking idle agents (core/wakes.py) ----------------------------------------------
+    wake_window: float = 1.0  # a burst of mail within this many seconds is one wake
+    wake_budget: int = 6  # wakes per agent per wake_budget_window; over it, mail waits
+    wake_budget_window: float = 60.0
     # -- many machines (SPEC §8): the broker on a NATS cluster ------------------------
     backend: str = "sqlite"  # "sqlite" (one machine) or "nats"
     nats_url: str = "nats://127.0.0.1:4222"  # comma-separated server list

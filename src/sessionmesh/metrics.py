@@ -41,6 +41,10 @@ class _CoreCollector:
         for peer, count in sorted(self.runner.store.queue_depths().items()):
             depth.add_metric([peer], count)
         yield depth
+        wakes = CounterMetricFamily("mesh_wakes", "Idle agents woken for mail, by peer", labels=["peer"])
+        for peer, count in sorted(self.runner.core._wake_counts.items()):
+            wakes.add_metric([peer], count)
+        yield wakes
         online = GaugeMetricFamily("mesh_connected_peers", "Peers with a live connection")
         online.add_metric([], len(self.runner.core.online_names()))
         yield online

@@ -26,6 +26,7 @@ from .sending import SendingMixin
 from .state import BACKLOG_CHUNK, BACKLOG_WINDOW, Caller, CoreState
 from .threads import ThreadsMixin, ThreadState
 from .topics import TopicsMixin
+from .wakes import Activity, WakesMixin
 
 
 class Core(
@@ -37,6 +38,7 @@ class Core(
     TopicsMixin,
     LeasesMixin,
     RemoteMixin,
+    WakesMixin,
     CoreState,
 ):
     """The sans-I/O broker. Not thread-safe: one event loop drives it."""
@@ -62,6 +64,8 @@ class Core(
             "approve": self.approve,
             "reject": self.reject,
             "ping": self.ping,
+            "activity": self.activity,
+            "wake": self.wake,
         }
 
     @property
@@ -96,6 +100,7 @@ class Core(
             *self._end_awaits(now),
             *self._expire_copies(now),
             *self._expire_leases(now),
+            *self._end_wakes(now),
         ]
 
 
@@ -103,6 +108,7 @@ __all__ = [
     "Core",
     "Caller",
     "Presence",
+    "Activity",
     "ThreadState",
     "META_KEYS",
     "BACKLOG_CHUNK",

@@ -157,9 +157,18 @@ class PeersMixin(CoreState):
                     "connected_since": self._since(name),
                     "last_seen": self._last_seen.get(name, peer.last_seen),
                     "unread": depths.get(name, 0),
+                    **self._activity_fields(name),
                 }
             )
         return [Respond(reply_to, {"peers": out})]
+
+    def _activity_fields(self, name: str) -> dict[str, Any]:
+        """``activity`` (working / idle, as its hooks last said) and ``wakes``."""
+        seen = self._activity.get(name)
+        fields: dict[str, Any] = {"wakes": self._wake_counts.get(name, 0)}
+        if seen is not None:
+            fields["activity"], fields["activity_since"] = seen[0].value, seen[1]
+        return fields
 
     def set_status(
         self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float

@@ -308,6 +308,7 @@ class SendingMixin(CoreState):
                 effects.append(Push(conn, {"op": "deliver", "messages": [wire]}))
                 if self._confirms(name):
                     waiting.add(name)
+        effects.extend(self._mail_for([n for n in recipients if n not in awaited], now))
         return waiting, awaited
 
     def _hold_reason(self, env: Envelope) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
@@ -71,6 +72,11 @@ class CoreState:
         self._buckets: dict[str, Bucket] = {}
         self._peer_cache: dict[str, PeerRecord] = {p.name: p for p in store.list_peers()}
         self._remote: dict[str, RemotePeer] = {}  # peers of other brokers (core/remote.py)
+        # waking idle agents (core/wakes.py): activity, waits, recent wakes per name
+        self._activity: dict[str, tuple[Any, float]] = {}
+        self._wakers: dict[str, list[Any]] = {}
+        self._wake_times: dict[str, Any] = {}
+        self._wake_counts: dict[str, int] = {}
         # an id minted before this core started (plus a margin for clock skew) may be
         # stored already: a client resending after a broker restart
         self._started_ms = int(time.time() * 1000) + 5_000
@@ -83,6 +89,14 @@ class CoreState:
 
     def _remote_presence(self, name: str, now: float) -> Presence | None:
         return None
+
+    # hooks that `WakesMixin` overrides
+    def _mail_for(self, names: list[str], now: float) -> list[Effect]:
+        """New mail was stored for ``names``."""
+        return []
+
+    def _forget_wakers(self, reply_to: Hashable) -> None:
+        """The caller behind ``reply_to`` is gone."""
 
     def _since(self, name: str) -> float | None:
         conn = self._online.get(name)

@@ -143,6 +143,7 @@ class ThreadsMixin(CoreState):
             self._awaiters.pop(msg_id, None)
 
     def forget(self, reply_to: Hashable) -> None:
-        """The caller behind ``reply_to`` is gone: drop its awaits."""
+        """The caller behind ``reply_to`` is gone: drop its awaits and wake waits."""
         for msg_id, awaiting in list(self._awaiters.items()):
             self._keep_awaiters(msg_id, [a for a in awaiting if a.reply_to != reply_to])
+        self._forget_wakers(reply_to)
