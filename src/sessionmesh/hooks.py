@@ -45,6 +45,7 @@ def hook_format(tool: str) -> HookFormat:
     return importlib.import_module(f"{programs.__name__}.{tool.replace('-', '_')}").HOOKS  # type: ignore[no-any-return]
 
 
+WAKE_EVENT = "Wake"  # not a program's event: the waiter an asyncRewake hook runs (wake.py)
 STOP_PREAMBLE = "Urgent messages from other agents arrived before you finished. Read them and act on them if they concern your work."
 
 
@@ -111,14 +112,24 @@ def run_hook(settings: Settings, tool: str, event: str, name: str | None, *, std
                 earlier = []
             messages = [m for m in shot.call("inbox", limit=200)["messages"] if m["id"] not in earlier]
             output = decide(tool, event, hook_input, messages)
-            if output is None:
-                return 0
-            sys.stdout.write(json.dumps(output, ensure_ascii=False) + "\n")
-            sys.stdout.flush()
-            ledger.record(session, earlier + [m["id"] for m in messages])
+            if output is not None:
+                sys.stdout.write(json.dumps(output, ensure_ascii=False) + "\n")
+                sys.stdout.flush()
+                ledger.record(session, earlier + [m["id"] for m in messages])
+        _report_activity(shot, fmt, event, blocking=output is not None)
     except Exception as exc:  # noqa: BLE001 - a hook must never break the agent's turn
         print(f"mesh hook: {exc}", file=sys.stderr)
     return 0
+
+
+def _report_activity(shot: BrokerCall, fmt: HookFormat, event: str, *, blocking: bool) -> None:
+    """Tell the broker a turn began (working) or the agent waits at its prompt (idle:
+    a session start, or a stop that does not keep it going), so a waiter wakes it only
+    when idle. Not on tool events: those run on every tool call."""
+    if event in fmt.turn_start:
+        shot.call("activity", state="working")
+    elif event == fmt.start_event or (event == fmt.stop_event and not blocking):
+        shot.call("activity", state="idle")
 
 
 class BrokerCall:
@@ -183,6 +194,10 @@ def main(argv: list[str]) -> int:
     from .config import load
 
     settings = load(overrides={"home": args.home, "url": args.url})
+    if args.event == WAKE_EVENT:
+        from .wake import run_rewake
+
+        return run_rewake(settings, args.tool, args.as_name)
     return run_hook(settings, args.tool, args.event, args.as_name)
 
 

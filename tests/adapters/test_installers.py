@@ -253,7 +253,7 @@ def test_install_adds_server_hooks_and_skill_and_keeps_everything_already_there(
 
     hooks = load(tree.root / case.hooks_file)
     for event in case.events:
-        commands = our_commands(hooks, event)
+        commands = [c for c in our_commands(hooks, event) if " Wake" not in c]
         assert len(commands) == 1 and f"hook {case.tool} {event}" in commands[0], (event, commands)
 
     for rel, original in case.files.items():
@@ -360,7 +360,7 @@ def test_as_name_reaches_every_command_and_a_new_name_replaces_the_old(tree: Tre
     hooks = load(tree.root / tree.case.hooks_file)
     for event in tree.case.events:
         commands = our_commands(hooks, event)
-        assert len(commands) == 1 and commands[0].endswith("--as bob"), commands
+        assert commands and all(c.endswith("--as bob") for c in commands), commands
     server = load(tree.root / tree.case.server[0])
     for key in tree.case.server[1:]:
         server = server[key]
@@ -538,3 +538,17 @@ def test_pi_install_writes_the_extension_with_this_mesh_and_name_and_uninstall_r
     assert t.install("--as", "helper").stdout.startswith("sessionmesh is already installed for Pi")
     assert t.uninstall().returncode == 0
     assert snapshot(t.home, t.project) == {}
+
+
+def test_claude_code_install_arms_the_wake_as_async_rewake_hooks(tmp_path: Path) -> None:
+    t = Tree(tmp_path / "home", tmp_path / "project", CASES[0])
+    t.home.mkdir()
+    t.project.mkdir()
+    assert t.install("--as", "frontend").returncode == 0
+    hooks = load(t.project / ".claude" / "settings.json")["hooks"]
+    for event in ("SessionStart", "Stop"):
+        [wake] = [h for g in hooks[event] for h in g["hooks"] if " Wake " in h["command"] + " "]
+        assert wake["command"] == "mesh hook claude-code Wake --as frontend"
+        assert wake["asyncRewake"] is True and wake["timeout"] >= 3600
+        assert wake["rewakeMessage"].startswith("sessionmesh woke you") and wake["rewakeSummary"]
+    assert not any(" Wake" in h["command"] for g in hooks["PostToolUse"] for h in g["hooks"])

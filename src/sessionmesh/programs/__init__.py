@@ -34,6 +34,7 @@ class HookFormat(NamedTuple):
     stop_decision: str  # the decision value that makes the agent go on
     start_event: str  # a session (re)starts: what it was shown before is shown again
     after_model: frozenset[str]  # events that follow a model response in the same session
+    turn_start: frozenset[str] = frozenset()  # events that begin a turn (the agent is working)
     escapes: str = ""  # characters the program turns into HTML entities on their way to the model
 
     def note(self, text: str) -> str:

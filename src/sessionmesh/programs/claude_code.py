@@ -44,6 +44,7 @@ HOOKS = HookFormat(
     "block",
     "SessionStart",
     frozenset({"PostToolUse", "Stop"}),
+    turn_start=frozenset({"UserPromptSubmit"}),
 )
 # event → matcher (None: the event takes no matcher)
 EVENTS: dict[str, str | None] = {
@@ -53,6 +54,14 @@ EVENTS: dict[str, str | None] = {
     "Stop": None,
 }
 HOOK_TIMEOUT = 10  # seconds; a hook with nothing to say returns at once
+# The waiter (wake.py) runs as an asyncRewake hook, armed when a session starts and
+# after each turn; exit 2 wakes the model with what it wrote. Claude Code kills a hook
+# at its timeout, so this one outlasts any idle time (a day), and ends by itself when
+# its session's process does.
+WAKE_EVENTS = ("SessionStart", "Stop")
+WAKE_TIMEOUT = 86_400
+REWAKE_MESSAGE = "sessionmesh woke you: new messages from other agents arrived while you were idle."
+REWAKE_SUMMARY = "sessionmesh: new messages from peers"
 
 
 def plan(target: Target, *, install: bool) -> list[FileChange | None]:
@@ -152,5 +161,18 @@ def _mcp_file(target: Target) -> Path:
 
 
 def _group(target: Target, event: str, matcher: str | None) -> dict[str, object]:
-    handler = {"type": "command", "command": target.hook_command(event), "timeout": HOOK_TIMEOUT}
-    return {"matcher": matcher, "hooks": [handler]} if matcher is not None else {"hooks": [handler]}
+    handlers: list[dict[str, object]] = [
+        {"type": "command", "command": target.hook_command(event), "timeout": HOOK_TIMEOUT}
+    ]
+    if event in WAKE_EVENTS:
+        handlers.append(
+            {
+                "type": "command",
+                "command": target.hook_command("Wake"),
+                "asyncRewake": True,
+                "timeout": WAKE_TIMEOUT,
+                "rewakeMessage": REWAKE_MESSAGE,
+                "rewakeSummary": REWAKE_SUMMARY,
+            }
+        )
+    return {"matcher": matcher, "hooks": handlers} if matcher is not None else {"hooks": handlers}

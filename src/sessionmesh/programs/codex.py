@@ -42,6 +42,7 @@ HOOKS = HookFormat(
     "block",
     "SessionStart",
     frozenset({"PostToolUse", "Stop"}),
+    turn_start=frozenset({"UserPromptSubmit"}),
 )
 EVENTS = ("SessionStart", "UserPromptSubmit", "PostToolUse", "Stop")
 HOOK_TIMEOUT = 10  # seconds

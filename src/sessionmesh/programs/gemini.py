@@ -50,6 +50,7 @@ HOOKS = HookFormat(
     "deny",
     "SessionStart",
     frozenset({"AfterTool", "AfterAgent"}),
+    turn_start=frozenset({"BeforeAgent"}),
     escapes="<>",  # hook context is wrapped in <hook_context>, with < and > escaped inside
 )
 EVENTS: dict[str, str | None] = {

@@ -42,6 +42,7 @@ HOOKS = HookFormat(
     "block",
     "session_start",
     frozenset({"tool_result", "agent_end"}),
+    turn_start=frozenset({"before_agent_start"}),
 )
 MESH_LINE = "const MESH: string[] = "
 ARGS_LINE = "const INSTALLED_ARGS: string[] = "

@@ -1,0 +1,137 @@
+"""A message wakes an idle agent: the real program, in its terminal UI after ``mesh
+install`` alone, finishes its turn and waits at its prompt; a peer writes; a model
+request carrying the message follows, without anyone typing, and the receipt ends
+``read``. A burst is one wake; mail that arrives mid-turn is delivered in the turn
+and wakes nothing; a session killed and started again in the folder wakes again.
+
+First-run dialogs are answered from the screen as a person would
+(`tests.agents.test_interactive.answer_first_run`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.agents.conftest import require
+from tests.agents.mesh import AGENT, WAIT, MeshProject, framed, once, script
+from tests.agents.modelserver import ModelRequest, ModelServer, Say, ToolCall
+from tests.agents.programs import Sandbox, Terminal, start_interactive
+from tests.agents.test_interactive import answer_first_run
+from tests.conftest import BrokerProcess, wait_until
+
+pytestmark = pytest.mark.agents
+
+TOOLS = {"claude": "claude-code"}
+
+
+@pytest.fixture(params=list(TOOLS))
+def project(
+    request: pytest.FixtureRequest, sandbox: Sandbox, broker_proc: BrokerProcess, model_server: ModelServer
+) -> Iterator[MeshProject]:
+    p = MeshProject(require(request.param), TOOLS[request.param], sandbox, broker_proc, model_server)
+    yield p
+    p.close()
+
+
+def start(project: MeshProject) -> Terminal:
+    agent = project.program
+    return start_interactive(
+        agent, cwd=project.sandbox.workspace, home=project.sandbox.home, model_url=project.model.url,
+        env_extra=project.env,
+    )
+
+
+def idle_after_one_turn(project: MeshProject, terminal: Terminal, *, first_run: bool = True) -> None:
+    """Answer the dialogs, run one prompt to its end, and wait until the agent is idle
+    at its prompt (its Stop hook told the broker)."""
+    agent = project.program
+    if first_run:
+        answer_first_run(agent.name, terminal, agent.prompt_ready)
+    else:
+        terminal.wait_for_screen(agent.prompt_ready)
+    terminal.type("get ready")
+    terminal.wait_for_screen("get ready")
+    terminal.send_keys("Enter")
+    terminal.wait_for_screen("ready-and-idle")
+    wait_until(lambda: activity(project) == "idle", timeout=WAIT, what="the agent idle")
+
+
+def activity(project: MeshProject) -> str | None:
+    return next((p.get("activity") for p in project.peer.peers() if p["name"] == AGENT), None)
+
+
+def wakes(project: MeshProject) -> int:
+    return int(next(p["wakes"] for p in project.peer.peers() if p["name"] == AGENT))
+
+
+def answers(request: ModelRequest) -> Say:
+    return Say("woke-and-answered" if "sessionmesh woke you" in request.text else "ready-and-idle")
+
+
+def test_a_message_to_an_idle_agent_starts_a_turn_with_it(project: MeshProject) -> None:
+    project.model.script = script(answers)
+    with start(project) as terminal:
+        idle_after_one_turn(project, terminal)
+        before = len(project.model.requests)
+        msg = project.send("are you free to review? (w1)")
+        woke = project.model.wait_for(lambda r: r.main and r.index >= before and "(w1)" in r.text, timeout=WAIT)
+        terminal.wait_for_screen("woke-and-answered")
+        wait_until(lambda: project.receipt(msg) == "read", timeout=WAIT, what="the read receipt")
+    assert framed("are you free to review? (w1)") in woke.text
+    assert wakes(project) == 1
+
+
+def test_a_burst_of_five_is_one_wake_with_all_five(project: MeshProject) -> None:
+    project.model.script = script(answers)
+    with start(project) as terminal:
+        idle_after_one_turn(project, terminal)
+        before = len(project.model.requests)
+        ids = [project.send(f"burst message {n} (b5)") for n in range(5)]
+        woke = project.model.wait_for(lambda r: r.main and r.index >= before and "(b5)" in r.text, timeout=WAIT)
+        terminal.wait_for_screen("woke-and-answered")
+        wait_until(lambda: all(project.receipt(i) == "read" for i in ids), timeout=WAIT, what="all read")
+    for n in range(5):
+        assert framed(f"burst message {n} (b5)") in woke.text
+    assert [r for r in project.model.requests[before:] if r.main and "(b5)" in r.last_user_text] == [woke]
+    assert wakes(project) == 1
+
+
+def test_mail_that_arrives_mid_turn_is_delivered_in_the_turn_and_wakes_nothing(project: MeshProject) -> None:
+    sent: list[str] = []
+    arrive = once(lambda: sent.append(project.send("mid-turn note (t3)")))
+    shell = project.program.shell_tool
+
+    def step(request: ModelRequest) -> ToolCall | Say | None:
+        if "run the check" in request.text and request.result_of(shell) is None and not sent:
+            arrive()
+            return project.program.shell_call("true")
+        return answers(request) if "run the check" not in request.text else Say("checked")
+
+    project.model.script = script(step)
+    with start(project) as terminal:
+        idle_after_one_turn(project, terminal)
+        terminal.type("run the check")
+        terminal.wait_for_screen("run the check")
+        terminal.send_keys("Enter")
+        after = project.model.wait_for(lambda r: r.result_of(shell) is not None, timeout=WAIT)
+        terminal.wait_for_screen("checked")
+        wait_until(lambda: project.receipt(sent[0]) == "read", timeout=WAIT, what="the read receipt")
+        wait_until(lambda: activity(project) == "idle", timeout=WAIT, what="the agent idle")
+    assert framed("mid-turn note (t3)") in after.text
+    assert wakes(project) == 0  # read inside the turn: no waiter can take it any more
+    assert sum("mid-turn note (t3)" in r.last_user_text for r in project.model.requests if r.main) <= 1
+
+
+def test_a_session_killed_and_started_again_in_the_folder_wakes_again(project: MeshProject) -> None:
+    project.model.script = script(answers)
+    with start(project) as terminal:
+        idle_after_one_turn(project, terminal)
+    with start(project) as terminal:
+        idle_after_one_turn(project, terminal, first_run=False)
+        before = len(project.model.requests)
+        msg = project.send("after the restart (r2)")
+        project.model.wait_for(lambda r: r.main and r.index >= before and "(r2)" in r.text, timeout=WAIT)
+        terminal.wait_for_screen("woke-and-answered")
+        wait_until(lambda: project.receipt(msg) == "read", timeout=WAIT, what="the read receipt")
