@@ -456,6 +456,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return run(_settings(args), args.tool, folder=args.dir, as_json=args.json)
 
 
+def cmd_wake(args: argparse.Namespace) -> int:
+    from .wake import run_waiter
+
+    return run_waiter(_settings(args), args.tool, args.as_name, args.session, args.pid)
+
+
 def cmd_guard(args: argparse.Namespace) -> int:
     from .guard import run_guard
 
@@ -681,6 +687,10 @@ def build_parser() -> argparse.ArgumentParser:
         scope.add_argument("--user", action="store_true", help="your user-wide config")
         p.add_argument("--dry-run", action="store_true", help="print the diff, change nothing")
         p.add_argument("--dir", help="project folder (default: the git top-level, else the current folder)")
+    p = add("wake", cmd_wake, "wake an idle agent when mail arrives (started by its hooks or extension)", [peer])
+    p.add_argument("tool", choices=list(programs.NAMES))
+    p.add_argument("--session", required=True, help="the program's session id")
+    p.add_argument("--pid", type=int, required=True, help="the agent program's process: the waiter ends with it")
     p = add("doctor", cmd_doctor, "check each installed agent program end to end and say what to fix", [peer])
     p.add_argument("tool", nargs="?", choices=list(programs.NAMES), help="one program (default: every installed one)")
     p.add_argument("--dir", help="project folder (default: the git top-level, else the current folder)")

@@ -117,6 +117,8 @@ def run_hook(settings: Settings, tool: str, event: str, name: str | None, *, std
                 sys.stdout.flush()
                 ledger.record(session, earlier + [m["id"] for m in messages])
         _report_activity(shot, fmt, event, blocking=output is not None)
+        if event == fmt.start_event and fmt.waiter:
+            _start_waiter(settings, tool, shot.name, session)
     except Exception as exc:  # noqa: BLE001 - a hook must never break the agent's turn
         print(f"mesh hook: {exc}", file=sys.stderr)
     return 0
@@ -130,6 +132,21 @@ def _report_activity(shot: BrokerCall, fmt: HookFormat, event: str, *, blocking:
         shot.call("activity", state="working")
     elif event == fmt.start_event or (event == fmt.stop_event and not blocking):
         shot.call("activity", state="idle")
+
+
+def _start_waiter(settings: Settings, tool: str, name: str, session: str) -> None:
+    """Start the program's waiter (`wake`), detached: ``mesh wake TOOL``."""
+    import subprocess
+
+    from .wake import agent_process
+
+    argv = [sys.executable, "-m", "sessionmesh", "wake", tool, "--as", name, "--session", session,
+            "--pid", str(agent_process()), "--home", settings.home]
+    if settings.url:
+        argv += ["--url", settings.url]
+    log = open(os.path.join(settings.home, "wake.log"), "ab")  # noqa: SIM115 - handed to the child
+    subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    log.close()
 
 
 class BrokerCall:

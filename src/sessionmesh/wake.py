@@ -30,13 +30,14 @@ import select
 import signal
 import socket
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from . import injection, shown
 from .config import Settings
 from .hooks import BrokerCall, _connect, read_input, session_of
 
+WOKE = "sessionmesh woke you: new messages from other agents arrived while you were idle."
 WAIT_TIMEOUT = 600.0  # seconds one wake request waits at the broker before it is made again
 RETRY_INTERVAL = 5.0  # after a failed request (the broker restarting), while the agent lives
 SHELLS = {"sh", "bash", "dash", "zsh", "fish", "ksh", "env", "timeout"}
@@ -194,18 +195,25 @@ def run_rewake(settings: Settings, tool: str, name: str | None) -> int:
     return 0
 
 
-def run_waiter(
-    settings: Settings, name: str | None, session: str, agent_pid: int, hand_over: Callable[[str], None]
-) -> int:
-    """Wake the agent with each burst of mail by ``hand_over(text)`` until its process
-    ``agent_pid`` ends (Codex, Pi)."""
+def run_waiter(settings: Settings, tool: str, name: str | None, session: str, agent_pid: int) -> int:
+    """``mesh wake TOOL``: wake the agent with each burst of mail by its program's
+    ``hand_over(text, session, agent_pid)`` until the process ``agent_pid`` ends
+    (Codex, Pi). A program whose module sets ``ONE_WAITER_PER_NAME`` keeps one waiter
+    per agent (Codex: its daemon keeps old sessions' threads)."""
+    from . import programs
+
+    program = programs.get(tool)
     shot = _connect(settings, name, {"cwd": os.getcwd()})
     if shot is None:
         print("mesh wake: no broker, or the name never joined here", file=sys.stderr)
         return 1
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    with only_waiter(settings.home, shot.name, session):
+    key = tool if getattr(program, "ONE_WAITER_PER_NAME", False) else session
+    with only_waiter(settings.home, shot.name, key):
         for text, _ids in wakes(settings, shot, session, AgentWatch(agent_pid)):
-            hand_over(text)
+            try:
+                program.hand_over(text, session, agent_pid)
+            except OSError as exc:
+                print(f"mesh wake: {exc}", file=sys.stderr)
     return 0
 

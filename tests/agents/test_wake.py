@@ -10,6 +10,7 @@ First-run dialogs are answered from the screen as a person would
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -17,13 +18,13 @@ import pytest
 from tests.agents.conftest import require
 from tests.agents.mesh import AGENT, WAIT, MeshProject, framed, once, script
 from tests.agents.modelserver import ModelRequest, ModelServer, Say, ToolCall
-from tests.agents.programs import Sandbox, Terminal, start_interactive
+from tests.agents.programs import Sandbox, Terminal, _merge_toml, program_env
 from tests.agents.test_interactive import answer_first_run
 from tests.conftest import BrokerProcess, wait_until
 
 pytestmark = pytest.mark.agents
 
-TOOLS = {"claude": "claude-code"}
+TOOLS = {"claude": "claude-code", "codex": "codex"}
 
 
 @pytest.fixture(params=list(TOOLS))
@@ -32,15 +33,21 @@ def project(
 ) -> Iterator[MeshProject]:
     p = MeshProject(require(request.param), TOOLS[request.param], sandbox, broker_proc, model_server)
     yield p
+    if p.program.name == "codex":  # its app-server daemon (and the waiter beside it) outlive the UI
+        env = program_env(p.program, p.sandbox, p.model.url, p.env)
+        subprocess.run([str(p.program.bin), "app-server", "daemon", "stop"], env=env, capture_output=True, timeout=60)
     p.close()
 
 
 def start(project: MeshProject) -> Terminal:
+    """The program's terminal UI. Codex runs with its app-server daemon, as it does by
+    default (the harness turns it off elsewhere): ``codex queue`` wakes a session
+    through it."""
     agent = project.program
-    return start_interactive(
-        agent, cwd=project.sandbox.workspace, home=project.sandbox.home, model_url=project.model.url,
-        env_extra=project.env,
-    )
+    env = program_env(agent, project.sandbox, project.model.url, project.env)
+    if agent.name == "codex":
+        _merge_toml(project.sandbox.home / ".codex" / "config.toml", {"features": {"daemon_auto_start": True}})
+    return Terminal.start(agent.interactive_argv(), cwd=project.sandbox.workspace, env=env)
 
 
 def idle_after_one_turn(project: MeshProject, terminal: Terminal, *, first_run: bool = True) -> None:

@@ -35,6 +35,7 @@ class HookFormat(NamedTuple):
     start_event: str  # a session (re)starts: what it was shown before is shown again
     after_model: frozenset[str]  # events that follow a model response in the same session
     turn_start: frozenset[str] = frozenset()  # events that begin a turn (the agent is working)
+    waiter: bool = False  # the start event starts a detached waiter (`mesh wake TOOL`)
     escapes: str = ""  # characters the program turns into HTML entities on their way to the model
 
     def note(self, text: str) -> str:

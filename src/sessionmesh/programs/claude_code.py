@@ -60,7 +60,7 @@ HOOK_TIMEOUT = 10  # seconds; a hook with nothing to say returns at once
 # its session's process does.
 WAKE_EVENTS = ("SessionStart", "Stop")
 WAKE_TIMEOUT = 86_400
-REWAKE_MESSAGE = "sessionmesh woke you: new messages from other agents arrived while you were idle."
+REWAKE_MESSAGE = "sessionmesh woke you: new messages from other agents arrived while you were idle."  # = wake.WOKE
 REWAKE_SUMMARY = "sessionmesh: new messages from peers"
 
 

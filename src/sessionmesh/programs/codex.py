@@ -18,6 +18,11 @@ Formats, as documented by OpenAI and checked on the real program (0.171.0):
   block the stop with a reason. Codex runs a hook only once a person has trusted it
   (the ``/hooks`` screen records ``[hooks.state."<key>"] trusted_hash`` in
   ``$CODEX_HOME/config.toml``); until then ``codex exec`` skips it without a word.
+- Waking an idle session: the SessionStart hook starts a waiter (`sessionmesh.wake`)
+  beside the process that ran it, which hands each burst of mail to ``codex queue
+  --thread SESSION``; Codex's app-server then starts the turn. The terminal UI's
+  app-server (a daemon) outlives the UI, and the waiter lives as long as it does;
+  a new session of the same agent ends the waiter of the old one.
 - Skills (https://developers.openai.com/codex/skills): ``.agents/skills/<name>/SKILL.md``
   in a repository, ``~/.agents/skills/<name>/SKILL.md`` for the user.
 """
@@ -43,6 +48,7 @@ HOOKS = HookFormat(
     "SessionStart",
     frozenset({"PostToolUse", "Stop"}),
     turn_start=frozenset({"UserPromptSubmit"}),
+    waiter=True,
 )
 EVENTS = ("SessionStart", "UserPromptSubmit", "PostToolUse", "Stop")
 HOOK_TIMEOUT = 10  # seconds
@@ -50,6 +56,31 @@ HOOK_TIMEOUT = 10  # seconds
 PASSED_THROUGH = ("HOME", "LOGNAME", "PATH", "SHELL", "USER", "LANG", "LC_ALL", "TERM", "TMPDIR", "TZ")
 # what the server needs from the agent's environment to reach the agent's broker
 MESH_ENV = ("MESH_HOME", "MESH_URL", "MESH_TOKEN", "MESH_NAME", "XDG_STATE_HOME")
+
+
+ONE_WAITER_PER_NAME = True  # the daemon keeps old sessions' threads: only the newest is woken
+
+
+def hand_over(text: str, session: str, agent_pid: int) -> None:
+    """Wake the idle session with ``text``: ``codex queue`` gives it to the session's
+    thread, and Codex's app-server (the process that ran the hooks) starts the turn.
+    Runs the same Codex binary as that process."""
+    import subprocess
+
+    from ..wake import WOKE
+
+    try:
+        codex = os.readlink(f"/proc/{agent_pid}/exe")
+    except OSError:
+        codex = "codex"
+    done = subprocess.run(
+        [codex, "queue", "--thread", session, "--message", f"{WOKE}\n\n{text}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if done.returncode != 0:
+        raise OSError(f"codex queue failed ({done.returncode}): {done.stderr.strip()[-300:]}")
 
 
 def codex_home() -> Path:
