@@ -136,12 +136,16 @@ def _report_activity(shot: BrokerCall, fmt: HookFormat, event: str, *, blocking:
 
 def _start_waiter(settings: Settings, tool: str, name: str, session: str) -> None:
     """Start the program's waiter (`wake`), detached: ``mesh wake TOOL``."""
+    import importlib
     import subprocess
 
     from .wake import agent_process
 
+    agent = agent_process()
+    if importlib.import_module(f"{programs.__name__}.{tool.replace('-', '_')}").headless(agent):
+        return  # a headless run has no prompt to be woken at
     argv = [sys.executable, "-m", "sessionmesh", "wake", tool, "--as", name, "--session", session,
-            "--pid", str(agent_process()), "--home", settings.home]
+            "--pid", str(agent), "--home", settings.home]
     if settings.url:
         argv += ["--url", settings.url]
     log = open(os.path.join(settings.home, "wake.log"), "ab")  # noqa: SIM115 - handed to the child

@@ -72,10 +72,13 @@ class AgentWatch:
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
+        self.fd: int | None = None
         try:
-            self.fd: int | None = os.pidfd_open(pid)
+            self.fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            raise Gone from None
         except (OSError, AttributeError):
-            self.fd = None  # no pidfd here: checked every RETRY_INTERVAL instead
+            pass  # no pidfd here: checked every RETRY_INTERVAL instead
 
     def alive(self) -> bool:
         from .client.discovery import pid_alive
@@ -181,14 +184,23 @@ def wakes(settings: Settings, shot: BrokerCall, session: str, watch: AgentWatch)
 def run_rewake(settings: Settings, tool: str, name: str | None) -> int:
     """Claude Code's ``asyncRewake`` hook: wait for mail, then write it on stderr and
     exit 2, which starts a turn with it. Exit 0 when the session's process ended."""
+    from . import programs
+
     hook_input = read_input(sys.stdin)
+    agent = agent_process()
+    if programs.get(tool).headless(agent):
+        return 0  # a headless run: nobody waits at a prompt, and it would wait for this hook
     shot = _connect(settings, name, hook_input)
     if shot is None:
         return 0
     session = session_of(hook_input)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # replaced by a newer waiter
+    try:
+        watch = AgentWatch(agent)
+    except Gone:
+        return 0
     with only_waiter(settings.home, shot.name, session):
-        for text, _ids in wakes(settings, shot, session, AgentWatch(agent_process())):
+        for text, _ids in wakes(settings, shot, session, watch):
             sys.stderr.write(text + "\n")
             sys.stderr.flush()
             return 2
@@ -209,8 +221,12 @@ def run_waiter(settings: Settings, tool: str, name: str | None, session: str, ag
         return 1
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     key = tool if getattr(program, "ONE_WAITER_PER_NAME", False) else session
+    try:
+        watch = AgentWatch(agent_pid)
+    except Gone:
+        return 0
     with only_waiter(settings.home, shot.name, key):
-        for text, _ids in wakes(settings, shot, session, AgentWatch(agent_pid)):
+        for text, _ids in wakes(settings, shot, session, watch):
             try:
                 program.hand_over(text, session, agent_pid)
             except OSError as exc:

@@ -8,7 +8,10 @@ would), and a peer ``bob`` writes to it and reads from it through the real clien
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -129,3 +132,23 @@ def mesh_text_in(request: ModelRequest) -> bool:
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
+
+
+def processes_of(home: Path) -> list[int]:
+    """Processes whose environment names ``home``: what a test's programs left running."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
+            try:
+                if str(home).encode() in (proc / "environ").read_bytes():
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+    return found
+
+
+def end_processes_of(home: Path) -> None:
+    """SIGKILL what ``processes_of(home)`` finds (Codex's daemon outlives its UI)."""
+    for pid in processes_of(home):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)

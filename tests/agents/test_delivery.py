@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.agents.conftest import require
-from tests.agents.mesh import AGENT, PEER, WAIT, MeshProject, framed, mesh_text_in, once, script
+from tests.agents.mesh import AGENT, PEER, WAIT, MeshProject, framed, mesh_text_in, once, processes_of, script
 from tests.agents.modelserver import ModelRequest, ModelServer, Say, ToolCall
 from tests.agents.programs import Sandbox
 from tests.conftest import BrokerProcess
@@ -197,3 +197,11 @@ def test_the_model_reads_the_framing_and_a_body_with_markup_as_written(project: 
     else:
         assert f"\n{framed(body)}\n" in first.text, first.text[-2000:]
         assert "&gt;" not in first.text and "&lt;" not in first.text and "&amp;" not in first.text
+
+
+def test_a_headless_run_ends_and_leaves_no_waiter_behind(project: MeshProject) -> None:
+    """``claude -p`` runs an asyncRewake hook in the foreground: the waiter must see
+    the headless run and end at once, or ``claude -p`` would never exit."""
+    run = project.run("one prompt", timeout=60)
+    assert run.returncode == 0, project.failure(run)
+    assert processes_of(project.sandbox.home) == []

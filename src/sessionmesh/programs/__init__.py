@@ -12,7 +12,9 @@ is one new file (and its tests):
 - ``server(target)``: the MCP server entry as the program would read it back from
   its config, with the environment the program would give it (``mesh doctor``);
 - ``checks(target)``: the program's own findings for ``mesh doctor`` (trust,
-  permissions, hooks switched on).
+  permissions, hooks switched on);
+- for a program woken by a waiter (`sessionmesh.wake`): ``headless(agent_pid)``
+  (a run with no prompt to wake at) and ``hand_over(text, session, agent_pid)``.
 """
 
 from __future__ import annotations

@@ -64,6 +64,18 @@ REWAKE_MESSAGE = "sessionmesh woke you: new messages from other agents arrived w
 REWAKE_SUMMARY = "sessionmesh: new messages from peers"
 
 
+def headless(agent_pid: int) -> bool:
+    """Whether the session runs headless (``claude -p``): there an ``asyncRewake`` hook
+    runs in the foreground and would keep ``claude -p`` from exiting, and nobody waits
+    at a prompt to be woken."""
+    try:
+        with open(f"/proc/{agent_pid}/cmdline", "rb") as fh:
+            argv = fh.read().decode(errors="replace").split("\0")
+    except OSError:
+        return False
+    return any(a in ("-p", "--print") or a.startswith("--print=") for a in argv[1:])
+
+
 def plan(target: Target, *, install: bool) -> list[FileChange | None]:
     """The changes that install (or remove) sessionmesh for Claude Code at ``target``."""
     from ..installers import jsonconfig, skill

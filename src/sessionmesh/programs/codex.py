@@ -58,6 +58,16 @@ PASSED_THROUGH = ("HOME", "LOGNAME", "PATH", "SHELL", "USER", "LANG", "LC_ALL", 
 MESH_ENV = ("MESH_HOME", "MESH_URL", "MESH_TOKEN", "MESH_NAME", "XDG_STATE_HOME")
 
 
+def headless(agent_pid: int) -> bool:
+    """Whether the session is ``codex exec`` (no prompt to wake it at)."""
+    try:
+        with open(f"/proc/{agent_pid}/cmdline", "rb") as fh:
+            argv = fh.read().decode(errors="replace").split("\0")
+    except OSError:
+        return False
+    return len(argv) > 1 and argv[1] in ("exec", "e")
+
+
 ONE_WAITER_PER_NAME = True  # the daemon keeps old sessions' threads: only the newest is woken
 
 
