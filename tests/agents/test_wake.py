@@ -24,7 +24,7 @@ from tests.conftest import BrokerProcess, wait_until
 
 pytestmark = pytest.mark.agents
 
-TOOLS = {"claude": "claude-code", "codex": "codex"}
+TOOLS = {"claude": "claude-code", "codex": "codex", "pi": "pi"}
 
 
 @pytest.fixture(params=list(TOOLS))
@@ -125,7 +125,8 @@ def test_mail_that_arrives_mid_turn_is_delivered_in_the_turn_and_wakes_nothing(p
         terminal.type("run the check")
         terminal.wait_for_screen("run the check")
         terminal.send_keys("Enter")
-        after = project.model.wait_for(lambda r: r.result_of(shell) is not None, timeout=WAIT)
+        # the request after the tool call (Pi steers the text in after the tool result)
+        after = project.model.wait_for(lambda r: r.main and "mid-turn note (t3)" in r.text, timeout=WAIT)
         terminal.wait_for_screen("checked")
         wait_until(lambda: project.receipt(sent[0]) == "read", timeout=WAIT, what="the read receipt")
         wait_until(lambda: activity(project) == "idle", timeout=WAIT, what="the agent idle")

@@ -12,7 +12,10 @@ Pi has no MCP by design; it loads TypeScript extensions (Pi's ``docs/extensions.
   ``agent_end`` events it runs ``mesh hook pi EVENT`` (`HOOKS` below) and puts what
   it prints into Pi's turn: into the turn that starts, as a steer after a tool call
   (read before the model's next request), and at the stop an unread urgent message
-  starts one more turn (``triggerTurn``); normal ones wait for the next prompt.
+  starts one more turn (``triggerTurn``); normal ones wait for the next prompt;
+- waking: in Pi's terminal UI it runs ``mesh wake pi`` (`sessionmesh.wake`) as a
+  child, and starts a turn (``triggerTurn``) with each burst of mail that arrives
+  while Pi is idle.
 
 The installer writes the extension with two lines filled in: the command that runs
 ``mesh`` and the arguments every call carries (``--as NAME``, ``--home``, ``--url``).
@@ -46,6 +49,27 @@ HOOKS = HookFormat(
 )
 MESH_LINE = "const MESH: string[] = "
 ARGS_LINE = "const INSTALLED_ARGS: string[] = "
+
+
+def headless(agent_pid: int) -> bool:
+    """Whether Pi runs in print mode (``pi -p``): nothing to wake there."""
+    try:
+        with open(f"/proc/{agent_pid}/cmdline", "rb") as fh:
+            argv = fh.read().decode(errors="replace").split("\0")
+    except OSError:
+        return False
+    return any(a in ("-p", "--print") for a in argv[1:])
+
+
+def hand_over(text: str, session: str, agent_pid: int) -> None:
+    """The extension runs the waiter as its child and reads one JSON line per wake,
+    ``{"wake": TEXT}``, which it sends into Pi with ``triggerTurn``."""
+    import sys
+
+    from ..wake import WOKE
+
+    sys.stdout.write(json.dumps({"wake": f"{WOKE}\n\n{text}"}) + "\n")
+    sys.stdout.flush()
 
 
 def agent_dir() -> Path:

@@ -381,10 +381,49 @@ export default function sessionmesh(pi: ExtensionAPI) {
     }
   }
 
+  // The waiter (`mesh wake pi`): in the terminal UI, a child that waits at the broker
+  // while Pi is idle and prints one line per burst of mail; each starts a turn.
+  let waiter: ChildProcess | null = null;
+
+  function stopWaiter() {
+    if (waiter && waiter.exitCode === null) waiter.kill("SIGTERM");
+    waiter = null;
+  }
+
+  function startWaiter(ctx: ExtensionContext) {
+    stopWaiter();
+    const child = meshSpawn(["wake", "pi", "--session", sessionId, "--pid", String(process.pid)], ctx.cwd);
+    child.stdin?.end();
+    let pending = "";
+    child.stdout?.setEncoding("utf8");
+    child.stdout?.on("data", (chunk: string) => {
+      pending += chunk;
+      let nl: number;
+      while ((nl = pending.indexOf("\n")) >= 0) {
+        const line = pending.slice(0, nl);
+        pending = pending.slice(nl + 1);
+        let text = "";
+        try {
+          text = String(JSON.parse(line).wake ?? "");
+        } catch {
+          continue;
+        }
+        if (!text) continue;
+        // Idle: a new turn; a turn that began meanwhile takes it at its end.
+        if (ctx.isIdle()) deliver(text, { triggerTurn: true });
+        else deliver(text, { deliverAs: "followUp" });
+      }
+    });
+    child.stderr?.resume();
+    child.on("error", (err) => warn(ctx, `the waiter could not start: ${errorText(err)}`));
+    waiter = child;
+  }
+
   pi.on("session_start", async (_event, ctx) => {
     sessionId = ctx.sessionManager.getSessionId();
     cwd = ctx.cwd;
     startText = "";
+    if (ctx.hasUI) startWaiter(ctx);
     // Not awaited: Pi's editor waits for session_start handlers. The first prompt
     // waits for this instead.
     starting = Promise.all([registerTools(ctx), hook("session_start")]).then(([, answer]) => {
@@ -461,6 +500,7 @@ export default function sessionmesh(pi: ExtensionAPI) {
         await Promise.race([change, new Promise((r) => setTimeout(r, left).unref())]);
       }
     }
+    stopWaiter();
     await mesh.stop();
   });
 }
