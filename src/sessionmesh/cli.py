@@ -701,6 +701,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_bridge_tmux)
     p.add_argument("--pane", required=True, help="tmux target pane, e.g. work:0.1 or %%3")
     p.add_argument(
+        "--wake",
+        action="store_true",
+        help="only wake the agent (one line when mail arrives): its installed hooks bring the messages;"
+        " runs beside its MCP server (Gemini CLI)",
+    )
+    p.add_argument(
         "--socket",
         metavar="PATH",
         help="tmux server socket (tmux -S); default: the server tmux itself finds ($TMUX, $TMUX_TMPDIR)",

@@ -163,6 +163,7 @@ class BrokerCall:
 
         self.name = name
         parsed = urllib.parse.urlsplit(url)
+        self.url, self.token, self.secret = url, token, secret
         self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 80
         self.headers = (
             f"Host: {self.host}:{self.port}\r\nAuthorization: Bearer {token}\r\n"

@@ -354,6 +354,7 @@ class Runner:
             checkpointer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await checkpointer
+            self._run(self.core.release_wakes())  # long waits answer before the HTTP server drains
             for conn in list(self.conns.values()):
                 with contextlib.suppress(Exception):
                     await conn.ws.close(code=1001, message=b"broker stopping")

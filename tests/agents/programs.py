@@ -631,6 +631,11 @@ class Terminal:
                 raise TimeoutError(f"screen did not show {what!r} within {timeout}s; last screen:\n{screen}")
             time.sleep(SCREEN_POLL_INTERVAL)  # sleep-ok: bounded poll of a screen another process draws
 
+    @property
+    def socket_path(self) -> str:
+        """The tmux server's socket, for another tmux client (``tmux -S``)."""
+        return self._tmux("display-message", "-p", "-t", self.session, "#{socket_path}").strip()
+
     def kill(self) -> None:
         """End the program and the tmux server. The program's process group is
         killed first: Gemini CLI outlives the SIGHUP that closing tmux sends."""

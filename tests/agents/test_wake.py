@@ -10,7 +10,10 @@ First-run dialogs are answered from the screen as a person would
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -24,7 +27,7 @@ from tests.conftest import BrokerProcess, wait_until
 
 pytestmark = pytest.mark.agents
 
-TOOLS = {"claude": "claude-code", "codex": "codex", "pi": "pi"}
+TOOLS = {"claude": "claude-code", "codex": "codex", "pi": "pi", "gemini": "gemini"}
 
 
 @pytest.fixture(params=list(TOOLS))
@@ -42,15 +45,30 @@ def project(
     p.close()
 
 
-def start(project: MeshProject) -> Terminal:
+@contextlib.contextmanager
+def start(project: MeshProject) -> Iterator[Terminal]:
     """The program's terminal UI. Codex runs with its app-server daemon, as it does by
     default (the harness turns it off elsewhere): ``codex queue`` wakes a session
-    through it."""
+    through it. Gemini CLI, which has no way to be woken of its own, gets the tmux
+    bridge in wake mode beside it, as README says to run it."""
     agent = project.program
     env = program_env(agent, project.sandbox, project.model.url, project.env)
     if agent.name == "codex":
         _merge_toml(project.sandbox.home / ".codex" / "config.toml", {"features": {"daemon_auto_start": True}})
-    return Terminal.start(agent.interactive_argv(), cwd=project.sandbox.workspace, env=env)
+    with Terminal.start(agent.interactive_argv(), cwd=project.sandbox.workspace, env=env) as terminal:
+        bridge = None
+        if agent.name == "gemini":
+            bridge = subprocess.Popen(
+                [sys.executable, "-m", "sessionmesh", "bridge", "tmux", "--wake", "--as", AGENT,
+                 "--pane", terminal.session, "--socket", terminal.socket_path],
+                env={**os.environ, **project.env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+        try:
+            yield terminal
+        finally:
+            if bridge is not None:
+                bridge.terminate()
+                bridge.wait(10)
 
 
 def idle_after_one_turn(project: MeshProject, terminal: Terminal, *, first_run: bool = True) -> None:
@@ -77,7 +95,8 @@ def wakes(project: MeshProject) -> int:
 
 
 def answers(request: ModelRequest) -> Say:
-    return Say("woke-and-answered" if "sessionmesh woke you" in request.text else "ready-and-idle")
+    woken = "sessionmesh woke you" in request.text or "arrived while you were idle" in request.last_user_text
+    return Say("woke-and-answered" if woken else "ready-and-idle")
 
 
 def test_a_message_to_an_idle_agent_starts_a_turn_with_it(project: MeshProject) -> None:

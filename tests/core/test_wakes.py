@@ -115,3 +115,10 @@ def test_peers_show_each_agents_activity_and_wakes(mesh: Mesh) -> None:
     assert (peers["agent"]["activity"], peers["agent"]["wakes"]) == ("idle", 1)
     assert "activity" not in peers["bob"] and peers["bob"]["wakes"] == 0
     assert len(mesh.audit("peer_woken")) == 1 and not responses([], wait.reply_to)
+
+
+def test_a_stopping_broker_answers_every_wait(mesh: Mesh) -> None:
+    setup(mesh)
+    wait = mesh.call("agent", "wake", timeout=600)
+    [answer] = responses(mesh.core.release_wakes(), wait.reply_to)
+    assert answer.result == {"messages": [], "timed_out": True, "stopping": True}

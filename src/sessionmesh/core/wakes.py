@@ -158,6 +158,17 @@ class WakesMixin(CoreState):
                 effects.extend(self._check_wakers(name, now))
         return effects
 
+    def release_wakes(self) -> list[Effect]:
+        """The broker is stopping: every wait answers now, empty (``stopping``), so no
+        long request holds the shutdown up; a waiter asks the next broker again."""
+        effects: list[Effect] = [
+            Respond(w.reply_to, {"messages": [], "timed_out": True, "stopping": True})
+            for waiting in self._wakers.values()
+            for w in waiting
+        ]
+        self._wakers.clear()
+        return effects
+
     def _keep_wakers(self, name: str, wakers: list[Waker]) -> None:
         if wakers:
             self._wakers[name] = wakers
