@@ -220,6 +220,10 @@ async def test_exclusive_cwd_keeps_a_second_agent_out_of_the_folder(
         assert "'first' holds" in err.decode()
 
 
+def params_env(broker: InProcessBroker) -> dict[str, str]:
+    return {**os.environ, "MESH_HOME": broker.settings.home, "MESH_URL": str(broker.settings.url)}
+
+
 async def read_jsonrpc(proc: asyncio.subprocess.Process, want: Any) -> dict[str, Any]:
     assert proc.stdout is not None
     async with asyncio.timeout(10):
@@ -270,6 +274,17 @@ async def test_messages_are_pushed_as_claude_channel_notifications_when_the_clie
             push = await read_jsonrpc(proc, lambda f: f.get("method") == "notifications/claude/channel")
             assert push["params"]["meta"] == {"from": "bob", "id": sent.id, "kind": "message"}
             assert "| <b>build is green</b>" in push["params"]["content"]
+            # a push is not reading: a client without channels drops it (issue #14: such a
+            # message was marked read and lost); it stays unread until a tool call
+            assert (await bob.track(sent.id))["receipts"]["agent"] == "delivered"
+            hook = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "sessionmesh", "hook", "claude-code", "UserPromptSubmit", "--as", "agent",
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=params_env(broker),
+            )
+            out, _ = await asyncio.wait_for(hook.communicate(b'{"session_id": "s"}'), 30)
+            assert b"build is green" in out  # still offered: never lost
+            write({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "locks", "arguments": {}}})
+            await read_jsonrpc(proc, lambda f: f.get("id") == 3)
             async with asyncio.timeout(5):
                 while (await bob.track(sent.id))["receipts"]["agent"] != "read":
                     await bob.next_receipt(timeout=5)
