@@ -138,7 +138,9 @@ def notes(target: Target) -> list[str]:
 
     out = [
         "restart Codex, then trust the sessionmesh hooks once in Codex's /hooks screen:"
-        " Codex skips untrusted hooks without a word ('mesh doctor codex' tells whether they are)"
+        " Codex skips untrusted hooks without a word ('mesh doctor codex' tells whether they are)",
+        "the SessionStart hook starts a waiter that wakes the idle session (codex queue); it lives as long"
+        " as Codex's app-server daemon, which outlives the terminal UI ('codex app-server daemon stop' ends both)",
     ]
     if target.scope is Scope.PROJECT:
         out.append(
