@@ -148,7 +148,10 @@ async def _run(runs: int, pycache: str) -> dict:
                     "received",
                 ),
                 "mesh_inbox_empty": ([c.MESH_BIN, "inbox", "--as", "cli-empty"], "no new messages"),
-                "mesh_hook_empty": ([c.MESH_BIN, "hook", "claude-code", "PostToolUse", "--as", "cli-hooked"], ""),
+                "mesh_hook_empty": (
+                    [c.MESH_BIN, "hook", "claude-code", "PostToolUse", "--as", "cli-hooked"],
+                    "",
+                ),
             }
             both = {
                 **{k: (cmd, exp, env) for k, (cmd, exp) in cmds.items()},
@@ -213,7 +216,9 @@ def main() -> None:
         f"targets (< 150 ms; hook < {HOOK_TARGET_MS} ms): {r['targets']}; "
         f"with .pyc cache: {r['targets_bytecode_cached']}"
     )
-    lines.append(f"hook cost over a bare interpreter start (with .pyc cache): {r['hook_over_interpreter_ms']} ms")
+    lines.append(
+        f"hook cost over a bare interpreter start (with .pyc cache): {r['hook_over_interpreter_ms']} ms"
+    )
     lines.append(
         "slowest top-level imports of one 'mesh send' (-X importtime, with .pyc cache; "
         "'site' runs the .pth files of site-packages):"

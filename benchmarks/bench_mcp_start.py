@@ -31,9 +31,18 @@ INIT = {
     "jsonrpc": "2.0",
     "id": 1,
     "method": "initialize",
-    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}},
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "bench", "version": "1"},
+    },
 }
-HOOK_EVENTS = {"claude-code": "PostToolUse", "codex": "PostToolUse", "gemini": "AfterTool", "pi": "tool_result"}
+HOOK_EVENTS = {
+    "claude-code": "PostToolUse",
+    "codex": "PostToolUse",
+    "gemini": "AfterTool",
+    "pi": "tool_result",
+}
 
 
 def start_once(env: dict[str, str], name: str) -> dict[str, float]:
@@ -41,13 +50,19 @@ def start_once(env: dict[str, str], name: str) -> dict[str, float]:
     and the first tool call's answer."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        [c.MESH_BIN, "mcp", "--as", name], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        [c.MESH_BIN, "mcp", "--as", name],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
     assert proc.stdin is not None and proc.stdout is not None
-    lines = [INIT, {"jsonrpc": "2.0", "method": "notifications/initialized"},
-             {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
-             {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "locks", "arguments": {}}}]
+    lines = [
+        INIT,
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+        {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "locks", "arguments": {}}},
+    ]
     proc.stdin.write(b"".join(json.dumps(m).encode() + b"\n" for m in lines))
     proc.stdin.flush()
     seen: dict[str, float] = {}
@@ -76,8 +91,9 @@ def hook_once(env: dict[str, str], tool: str, name: str, expect: bool) -> float:
     event = HOOK_EVENTS[tool]
     stdin = json.dumps({"session_id": f"bench-{time.perf_counter_ns()}", "hook_event_name": event}).encode()
     t0 = time.perf_counter()
-    done = subprocess.run([c.MESH_BIN, "hook", tool, event, "--as", name], env=env, input=stdin,
-                          capture_output=True, check=True)
+    done = subprocess.run(
+        [c.MESH_BIN, "hook", tool, event, "--as", name], env=env, input=stdin, capture_output=True, check=True
+    )
     dt = time.perf_counter() - t0
     if bool(done.stdout.strip()) != expect:
         raise RuntimeError(f"hook {tool}: expected {'output' if expect else 'silence'}, got {done.stdout!r}")
@@ -114,7 +130,9 @@ def run(runs: int) -> dict:
         "runs": runs,
         "median_ms": medians,
         "p90_ms": {k: round(c.pct(v, 90) * 1000, 1) for k, v in samples.items()},
-        "hook_over_interpreter_ms": {k: round(v - base, 1) for k, v in medians.items() if k.startswith("hook_")},
+        "hook_over_interpreter_ms": {
+            k: round(v - base, 1) for k, v in medians.items() if k.startswith("hook_")
+        },
         "target_tools_list_under_300ms": medians["mcp_tools_list"] < 300,
     }
 

@@ -34,7 +34,6 @@ import time
 import _common as c
 
 
-
 def _served(lat: list[float], samples: int, elapsed: float, server_cpu: float) -> dict:
     """Latency summary of a baseline run, with its rate and the server's CPU per message."""
     out = c.summary_ms(lat)
@@ -46,6 +45,7 @@ def _served(lat: list[float], samples: int, elapsed: float, server_cpu: float) -
         }
     )
     return out
+
 
 async def mesh_roundtrip(samples: int, warmup: int) -> dict:
     from sessionmesh.client.aio import AsyncClient

@@ -87,10 +87,9 @@ def idle(project: MeshProject) -> bool:
 
 def wake_samples(name: str, wakes: int) -> dict[str, dict[str, float]]:
     out: dict[str, list[float]] = {"urgent": [], "normal": []}
-    with tempfile.TemporaryDirectory(prefix=f"meshbench-wake-{name}-") as tmp, agent(name, Path(tmp)) as (
-        project,
-        _terminal,
-        clock,
+    with (
+        tempfile.TemporaryDirectory(prefix=f"meshbench-wake-{name}-") as tmp,
+        agent(name, Path(tmp)) as (project, _terminal, clock),
     ):
         for i in range(2 * wakes):
             kind = "urgent" if i % 2 == 0 else "normal"
@@ -98,10 +97,13 @@ def wake_samples(name: str, wakes: int) -> dict[str, dict[str, float]]:
             token = f"tok-{i}-{kind}"
             sent = time.perf_counter()
             msg = project.send(f"please note {token}", urgent=kind == "urgent")
-            arrived = wait_until(lambda: clock.seen.get(token), timeout=60, what=f"the request with {token}")
+            arrived = wait_until(lambda t=token: clock.seen.get(t), timeout=60, what=f"the request with {token}")
             out[kind].append(arrived - sent)
-            wait_until(lambda: project.receipt(msg) == "read", timeout=60, what="the woken turn's end")
-    return {kind: {**c.summary_ms(xs), "p95_ms": round(c.pct([x * 1000 for x in xs], 95), 1)} for kind, xs in out.items()}
+            wait_until(lambda m=msg: project.receipt(m) == "read", timeout=60, what="the woken turn's end")
+    return {
+        kind: {**c.summary_ms(xs), "p95_ms": round(c.pct([x * 1000 for x in xs], 95), 1)}
+        for kind, xs in out.items()
+    }
 
 
 def broker_idle_cpu(waiters: int, seconds: float, rounds: int) -> dict[str, float]:

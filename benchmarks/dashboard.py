@@ -268,7 +268,9 @@ def main() -> None:
         proc, url = start_broker(home)
         results["db_mib"] = round(os.path.getsize(os.path.join(home, "mesh.db")) / 2**20, 1)
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=args.chromium, args=["--no-sandbox", "--disable-dev-shm-usage"])
+            browser = pw.chromium.launch(
+                executable_path=args.chromium, args=["--no-sandbox", "--disable-dev-shm-usage"]
+            )
             firsts, walls, state_ms = [], [], []
             for _ in range(args.runs):
                 page = browser.new_page(viewport={"width": 1400, "height": 860})

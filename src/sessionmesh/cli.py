@@ -687,12 +687,18 @@ def build_parser() -> argparse.ArgumentParser:
         scope.add_argument("--user", action="store_true", help="your user-wide config")
         p.add_argument("--dry-run", action="store_true", help="print the diff, change nothing")
         p.add_argument("--dir", help="project folder (default: the git top-level, else the current folder)")
-    p = add("wake", cmd_wake, "wake an idle agent when mail arrives (started by its hooks or extension)", [peer])
+    p = add(
+        "wake", cmd_wake, "wake an idle agent when mail arrives (started by its hooks or extension)", [peer]
+    )
     p.add_argument("tool", choices=list(programs.NAMES))
     p.add_argument("--session", required=True, help="the program's session id")
-    p.add_argument("--pid", type=int, required=True, help="the agent program's process: the waiter ends with it")
+    p.add_argument(
+        "--pid", type=int, required=True, help="the agent program's process: the waiter ends with it"
+    )
     p = add("doctor", cmd_doctor, "check each installed agent program end to end and say what to fix", [peer])
-    p.add_argument("tool", nargs="?", choices=list(programs.NAMES), help="one program (default: every installed one)")
+    p.add_argument(
+        "tool", nargs="?", choices=list(programs.NAMES), help="one program (default: every installed one)"
+    )
     p.add_argument("--dir", help="project folder (default: the git top-level, else the current folder)")
     bridge = sub.add_parser("bridge", help="connect an agent without hooks").add_subparsers(
         dest="bridge", metavar="KIND", required=True

@@ -31,14 +31,23 @@ def broker_findings(settings: Settings) -> list[Finding]:
     if settings.url:
         up = discovery.health(settings.url)
         if up is None:
-            return [Finding("fail", f"no broker answers at MESH_URL={settings.url}", "start it, or unset MESH_URL")]
+            return [
+                Finding(
+                    "fail", f"no broker answers at MESH_URL={settings.url}", "start it, or unset MESH_URL"
+                )
+            ]
         return [Finding("ok", f"the broker answers at {settings.url}")]
     status = discovery.running_broker(settings)
     if status is not None:
         return [Finding("ok", f"the broker is up at {status['url']} (home {settings.home})")]
     if settings.autostart:
-        return [Finding("warn", f"no broker is running for {settings.home}; the first agent to connect starts one",
-                        "or start it now: mesh up")]
+        return [
+            Finding(
+                "warn",
+                f"no broker is running for {settings.home}; the first agent to connect starts one",
+                "or start it now: mesh up",
+            )
+        ]
     return [Finding("fail", f"no broker is running for {settings.home} and autostart is off", "run: mesh up")]
 
 
@@ -52,13 +61,27 @@ def server_findings(settings: Settings, server: programs.Server, cwd: Path, titl
     where = f"{title}'s MCP server"
     if result.error is not None:
         if "name_taken" in result.error and result.name and online_here(settings, result.name):
-            return [Finding("ok", f"{where} would be '{result.name}', which a running session holds on this broker")]
-        return [Finding("fail", f"the MCP server {title} starts ({shown}) fails: {result.error}",
-                        "run the command in a shell from the project folder to see why")]
+            return [
+                Finding(
+                    "ok", f"{where} would be '{result.name}', which a running session holds on this broker"
+                )
+            ]
+        return [
+            Finding(
+                "fail",
+                f"the MCP server {title} starts ({shown}) fails: {result.error}",
+                "run the command in a shell from the project folder to see why",
+            )
+        ]
     if not result.checked:
-        return [Finding("fail", f"{where} joins as '{result.name}' on another broker than this one ({settings.home})",
-                        f"{title} does not pass MESH_HOME/MESH_URL on to it: run mesh install again, "
-                        "or install with --home")]
+        return [
+            Finding(
+                "fail",
+                f"{where} joins as '{result.name}' on another broker than this one ({settings.home})",
+                f"{title} does not pass MESH_HOME/MESH_URL on to it: run mesh install again, "
+                "or install with --home",
+            )
+        ]
     return [Finding("ok", f"{where} answers and joins this broker as '{result.name}'")]
 
 
@@ -93,21 +116,37 @@ def diagnose(settings: Settings, tools: list[str], *, folder: str | None) -> lis
                 continue
             found_any = True
             scope = "user" if user else "project"
-            findings = [Finding("ok", f"sessionmesh is installed for {module.TITLE} ({scope}: {server.source})")]
+            findings = [
+                Finding("ok", f"sessionmesh is installed for {module.TITLE} ({scope}: {server.source})")
+            ]
             try:
                 findings += module.checks(target)
-                findings += server_findings(settings, server, target.root if not user else Path.cwd(), module.TITLE)
+                findings += server_findings(
+                    settings, server, target.root if not user else Path.cwd(), module.TITLE
+                )
             except MeshError as exc:
                 findings.append(Finding("fail", f"{exc.code}: {exc.message}", exc.hint or ""))
             rows += [{"program": tool, **f._asdict()} for f in findings]
         if found_any:
             installed += 1
         elif len(tools) == 1:
-            rows.append({"program": tool, "level": "fail", "what": f"sessionmesh is not installed for {module.TITLE}",
-                         "fix": f"run: mesh install {tool}"})
+            rows.append(
+                {
+                    "program": tool,
+                    "level": "fail",
+                    "what": f"sessionmesh is not installed for {module.TITLE}",
+                    "fix": f"run: mesh install {tool}",
+                }
+            )
     if installed == 0 and len(tools) > 1:
-        rows.append({"program": "-", "level": "fail", "what": "no agent program has sessionmesh installed here",
-                     "fix": "run: mesh install claude-code|codex|gemini|pi"})
+        rows.append(
+            {
+                "program": "-",
+                "level": "fail",
+                "what": "no agent program has sessionmesh installed here",
+                "fix": "run: mesh install claude-code|codex|gemini|pi",
+            }
+        )
     return rows
 
 
@@ -115,11 +154,15 @@ def run(settings: Settings, tool: str | None, *, folder: str | None, as_json: bo
     """Print the findings; 1 when any failed."""
     rows = diagnose(settings, [tool] if tool else list(programs.NAMES), folder=folder)
     if as_json:
-        print(json.dumps({"ok": all(r["level"] != "fail" for r in rows), "findings": rows}, ensure_ascii=False))
+        print(
+            json.dumps({"ok": all(r["level"] != "fail" for r in rows), "findings": rows}, ensure_ascii=False)
+        )
     else:
         width = max(len(r["program"]) for r in rows)
         for r in rows:
-            print(f"{r['level'].upper() if r['level'] != 'ok' else 'ok':4}  {r['program']:{width}}  {r['what']}")
+            print(
+                f"{r['level'].upper() if r['level'] != 'ok' else 'ok':4}  {r['program']:{width}}  {r['what']}"
+            )
             if r["fix"] and r["level"] != "ok":
                 print(f"{'':4}  {'':{width}}  fix: {r['fix']}")
     sys.stdout.flush()

@@ -144,8 +144,21 @@ def _start_waiter(settings: Settings, tool: str, name: str, session: str) -> Non
     agent = agent_process()
     if importlib.import_module(f"{programs.__name__}.{tool.replace('-', '_')}").headless(agent):
         return  # a headless run has no prompt to be woken at
-    argv = [sys.executable, "-m", "sessionmesh", "wake", tool, "--as", name, "--session", session,
-            "--pid", str(agent), "--home", settings.home]
+    argv = [
+        sys.executable,
+        "-m",
+        "sessionmesh",
+        "wake",
+        tool,
+        "--as",
+        name,
+        "--session",
+        session,
+        "--pid",
+        str(agent),
+        "--home",
+        settings.home,
+    ]
     if settings.url:
         argv += ["--url", settings.url]
     log = open(os.path.join(settings.home, "wake.log"), "ab")  # noqa: SIM115 - handed to the child

@@ -485,9 +485,16 @@ def handshake() -> dict[str, Any]:
     class Script:
         def __init__(self) -> None:
             self.lines = [
-                {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-                    "protocolVersion": SUPPORTED_PROTOCOL_VERSIONS[-1], "capabilities": {},
-                    "clientInfo": {"name": "snapshot", "version": "0"}}},
+                {
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": "initialize",
+                    "params": {
+                        "protocolVersion": SUPPORTED_PROTOCOL_VERSIONS[-1],
+                        "capabilities": {},
+                        "clientInfo": {"name": "snapshot", "version": "0"},
+                    },
+                },
                 {"jsonrpc": "2.0", "method": "notifications/initialized"},
                 {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
             ]
@@ -516,7 +523,11 @@ def handshake() -> dict[str, Any]:
     asyncio.run(serve(build_server(tools, push=lambda session: None), Script(), out))
     init = dict(out.answers[1])
     init.pop("protocolVersion")
-    return {"protocol_versions": list(SUPPORTED_PROTOCOL_VERSIONS), "initialize": init, "tools": out.answers[2]}
+    return {
+        "protocol_versions": list(SUPPORTED_PROTOCOL_VERSIONS),
+        "initialize": init,
+        "tools": out.answers[2],
+    }
 
 
 class Probe(NamedTuple):
@@ -542,11 +553,18 @@ def probe(
 
     from .client.discovery import default_name
 
-    expected = argv[argv.index("--as") + 1] if "--as" in argv[:-1] else env.get("MESH_NAME") or default_name(str(cwd))
+    expected = (
+        argv[argv.index("--as") + 1]
+        if "--as" in argv[:-1]
+        else env.get("MESH_NAME") or default_name(str(cwd))
+    )
 
     async def run(errlog: Any) -> Probe:
         params = StdioServerParameters(command=argv[0], args=argv[1:], env=env, cwd=str(cwd))
-        async with stdio_client(params, errlog=errlog) as (read, write), ClientSession(read, write) as session:
+        async with (
+            stdio_client(params, errlog=errlog) as (read, write),
+            ClientSession(read, write) as session,
+        ):
             await session.initialize()
             result = await session.call_tool("list_peers", {})
             text = "\n".join(c.text for c in result.content if c.type == "text")

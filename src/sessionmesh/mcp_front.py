@@ -151,7 +151,12 @@ def serve_early(lines: Lines, out: IO[bytes]) -> tuple[set[Any], bool]:
 
 
 def run(
-    settings: Any, name: str | None, *, exclusive_cwd: bool = False, channel: bool = False, client: str = "mcp"
+    settings: Any,
+    name: str | None,
+    *,
+    exclusive_cwd: bool = False,
+    channel: bool = False,
+    client: str = "mcp",
 ) -> int:
     """`mesh mcp`: answer the handshake at once, then serve with the SDK."""
     lines = Lines(sys.stdin.fileno())

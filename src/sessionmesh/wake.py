@@ -104,7 +104,9 @@ def wait_for_mail(shot: BrokerCall, watch: AgentWatch, exclude: list[str]) -> li
         sock.sendall(head.encode() + body)
         chunks = []
         while True:
-            ready, _, _ = select.select([sock, *watch.fds()], [], [], RETRY_INTERVAL if watch.fd is None else None)
+            ready, _, _ = select.select(
+                [sock, *watch.fds()], [], [], RETRY_INTERVAL if watch.fd is None else None
+            )
             if watch.fd is not None and watch.fd in ready:
                 raise Gone
             if not ready:
@@ -154,7 +156,9 @@ def _is_waiter(pid: int) -> bool:
     return any(b"mesh" in a or b"sessionmesh" in a for a in argv) and (b"Wake" in argv or b"wake" in argv)
 
 
-def wakes(settings: Settings, shot: BrokerCall, session: str, watch: AgentWatch) -> Iterator[tuple[str, list[str]]]:
+def wakes(
+    settings: Settings, shot: BrokerCall, session: str, watch: AgentWatch
+) -> Iterator[tuple[str, list[str]]]:
     """Each wake as (framed text, ids), recorded as shown to ``session``, until the
     agent ends. A failed request is retried after `RETRY_INTERVAL` while it lives."""
     while True:
@@ -232,4 +236,3 @@ def run_waiter(settings: Settings, tool: str, name: str | None, session: str, ag
             except OSError as exc:
                 print(f"mesh wake: {exc}", file=sys.stderr)
     return 0
-

@@ -113,7 +113,9 @@ def test_gemini_folder_trust_is_explained_until_the_folder_is_trusted(project: P
     done = mesh_cmd("install", "gemini", "--dir", str(project))
     assert f"Gemini CLI does not trust {project}" in done.stdout
     _, report = doctor(project, "gemini")
-    assert any(level == "fail" and "has not been told to trust it" in what for level, what in lines(report, "gemini"))
+    assert any(
+        level == "fail" and "has not been told to trust it" in what for level, what in lines(report, "gemini")
+    )
     gemini = Path(os.environ["HOME"]) / ".gemini"
     gemini.mkdir()
     (gemini / "trustedFolders.json").write_text(json.dumps({str(project): "TRUST_FOLDER"}))

@@ -77,7 +77,9 @@ def test_pending_messages_become_additional_context_and_are_read_after_the_next_
     assert receipt(msg_id) == "read"
 
 
-def test_an_event_before_the_model_request_confirms_nothing_and_shows_nothing_twice(mesh: BrokerProcess) -> None:
+def test_an_event_before_the_model_request_confirms_nothing_and_shows_nothing_twice(
+    mesh: BrokerProcess,
+) -> None:
     """SessionStart, then UserPromptSubmit, then the model request fails: the second
     event is no proof the model had what the first printed."""
     msg_id = send("agent", "rebase first")

@@ -523,7 +523,9 @@ def test_codex_server_gets_the_mesh_environment_and_its_tools_run_without_a_prom
     assert "trust the sessionmesh hooks once in Codex's /hooks screen" in proc.stdout
 
 
-def test_pi_install_writes_the_extension_with_this_mesh_and_name_and_uninstall_removes_it(tmp_path: Path) -> None:
+def test_pi_install_writes_the_extension_with_this_mesh_and_name_and_uninstall_removes_it(
+    tmp_path: Path,
+) -> None:
     case = Case("pi", "project", {}, (), "", (), ".pi/skills/sessionmesh/SKILL.md")
     t = Tree(tmp_path / "home", tmp_path / "project", case)
     t.home.mkdir()

@@ -278,12 +278,28 @@ async def test_messages_are_pushed_as_claude_channel_notifications_when_the_clie
             # message was marked read and lost); it stays unread until a tool call
             assert (await bob.track(sent.id))["receipts"]["agent"] == "delivered"
             hook = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "sessionmesh", "hook", "claude-code", "UserPromptSubmit", "--as", "agent",
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=params_env(broker),
+                sys.executable,
+                "-m",
+                "sessionmesh",
+                "hook",
+                "claude-code",
+                "UserPromptSubmit",
+                "--as",
+                "agent",
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=params_env(broker),
             )
             out, _ = await asyncio.wait_for(hook.communicate(b'{"session_id": "s"}'), 30)
             assert b"build is green" in out  # still offered: never lost
-            write({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "locks", "arguments": {}}})
+            write(
+                {
+                    "jsonrpc": "2.0",
+                    "id": 3,
+                    "method": "tools/call",
+                    "params": {"name": "locks", "arguments": {}},
+                }
+            )
             await read_jsonrpc(proc, lambda f: f.get("id") == 3)
             async with asyncio.timeout(5):
                 while (await bob.track(sent.id))["receipts"]["agent"] != "read":
@@ -335,7 +351,9 @@ def test_the_early_handshake_is_what_the_sdk_server_answers() -> None:
     from sessionmesh.mcp import handshake
     from sessionmesh.mcp_front import snapshot
 
-    assert snapshot() == handshake(), "run: python -c 'from sessionmesh.mcp import handshake' … (see mcp_front)"
+    assert snapshot() == handshake(), (
+        "run: python -c 'from sessionmesh.mcp import handshake' … (see mcp_front)"
+    )
 
 
 async def test_initialize_and_tools_list_are_answered_before_the_sdk_has_loaded(
@@ -346,17 +364,31 @@ async def test_initialize_and_tools_list_are_answered_before_the_sdk_has_loaded(
     gate = tmp_path / "gate"
     os.mkfifo(gate)
     params = server_params(broker, "early")
-    env = {**params.env, "PYTHONPATH": str(Path(__file__).parent / "slow_sdk"), "MESH_TEST_SDK_GATE": str(gate)}
+    env = {
+        **params.env,
+        "PYTHONPATH": str(Path(__file__).parent / "slow_sdk"),
+        "MESH_TEST_SDK_GATE": str(gate),
+    }
     proc = await asyncio.create_subprocess_exec(
         params.command, *params.args, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
     assert proc.stdin is not None
-    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"},
+        },
+    }
     proc.stdin.write(json.dumps(init).encode() + b"\n")
     proc.stdin.write(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
     proc.stdin.write(b'{"jsonrpc":"2.0","id":2,"method":"tools/list"}\n')
-    proc.stdin.write(b'{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"locks","arguments":{}}}\n')
+    proc.stdin.write(
+        b'{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"locks","arguments":{}}}\n'
+    )
     await proc.stdin.drain()
     first = await read_jsonrpc(proc, lambda f: f.get("id") == 1)
     assert first["result"]["protocolVersion"] == "2025-06-18"

@@ -63,18 +63,36 @@ class MeshProject:
 
     def mesh(self, *args: str) -> subprocess.CompletedProcess[str]:
         """The real ``mesh`` CLI, with this sandbox's HOME and the broker's MESH_HOME."""
-        env = {**program_env(self.program, self.sandbox, self.model.url, None), "MESH_HOME": str(self.broker.home)}
+        env = {
+            **program_env(self.program, self.sandbox, self.model.url, None),
+            "MESH_HOME": str(self.broker.home),
+        }
         return subprocess.run(
-            [sys.executable, "-m", "sessionmesh", *args], capture_output=True, text=True, env=env,
-            cwd=self.sandbox.workspace, timeout=60,
+            [sys.executable, "-m", "sessionmesh", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=self.sandbox.workspace,
+            timeout=60,
         )
 
-    def run(self, prompt: str, *, argv: list[str] | None = None, env: Mapping[str, str] | None = None,
-            timeout: float = 120.0) -> CompletedRun:
+    def run(
+        self,
+        prompt: str,
+        *,
+        argv: list[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 120.0,
+    ) -> CompletedRun:
         """Run the program headless on ``prompt`` in the project."""
         return run_headless(
-            self.program, prompt, cwd=self.sandbox.workspace, home=self.sandbox.home, model_url=self.model.url,
-            env_extra={**self.env, **(env or {})}, timeout=timeout,
+            self.program,
+            prompt,
+            cwd=self.sandbox.workspace,
+            home=self.sandbox.home,
+            model_url=self.model.url,
+            env_extra={**self.env, **(env or {})},
+            timeout=timeout,
             argv=argv or (self.argv(prompt) if self.argv else None),
         )
 

@@ -43,7 +43,11 @@ def project(
 def default_argv(p: MeshProject) -> Callable[[str], list[str]]:
     """The harness's headless command line, with Codex's hooks let through."""
     if p.program.name == "codex":
-        return lambda prompt: [*p.program.headless_argv(prompt)[:-1], "--dangerously-bypass-hook-trust", prompt]
+        return lambda prompt: [
+            *p.program.headless_argv(prompt)[:-1],
+            "--dangerously-bypass-hook-trust",
+            prompt,
+        ]
     return p.program.headless_argv
 
 
@@ -54,12 +58,21 @@ def permitted_argv(p: MeshProject, prompt: str) -> list[str]:
     bin_ = str(p.program.bin)
     return {
         "claude": [bin_, "-p", prompt],
-        "codex": [bin_, "exec", "--strict-config", "--skip-git-repo-check", "--dangerously-bypass-hook-trust", prompt],
+        "codex": [
+            bin_,
+            "exec",
+            "--strict-config",
+            "--skip-git-repo-check",
+            "--dangerously-bypass-hook-trust",
+            prompt,
+        ],
         "gemini": [bin_, "-p", prompt],
     }[p.program.name]
 
 
-def test_a_message_waiting_at_session_start_reaches_the_first_request_and_ends_read(project: MeshProject) -> None:
+def test_a_message_waiting_at_session_start_reaches_the_first_request_and_ends_read(
+    project: MeshProject,
+) -> None:
     msg = project.send("the API moved to /v2 (c41)")
     run = project.run("start work")
     assert run.returncode == 0, project.failure(run)
@@ -70,7 +83,9 @@ def test_a_message_waiting_at_session_start_reaches_the_first_request_and_ends_r
     assert project.receipt(msg) == "read"
 
 
-def test_a_message_arriving_mid_turn_reaches_the_request_after_the_next_tool_call(project: MeshProject) -> None:
+def test_a_message_arriving_mid_turn_reaches_the_request_after_the_next_tool_call(
+    project: MeshProject,
+) -> None:
     sent: list[str] = []
     arrive = once(lambda: sent.append(project.send("lunch moved to 1pm (m77)")))
 
@@ -83,7 +98,9 @@ def test_a_message_arriving_mid_turn_reaches_the_request_after_the_next_tool_cal
     project.model.script = script(step)
     run = project.run("run a command")
     assert run.returncode == 0, project.failure(run)
-    after = project.model.wait_for(lambda r: r.result_of(project.program.shell_tool) is not None, timeout=WAIT)
+    after = project.model.wait_for(
+        lambda r: r.result_of(project.program.shell_tool) is not None, timeout=WAIT
+    )
     assert framed("lunch moved to 1pm (m77)") in after.text
     first = project.model.requests[0]
     assert "lunch moved" not in first.text
@@ -148,7 +165,9 @@ def test_send_by_the_agent_reaches_a_peer_under_the_installed_permission_rule(pr
 
 def test_with_nothing_waiting_no_request_carries_mesh_text(project: MeshProject) -> None:
     shell = project.program.shell_tool
-    project.model.script = script(lambda r: project.program.shell_call("true") if r.result_of(shell) is None else None)
+    project.model.script = script(
+        lambda r: project.program.shell_call("true") if r.result_of(shell) is None else None
+    )
     run = project.run("run a command")
     assert run.returncode == 0, project.failure(run)
     main = [r for r in project.model.requests if r.main]

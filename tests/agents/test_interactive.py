@@ -75,7 +75,10 @@ def test_a_message_between_two_prompts_reaches_the_second_prompts_request(projec
     project.model.script = script(step)
     agent = project.program
     with start_interactive(
-        agent, cwd=project.sandbox.workspace, home=project.sandbox.home, model_url=project.model.url,
+        agent,
+        cwd=project.sandbox.workspace,
+        home=project.sandbox.home,
+        model_url=project.model.url,
         env_extra=project.env,
     ) as terminal:
         answer_first_run(agent.name, terminal, agent.prompt_ready)

@@ -38,7 +38,9 @@ def project(
     yield p
     if p.program.name == "codex":  # its app-server daemon (and the waiter beside it) outlive the UI
         env = program_env(p.program, p.sandbox, p.model.url, p.env)
-        subprocess.run([str(p.program.bin), "app-server", "daemon", "stop"], env=env, capture_output=True, timeout=60)
+        subprocess.run(
+            [str(p.program.bin), "app-server", "daemon", "stop"], env=env, capture_output=True, timeout=60
+        )
         end_processes_of(p.sandbox.home)  # its pid-update loop survives the stop
     else:  # the waiter ends with its agent: nothing is left
         wait_until(lambda: processes_of(p.sandbox.home) == [], timeout=WAIT, what="no process left")
@@ -54,14 +56,30 @@ def start(project: MeshProject) -> Iterator[Terminal]:
     agent = project.program
     env = program_env(agent, project.sandbox, project.model.url, project.env)
     if agent.name == "codex":
-        _merge_toml(project.sandbox.home / ".codex" / "config.toml", {"features": {"daemon_auto_start": True}})
+        _merge_toml(
+            project.sandbox.home / ".codex" / "config.toml", {"features": {"daemon_auto_start": True}}
+        )
     with Terminal.start(agent.interactive_argv(), cwd=project.sandbox.workspace, env=env) as terminal:
         bridge = None
         if agent.name == "gemini":
             bridge = subprocess.Popen(
-                [sys.executable, "-m", "sessionmesh", "bridge", "tmux", "--wake", "--as", AGENT,
-                 "--pane", terminal.session, "--socket", terminal.socket_path],
-                env={**os.environ, **project.env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                [
+                    sys.executable,
+                    "-m",
+                    "sessionmesh",
+                    "bridge",
+                    "tmux",
+                    "--wake",
+                    "--as",
+                    AGENT,
+                    "--pane",
+                    terminal.session,
+                    "--socket",
+                    terminal.socket_path,
+                ],
+                env={**os.environ, **project.env},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
         try:
             yield terminal
@@ -105,7 +123,9 @@ def test_a_message_to_an_idle_agent_starts_a_turn_with_it(project: MeshProject) 
         idle_after_one_turn(project, terminal)
         before = len(project.model.requests)
         msg = project.send("are you free to review? (w1)")
-        woke = project.model.wait_for(lambda r: r.main and r.index >= before and "(w1)" in r.text, timeout=WAIT)
+        woke = project.model.wait_for(
+            lambda r: r.main and r.index >= before and "(w1)" in r.text, timeout=WAIT
+        )
         terminal.wait_for_screen("woke-and-answered")
         wait_until(lambda: project.receipt(msg) == "read", timeout=WAIT, what="the read receipt")
     assert framed("are you free to review? (w1)") in woke.text
@@ -118,7 +138,9 @@ def test_a_burst_of_five_is_one_wake_with_all_five(project: MeshProject) -> None
         idle_after_one_turn(project, terminal)
         before = len(project.model.requests)
         ids = [project.send(f"burst message {n} (b5)") for n in range(5)]
-        woke = project.model.wait_for(lambda r: r.main and r.index >= before and "(b5)" in r.text, timeout=WAIT)
+        woke = project.model.wait_for(
+            lambda r: r.main and r.index >= before and "(b5)" in r.text, timeout=WAIT
+        )
         terminal.wait_for_screen("woke-and-answered")
         wait_until(lambda: all(project.receipt(i) == "read" for i in ids), timeout=WAIT, what="all read")
     for n in range(5):

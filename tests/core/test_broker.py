@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from sessionmesh.core.broker import Core
+from sessionmesh.core.state import Caller
 from sessionmesh.envelope import new_id
 from sessionmesh.errors import (
     BadFrame,
@@ -15,7 +16,6 @@ from sessionmesh.errors import (
     Forbidden,
     Impersonation,
     InvalidName,
-    NameTaken,
     UnknownMessage,
     UnknownOp,
 )
@@ -52,12 +52,48 @@ def test_a_name_is_reclaimed_with_its_secret_after_a_core_restart(mesh: Mesh) ->
         restarted.authenticate("alice", "guess", mesh.now)
 
 
-def test_a_second_live_claimant_gets_name_taken(mesh: Mesh) -> None:
+def test_a_second_connection_with_the_names_secret_attaches_to_the_same_agent(mesh: Mesh) -> None:
     mesh.join("alice")
-    with pytest.raises(NameTaken) as err:
-        mesh.core.connect(99, "alice", mesh.secrets["alice"], mesh.now)
-    assert "unique" in (err.value.hint or "")
+    welcome, _ = mesh.core.connect(99, "alice", mesh.secrets["alice"], mesh.now)
+    assert (welcome["name"], welcome["secret"], welcome["attachments"]) == ("alice", None, 2)
     assert mesh.core.online_names() == ["alice"]
+    assert [e["event"] for e in mesh.audit() if e["event"].startswith("peer_")][-1] == "peer_attached"
+
+
+def test_a_second_claimant_without_the_secret_is_refused(mesh: Mesh) -> None:
+    mesh.join("alice")
+    with pytest.raises(BadSecret):
+        mesh.core.connect(99, "alice", "not-the-secret", mesh.now)
+    assert mesh.core.online_names() == ["alice"]
+
+
+def test_every_attachment_gets_the_push_and_the_others_learn_it_was_taken(mesh: Mesh) -> None:
+    mesh.join("alice")
+    mesh.join("bob")
+    _, _ = mesh.core.connect(99, "bob", mesh.secrets["bob"], mesh.now)
+    call = mesh.call("alice", "send", to="bob", body="hello")
+    delivers = [e for e in call.effects if getattr(e, "frame", {}).get("op") == "deliver"]
+    assert sorted(e.conn for e in delivers) == sorted([mesh.conns["bob"], 99])
+    msg_id = delivers[0].frame["messages"][0]["id"]
+    effects = mesh.core.handle(Caller("bob", 99), "ack", {"ids": [msg_id], "state": "read"}, "r-x", mesh.now)
+    taken = [e.conn for e in effects if getattr(e, "frame", {}).get("op") == "taken"]
+    assert sorted(taken) == sorted([mesh.conns["bob"], 99])
+
+
+def test_the_agent_stays_online_until_its_last_attachment_leaves(mesh: Mesh) -> None:
+    mesh.join("watcher", events=True)
+    mesh.join("alice")
+    mesh.call("alice", "lock", resource="src/app.py")
+    mesh.core.connect(99, "alice", mesh.secrets["alice"], mesh.now)
+    effects = mesh.core.disconnect(99, mesh.now, graceful=True)
+    assert mesh.core.online_names() == ["alice", "watcher"]
+    assert not [e for e in effects if getattr(e, "frame", {}).get("event") == "peer_left"]
+    assert [lease.holder for lease in mesh.store.leases()] == ["alice"]  # the agent's lock stays
+    effects = mesh.leave("alice")
+    assert [e.frame["event"] for e in effects if getattr(e, "frame", {}).get("op") == "event"][
+        -1
+    ] == "peer_left"
+    assert mesh.store.leases() == []
 
 
 def test_a_second_claimant_asking_for_a_unique_name_gets_name_2(mesh: Mesh) -> None:

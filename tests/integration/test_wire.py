@@ -3,6 +3,7 @@ and the broker keeps serving everyone else."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 
@@ -10,7 +11,7 @@ import aiohttp
 import pytest
 
 from sessionmesh.client.aio import AsyncClient
-from sessionmesh.errors import BadSecret, InvalidName, NameTaken, Unauthorized
+from sessionmesh.errors import BadSecret, InvalidName, Timeout, Unauthorized
 from tests.conftest import visit
 
 
@@ -110,12 +111,26 @@ async def test_invalid_names_are_refused_in_sends_and_rejected_in_hello(broker):
         await visit(broker.settings, "-bad")
 
 
-async def test_second_live_claimant_gets_name_taken_or_a_unique_variant(broker):
-    async with AsyncClient(broker.settings, "alice"):
-        with pytest.raises(NameTaken):
-            await visit(broker.settings, "alice")
-        async with AsyncClient(broker.settings, "alice", unique=True) as second:
-            assert second.name == "alice#2"
+async def test_a_second_connection_of_the_same_agent_attaches_and_unique_asks_for_a_session_of_its_own(
+    broker,
+):
+    async with (
+        AsyncClient(broker.settings, "alice", events=True) as first,
+        AsyncClient(broker.settings, "bob") as bob,
+    ):
+        async with AsyncClient(broker.settings, "alice") as second:  # e.g. mesh watch beside mesh mcp
+            assert second.name == "alice"
+            sent = await bob.send("alice", "to both attachments")
+            assert sent.status == "received"
+            assert (await first.recv(timeout=5)).id == sent.id  # read by the first attachment
+            async with asyncio.timeout(5):
+                while sent.id not in second.taken:  # the other attachment learns it was taken
+                    await asyncio.sleep(0.01)  # sleep-ok: bounded wait for a frame on another connection
+            with pytest.raises(Timeout):
+                await second.recv(timeout=0.2)  # and does not hand it over again
+        assert [p["presence"] for p in await bob.peers() if p["name"] == "alice"] == ["online"]
+        async with AsyncClient(broker.settings, "alice", unique=True) as own:
+            assert own.name == "alice#2"
 
 
 async def test_a_held_name_cannot_be_taken_without_its_secret(broker, tmp_path):

@@ -360,6 +360,9 @@ class Bridge:
         while True:
             attempt += 1
             idle = await self.wait_idle(env.id)
+            if env.id in getattr(self.peer, "taken", ()):
+                say(f"message {env.id}: the agent already has it (another attachment); not typed")
+                return
             try:
                 if await self.type_and_verify(line, idle):
                     await self.submit(env)
@@ -563,7 +566,9 @@ async def _serve(settings: Settings, name: str | None, options: BridgeOptions) -
 
         shot = _connect(settings, name, {})
         if shot is None:
-            raise Unavailable("no broker is running, or the name never joined here", hint="start the agent first")
+            raise Unavailable(
+                "no broker is running, or the name never joined here", hint="start the agent first"
+            )
         shot = BrokerCall(shot.url, shot.token, shot.name, shot.secret, WAKE_WAIT + settings.request_timeout)
         say(f"waking {shot.name} in tmux pane {pane} ({options.pane}) when mail arrives; stop with Ctrl-C")
         return await _until_stopped(WakeBridge(shot, tmux, options).run())

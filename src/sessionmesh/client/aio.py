@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -34,6 +35,9 @@ def _offer(queue: asyncio.Queue[dict[str, Any]], item: dict[str, Any]) -> None:
     if queue.qsize() >= NOTICE_BACKLOG:
         queue.get_nowait()
     queue.put_nowait(item)
+
+
+TAKEN_LIMIT = 100_000
 
 
 class AsyncClient:
@@ -60,6 +64,9 @@ class AsyncClient:
         self.reconnect = reconnect
         self.core = SessionCore()
         self.inbox: asyncio.Queue[Envelope] = asyncio.Queue()
+        # ids another attachment of this agent (its hooks, MCP server, bridge) already
+        # handed to the agent: recv() skips them (docs/protocol.md §5.6)
+        self.taken: OrderedDict[str, None] = OrderedDict()
         self.receipts: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._futures: dict[int, asyncio.Future[dict[str, Any]]] = {}
@@ -224,6 +231,12 @@ class AsyncClient:
                     future.set_result(result.value)
                 else:
                     future.set_exception(from_wire(result.value))
+        elif op == "taken":
+            # another attachment of this agent handed these to it: never present them
+            for msg_id in frame.get("ids") or []:
+                self.taken[msg_id] = None
+                if len(self.taken) > TAKEN_LIMIT:
+                    self.taken.popitem(last=False)
         elif op == "receipt":
             _offer(self.receipts, frame)
         elif op == "event":
@@ -335,10 +348,15 @@ class AsyncClient:
 
     async def recv(self, timeout: float | None = None) -> Envelope:
         """The next message for this peer (marked read unless auto_read is off)."""
-        try:
-            env = await asyncio.wait_for(self.inbox.get(), timeout)
-        except TimeoutError:
-            raise Timeout("no message arrived in time") from None
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - asyncio.get_running_loop().time())
+            try:
+                env = await asyncio.wait_for(self.inbox.get(), left)
+            except TimeoutError:
+                raise Timeout("no message arrived in time") from None
+            if env.id not in self.taken:
+                break
         if self.auto_read:
             self.note_read(env.id)
         return env

@@ -75,31 +75,44 @@ class PeersMixin(CoreState):
         unique: bool = False,
         events: bool = False,
     ) -> tuple[dict[str, Any], list[Effect]]:
-        """A live connection claims a name. Returns the welcome and the backlog pushes.
+        """A live connection claims a name, or attaches to it. Returns the welcome and
+        the backlog pushes.
 
-        Raises `NameTaken` when another live connection holds the name (unless
-        ``unique``, which picks ``name#2``, ``name#3``...), `BadSecret`, `InvalidName`.
+        One agent, several attachments: a connection that proves a name's secret
+        while another holds it attaches too (an agent's MCP server, its bridge, ``mesh
+        watch``); the agent is online while any is attached, each gets the pushes and
+        its own backlog, and leaving changes presence only when the last one goes.
+        ``unique`` asks for a session of its own instead: a name that is held (live, or
+        by another secret) gives ``name#2``, ``name#3``... Raises `BadSecret` for a
+        name held by another secret, `InvalidName`, `NameTaken` for a name of a peer of
+        another machine.
         """
         check_name(name, claim=True)
-        if name in self._online or (unique and not self._secret_ok(name, secret)):
-            if not unique:
-                raise NameTaken(
-                    f"{name!r} is already connected",
-                    hint="stop the other session, or connect with unique=true to get name#2",
-                )
-            name = self._free_variant(name)
+        if (
+            unique
+            and name in self._peer_cache
+            and (name in self._online or not self._secret_ok(name, secret))
+        ):
+            name = self._free_variant(name)  # a session of its own under name#2
             secret = None
+        elif name in self._remote:
+            raise NameTaken(f"{name!r} is a peer of another machine", hint="pick another name")
         name, issued = self.authenticate(name, secret, now, meta=meta)
         self._conns[conn] = LiveConn(name, events, now)
         if events:
             self._watchers.add(conn)
-        self._online[name] = conn
-        self._touch(name, now)
         effects: list[Effect] = []
-        self._audit(now, "peer_joined", {"name": name})
-        meta = {k: v for k, v in self._peer_cache[name].meta.items() if k != "refuse"}
-        self._event(effects, now, "peer_joined", name=name, presence=Presence.ONLINE.value, meta=meta)
-        welcome = {"name": name, "secret": issued, "server_time": now}
+        attached = self._attachments.setdefault(name, [])
+        attached.append(conn)
+        self._touch(name, now)
+        if len(attached) == 1:  # the agent comes online; more attachments change nothing
+            self._online[name] = conn
+            self._audit(now, "peer_joined", {"name": name})
+            meta = {k: v for k, v in self._peer_cache[name].meta.items() if k != "refuse"}
+            self._event(effects, now, "peer_joined", name=name, presence=Presence.ONLINE.value, meta=meta)
+        else:
+            self._audit(now, "peer_attached", {"name": name, "attachments": len(attached)})
+        welcome = {"name": name, "secret": issued, "server_time": now, "attachments": len(attached)}
         effects.extend(self._next_page(conn))
         return welcome, effects
 
@@ -111,9 +124,19 @@ class PeersMixin(CoreState):
             return []
         effects: list[Effect] = []
         name = state.name
+        attached = self._attachments.get(name, [])
+        if conn in attached:
+            attached.remove(conn)
+        self._touch(name, now)
+        for msg_id, awaiting in list(self._awaiters.items()):
+            self._keep_awaiters(msg_id, [a for a in awaiting if a.conn != conn])
+        if attached:  # the agent stays online through its other attachments
+            self._online[name] = attached[0]
+            self._audit(now, "peer_detached", {"name": name, "attachments": len(attached)})
+            return effects
+        self._attachments.pop(name, None)
         if self._online.get(name) == conn:
             del self._online[name]
-        self._touch(name, now)
         self._persist_last_seen(name)
         for pending in list(self._pending.values()):
             if name in pending.waiting:
@@ -127,8 +150,6 @@ class PeersMixin(CoreState):
                         now, "lock_released", {"resource": lease.resource, "holder": name, "why": "leave"}
                     )
                     self._event(effects, now, "lock_released", resource=lease.resource, holder=name)
-        for msg_id, awaiting in list(self._awaiters.items()):
-            self._keep_awaiters(msg_id, [a for a in awaiting if a.conn != conn])
         self._audit(now, "peer_left", {"name": name, "graceful": graceful})
         self._event(effects, now, "peer_left", name=name, graceful=graceful)
         return effects

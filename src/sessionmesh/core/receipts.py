@@ -81,9 +81,12 @@ class ReceiptsMixin(CoreState):
         self.counters[f"receipts_{state.value}"] += 1
         self._audit(now, "receipt", {"id": msg_id, "recipient": recipient, "state": state.value})
         frame = {"op": "receipt", "id": msg_id, "recipient": recipient, "state": state.value, "ts": now}
-        conn = self._online.get(sender)
-        if conn is not None:
+        for conn in self._conns_of(sender):
             effects.append(Push(conn, frame))
+        attached = self._attachments.get(recipient, [])
+        if len(attached) > 1 and state in (ReceiptState.READ, ReceiptState.ANSWERED):
+            # the agent has it: its other attachments must not present it again
+            effects.extend(Push(conn, {"op": "taken", "ids": [msg_id]}) for conn in attached)
         self._event(effects, now, "receipt", id=msg_id, sender=sender, recipient=recipient, state=state.value)
         return sender
 
@@ -157,8 +160,7 @@ class ReceiptsMixin(CoreState):
             self._remember(msg_id, recipient, ReceiptState.EXPIRED)
             self.counters["receipts_expired"] += 1
             self._audit(now, "receipt", {"id": msg_id, "recipient": recipient, "state": "expired"})
-            conn = self._online.get(sender)
-            if conn is not None:
+            for conn in self._conns_of(sender):
                 effects.append(
                     Push(
                         conn,

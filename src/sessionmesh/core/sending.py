@@ -110,9 +110,9 @@ class SendingMixin(CoreState):
             if receipt is None:
                 self.store.add_receipts(env, [name])
                 self._remember(env.id, name, ReceiptState.QUEUED)
-                conn = self._online.get(name)
-                if conn is not None and self._live(conn, env):
-                    effects.append(Push(conn, {"op": "deliver", "messages": [wire]}))
+                for conn in self._conns_of(name):
+                    if self._live(conn, env):
+                        effects.append(Push(conn, {"op": "deliver", "messages": [wire]}))
             received = receipt is not None and receipt.state not in not_received
             statuses[name] = SendStatus.RECEIVED.value if received else SendStatus.QUEUED.value
         answer = {**self._answer_of(env), "statuses": statuses, "duplicate": True}
@@ -303,11 +303,13 @@ class SendingMixin(CoreState):
             awaited = self._wake_awaiters(effects, env, now)
         waiting: set[str] = set()
         for name in recipients:
-            conn = self._online.get(name)
-            if name not in awaited and conn is not None and self._live(conn, env):
-                effects.append(Push(conn, {"op": "deliver", "messages": [wire]}))
-                if self._confirms(name):
-                    waiting.add(name)
+            if name in awaited:
+                continue
+            for conn in self._conns_of(name):
+                if self._live(conn, env):
+                    effects.append(Push(conn, {"op": "deliver", "messages": [wire]}))
+                    if self._confirms(name):
+                        waiting.add(name)
         effects.extend(self._mail_for([n for n in recipients if n not in awaited], now))
         return waiting, awaited
 

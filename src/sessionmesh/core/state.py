@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, defaultdict
-from dataclasses import dataclass, field
 from collections.abc import Hashable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
@@ -65,7 +65,9 @@ class CoreState:
         # senders and receipt states of recent messages, so an ack needs no lookups
         self._senders: OrderedDict[str, str] = OrderedDict()
         self._states: OrderedDict[tuple[str, str], ReceiptState] = OrderedDict()
-        self._online: dict[str, int] = {}
+        self._online: dict[str, int] = {}  # name -> its first live connection (a link, for a remote peer)
+        # one agent, several attachments: every live local connection of a name, oldest first
+        self._attachments: dict[str, list[int]] = {}
         self._last_seen: dict[str, float] = {}
         self._pending: dict[str, PendingSend] = {}
         self._awaiters: dict[str, list[Awaiter]] = defaultdict(list)
@@ -97,6 +99,14 @@ class CoreState:
 
     def _forget_wakers(self, reply_to: Hashable) -> None:
         """The caller behind ``reply_to`` is gone."""
+
+    def _conns_of(self, name: str) -> list[int]:
+        """Every live connection that acts for ``name`` (its attachments; a link)."""
+        attached = self._attachments.get(name)
+        if attached:
+            return attached
+        conn = self._online.get(name)
+        return [conn] if conn is not None else []
 
     def _since(self, name: str) -> float | None:
         conn = self._online.get(name)

@@ -32,7 +32,6 @@ from .changes import FileChange, apply
 from .target import Target, resolve
 
 
-
 @dataclass
 class Outcome:
     """What a run did, as printed (and as the ``--json`` summary)."""

@@ -46,7 +46,11 @@ class HookFormat(NamedTuple):
         if not hit:
             return text
         # in words: the note must survive the same escaping
-        names = {"<": ("&lt;", "a less-than sign"), ">": ("&gt;", "a greater-than sign"), "&": ("&amp;", "an ampersand")}
+        names = {
+            "<": ("&lt;", "a less-than sign"),
+            ">": ("&gt;", "a greater-than sign"),
+            "&": ("&amp;", "an ampersand"),
+        }
         pairs = ", ".join(f"{names[c][0]} stands for {names[c][1]}" for c in hit)
         return f"{text}\n(This program escapes the text above: {pairs}.)"
 

@@ -60,7 +60,9 @@ HOOK_TIMEOUT = 10  # seconds; a hook with nothing to say returns at once
 # its session's process does.
 WAKE_EVENTS = ("SessionStart", "Stop")
 WAKE_TIMEOUT = 86_400
-REWAKE_MESSAGE = "sessionmesh woke you: new messages from other agents arrived while you were idle."  # = wake.WOKE
+REWAKE_MESSAGE = (
+    "sessionmesh woke you: new messages from other agents arrived while you were idle."  # = wake.WOKE
+)
 REWAKE_SUMMARY = "sessionmesh: new messages from peers"
 
 
@@ -155,7 +157,11 @@ def checks(target: Target) -> list[Finding]:
         found.append(Finding("ok", f"{label} allows the mesh tools ({PERMISSION})"))
     else:
         found.append(
-            Finding("fail", f"{label} does not allow the mesh tools: each call is denied or asked", _reinstall(target))
+            Finding(
+                "fail",
+                f"{label} does not allow the mesh tools: each call is denied or asked",
+                _reinstall(target),
+            )
         )
     return found
 

@@ -176,8 +176,11 @@ def checks(target: Target) -> list[Finding]:
         found.append(Finding("ok", f"{target.label(path)} approves the mesh tools"))
     else:
         found.append(
-            Finding("fail", f"{target.label(path)} does not approve the mesh tools: codex exec fails each call",
-                    _reinstall(target))
+            Finding(
+                "fail",
+                f"{target.label(path)} does not approve the mesh tools: codex exec fails each call",
+                _reinstall(target),
+            )
         )
     user = tomlconfig.read(codex_home() / "config.toml", "~/.codex/config.toml")
     if target.scope is Scope.PROJECT:
@@ -186,23 +189,36 @@ def checks(target: Target) -> list[Finding]:
             found.append(Finding("ok", f"Codex trusts the project {target.root}"))
         else:
             found.append(
-                Finding("fail", f"Codex does not trust {target.root}, so it ignores its .codex/ folder",
-                        "start codex in the project and trust it, or run: codex exec --trust …")
+                Finding(
+                    "fail",
+                    f"Codex does not trust {target.root}, so it ignores its .codex/ folder",
+                    "start codex in the project and trust it, or run: codex exec --trust …",
+                )
             )
     hooks_file = target.root / ".codex" / "hooks.json"
     doc = jsonconfig.parse(jsonconfig.read_text(hooks_file), target.label(hooks_file))
     missing = [e for e in EVENTS if not jsonconfig.has_our_hook(doc, e)]
     if missing:
-        found.append(Finding("fail", f"{target.label(hooks_file)} has no sessionmesh hook on {', '.join(missing)}",
-                             _reinstall(target)))
+        found.append(
+            Finding(
+                "fail",
+                f"{target.label(hooks_file)} has no sessionmesh hook on {', '.join(missing)}",
+                _reinstall(target),
+            )
+        )
         return found
     trusted = _trusted_hooks(user, hooks_file)
     if trusted >= len(EVENTS):
-        found.append(Finding("ok", f"the sessionmesh hooks are trusted in Codex ({trusted} of {len(EVENTS)})"))
+        found.append(
+            Finding("ok", f"the sessionmesh hooks are trusted in Codex ({trusted} of {len(EVENTS)})")
+        )
     else:
         found.append(
-            Finding("fail", f"Codex has trusted {trusted} of the {len(EVENTS)} sessionmesh hooks; it skips the rest",
-                    "start codex, open /hooks and trust the sessionmesh hooks")
+            Finding(
+                "fail",
+                f"Codex has trusted {trusted} of the {len(EVENTS)} sessionmesh hooks; it skips the rest",
+                "start codex, open /hooks and trust the sessionmesh hooks",
+            )
         )
     return found
 
@@ -212,13 +228,19 @@ def _trusted_hooks(user_config: dict[str, Any], hooks_file: Path) -> int:
     the file the hook is defined in)."""
     state = (user_config.get("hooks") or {}).get("state") or {}
     where = str(hooks_file)
-    return sum(1 for key, v in state.items() if where in key and isinstance(v, dict) and v.get("trusted_hash"))
+    return sum(
+        1 for key, v in state.items() if where in key and isinstance(v, dict) and v.get("trusted_hash")
+    )
 
 
 def _config(target: Target) -> Path:
     from ..installers.target import Scope
 
-    return (target.root / ".codex" / "config.toml") if target.scope is Scope.PROJECT else codex_home() / "config.toml"
+    return (
+        (target.root / ".codex" / "config.toml")
+        if target.scope is Scope.PROJECT
+        else codex_home() / "config.toml"
+    )
 
 
 def _reinstall(target: Target) -> str:

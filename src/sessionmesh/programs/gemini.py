@@ -115,7 +115,9 @@ def trusted(folder: Path) -> bool | None:
     user = _json(gemini_home() / "settings.json")
     if ((user.get("security") or {}).get("folderTrust") or {}).get("enabled") is False:
         return True
-    rules = _json(Path(os.environ.get("GEMINI_CLI_TRUSTED_FOLDERS_PATH") or gemini_home() / "trustedFolders.json"))
+    rules = _json(
+        Path(os.environ.get("GEMINI_CLI_TRUSTED_FOLDERS_PATH") or gemini_home() / "trustedFolders.json")
+    )
     here = os.path.realpath(folder)
     best, level = -1, None
     for rule, value in rules.items():
@@ -153,22 +155,35 @@ def checks(target: Target) -> list[Finding]:
         else:
             why = "marks it untrusted" if trust is False else "has not been told to trust it"
             found.append(
-                Finding("fail", f"Gemini CLI {why}: it ignores {target.root}/.gemini/settings.json (server 'Disabled', no hooks)",
-                        "start gemini in the folder and trust it, or use /permissions; or install with --user")
+                Finding(
+                    "fail",
+                    f"Gemini CLI {why}: it ignores {target.root}/.gemini/settings.json (server 'Disabled', no hooks)",
+                    "start gemini in the folder and trust it, or use /permissions; or install with --user",
+                )
             )
     path = target.root / ".gemini" / "settings.json"
     label = target.label(path)
     doc = jsonconfig.parse(jsonconfig.read_text(path), label)
     missing = [e for e in EVENTS if not jsonconfig.has_our_hook(doc, e)]
     if missing:
-        found.append(Finding("fail", f"{label} has no sessionmesh hook on {', '.join(missing)}",
-                             "run: mesh install gemini" + (" --user" if target.scope is Scope.USER else "")))
+        found.append(
+            Finding(
+                "fail",
+                f"{label} has no sessionmesh hook on {', '.join(missing)}",
+                "run: mesh install gemini" + (" --user" if target.scope is Scope.USER else ""),
+            )
+        )
     else:
         found.append(Finding("ok", f"{label} runs the sessionmesh hooks on {', '.join(EVENTS)}"))
     for settings in (gemini_home() / "settings.json", path):
         if ((_json(settings).get("hooksConfig") or {}).get("enabled")) is False:
-            found.append(Finding("fail", f"hooks are switched off in {settings} (hooksConfig.enabled)",
-                                 "set hooksConfig.enabled to true, or use /settings"))
+            found.append(
+                Finding(
+                    "fail",
+                    f"hooks are switched off in {settings} (hooksConfig.enabled)",
+                    "set hooksConfig.enabled to true, or use /settings",
+                )
+            )
     return found
 
 

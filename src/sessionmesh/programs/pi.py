@@ -138,13 +138,19 @@ def checks(target: Target) -> list[Finding]:
         current = path.read_text()
     except OSError:
         return []
+
     def body(text: str) -> list[str]:  # the extension without the two lines an install fills in
         return [line for line in text.splitlines() if not line.startswith((MESH_LINE, ARGS_LINE))]
 
     if body(current) == body(extension_text(target)):
         return [Finding("ok", f"{target.label(path)} is this version's extension")]
-    return [Finding("warn", f"{target.label(path)} differs from the extension this version ships",
-                    "run: mesh install pi" + (" --user" if target.label(path).startswith("~") else ""))]
+    return [
+        Finding(
+            "warn",
+            f"{target.label(path)} differs from the extension this version ships",
+            "run: mesh install pi" + (" --user" if target.label(path).startswith("~") else ""),
+        )
+    ]
 
 
 def _base(target: Target) -> Path:
