@@ -101,3 +101,30 @@ def test_a_message_in_the_cursor_is_acked_read_but_not_printed_again(mesh: Broke
         )
     finally:
         stop(watch)
+
+
+def test_a_watch_runs_beside_the_agents_mcp_server_under_the_same_name(mesh: BrokerProcess) -> None:
+    """Issue #14: `mesh watch --as N` exited name_taken beside `mesh mcp --as N`."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "sessionmesh", "mcp", "--as", "bob"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert server.stdin is not None and server.stdout is not None
+        server.stdin.write(b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18",'
+                           b'"capabilities":{},"clientInfo":{"name":"t","version":"1"}}}\n')
+        server.stdin.flush()
+        assert b'"id":1' in server.stdout.readline()
+        wait_until(lambda: presence("bob") == "online", 15, "bob online through its MCP server")
+        watch = start_watch()
+        try:
+            msg_id = send("both attached")
+            assert read_line(watch, 10).startswith(f"[mesh] message from alice id={msg_id}")
+            assert watch.poll() is None  # still running: attached, not refused
+        finally:
+            assert stop(watch) == 0
+        assert presence("bob") == "online"  # the MCP server still holds the agent online
+    finally:
+        server.stdin.close()  # type: ignore[union-attr]
+        server.wait(15)
+        server.stdout.close()  # type: ignore[union-attr]
