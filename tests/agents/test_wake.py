@@ -11,6 +11,7 @@ First-run dialogs are answered from the screen as a person would
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -128,6 +129,10 @@ def test_a_message_to_an_idle_agent_starts_a_turn_with_it(project: MeshProject) 
         )
         terminal.wait_for_screen("woke-and-answered")
         wait_until(lambda: project.receipt(msg) == "read", timeout=WAIT, what="the read receipt")
+        if project.program.name == "codex":  # mesh doctor says what Codex's daemon keeps running
+            done = project.mesh("doctor", "codex", "--json", "--dir", str(project.sandbox.workspace))
+            found = [f["what"] for f in json.loads(done.stdout)["findings"]]
+            assert any("app-server daemon runs" in what for what in found), found
     assert framed("are you free to review? (w1)") in woke.text
     assert wakes(project) == 1
 

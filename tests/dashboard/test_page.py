@@ -272,3 +272,22 @@ def test_a_page_that_dropped_old_messages_pages_them_back_in(page: Any, peers: P
     page.wait_for_function("id => S.msgs.byId.has(id)", arg=ids[0], timeout=WAIT_MS)
     expect(page.locator("#msg-count")).to_have_text("(5)", timeout=WAIT_MS)
     expect(message_row(page, ids[0])).to_be_visible()
+
+
+def test_a_peer_shows_whether_it_works_and_how_often_it_was_woken(page: Any, peers: Peers) -> None:
+    import threading
+
+    agent = peers("agent")
+    alice = peers("alice")
+    row = peer_row(page, "agent")
+    agent.request("activity", state="working")
+    expect(row).to_contain_text("working", timeout=WAIT_MS)
+    agent.request("activity", state="idle")
+    expect(row).to_contain_text("idle", timeout=WAIT_MS)
+    woke: list[dict[str, Any]] = []
+    waiter = threading.Thread(target=lambda: woke.append(agent.request("wake", timeout=30)))
+    waiter.start()
+    alice.send("agent", "wake up", priority="urgent")
+    waiter.join(30)
+    assert woke and woke[0]["messages"][0]["body"] == "wake up"
+    expect(row).to_contain_text("woken 1×", timeout=WAIT_MS)

@@ -207,6 +207,11 @@ def checks(target: Target) -> list[Finding]:
             )
         )
         return found
+    for pid in _daemons():
+        found.append(
+            Finding("ok", f"Codex's app-server daemon runs (pid {pid}): it keeps the sessions' mesh waiter and"
+                    " mesh mcp alive after the terminal UI exits; 'codex app-server daemon stop' ends them")
+        )
     trusted = _trusted_hooks(user, hooks_file)
     if trusted >= len(EVENTS):
         found.append(
@@ -220,6 +225,22 @@ def checks(target: Target) -> list[Finding]:
                 "start codex, open /hooks and trust the sessionmesh hooks",
             )
         )
+    return found
+
+
+def _daemons() -> list[int]:
+    """Codex app-server daemons of this CODEX_HOME that are running."""
+    home = str(codex_home())
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"app-server" in argv and b"--managed-daemon" in argv and argv[0].decode(errors="replace").startswith(home):
+            found.append(int(proc.name))
     return found
 
 

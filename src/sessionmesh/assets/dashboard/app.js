@@ -230,8 +230,10 @@ function renderPeer(p) {
   if (meta.client) name.append(el("span", `tag${meta.client === "human" ? " human" : ""}`, meta.client));
   if (meta.role && meta.role !== meta.client) name.append(el("span", "tag", meta.role));
   row.append(name);
-  row.append(el("span", "seen", presence === "online" ? "online" : `${presence} · ${ago(p.last_seen)}`));
-  const sub = [meta.status, meta.machine].filter(Boolean).join(" · ");
+  const doing = p.activity ? ` · ${p.activity} ${ago(p.activity_since)}` : "";
+  row.append(el("span", "seen", (presence === "online" ? "online" : `${presence} · ${ago(p.last_seen)}`) + doing));
+  const woken = p.wakes ? `woken ${p.wakes}×` : "";
+  const sub = [meta.status, meta.machine, woken].filter(Boolean).join(" · ");
   row.append(el("span", "sub", sub || (p.unread ? `${p.unread} unread` : "")));
   row.title = [p.name, meta.status, meta.machine, meta.cwd].filter(Boolean).join("\n");
   return row;
@@ -672,6 +674,12 @@ function applyEvent(ev) {
       break;
     case "peer_updated":
       upsertPeer(ev.name, { meta: ev.meta, last_seen: ev.ts });
+      break;
+    case "peer_activity":
+      upsertPeer(ev.name, { activity: ev.activity, activity_since: ev.ts, last_seen: ev.ts });
+      break;
+    case "peer_woken":
+      upsertPeer(ev.name, { wakes: ((S.peers.get(ev.name) || {}).wakes || 0) + 1, last_seen: ev.ts });
       break;
     case "lock_granted":
     case "lock_renewed":
