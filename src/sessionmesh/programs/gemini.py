@@ -91,7 +91,11 @@ def notes(target: Target) -> list[str]:
     """What the user should know after installing."""
     from ..installers.target import Scope
 
-    out = ["restart Gemini CLI to load the server and hooks"]
+    out = [
+        "restart Gemini CLI to load the server and hooks",
+        "Gemini CLI cannot be woken by a message on its own: run it in tmux with"
+        f" 'mesh bridge tmux --wake --pane PANE{' ' + ' '.join(target.extra) if target.extra else ''}' beside it",
+    ]
     if target.scope is Scope.PROJECT and trusted(target.root) is not True:
         out.append(
             f"Gemini CLI does not trust {target.root}, so it ignores .gemini/settings.json there"
