@@ -157,6 +157,20 @@ async def test_metrics_are_prometheus_text_with_statuses_depths_peers_and_latenc
     assert "mesh_queue_depth" in text
 
 
+async def test_a_wake_is_counted_per_agent_in_metrics(broker):
+    async with AsyncClient(broker.settings, "agent") as agent, AsyncClient(broker.settings, "bob") as bob:
+        waiting = asyncio.create_task(agent.request("wake", timeout=30, answer_timeout=35))
+        await agent.request("ping")  # the wait is parked at the broker before the send
+        await bob.send("agent", "wake up", priority="urgent")
+        assert (await asyncio.wait_for(waiting, 10))["messages"][0]["body"] == "wake up"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(
+                broker.settings.url + "/metrics", headers={"Authorization": f"Bearer {broker.runner.token}"}
+            ) as resp:
+                text = await resp.text()
+    assert 'mesh_wakes_total{peer="agent"} 1.0' in text
+
+
 async def test_a_failing_frame_without_rid_gets_an_error_frame_and_binary_is_refused(broker):
     session, ws = await _raw_ws(broker)
     try:
