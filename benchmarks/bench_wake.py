@@ -97,7 +97,9 @@ def wake_samples(name: str, wakes: int) -> dict[str, dict[str, float]]:
             token = f"tok-{i}-{kind}"
             sent = time.perf_counter()
             msg = project.send(f"please note {token}", urgent=kind == "urgent")
-            arrived = wait_until(lambda t=token: clock.seen.get(t), timeout=60, what=f"the request with {token}")
+            arrived = wait_until(
+                lambda t=token: clock.seen.get(t), timeout=60, what=f"the request with {token}"
+            )
             out[kind].append(arrived - sent)
             wait_until(lambda m=msg: project.receipt(m) == "read", timeout=60, what="the woken turn's end")
     return {

@@ -197,11 +197,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"no broker is running for {settings.home}")
         return EXIT_UNAVAILABLE
     if args.json:
-        _out(args, status)
+        _out(args, {**status, "home": settings.home})  # the home is ours: /health names no path
     else:
         print(
             f"broker {status['url']}  pid {status['pid']}  version {status['version']}  "
-            f"online {status['online']}  up {status['uptime']:.0f}s  home {status['home']}"
+            f"online {status['online']}  up {status['uptime']:.0f}s  home {settings.home}"
         )
     return EXIT_OK
 

@@ -23,6 +23,7 @@ sides of the socket::
     │   ├── NameTaken               name_taken      409   a live claimant holds it
     │   └── NotHolder               not_holder      409   unlock of a lease you lack
     ├── TooLarge                    too_large       413
+    ├── WrongHost                   wrong_host      421   a Host header not the broker's own
     ├── RateLimited                 rate_limited    429
     ├── Timeout                     timeout         504   client side: no answer in time
     ├── Unavailable                 unavailable     503   no broker reachable
@@ -83,6 +84,13 @@ class InvalidName(BadRequest):
 
 class SecretInBody(BadRequest):
     code = "secret_in_body"
+
+
+class WrongHost(MeshError):
+    """A request whose ``Host`` is not a name of this broker (a DNS-rebinding page)."""
+
+    code = "wrong_host"
+    http_status = 421
 
 
 class Unauthorized(MeshError):

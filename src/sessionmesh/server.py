@@ -267,7 +267,6 @@ class Runner:
             "version": __version__,
             "pid": os.getpid(),
             "url": self.url,
-            "home": self.settings.home,
             "online": len(self.core.online_names()),
             "uptime": round(time.time() - self.started_at, 3),
             "autostarted": self.autostarted,

@@ -17,7 +17,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from .codec import dumps, loads
 from .core.broker import Caller
-from .errors import BadFrame, MeshError, TooLarge, Unauthorized
+from .errors import BadFrame, MeshError, TooLarge, Unauthorized, WrongHost
 
 if TYPE_CHECKING:
     from .server import Runner
@@ -29,6 +29,24 @@ COALESCE_LIMIT = 500  # messages in one deliver frame
 
 def _error_frame(rid: Any, error: MeshError) -> dict[str, Any]:
     return {"op": "result", "rid": rid, "ok": False, "error": error.to_wire()}
+
+
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+def host_ok(header: str | None, bound: str) -> bool:
+    """Whether a request's ``Host`` names this broker: a loopback name (any port), or
+    the address it was told to bind when that is not a wildcard. A broker bound to
+    every interface (0.0.0.0) was exposed on purpose and answers any Host."""
+    if bound in ("0.0.0.0", "::", ""):
+        return True
+    if not header:
+        return False
+    if header.startswith("["):  # [::1]:9474
+        host = header[: header.find("]") + 1]
+    else:
+        host = header.rsplit(":", 1)[0] if ":" in header else header
+    return host.lower() in LOOPBACK_NAMES or host == bound
 
 
 class Connection:
@@ -101,8 +119,14 @@ class Endpoints:
 
     @web.middleware
     async def guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        """Every path but /health needs the token; a `MeshError` becomes its JSON answer."""
+        """Every path answers only to the broker's own host names; every path but
+        /health needs the token; a `MeshError` becomes its JSON answer."""
         try:
+            if not host_ok(request.host, self.runner.settings.host):
+                raise WrongHost(
+                    f"this broker does not answer to Host {request.host!r}",
+                    hint="reach it as 127.0.0.1 or localhost (a page on another site cannot)",
+                )
             if request.path != "/health":
                 self.runner.touch()
             if (

@@ -107,12 +107,16 @@ def test_a_watch_runs_beside_the_agents_mcp_server_under_the_same_name(mesh: Bro
     """Issue #14: `mesh watch --as N` exited name_taken beside `mesh mcp --as N`."""
     server = subprocess.Popen(
         [sys.executable, "-m", "sessionmesh", "mcp", "--as", "bob"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     try:
         assert server.stdin is not None and server.stdout is not None
-        server.stdin.write(b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18",'
-                           b'"capabilities":{},"clientInfo":{"name":"t","version":"1"}}}\n')
+        server.stdin.write(
+            b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18",'
+            b'"capabilities":{},"clientInfo":{"name":"t","version":"1"}}}\n'
+        )
         server.stdin.flush()
         assert b'"id":1' in server.stdout.readline()
         wait_until(lambda: presence("bob") == "online", 15, "bob online through its MCP server")

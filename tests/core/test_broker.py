@@ -107,11 +107,22 @@ def test_a_second_claimant_asking_for_a_unique_name_gets_name_2(mesh: Mesh) -> N
     assert mesh.join("alice#2") == "alice#2"
 
 
-def test_unique_claim_of_a_name_held_by_another_secret_gets_a_variant(mesh: Mesh) -> None:
+def test_unique_claim_of_a_name_held_by_another_secret_gets_a_name_of_its_own(mesh: Mesh) -> None:
+    """Issue #15: anyone could mint alice#2, which every peer reads as alice's session."""
     mesh.register("alice")
     welcome, _ = mesh.connect("alice", "wrong", unique=True)
-    assert welcome["name"] == "alice#2"
+    assert welcome["name"] == "alice-2"
     assert welcome["secret"] is not None
+
+
+def test_name_hash_n_is_registered_only_with_the_base_names_secret(mesh: Mesh) -> None:
+    mesh.register("alice")
+    with pytest.raises(BadSecret):
+        mesh.core.connect(98, "alice#7", None, mesh.now)
+    with pytest.raises(BadSecret):
+        mesh.core.connect(98, "nobody#2", None, mesh.now)
+    welcome, _ = mesh.core.connect(98, "alice#7", mesh.secrets["alice"], mesh.now)
+    assert welcome["name"] == "alice#7" and welcome["secret"] is not None
 
 
 @pytest.mark.parametrize("name", ["Alice", "-alice", "", "a" * 65, "al ice", "al/ice", None, 7])

@@ -162,3 +162,15 @@ def test_secrets_can_be_redacted_instead_by_configuration(make_mesh) -> None:
     mesh.join("bob")
     [got] = mesh.delivered(mesh.last_connect_effects, "bob")
     assert got["body"] == "token [redacted GitHub token] works"
+
+
+def test_held_shows_a_peer_only_what_it_sent_and_an_approver_everything(mesh: Mesh) -> None:
+    """Issue #15: `held` showed any peer the bodies of messages held for others."""
+    for name in ("alice", "bob", "carol", "human"):
+        mesh.register(name)
+    mine = mesh.send("alice", "bob", "rm -rf build/ now")["id"]
+    theirs = mesh.send("carol", "bob", "git push --force origin main")["id"]
+    assert [m["id"] for m in mesh.ok("alice", "held")["messages"]] == [mine]
+    assert [m["id"] for m in mesh.ok("carol", "held")["messages"]] == [theirs]
+    assert mesh.ok("bob", "held")["messages"] == []  # held *for* bob, but not yet his mail
+    assert {m["id"] for m in mesh.ok("human", "held")["messages"]} == {mine, theirs}

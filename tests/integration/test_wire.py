@@ -215,3 +215,35 @@ async def test_a_frame_too_large_for_the_wire_is_refused_by_the_client_and_the_s
         assert "send_refused" not in audit  # refused before it left the client
         assert (await alice.send("bob", "small")).status.value == "received"
         assert (await bob.recv(timeout=5)).body == "small"
+
+
+async def test_every_route_refuses_a_host_that_is_not_the_brokers_own(broker):
+    """A DNS-rebinding page reaches 127.0.0.1 under its own host name: issue #15."""
+    url = str(broker.settings.url)
+    auth = {"Authorization": f"Bearer {broker.runner.token}"}
+    async with aiohttp.ClientSession() as session:
+        for path, method in (
+            ("/health", "GET"),
+            ("/metrics", "GET"),
+            ("/v1/peers", "POST"),
+            ("/dashboard/", "GET"),
+        ):
+            async with session.request(
+                method, url + path, headers={**auth, "Host": "attacker.example"}
+            ) as resp:
+                assert resp.status == 421, path
+                assert (await resp.json())["error"]["code"] == "wrong_host"
+        for host in ("localhost", f"127.0.0.1:{broker.settings.url.rsplit(':', 1)[1]}", "[::1]:1"):
+            async with session.get(url + "/health", headers={"Host": host}) as resp:
+                assert resp.status == 200, host
+                health = await resp.json()
+    assert "home" not in health and broker.settings.home not in json.dumps(health)
+
+
+def test_a_broker_bound_to_every_interface_answers_any_host() -> None:
+    from sessionmesh.transports import host_ok
+
+    assert host_ok("attacker.example", "0.0.0.0")
+    assert not host_ok("attacker.example", "127.0.0.1")
+    assert not host_ok(None, "127.0.0.1")
+    assert host_ok("10.0.0.5:9474", "10.0.0.5") and not host_ok("10.0.0.6:9474", "10.0.0.5")

@@ -51,15 +51,21 @@ class HoldsMixin(CoreState):
         return effects
 
     def held(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
-        """Messages waiting for a person, oldest first, with who they are for and why."""
+        """Messages waiting for a person, oldest first, with who they are for and why.
+
+        An approver sees them all; any other peer only those it sent: a held message
+        is the sender's and the person's business, never a third agent's mail."""
         limit = int_arg(args, "limit", 100, 1, 10000)
+        everyone = caller.name in self.settings.approvers
         waiting: dict[str, list[str]] = {}
         for receipt in self.store.receipts_in_state(ReceiptState.HELD, limit * 64):
             waiting.setdefault(receipt.msg_id, []).append(receipt.recipient)
         out = []
-        for msg_id, names in list(waiting.items())[:limit]:
+        for msg_id, names in waiting.items():
+            if len(out) >= limit:
+                break
             env = self.store.get_message(msg_id)
-            if env is not None:
+            if env is not None and (everyone or env.sender == caller.name):
                 wire = env.to_wire()
                 wire["held_for"] = sorted(names)
                 wire["match"] = self._hold_reason(env)

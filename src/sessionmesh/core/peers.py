@@ -48,6 +48,12 @@ class PeersMixin(CoreState):
         peer = self._peer_cache.get(name)
         if peer is None and not register:
             raise UnknownPeer(f"{name!r} has not joined yet", hint="join first: POST /v1/join")
+        if peer is None and "#" in name and not self._secret_ok_for_new_variant(name, secret):
+            base = name.split("#", 1)[0]
+            raise BadSecret(
+                f"{name!r} would read as a second session of {base!r}, and only {base!r} may open one",
+                hint=f"connect with {base!r}'s secret, or pick a name of your own",
+            )
         if peer is None:
             issued = secrets.token_urlsafe(24)
             peer = PeerRecord(name, hash_secret(issued), self._clean_meta(meta), now, now)
@@ -82,19 +88,21 @@ class PeersMixin(CoreState):
         while another holds it attaches too (an agent's MCP server, its bridge, ``mesh
         watch``); the agent is online while any is attached, each gets the pushes and
         its own backlog, and leaving changes presence only when the last one goes.
-        ``unique`` asks for a session of its own instead: a name that is held (live, or
-        by another secret) gives ``name#2``, ``name#3``... Raises `BadSecret` for a
-        name held by another secret, `InvalidName`, `NameTaken` for a name of a peer of
-        another machine.
+        ``unique`` asks for a session of its own instead: the holder of a live name's
+        secret gets ``name#2``, ``name#3``...; anyone else asking for a held name gets a
+        different name (``name-2``), never one that reads as the holder's session. A
+        new ``name#N`` is registered only with ``name``'s secret. Raises `BadSecret`
+        for a name held by another secret (or a ``name#N`` without ``name``'s),
+        `InvalidName`, `NameTaken` for a name of a peer of another machine.
         """
         check_name(name, claim=True)
-        if (
-            unique
-            and name in self._peer_cache
-            and (name in self._online or not self._secret_ok(name, secret))
-        ):
-            name = self._free_variant(name)  # a session of its own under name#2
+        if unique and name in self._peer_cache and not self._secret_ok(name, secret):
+            name = self._free_base(name)  # someone else's name: a different name, not name#2
             secret = None
+        elif unique and name in self._online:
+            variant = self._free_variant(name)  # the same agent's session of its own: name#2
+            self._variant_grants[variant] = name
+            name, secret = variant, None
         elif name in self._remote:
             raise NameTaken(f"{name!r} is a peer of another machine", hint="pick another name")
         name, issued = self.authenticate(name, secret, now, meta=meta)
@@ -248,6 +256,23 @@ class PeersMixin(CoreState):
             if candidate not in self._online and candidate not in self._peer_cache:
                 return candidate
         raise NameTaken(f"no free variant of {base!r}")
+
+    def _free_base(self, name: str) -> str:
+        """A free name that does not read as ``name``'s session: ``name-2``, ``name-3``…"""
+        base = name.split("#", 1)[0][:60]
+        for n in range(2, 10000):
+            candidate = f"{base}-{n}"
+            if candidate not in self._online and candidate not in self._peer_cache:
+                return candidate
+        raise NameTaken(f"no free name like {base!r}")
+
+    def _secret_ok_for_new_variant(self, name: str, secret: Any) -> bool:
+        """``name#N`` is registered only by its base's holder: with the base's secret, or
+        as the variant the broker just picked for it (`connect` with ``unique``)."""
+        base = name.split("#", 1)[0]
+        if self._variant_grants.pop(name, None) == base:
+            return True
+        return base in self._peer_cache and self._secret_ok(base, secret)
 
     def _secret_ok(self, name: str, secret: Any) -> bool:
         peer = self._peer_cache.get(name)

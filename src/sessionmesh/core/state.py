@@ -68,6 +68,7 @@ class CoreState:
         self._online: dict[str, int] = {}  # name -> its first live connection (a link, for a remote peer)
         # one agent, several attachments: every live local connection of a name, oldest first
         self._attachments: dict[str, list[int]] = {}
+        self._variant_grants: dict[str, str] = {}  # name#N picked for its base's holder, not yet registered
         self._last_seen: dict[str, float] = {}
         self._pending: dict[str, PendingSend] = {}
         self._awaiters: dict[str, list[Awaiter]] = defaultdict(list)

@@ -209,8 +209,11 @@ def checks(target: Target) -> list[Finding]:
         return found
     for pid in _daemons():
         found.append(
-            Finding("ok", f"Codex's app-server daemon runs (pid {pid}): it keeps the sessions' mesh waiter and"
-                    " mesh mcp alive after the terminal UI exits; 'codex app-server daemon stop' ends them")
+            Finding(
+                "ok",
+                f"Codex's app-server daemon runs (pid {pid}): it keeps the sessions' mesh waiter and"
+                " mesh mcp alive after the terminal UI exits; 'codex app-server daemon stop' ends them",
+            )
         )
     trusted = _trusted_hooks(user, hooks_file)
     if trusted >= len(EVENTS):
@@ -239,7 +242,11 @@ def _daemons() -> list[int]:
             argv = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"app-server" in argv and b"--managed-daemon" in argv and argv[0].decode(errors="replace").startswith(home):
+        if (
+            b"app-server" in argv
+            and b"--managed-daemon" in argv
+            and argv[0].decode(errors="replace").startswith(home)
+        ):
             found.append(int(proc.name))
     return found
 
