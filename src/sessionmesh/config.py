@@ -41,7 +41,7 @@ class Settings(NamedTuple):
     audit_bodies: bool = False
     sqlite_synchronous: str = "NORMAL"
     request_timeout: float = 10.0  # client side: how long to wait for any answer
-    hold_patterns: tuple[str, ...] | None = None  # regexes; None: core.safety's defaults
+    hold_patterns: tuple[str, ...] | None = None  # RE2 patterns; None: core.safety's defaults
     secret_action: str = "refuse"  # refuse | redact | allow (a SecretAction)
     approvers: tuple[str, ...] = ("human",)  # names that may approve or reject held messages
     # -- waking idle agents (core/wakes.py) ----------------------------------------------
@@ -162,9 +162,7 @@ def load(*, env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] |
 
 
 def _validate(settings: Settings) -> None:
-    import re
-
-    from .core.safety import SecretAction, check_patterns
+    from .core.safety import BadPattern, SecretAction, check_patterns
 
     try:
         SecretAction(settings.secret_action)
@@ -175,5 +173,8 @@ def _validate(settings: Settings) -> None:
         ) from None
     try:
         check_patterns(settings.hold_patterns or ())
-    except re.error as exc:
-        raise BadRequest(f"setting hold_patterns: {exc.pattern!r} is not a valid regex: {exc}") from None
+    except BadPattern as exc:
+        raise BadRequest(
+            f"setting hold_patterns: {exc.pattern!r} is not a valid pattern: {exc}",
+            hint="patterns are RE2 syntax (no lookaround or backreferences)",
+        ) from None

@@ -174,3 +174,26 @@ def test_held_shows_a_peer_only_what_it_sent_and_an_approver_everything(mesh: Me
     assert [m["id"] for m in mesh.ok("carol", "held")["messages"]] == [theirs]
     assert mesh.ok("bob", "held")["messages"] == []  # held *for* bob, but not yet his mail
     assert {m["id"] for m in mesh.ok("human", "held")["messages"]} == {mine, theirs}
+
+
+def test_screening_a_body_built_to_backtrack_takes_linear_time() -> None:
+    """Issue #15: one 261 kB body of "dd " kept the broker busy for 204 s under Python's
+    backtracking regexes. With RE2 it is screened at once; a regression hangs here."""
+    import threading
+
+    result: list[object] = []
+    worker = threading.Thread(
+        target=lambda: result.append(hold_reason("dd " * 87000, DEFAULT_HOLD_PATTERNS)), daemon=True
+    )
+    worker.start()
+    worker.join(10)
+    assert result == [None], "screening did not finish"
+
+
+def test_a_configured_pattern_re2_cannot_run_is_refused_with_a_clear_error() -> None:
+    from sessionmesh.config import load
+    from sessionmesh.errors import BadRequest
+
+    with pytest.raises(BadRequest) as err:
+        load(env={}, overrides={"home": "/nonexistent", "hold_patterns": (r"(?<=sudo )rm",)})
+    assert "RE2 syntax" in (err.value.hint or "")
