@@ -27,7 +27,7 @@ from .client import discovery
 from .codec import dumps, loads
 from .core.state import Caller
 from .envelope import Envelope
-from .errors import BadFrame, BadSecret, Forbidden, MeshError, Unauthorized, UnknownOp
+from .errors import BadFrame, BadSecret, Forbidden, MeshError, TooLarge, Unauthorized, UnknownOp
 from .transports import token_of
 
 if TYPE_CHECKING:
@@ -444,7 +444,18 @@ class Dashboard:
 
     # -- acting as the human --------------------------------------------------------
     async def _body(self, request: web.Request) -> dict[str, Any]:
-        args = loads(await request.read() or b"{}")
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            limit = self.runner.settings.max_body_bytes
+            raise TooLarge(
+                f"request body over {self.runner.settings.max_frame_bytes} bytes",
+                hint=f"bodies are limited to {limit} bytes",
+            ) from None
+        try:
+            args = loads(raw or b"{}")
+        except ValueError:
+            raise BadFrame("request body is not JSON") from None
         if not isinstance(args, dict):
             raise BadFrame("request body must be a JSON object")
         return args

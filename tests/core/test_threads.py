@@ -208,3 +208,12 @@ def test_an_await_ends_with_its_connection(mesh: Mesh) -> None:
     # the reply is not marked read for an await nobody is waiting on any more
     reply = mesh.call("bob", "send", re=ask["id"], body="yes")
     assert mesh.track("bob", reply.result["id"]) == {"alice": "queued"}
+
+
+def test_await_on_another_pairs_message_is_forbidden_as_track_is(mesh: Mesh) -> None:
+    """Issue #15: await answered timeout where track answered forbidden."""
+    for name in ("alice", "bob", "mallory"):
+        mesh.register(name)
+    question = ask(mesh, "alice", "bob")
+    assert isinstance(mesh.fails("mallory", "await", id=question, timeout=0), Forbidden)
+    assert isinstance(mesh.fails("mallory", "track", id=question), Forbidden)

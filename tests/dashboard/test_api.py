@@ -183,3 +183,9 @@ def test_an_unknown_dashboard_path_needs_the_token_like_any_other(dash: Dashboar
     assert status == 401
     status, _ = dash.http.call("GET", "/dashboard/assets/secret.txt")
     assert status == 404
+
+
+def test_an_oversize_body_to_a_write_route_is_the_json_too_large(dash: Dashboard) -> None:
+    """Issue #15: the write routes answered aiohttp's plain-text 413."""
+    status, answer = dash.http.call("POST", f"{API}/send", body={"to": "bob", "body": "x" * 3_000_000})
+    assert (status, answer["error"]["code"]) == (413, "too_large")

@@ -92,8 +92,12 @@ class ThreadsMixin(CoreState):
         """Answer with the first reply to ``id`` addressed to the caller, or `Timeout`."""
         msg_id = check_id(args.get("id"))
         timeout = float_arg(args, "timeout", 30.0, 0.0, 3600.0)
-        if self.store.get_message(msg_id) is None:
+        env = self.store.get_message(msg_id)
+        if env is None:
             raise UnknownMessage(f"no message with id {msg_id}")
+        if caller.name != env.sender and self.store.get_receipt(msg_id, caller.name) is None:
+            # as `track` answers: another pair's message is none of the caller's business
+            raise Forbidden(f"message {msg_id} is neither from nor to {caller.name!r}")
         for reply in self.store.replies_to(msg_id):
             receipt = self.store.get_receipt(reply.id, caller.name)
             if receipt is not None and receipt.state is not ReceiptState.HELD and not receipt.state.final:
