@@ -140,3 +140,30 @@ def test_an_autostarted_broker_takes_a_free_port_when_the_default_is_taken(mesh_
         )
         assert explicit.returncode == 6 and "cannot listen" in explicit.stderr
         assert mesh_cmd("down", env=env).returncode == 0
+
+
+def test_a_malformed_request_is_one_log_line_and_a_big_log_is_rotated_at_start(tmp_path) -> None:  # noqa: ANN001
+    """Issue #15: each malformed request logged a full traceback into a log never rotated."""
+    import socket
+
+    from sessionmesh.client import discovery
+    from sessionmesh.config import load
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "broker.log").write_bytes(b"old\n" * (discovery.LOG_KEEP_BYTES // 4 + 1))
+    settings = load(env={}, overrides={"home": str(home), "port": 0})
+    status = discovery.start_background(settings)
+    try:
+        assert (home / "broker.log.1").stat().st_size > discovery.LOG_KEEP_BYTES
+        host, port = status["url"].removeprefix("http://").rsplit(":", 1)
+        for _ in range(20):
+            with socket.create_connection((host, int(port)), timeout=5) as sock:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header\r\n\r\n")
+                assert sock.recv(1000).startswith(b"HTTP/1.0 400")
+    finally:
+        mesh_cmd("down", env={**os.environ, "MESH_HOME": str(home)})
+    lines = (home / "broker.log").read_text().splitlines()
+    errors = [line for line in lines if "Error handling request" in line]
+    assert len(errors) == 20 and all("BadHttpMessage" in line for line in errors)
+    assert not any(line.startswith((" ", "Traceback")) for line in lines)

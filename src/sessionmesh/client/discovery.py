@@ -160,6 +160,7 @@ def start_background(settings: Settings, *, autostarted: bool = True) -> dict[st
         if autostarted:
             cmd.append("--autostarted")
         log_path = os.path.join(settings.home, "broker.log")
+        rotate(log_path)
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
                 cmd,
@@ -184,6 +185,25 @@ def start_background(settings: Settings, *, autostarted: bool = True) -> dict[st
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+LOG_KEEP_BYTES = 5 * 1024 * 1024  # a broker.log past this is rotated when a broker starts
+LOG_KEEP_FILES = 3
+
+
+def rotate(path: str) -> None:
+    """``broker.log`` → ``broker.log.1`` → … (``LOG_KEEP_FILES`` kept) once it is over
+    ``LOG_KEEP_BYTES``; the broker about to start writes a fresh one."""
+    try:
+        if os.path.getsize(path) < LOG_KEEP_BYTES:
+            return
+    except OSError:
+        return
+    for n in range(LOG_KEEP_FILES - 1, 0, -1):
+        with contextlib.suppress(OSError):
+            os.replace(f"{path}.{n}", f"{path}.{n + 1}")
+    with contextlib.suppress(OSError):
+        os.replace(path, f"{path}.1")
 
 
 # -- name secrets ----------------------------------------------------------------
