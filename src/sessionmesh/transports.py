@@ -49,30 +49,72 @@ def host_ok(header: str | None, bound: str) -> bool:
     return host.lower() in LOOPBACK_NAMES or host == bound
 
 
+# Each connection's outbound queue is bounded (issue #15: a client that pipelined
+# requests and never read its answers grew the broker from 179 MB to 2.5 GB in 50 s).
+# Past HIGH_WATER frames the broker stops reading that connection until the queue is
+# back under LOW_WATER; past MAX_QUEUED (pushes to a peer that never reads) it closes
+# the connection with CLOSE_TOO_SLOW. Its messages stay durable and unread, and come
+# again in its backlog when it reconnects.
+HIGH_WATER = 1_000  # queued items: a frame, or one message of a deliver frame
+LOW_WATER = 250
+MAX_QUEUED = 20_000
+CLOSE_TOO_SLOW = 4008
+CLOSE_TIMEOUT = 2.0
+READ_BATCH = 32  # frames read from one connection before the loop runs its answers
+
+
 class Connection:
     """One live WebSocket; frames queue here and a writer task sends them in order."""
 
     _ids = itertools.count(1)
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+    def __init__(self, ws: web.WebSocketResponse, transport: Any = None) -> None:
         self.id = next(self._ids)
         self.ws = ws
+        self.transport = transport  # the socket's, to drop a client that reads nothing
         self.name: str | None = None
         self._queue: deque[dict[str, Any]] = deque()
         self._wake = asyncio.Event()
         self._closed = False
+        self._writable = asyncio.Event()  # set while the queue is under HIGH_WATER
+        self._writable.set()
+        self._items = 0  # frames queued, counting each message of a deliver frame
+
+    async def readable(self) -> None:
+        """Wait until this connection's answers are being read again (backpressure)."""
+        await self._writable.wait()
 
     def push(self, frame: dict[str, Any]) -> None:
-        """Queue a frame; consecutive deliveries are coalesced into one frame."""
+        """Queue a frame; consecutive deliveries are coalesced into one frame. A queue
+        past `MAX_QUEUED` closes the connection (`CLOSE_TOO_SLOW`)."""
         if self._closed:
+            return
+        if self._items >= MAX_QUEUED:
+            self._closed = True
+            self._queue.clear()
+            self._items = 0
+            self._writable.set()  # the reader goes on, to see the end
+            if self.transport is not None:
+                # its socket is full: a close frame could not even be written to it
+                self.transport.abort()
+            else:
+                asyncio.ensure_future(
+                    self.ws.close(code=CLOSE_TOO_SLOW, message=b"too slow: read your frames")
+                )
             return
         if frame.get("op") == "deliver":
             last = self._queue[-1] if self._queue else None
             if last is not None and last["op"] == "deliver" and len(last["messages"]) < COALESCE_LIMIT:
                 last["messages"].extend(frame["messages"])
+                self._items += len(frame["messages"])
+                if self._items >= HIGH_WATER:
+                    self._writable.clear()
                 return
             frame = {"op": "deliver", "messages": list(frame["messages"])}  # ours to extend
         self._queue.append(frame)
+        self._items += _weight(frame)
+        if self._items >= HIGH_WATER:
+            self._writable.clear()
         self._wake.set()
 
     @property
@@ -86,9 +128,17 @@ class Connection:
                 await self._wake.wait()
                 self._wake.clear()
                 while self._queue:
-                    await self.ws.send_str(dumps(self._queue.popleft()))
+                    frame = self._queue.popleft()
+                    self._items -= _weight(frame)
+                    await self.ws.send_str(dumps(frame))
+                    if self._items <= LOW_WATER:
+                        self._writable.set()
         except (ConnectionError, RuntimeError, asyncio.CancelledError):
             self._closed = True
+
+
+def _weight(frame: dict[str, Any]) -> int:
+    return len(frame["messages"]) if frame.get("op") == "deliver" else 1
 
 
 def token_of(request: web.Request) -> str | None:
@@ -184,15 +234,26 @@ class Endpoints:
         return web.json_response(result, dumps=dumps)
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(max_msg_size=self.runner.settings.max_frame_bytes + 1, heartbeat=20.0)
+        # a close waits at most CLOSE_TIMEOUT for the client's close frame: one that reads
+        # nothing (closed as too slow) must not hold its name online for long
+        ws = web.WebSocketResponse(
+            max_msg_size=self.runner.settings.max_frame_bytes + 1, heartbeat=20.0, timeout=CLOSE_TIMEOUT
+        )
         await ws.prepare(request)
-        conn = Connection(ws)
+        conn = Connection(ws, request.transport)
         writer = asyncio.create_task(conn.writer())
         graceful = False
         try:
             if not await self._hello(conn):
                 return ws
+            read = 0
             async for msg in ws:
+                read += 1
+                if read % READ_BATCH == 0:
+                    # frames already buffered come without a pause: let their answers
+                    # be queued, so the bound below sees them
+                    await asyncio.sleep(0)
+                await conn.readable()  # a client that does not read its answers is not read either
                 if msg.type is WSMsgType.TEXT:
                     graceful = self._frame(conn, msg.data) or graceful
                     if graceful:

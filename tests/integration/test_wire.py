@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+from typing import Any
 
 import aiohttp
 import pytest
@@ -247,3 +248,106 @@ def test_a_broker_bound_to_every_interface_answers_any_host() -> None:
     assert not host_ok("attacker.example", "127.0.0.1")
     assert not host_ok(None, "127.0.0.1")
     assert host_ok("10.0.0.5:9474", "10.0.0.5") and not host_ok("10.0.0.6:9474", "10.0.0.5")
+
+
+def _bare_ws(url: str, token: str, hello: dict[str, Any]) -> Any:
+    """A WebSocket client on a bare socket that says hello and then never reads (a
+    library client would keep reading into its own buffer)."""
+    import base64
+    import os as os_
+    import socket
+
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: a writer to it blocks soon
+    sock.settimeout(5)
+    sock.connect((host, int(port)))
+    key = base64.b64encode(os_.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /v1/ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n"
+        ).encode()
+    )
+    assert b" 101 " in sock.recv(4096)
+    sock.sendall(_ws_frame(json.dumps({"op": "hello", "args": hello})))
+    return sock
+
+
+def _ws_frame(text: str) -> bytes:
+    import os as os_
+    import struct
+
+    data, mask = text.encode(), os_.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+    return struct.pack("!BB", 0x81, 0x80 | len(data)) + mask + masked
+
+
+def _flood_without_reading(url: str, token: str, frames: int) -> tuple[int, Any]:
+    """Send ``frames`` pings on a bare socket that never reads. Returns how many got
+    out before the broker stopped reading it (its sends then time out), and the
+    socket, still open, for the caller to close."""
+    sock = _bare_ws(url, token, {"name": "hostile"})
+    ping = _ws_frame(json.dumps({"op": "ping", "rid": 1, "args": {}})) * 100
+    sock.settimeout(2.0)
+    sent = 0
+    try:
+        while sent < frames:
+            sock.sendall(ping)
+            sent += 100
+    except TimeoutError:
+        pass
+    return sent, sock
+
+
+async def test_a_client_that_never_reads_its_answers_is_not_read_either(broker):
+    """Issue #15: one client that pipelined requests and never read grew the broker by
+    gigabytes. The broker stops reading it, its queue stays bounded, and a bystander's
+    round trips go on."""
+    from sessionmesh.transports import HIGH_WATER, READ_BATCH
+
+    flooding = asyncio.create_task(
+        asyncio.to_thread(_flood_without_reading, str(broker.settings.url), broker.runner.token, 2_000_000)
+    )
+    async with AsyncClient(broker.settings, "bystander") as bystander:
+        times = []
+        for _ in range(30):
+            started = asyncio.get_running_loop().time()
+            await bystander.request("ping")
+            times.append(asyncio.get_running_loop().time() - started)
+        sent, sock = await asyncio.wait_for(flooding, 60)
+        queued = max(c._items for c in broker.runner.conns.values())
+        sock.close()
+    assert sent < 2_000_000  # its sends stalled: the broker stopped reading it
+    assert queued <= HIGH_WATER + READ_BATCH
+    assert max(times) < 1.0, times
+
+
+async def test_a_peer_that_never_reads_its_pushes_is_closed_and_gets_them_again_later(broker, monkeypatch):
+    """Past the bound, pushes to a peer that reads nothing drop its connection; the
+    messages stay unread and come again in its backlog."""
+    from sessionmesh import transports
+    from sessionmesh.client import discovery
+
+    monkeypatch.setattr(transports, "HIGH_WATER", 10)
+    monkeypatch.setattr(transports, "MAX_QUEUED", 20)
+    await visit(broker.settings, "slow")  # its secret is saved: the bare socket says hello with it
+    secret = discovery.load_secret(broker.settings, "slow")
+    sock = await asyncio.to_thread(
+        _bare_ws, str(broker.settings.url), broker.runner.token, {"name": "slow", "secret": secret}
+    )
+    try:
+        async with AsyncClient(broker.settings, "sender") as sender:
+            async with asyncio.timeout(10):
+                while not any(c.name == "slow" for c in broker.runner.conns.values()):
+                    await asyncio.sleep(0.02)  # sleep-ok: bounded wait for its hello
+            big = "x" * 200_000  # a few of these fill the socket's buffers: the writer blocks
+            sent = await asyncio.gather(*(sender.send("slow", f"{n} {big}") for n in range(60)))
+            async with asyncio.timeout(30):
+                while any(c.name == "slow" for c in broker.runner.conns.values()):
+                    await asyncio.sleep(0.05)  # sleep-ok: bounded wait for the broker to drop it
+    finally:
+        sock.close()
+    async with AsyncClient(broker.settings, "slow", auto_read=False) as again:
+        got = {(await again.recv(timeout=10)).id for _ in range(60)}
+    assert got == {r.id for r in sent}
