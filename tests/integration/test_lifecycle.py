@@ -163,6 +163,7 @@ def test_a_malformed_request_is_one_log_line_and_a_big_log_is_rotated_at_start(t
                 assert sock.recv(1000).startswith(b"HTTP/1.0 400")
     finally:
         mesh_cmd("down", env={**os.environ, "MESH_HOME": str(home)})
+        discovery._spawned[-1].wait(10)  # reap the broker this test started
     lines = (home / "broker.log").read_text().splitlines()
     errors = [line for line in lines if "Error handling request" in line]
     assert len(errors) == 20 and all("BadHttpMessage" in line for line in errors)
