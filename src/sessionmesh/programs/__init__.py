@@ -79,6 +79,28 @@ class Finding(NamedTuple):
     fix: str = ""
 
 
+def process_argv(pid: int) -> list[str]:
+    """The command line of process ``pid`` ([] when it is gone): how a program's
+    module tells a headless run from its terminal UI."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def json_server(path: Any, label: str, name: str, env: dict[str, str]) -> Server:
+    """The server ``name`` of a JSON MCP config (``mcpServers``), started with ``env``
+    plus the entry's own ``env``: how Claude Code and Gemini CLI start it."""
+    from ..installers import jsonconfig
+
+    entry = jsonconfig.read_server(path, label, name)
+    if entry is None:
+        return Server(None, {}, label)
+    full = {**env, **{k: str(v) for k, v in (entry.get("env") or {}).items()}}
+    return Server([entry["command"], *entry.get("args", [])], full, label)
+
+
 def get(name: str) -> ModuleType:
     """The module of program ``name`` (one of `NAMES`). Raises `BadRequest`."""
     if name not in NAMES:

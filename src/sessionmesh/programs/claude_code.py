@@ -29,7 +29,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import Finding, HookFormat, Server
+from . import Finding, HookFormat, Server, json_server, process_argv
 
 if TYPE_CHECKING:
     from ..installers.changes import FileChange
@@ -70,11 +70,7 @@ def headless(agent_pid: int) -> bool:
     """Whether the session runs headless (``claude -p``): there an ``asyncRewake`` hook
     runs in the foreground and would keep ``claude -p`` from exiting, and nobody waits
     at a prompt to be woken."""
-    try:
-        with open(f"/proc/{agent_pid}/cmdline", "rb") as fh:
-            argv = fh.read().decode(errors="replace").split("\0")
-    except OSError:
-        return False
+    argv = process_argv(agent_pid)
     return any(a in ("-p", "--print") or a.startswith("--print=") for a in argv[1:])
 
 
@@ -128,15 +124,10 @@ def notes(target: Target) -> list[str]:
 
 
 def server(target: Target) -> Server:
-    """The sessionmesh server entry in the MCP config, with Claude Code's environment."""
-    from ..installers import jsonconfig
-
+    """The sessionmesh server entry in the MCP config, with Claude Code's environment
+    (all of it)."""
     path = _mcp_file(target)
-    entry = jsonconfig.read_server(path, target.label(path), SERVER)
-    if entry is None:
-        return Server(None, {}, target.label(path))
-    env = {**os.environ, **{k: str(v) for k, v in (entry.get("env") or {}).items()}}
-    return Server([entry["command"], *entry.get("args", [])], env, target.label(path))
+    return json_server(path, target.label(path), SERVER, dict(os.environ))
 
 
 def checks(target: Target) -> list[Finding]:

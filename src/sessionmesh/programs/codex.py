@@ -33,7 +33,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import Finding, HookFormat, Server
+from . import Finding, HookFormat, Server, process_argv
 
 if TYPE_CHECKING:
     from ..installers.changes import FileChange
@@ -60,11 +60,7 @@ MESH_ENV = ("MESH_HOME", "MESH_URL", "MESH_TOKEN", "MESH_NAME", "XDG_STATE_HOME"
 
 def headless(agent_pid: int) -> bool:
     """Whether the session is ``codex exec`` (no prompt to wake it at)."""
-    try:
-        with open(f"/proc/{agent_pid}/cmdline", "rb") as fh:
-            argv = fh.read().decode(errors="replace").split("\0")
-    except OSError:
-        return False
+    argv = process_argv(agent_pid)
     return len(argv) > 1 and argv[1] in ("exec", "e")
 
 

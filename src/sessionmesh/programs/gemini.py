@@ -36,7 +36,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import Finding, HookFormat, Server
+from . import Finding, HookFormat, Server, json_server
 
 if TYPE_CHECKING:
     from ..installers.changes import FileChange
@@ -135,15 +135,10 @@ def trusted(folder: Path) -> bool | None:
 
 
 def server(target: Target) -> Server:
-    """The sessionmesh server entry of settings.json, with Gemini CLI's environment."""
-    from ..installers import jsonconfig
-
+    """The sessionmesh server entry of settings.json, with Gemini CLI's environment
+    (all of it)."""
     path = target.root / ".gemini" / "settings.json"
-    entry = jsonconfig.read_server(path, target.label(path), SERVER)
-    if entry is None:
-        return Server(None, {}, target.label(path))
-    env = {**os.environ, **{k: str(v) for k, v in (entry.get("env") or {}).items()}}
-    return Server([entry["command"], *entry.get("args", [])], env, target.label(path))
+    return json_server(path, target.label(path), SERVER, dict(os.environ))
 
 
 def checks(target: Target) -> list[Finding]:

@@ -30,7 +30,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import Finding, HookFormat, Server
+from . import Finding, HookFormat, Server, process_argv
 
 if TYPE_CHECKING:
     from ..installers.changes import FileChange
@@ -53,11 +53,7 @@ ARGS_LINE = "const INSTALLED_ARGS: string[] = "
 
 def headless(agent_pid: int) -> bool:
     """Whether Pi runs in print mode (``pi -p``): nothing to wake there."""
-    try:
-        with open(f"/proc/{agent_pid}/cmdline", "rb") as fh:
-            argv = fh.read().decode(errors="replace").split("\0")
-    except OSError:
-        return False
+    argv = process_argv(agent_pid)
     return any(a in ("-p", "--print") for a in argv[1:])
 
 
