@@ -145,22 +145,15 @@ class MeshTools:
                 await self.call(lambda: self.peer.request("ack", ids=sorted(seen), state="read"))
                 ledger.forget()
 
-    async def unread(self, limit: int, *, confirm: bool = True) -> list[dict[str, Any]]:
+    async def unread(self, limit: int) -> list[dict[str, Any]]:
         """Messages the agent has not seen, by the broker's receipts: pushed copies
         waiting in this client are only a wake-up, since a hook may have shown them.
-
-        With ``confirm`` (a tool call: the session went on past whatever was put in
-        front of it), what this agent's hooks and channel pushes showed and nothing
-        confirmed yet is acked read here and not shown a second time. Without it (a
-        push), what was shown is only left out.
-        """
+        What this agent's hooks and pushes showed and nothing confirmed yet is left
+        out (a tool call confirms it first: `confirm_shown`)."""
         while not self.peer.inbox.empty():
             self.peer.inbox.get_nowait()
         with shown.ledger(self.peer.settings.home, self.peer.name) as ledger:
             seen = set(ledger.every_id())
-            if seen and confirm:
-                await self.call(lambda: self.peer.request("ack", ids=sorted(seen), state="read"))
-                ledger.forget()
         messages = (await self.call(lambda: self.peer.request("inbox", limit=limit)))["messages"]
         return [m for m in messages if m["id"] not in seen]
 
@@ -396,7 +389,7 @@ class Pusher:
         while True:
             await peer.inbox.get()  # a wake-up: what is unread comes from the broker
             with contextlib.suppress(ToolError):
-                for wire in await self.tools.unread(100, confirm=False):
+                for wire in await self.tools.unread(100):
                     notification = ChannelNotification(
                         method="notifications/claude/channel",
                         params={

@@ -185,6 +185,19 @@ def wakes(
         yield injection.frame_all(mail), ids
 
 
+def serve(settings: Settings, shot: BrokerCall, key: str, session: str, agent_pid: int) -> Iterator[str]:
+    """The framed text of each wake, as the one waiter of ``key`` (a newer one ends
+    this one with SIGTERM), until the agent process ends."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        watch = AgentWatch(agent_pid)
+    except Gone:
+        return
+    with only_waiter(settings.home, shot.name, key):
+        for text, _ids in wakes(settings, shot, session, watch):
+            yield text
+
+
 def run_rewake(settings: Settings, tool: str, name: str | None) -> int:
     """Claude Code's ``asyncRewake`` hook: wait for mail, then write it on stderr and
     exit 2, which starts a turn with it. Exit 0 when the session's process ended."""
@@ -198,13 +211,8 @@ def run_rewake(settings: Settings, tool: str, name: str | None) -> int:
     if shot is None:
         return 0
     session = session_of(hook_input)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # replaced by a newer waiter
-    try:
-        watch = AgentWatch(agent)
-    except Gone:
-        return 0
-    with only_waiter(settings.home, shot.name, session):
-        for text, _ids in wakes(settings, shot, session, watch):
+    with contextlib.closing(serve(settings, shot, session, session, agent)) as texts:
+        for text in texts:
             sys.stderr.write(text + "\n")
             sys.stderr.flush()
             return 2
@@ -223,16 +231,10 @@ def run_waiter(settings: Settings, tool: str, name: str | None, session: str, ag
     if shot is None:
         print("mesh wake: no broker, or the name never joined here", file=sys.stderr)
         return 1
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     key = tool if getattr(program, "ONE_WAITER_PER_NAME", False) else session
-    try:
-        watch = AgentWatch(agent_pid)
-    except Gone:
-        return 0
-    with only_waiter(settings.home, shot.name, key):
-        for text, _ids in wakes(settings, shot, session, watch):
-            try:
-                program.hand_over(text, session, agent_pid)
-            except OSError as exc:
-                print(f"mesh wake: {exc}", file=sys.stderr)
+    for text in serve(settings, shot, key, session, agent_pid):
+        try:
+            program.hand_over(text, session, agent_pid)
+        except OSError as exc:
+            print(f"mesh wake: {exc}", file=sys.stderr)
     return 0
