@@ -122,6 +122,9 @@ def seed(home: str, peers: int, messages: int) -> dict[str, float]:
     return {"seed_s": round(time.perf_counter() - t0, 1)}
 
 
+PASSPHRASE = "the benchmark's own passphrase"
+
+
 def start_broker(home: str) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "sessionmesh", "serve", "--port", "0", "--home", home],
@@ -138,14 +141,15 @@ def start_broker(home: str) -> tuple[subprocess.Popen[str], str]:
 
 
 def login_link(home: str, url: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "sessionmesh", "dashboard", "--no-open", "--json"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "MESH_HOME": home, "MESH_URL": url},
-        check=True,
-    )
-    return str(json.loads(out.stdout)["url"])
+    """A one-time link, as ``mesh dashboard`` gets it: the person's passphrase (set
+    here for the benchmark's own home) traded for a login code."""
+    from sessionmesh.client.http import OneShot
+    from sessionmesh.config import load
+    from sessionmesh.person import write_credential
+
+    settings = load(env={}, overrides={"home": home, "url": url, "autostart": False})
+    write_credential(settings, PASSPHRASE)
+    return str(OneShot(settings).dashboard_login(PASSPHRASE)["url"])
 
 
 class Load:

@@ -10,7 +10,6 @@ message, PNGs kept small (1280x800, few colours).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -18,8 +17,10 @@ import tempfile
 
 from playwright.sync_api import expect, sync_playwright
 
+from sessionmesh.client.http import OneShot
 from sessionmesh.client.sync import SyncClient
 from sessionmesh.config import load
+from sessionmesh.person import write_credential
 
 
 def main() -> None:
@@ -69,15 +70,9 @@ def main() -> None:
                     peer.recv(timeout=0.2)
                 except Exception:
                     break
-        link = json.loads(
-            subprocess.run(
-                [sys.executable, "-m", "sessionmesh", "dashboard", "--no-open", "--json"],
-                capture_output=True,
-                text=True,
-                env={**env, "MESH_URL": url},
-                check=True,
-            ).stdout
-        )["url"]
+        passphrase = "the screenshots' own passphrase"  # the person's, in this throwaway home
+        write_credential(settings, passphrase)
+        link = OneShot(settings).dashboard_login(passphrase)["url"]
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=args.chromium, args=["--no-sandbox", "--disable-dev-shm-usage"])
             page = browser.new_page(viewport={"width": 1280, "height": 800})

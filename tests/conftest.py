@@ -224,4 +224,34 @@ def mesh_cmd(
         env=env if env is not None else dict(os.environ),
         input=input,
         timeout=timeout,
+        start_new_session=True,  # no controlling terminal, like an agent's tool shell
     )
+
+
+PASSPHRASE = "correct horse battery staple"  # the person's, where a test sets one
+
+
+@dataclass
+class TerminalRun:
+    status: int
+    output: str  # what the terminal showed: prompts, stdout and stderr together
+
+
+def person_cmd(*args: str, answers: list[str], env: dict[str, str], timeout: float = 30.0) -> TerminalRun:
+    """Run the real ``mesh`` CLI on a terminal of its own (a pty), as the person would,
+    typing each of ``answers`` at each passphrase prompt."""
+    import io
+
+    import pexpect
+
+    child = pexpect.spawn(
+        sys.executable, ["-m", "sessionmesh", *args], env=env, encoding="utf-8", timeout=timeout
+    )
+    child.logfile_read = transcript = io.StringIO()
+    for answer in answers:
+        child.expect("passphrase|again")
+        child.expect(": ")
+        child.sendline(answer)
+    child.expect(pexpect.EOF)
+    child.close()
+    return TerminalRun(child.exitstatus if child.exitstatus is not None else -1, transcript.getvalue())

@@ -450,6 +450,33 @@ def cmd_decide(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_person(args: argparse.Namespace) -> int:
+    from .errors import BadPassphrase
+    from .person import MIN_LENGTH, ask, credential_path, read_credential, verify, write_credential
+
+    settings = _settings(args)
+    existing = read_credential(settings)
+    if args.action == "status":
+        if args.json:
+            _out(args, {"set": existing is not None, "path": credential_path(settings)})
+        elif existing is not None:
+            print(f"the person's passphrase is set ({credential_path(settings)})")
+        else:
+            print("no person passphrase yet: run 'mesh person init' in a terminal")
+        return EXIT_OK if existing is not None else EXIT_ERROR
+    if existing is not None and not verify(existing, ask("current passphrase: ")):
+        raise BadPassphrase("wrong passphrase; nothing changed")
+    first = ask(f"new passphrase ({MIN_LENGTH} characters or more): ")
+    if ask("the same again: ") != first:
+        raise BadPassphrase("the two passphrases differ; nothing changed")
+    write_credential(settings, first)
+    print(
+        f"the person's passphrase is set ({credential_path(settings)}, a slow hash).\n"
+        "approve, reject, sending as human and the dashboard now ask for it; agents do not have it."
+    )
+    return EXIT_OK
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from .doctor import run
 
@@ -511,26 +538,11 @@ def cmd_channel_bridge(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    import urllib.error
-    import urllib.request
+    from .client.http import OneShot
+    from .person import ask
 
-    from .client import discovery
-    from .errors import Unavailable, from_wire
-
-    address = discovery.locate(_settings(args))
-    request = urllib.request.Request(
-        address.url + "/dashboard/v1/login",
-        data=b"{}",
-        method="POST",
-        headers={"Authorization": f"Bearer {address.token}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            login = json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        raise from_wire(json.loads(exc.read() or b"{}").get("error") or {"message": str(exc)}) from None
-    except (OSError, ValueError) as exc:
-        raise Unavailable(f"cannot reach the broker at {address.url}: {exc}") from None
+    shot = OneShot(_settings(args))
+    login = shot.dashboard_login(ask("the person's passphrase (the dashboard acts as you): "))
     if args.json:
         _out(args, login)
     else:
@@ -647,9 +659,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-open", action="store_true", help="only print the link, do not open a browser")
     add("demo", cmd_demo, "run scripted agents on an embedded broker and show the traffic", [common])
 
+    p = add(
+        "person",
+        cmd_person,
+        "set the person's passphrase (asked on a terminal), or check it is set",
+        [common],
+    )
+    p.add_argument("action", choices=["init", "status"])
     person = argparse.ArgumentParser(add_help=False, parents=[common])
     person.add_argument(
-        "--as", dest="as_name", metavar="NAME", default="human", help="the person (default: human)"
+        "--as",
+        dest="as_name",
+        metavar="NAME",
+        default="human",
+        help="the person (default: human; asks the passphrase)",
     )
     p = add("held", cmd_held, "messages held until a person approves them", [person])
     p.add_argument("--limit", type=int, default=100)

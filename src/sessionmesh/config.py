@@ -41,9 +41,8 @@ class Settings(NamedTuple):
     audit_bodies: bool = False
     sqlite_synchronous: str = "NORMAL"
     request_timeout: float = 10.0  # client side: how long to wait for any answer
-    hold_patterns: tuple[str, ...] | None = None  # RE2 patterns; None: core.safety's defaults
+    hold_patterns: tuple[str, ...] = ()  # RE2 patterns held on top of core.safety's parsed checks
     secret_action: str = "refuse"  # refuse | redact | allow (a SecretAction)
-    approvers: tuple[str, ...] = ("human",)  # names that may approve or reject held messages
     # -- waking idle agents (core/wakes.py) ----------------------------------------------
     wake_window: float = 1.0  # a burst of mail within this many seconds is one wake
     wake_budget: int = 6  # wakes per agent per wake_budget_window; over it, mail waits
@@ -172,7 +171,7 @@ def _validate(settings: Settings) -> None:
             + ", ".join(a.value for a in SecretAction)
         ) from None
     try:
-        check_patterns(settings.hold_patterns or ())
+        check_patterns(settings.hold_patterns)
     except BadPattern as exc:
         raise BadRequest(
             f"setting hold_patterns: {exc.pattern!r} is not a valid pattern: {exc}",

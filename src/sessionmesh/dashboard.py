@@ -1,9 +1,12 @@
 """The live dashboard: a page at ``/``, its JSON API and its WebSocket feed (aiohttp).
 
-The only module with dashboard routes. A person gets in with a one-time login code
-(``mesh dashboard`` mints one with the broker token) that `/login` trades for an
-HttpOnly, SameSite=Strict session cookie; every dashboard path accepts that cookie or
-the broker token. The feed is one observer of the core (`Runner.observe`): it batches
+The only module with dashboard routes. The dashboard shows every peer's mail and acts
+as the person, so the broker token (which every agent holds) does not open it: the
+person's passphrase does (`sessionmesh.person`). ``POST /dashboard/v1/login`` trades
+the passphrase (typed into the login page, or into ``mesh dashboard`` on a terminal)
+for a one-time code, and `/login` trades the code for an HttpOnly, SameSite=Strict
+session cookie. Every other dashboard path needs that cookie, or a person session in
+``X-Mesh-Person`` (scripts). The feed is one observer of the core (`Runner.observe`): it batches
 what the core pushes (events, and each stored message with its body) and sends each
 browser one frame per batch. The person acts as the peer ``human`` through the
 core's ordinary ops, so statuses, receipts and holds apply to them as to anyone.
@@ -23,17 +26,16 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
-from .client import discovery
 from .codec import dumps, loads
 from .core.state import Caller
-from .envelope import Envelope
-from .errors import BadFrame, BadSecret, Forbidden, MeshError, TooLarge, Unauthorized, UnknownOp
-from .transports import token_of
+from .envelope import PERSON, Envelope
+from .errors import BadFrame, Forbidden, MeshError, PersonRequired, TooLarge, Unauthorized, UnknownOp
+from .transports import PERSON_HEADER, read_body, token_of
 
 if TYPE_CHECKING:
     from .server import Runner
 
-HUMAN = "human"  # the peer a person acts as from the dashboard
+HUMAN = PERSON  # the peer a person acts as from the dashboard
 HUMAN_META = {"client": "human", "role": "person"}
 COOKIE = "mesh_session"
 LOGIN_CODE_TTL = 120.0  # a login link works once, within this
@@ -48,7 +50,8 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
     " connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
-ASSET_TYPES = {"app.js": "text/javascript", "app.css": "text/css"}
+ASSET_TYPES = {"app.js": "text/javascript", "app.css": "text/css", "login.js": "text/javascript"}
+PUBLIC_ASSETS = {"app.css", "login.js"}  # the login page's, which hold no data
 
 
 def _asset(name: str) -> bytes:
@@ -217,7 +220,6 @@ class Dashboard:
         self.runner = runner
         self.logins = Logins()
         self.feed = Feed(runner)
-        self._human_secret: str | None = None
         self._sockets: set[web.WebSocketResponse] = set()
         self._paths: set[str] = set()
 
@@ -264,15 +266,22 @@ class Dashboard:
     def _session_ok(self, request: web.Request) -> bool:
         return self.logins.valid(request.cookies.get(COOKIE), time.time())
 
+    def _person_ok(self, request: web.Request) -> bool:
+        """A script's person session: the broker token and ``X-Mesh-Person``."""
+        return self._token_ok(request) and self.runner.person.valid(request.headers.get(PERSON_HEADER))
+
     def _check(self, request: web.Request, *, write: bool = False) -> None:
-        """The broker token, or a session cookie; a write by cookie must also come from
-        the page itself (same origin, and a header no cross-site form can set)."""
-        if self._token_ok(request):
+        """The person's session cookie, or a person session with the token; a write by
+        cookie must also come from the page itself (same origin, and a header no
+        cross-site form can set). The broker token alone is an agent's, and opens nothing."""
+        if self._person_ok(request):
             return
-        if not self._session_ok(request):
-            raise Unauthorized(
-                "no dashboard session and no broker token",
-                hint="run 'mesh dashboard' for a login link, or send 'Authorization: Bearer <token>'",
+        if self._session_ok(request):
+            self.runner.gate.admitted(request.transport)  # the page's cookie: not a stranger
+        else:
+            raise PersonRequired(
+                "the dashboard shows every agent's mail and acts as the person: it needs the person's login",
+                hint="log in with your passphrase at /, or run 'mesh dashboard' in a terminal",
             )
         if write and request.headers.get("X-Mesh-Dashboard") != "1":
             raise Forbidden("a dashboard write must come from the dashboard page")
@@ -287,24 +296,14 @@ class Dashboard:
 
     # -- the page -----------------------------------------------------------------
     async def index(self, request: web.Request) -> web.Response:
-        session_ok = self._session_ok(request)
-        if not session_ok and not self._token_ok(request):
-            return _page(
-                401,
-                "Not logged in",
-                "Run 'mesh dashboard' on the broker's machine: it prints a one-time login link.",
-            )
-        response = web.Response(
-            body=_asset("index.html"),
+        """The dashboard for the person's session; the login page for anyone else."""
+        logged_in = self._session_ok(request)
+        return web.Response(
+            status=200 if logged_in else 401,
+            body=_asset("index.html" if logged_in else "login.html"),
             content_type="text/html",
             headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store"},
         )
-        if not session_ok:  # a script or a person with the token: open a session too
-            code = self.logins.mint(time.time())
-            session = self.logins.redeem(code, time.time())
-            assert session is not None
-            self._set_session(response, session)
-        return response
 
     async def login(self, request: web.Request) -> web.Response:
         session = self.logins.redeem(request.query.get("code", ""), time.time())
@@ -319,8 +318,9 @@ class Dashboard:
         return response
 
     async def asset(self, request: web.Request) -> web.Response:
-        self._check(request)
         name = request.match_info["name"]
+        if name not in PUBLIC_ASSETS:
+            self._check(request)
         if name not in ASSET_TYPES:
             raise web.HTTPNotFound()
         return web.Response(
@@ -328,9 +328,20 @@ class Dashboard:
         )
 
     async def mint_login(self, request: web.Request) -> web.Response:
-        """``POST /dashboard/v1/login`` (broker token only): a one-time login link."""
-        if not self._token_ok(request):
-            raise Unauthorized("minting a login link needs the broker token")
+        """``POST /dashboard/v1/login`` ``{"passphrase"}`` (or ``{"session"}``, a person
+        session): a one-time login link. From the login page (its header) or with the
+        broker token; never for the token alone."""
+        if not self._token_ok(request) and request.headers.get("X-Mesh-Dashboard") != "1":
+            raise Unauthorized("a login comes from the login page or carries the broker token")
+        origin = request.headers.get("Origin")
+        if origin is not None and origin.split("://", 1)[-1] != request.host:
+            raise Forbidden(f"requests from {origin!r} are not accepted")
+        args = await self._body(request)
+        if args.get("session") is not None:
+            if not self.runner.person.valid(args["session"]):
+                raise PersonRequired("that person session is not valid", hint="log in again")
+        else:
+            await self.runner.person.login(args.get("passphrase"))
         code = self.logins.mint(time.time())
         return self._json(
             {"code": code, "url": f"{self.runner.url}/login?code={code}", "ttl": LOGIN_CODE_TTL}
@@ -445,7 +456,7 @@ class Dashboard:
     # -- acting as the human --------------------------------------------------------
     async def _body(self, request: web.Request) -> dict[str, Any]:
         try:
-            raw = await request.read()
+            raw = await read_body(request)
         except web.HTTPRequestEntityTooLarge:
             limit = self.runner.settings.max_body_bytes
             raise TooLarge(
@@ -461,22 +472,8 @@ class Dashboard:
         return args
 
     def _human(self) -> None:
-        """Make sure the peer ``human`` exists and this broker holds its secret (kept
-        with the other name secrets, so ``mesh send --as human`` works as well)."""
-        settings = self.runner.settings
-        if self._human_secret is None:
-            self._human_secret = discovery.load_secret(settings, HUMAN)
-        meta = {**HUMAN_META, "machine": socket.gethostname()}
-        try:
-            issued = self.runner.join(HUMAN, self._human_secret, meta)["secret"]
-        except BadSecret:
-            raise BadSecret(
-                "the name 'human' is held by a secret this broker does not have",
-                hint=f"put the secret of 'human' in {settings.secrets_dir}/human",
-            ) from None
-        if issued:
-            discovery.save_secret(settings, HUMAN, issued)
-            self._human_secret = issued
+        """Make sure the peer ``human`` exists (the route has checked the person)."""
+        self.runner.join_person({**HUMAN_META, "machine": socket.gethostname()})
 
     async def send(self, request: web.Request) -> web.Response:
         """Send as ``human``: ``{"to", "body", "priority"?, "kind"?, "re"?}``."""

@@ -20,6 +20,13 @@ TOPIC_RE = re.compile(r"#[a-z0-9][a-z0-9._-]{0,63}")
 # A peer on another machine (SPEC §8): its machine's label, ':', its name there.
 REMOTE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}:[a-z0-9][a-z0-9._-]{0,63}(#[0-9]{1,4})?")
 BROADCAST = "broadcast"
+PERSON = "human"  # the name the person acts as; no agent may hold it (sessionmesh.person)
+
+
+def is_person_name(name: object) -> bool:
+    """``human``, and every name that reads as one of its sessions or kin
+    (``human#2``, ``human-2``, ``human.desk``, ``human_bot``): reserved for the person."""
+    return isinstance(name, str) and (name == PERSON or (name.startswith(PERSON) and name[5:6] in "#-._"))
 
 
 class Kind(enum.StrEnum):

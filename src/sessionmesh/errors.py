@@ -10,15 +10,21 @@ sides of the socket::
     │   ├── UnknownOp               unknown_op      400
     │   ├── SelfSend                self_send       400   you never message yourself
     │   ├── InvalidName             invalid_name    400
-    │   └── SecretInBody            secret_in_body  400   a private key or API token
+    │   ├── SecretInBody            secret_in_body  400   a private key or API token
+    │   ├── UnsafeText              unsafe_text     400   a field peers see carries a destructive command or a secret
+    │   └── NeedsTerminal           needs_terminal  400   client side: the person is asked on a terminal
     ├── Unauthorized                unauthorized    401   missing or wrong token
+    │   ├── BadPassphrase           bad_passphrase  401   not the person's passphrase
+    │   └── PersonRequired          person_required 401   needs the person's login (a person session)
     ├── Forbidden                   forbidden       403
     │   ├── Impersonation           impersonation   403   `from` names someone else
     │   ├── BadSecret               bad_secret      403   name held by another secret
-    │   └── NotApprover             not_approver    403   only a person approves holds
+    │   ├── NotApprover             not_approver    403   only a person approves holds
+    │   └── ReservedName            reserved_name   403   `human` and its kin are the person's
     ├── NotFound                    not_found       404
     │   ├── UnknownPeer             unknown_peer    404
-    │   └── UnknownMessage          unknown_message 404
+    │   ├── UnknownMessage          unknown_message 404
+    │   └── NoPerson                no_person       404   no person credential set yet
     ├── Conflict                    conflict        409
     │   ├── NameTaken               name_taken      409   a live claimant holds it
     │   └── NotHolder               not_holder      409   unlock of a lease you lack
@@ -86,6 +92,19 @@ class SecretInBody(BadRequest):
     code = "secret_in_body"
 
 
+class UnsafeText(BadRequest):
+    """A field every peer sees (a lock's reason or resource, a status, a role, other
+    metadata) carries what screening holds or refuses in a message body."""
+
+    code = "unsafe_text"
+
+
+class NeedsTerminal(BadRequest):
+    """The person's passphrase is read from a terminal, and this process has none."""
+
+    code = "needs_terminal"
+
+
 class WrongHost(MeshError):
     """A request whose ``Host`` is not a name of this broker (a DNS-rebinding page)."""
 
@@ -96,6 +115,10 @@ class WrongHost(MeshError):
 class Unauthorized(MeshError):
     code = "unauthorized"
     http_status = 401
+
+
+class BadPassphrase(Unauthorized):
+    code = "bad_passphrase"
 
 
 class Forbidden(MeshError):
@@ -115,6 +138,18 @@ class NotApprover(Forbidden):
     code = "not_approver"
 
 
+class ReservedName(Forbidden):
+    """``human`` and the names that read as its sessions belong to the person."""
+
+    code = "reserved_name"
+
+
+class PersonRequired(Unauthorized):
+    """Only a person session may do this (approve, send as the person, read all mail)."""
+
+    code = "person_required"
+
+
 class NotFound(MeshError):
     code = "not_found"
     http_status = 404
@@ -126,6 +161,12 @@ class UnknownPeer(NotFound):
 
 class UnknownMessage(NotFound):
     code = "unknown_message"
+
+
+class NoPerson(NotFound):
+    """No person credential is set on this machine yet (``mesh person init``)."""
+
+    code = "no_person"
 
 
 class Conflict(MeshError):

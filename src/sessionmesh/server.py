@@ -32,9 +32,13 @@ from .codec import dumps
 from .config import Settings
 from .core.broker import Caller, Core
 from .core.effects import Effect, Push, Respond
+from .core.safety import SCREENED, SecretAction, costly, screen, warm
 from .dashboard import Dashboard
-from .errors import BadFrame, MeshError, Unauthorized, Unavailable
+from .envelope import PERSON, is_person_name
+from .errors import BadFrame, MeshError, PersonRequired, Unauthorized, Unavailable
+from .gate import Gate, GatedSite, raise_file_limit
 from .metrics import Metrics
+from .person import PersonGate
 from .transports import Connection, Endpoints
 
 log = logging.getLogger("sessionmesh.broker")
@@ -96,6 +100,8 @@ class Runner:
         self.store = self.backend.store
         self.core = Core(self.store, settings)
         self.metrics = Metrics(self)
+        self.person = PersonGate(settings, self._audit)
+        self.gate = Gate()  # connections that have not shown the token (gate.py)
         self.conns: dict[int, Connection] = {}
         self.observers: dict[int, Sink] = {}
         self._observer_ids = itertools.count(-1, -1)  # never a connection's id
@@ -116,18 +122,43 @@ class Runner:
     def token_ok(self, token: str | None) -> bool:
         return token is not None and secrets.compare_digest(token, self.token)
 
-    def join(self, name: Any, secret: Any, meta: Any) -> dict[str, Any]:
+    def _audit(self, event: str, data: dict[str, Any]) -> None:
+        self.store.append_audit(time.time(), event, data)
+        self._schedule_flush()
+
+    def is_person(self, name: Any, session: Any) -> bool:
+        """Whether a caller naming ``name`` acts as the person: it must show a person
+        session (`PersonGate`) to use any of the person's names."""
+        if not is_person_name(name):
+            return False
+        if not self.person.valid(session):
+            raise PersonRequired(
+                f"{name!r} is the person's name, and acting as the person needs a person session",
+                hint="the person runs the command in a terminal and types their passphrase",
+            )
+        return True
+
+    def join(self, name: Any, secret: Any, meta: Any, *, person: Any = None) -> dict[str, Any]:
         if meta is not None and not isinstance(meta, dict):
             raise BadFrame("'meta' must be a JSON object")
-        name, issued = self.core.authenticate(name, secret, time.time(), meta=meta)
+        as_person = self.is_person(name, person)
+        name, issued = self.core.authenticate(name, secret, time.time(), meta=meta, person=as_person)
         self._schedule_flush()
         return {"name": name, "secret": issued}
 
-    def authenticate(self, name: Any, secret: Any) -> str:
-        """The peer an HTTP call acts as; the name must have joined (POST /v1/join)."""
+    def join_person(self, meta: dict[str, Any]) -> None:
+        """Register ``human`` for a caller that has already checked the person (the
+        dashboard's routes)."""
+        self.core.authenticate(PERSON, None, time.time(), meta=meta, person=True)
+        self._schedule_flush()
+
+    def authenticate(self, name: Any, secret: Any, person: Any = None) -> str:
+        """The peer an HTTP call acts as; the name must have joined (POST /v1/join),
+        except the person's, which a person session opens."""
         if not name:
             raise Unauthorized("missing X-Mesh-Name header", hint="name the peer you act as")
-        return self.core.authenticate(name, secret, time.time(), register=False)[0]
+        as_person = self.is_person(name, person)
+        return self.core.authenticate(name, secret, time.time(), register=as_person, person=as_person)[0]
 
     # -- commands -----------------------------------------------------------------
     def connect(self, conn: Connection, args: dict[str, Any]) -> dict[str, Any]:
@@ -137,6 +168,7 @@ class Runner:
         for flag in ("unique", "events"):
             if args.get(flag) is not None and not isinstance(args[flag], bool):
                 raise BadFrame(f"'{flag}' must be true or false")
+        as_person = self.is_person(args.get("name"), args.get("person"))
         welcome, effects = self.core.connect(
             conn.id,
             args.get("name"),
@@ -145,6 +177,7 @@ class Runner:
             meta=meta,
             unique=bool(args.get("unique")),
             events=bool(args.get("events")),
+            person=as_person,
         )
         conn.name = welcome["name"]
         self.conns[conn.id] = conn
@@ -155,6 +188,20 @@ class Runner:
     def disconnect(self, conn: Connection, *, graceful: bool) -> None:
         self.conns.pop(conn.id, None)
         self._run(self.core.disconnect(conn.id, time.time(), graceful=graceful))
+
+    async def prescreen(self, op: Any, args: Any) -> None:
+        """Screen a costly send's body on a worker thread before the core sees it
+        (issue #15: one 200 kB body took 60 ms of the event loop, and every other peer
+        waited). The core takes the result from ``args``; an ordinary small body is
+        screened by the core where it is."""
+        if op != "send" or not isinstance(args, dict) or "body" not in args:
+            return
+        body = args["body"]
+        size = len(body) if isinstance(body, str) else self.settings.max_body_bytes
+        if size > self.settings.max_body_bytes * 4 or not costly(body, size):
+            return  # too large to be sent at all (the core refuses it) or cheap
+        action = SecretAction(self.settings.secret_action)
+        args[SCREENED] = await asyncio.to_thread(screen, body, action, self.settings.hold_patterns)
 
     def observe(self, sink: Sink) -> int:
         """Hand ``sink`` every event, and each stored message, after its commit."""
@@ -335,7 +382,9 @@ class Runner:
             handler_cancellation=True,
         )
         await runner.setup()
-        site = web.TCPSite(runner, self.settings.host, self.settings.port, reuse_address=True)
+        files = raise_file_limit()
+        self.gate.limit = min(self.gate.limit, max(16, files // 4))  # the rest is for those who authenticate
+        site = GatedSite(runner, self.gate, self.settings.host, self.settings.port)
         try:
             try:
                 await site.start()
@@ -345,17 +394,17 @@ class Runner:
                 if not (self.autostarted and exc.errno == errno.EADDRINUSE):
                     raise
                 log.info("port %s is taken; listening on a free port", self.settings.port)
-                site = web.TCPSite(runner, self.settings.host, 0, reuse_address=True)
+                site = GatedSite(runner, self.gate, self.settings.host, 0)
                 await site.start()
         except OSError as exc:
             await runner.cleanup()
             raise Unavailable(
                 f"cannot listen on {self.settings.host}:{self.settings.port}: {exc.strerror}"
             ) from None
-        server = site._server
-        assert server is not None and server.sockets  # type: ignore[union-attr]
-        host, port = server.sockets[0].getsockname()[:2]  # type: ignore[union-attr]
+        host, port = site.sockets[0].getsockname()[:2]
         self.url = f"http://{host}:{port}"
+        self.gate.start()
+        warming = asyncio.create_task(asyncio.to_thread(warm))  # the screen's parsers, off the loop
         await self.backend.start(self)
         self._write_broker_file()
         ticker = asyncio.create_task(self._ticker())
@@ -366,6 +415,8 @@ class Runner:
         try:
             await self._stop.wait()
         finally:
+            warming.cancel()
+            self.gate.stop()
             ticker.cancel()
             checkpointer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

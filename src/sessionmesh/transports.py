@@ -8,7 +8,9 @@ leave it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -17,13 +19,14 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from .codec import dumps, loads
 from .core.broker import Caller
-from .errors import BadFrame, MeshError, TooLarge, Unauthorized, WrongHost
+from .errors import BadFrame, MeshError, Timeout, TooLarge, Unauthorized, WrongHost
 
 if TYPE_CHECKING:
     from .server import Runner
 
 
 WS_PATH = "/v1/ws"
+PERSON_HEADER = "X-Mesh-Person"  # a person session (POST /v1/person/session), to act as human
 COALESCE_LIMIT = 500  # messages in one deliver frame
 
 
@@ -60,6 +63,12 @@ LOW_WATER = 250
 MAX_QUEUED = 20_000
 CLOSE_TOO_SLOW = 4008
 CLOSE_TIMEOUT = 2.0
+# The broker pings each WebSocket every HEARTBEAT seconds and drops one it has heard
+# nothing from (not even the pong) since the last ping. It does this itself rather than
+# through aiohttp's heartbeat, which re-arms its timer when the client's close frame
+# arrives after a close: each session ended with `bye` stayed in memory for 20-45 s
+# (issue #15: 2,000 connections a round grew the broker from 47 to 113 MB).
+HEARTBEAT = 20.0
 READ_BATCH = 32  # frames read from one connection before the loop runs its answers
 
 
@@ -79,6 +88,20 @@ class Connection:
         self._writable = asyncio.Event()  # set while the queue is under HIGH_WATER
         self._writable.set()
         self._items = 0  # frames queued, counting each message of a deliver frame
+        self.heard = time.monotonic()  # when the client last sent anything, a pong included
+
+    async def heartbeat(self) -> None:
+        """Ping every `HEARTBEAT` seconds; close the connection when nothing came back."""
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await asyncio.sleep(HEARTBEAT)
+            while not self.ws.closed:
+                pinged = time.monotonic()
+                await self.ws.ping()
+                await asyncio.sleep(HEARTBEAT)
+                if self.heard < pinged:
+                    if self.transport is not None:
+                        self.transport.abort()
+                    return
 
     async def readable(self) -> None:
         """Wait until this connection's answers are being read again (backpressure)."""
@@ -149,6 +172,18 @@ def token_of(request: web.Request) -> str | None:
     return request.query.get("token")
 
 
+BODY_DEADLINE = 10.0  # seconds a request's body may take to arrive once its headers have
+
+
+async def read_body(request: web.Request) -> bytes:
+    """A request's body, or `Timeout` if it stops coming (a request that stops halfway
+    would hold its handler forever)."""
+    try:
+        return await asyncio.wait_for(request.read(), BODY_DEADLINE)
+    except TimeoutError:
+        raise Timeout(f"the request body did not arrive within {BODY_DEADLINE:g}s") from None
+
+
 class Endpoints:
     """aiohttp handlers bound to one runner."""
 
@@ -163,6 +198,7 @@ class Endpoints:
             web.get("/metrics", self.metrics),
             web.get(WS_PATH, self.websocket),
             web.post("/v1/join", self.join),
+            web.post("/v1/person/session", self.person_session),
             web.post("/v1/shutdown", self.shutdown),
             web.post("/v1/{op}", self.http_op),
         ]
@@ -179,11 +215,9 @@ class Endpoints:
                 )
             if request.path != "/health":
                 self.runner.touch()
-            if (
-                request.path != "/health"
-                and not self._self_guarded(request.path)
-                and not self.runner.token_ok(token_of(request))
-            ):
+            if self.runner.token_ok(token_of(request)):
+                self.runner.gate.admitted(request.transport)  # no longer a stranger (gate.py)
+            elif request.path != "/health" and not self._self_guarded(request.path):
                 raise Unauthorized(
                     "missing or wrong broker token",
                     hint="send 'Authorization: Bearer <token>' with the token from $MESH_HOME/token",
@@ -201,7 +235,7 @@ class Endpoints:
 
     async def _json_body(self, request: web.Request) -> dict[str, Any]:
         try:
-            raw = await request.read()
+            raw = await read_body(request)
         except web.HTTPRequestEntityTooLarge:
             raise TooLarge(
                 f"request body over {self.runner.settings.max_frame_bytes} bytes",
@@ -217,8 +251,17 @@ class Endpoints:
     async def join(self, request: web.Request) -> web.Response:
         """Register a name (first join issues its secret) or check a held one."""
         args = await self._json_body(request)
-        result = self.runner.join(args.get("name"), args.get("secret"), args.get("meta"))
+        result = self.runner.join(
+            args.get("name"), args.get("secret"), args.get("meta"), person=request.headers.get(PERSON_HEADER)
+        )
         return web.json_response(result, dumps=dumps)
+
+    async def person_session(self, request: web.Request) -> web.Response:
+        """``POST /v1/person/session`` ``{"passphrase"}``: a person session, which
+        ``X-Mesh-Person`` (HTTP) or ``person`` (hello) then shows to act as ``human``."""
+        args = await self._json_body(request)
+        session, expires = await self.runner.person.login(args.get("passphrase"))
+        return web.json_response({"session": session, "expires": expires}, dumps=dumps)
 
     async def shutdown(self, request: web.Request) -> web.Response:
         self.runner.request_stop()
@@ -228,26 +271,37 @@ class Endpoints:
         """``POST /v1/<op>``: one command as the peer named in ``X-Mesh-Name``."""
         args = await self._json_body(request)
         name = self.runner.authenticate(
-            request.headers.get("X-Mesh-Name"), request.headers.get("X-Mesh-Secret")
+            request.headers.get("X-Mesh-Name"),
+            request.headers.get("X-Mesh-Secret"),
+            request.headers.get(PERSON_HEADER),
         )
-        result = await self.runner.call(Caller(name), request.match_info["op"], args)
+        op = request.match_info["op"]
+        await self.runner.prescreen(op, args)
+        result = await self.runner.call(Caller(name), op, args)
         return web.json_response(result, dumps=dumps)
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
         # a close waits at most CLOSE_TIMEOUT for the client's close frame: one that reads
         # nothing (closed as too slow) must not hold its name online for long
         ws = web.WebSocketResponse(
-            max_msg_size=self.runner.settings.max_frame_bytes + 1, heartbeat=20.0, timeout=CLOSE_TIMEOUT
+            max_msg_size=self.runner.settings.max_frame_bytes + 1, autoping=False, timeout=CLOSE_TIMEOUT
         )
         await ws.prepare(request)
         conn = Connection(ws, request.transport)
         writer = asyncio.create_task(conn.writer())
+        heartbeat = asyncio.create_task(conn.heartbeat())
         graceful = False
         try:
             if not await self._hello(conn):
                 return ws
             read = 0
             async for msg in ws:
+                conn.heard = time.monotonic()
+                if msg.type is WSMsgType.PING:
+                    await ws.pong(msg.data)
+                    continue
+                if msg.type is WSMsgType.PONG:
+                    continue
                 read += 1
                 if read % READ_BATCH == 0:
                     # frames already buffered come without a pause: let their answers
@@ -255,7 +309,7 @@ class Endpoints:
                     await asyncio.sleep(0)
                 await conn.readable()  # a client that does not read its answers is not read either
                 if msg.type is WSMsgType.TEXT:
-                    graceful = self._frame(conn, msg.data) or graceful
+                    graceful = await self._frame(conn, msg.data) or graceful
                     if graceful:
                         break
                 elif msg.type is WSMsgType.BINARY:
@@ -280,12 +334,18 @@ class Endpoints:
                     await ws.close(code=WSCloseCode.OK)
             finally:
                 writer.cancel()
+                heartbeat.cancel()
         return ws
 
     async def _hello(self, conn: Connection) -> dict[str, Any] | None:
         """The first frame must be ``hello``; answer ``welcome`` or an error and close."""
         try:
-            msg = await asyncio.wait_for(conn.ws.receive(), timeout=10.0)
+            async with asyncio.timeout(10.0):
+                msg = await conn.ws.receive()
+                while msg.type in (WSMsgType.PING, WSMsgType.PONG):  # no autoping: see HEARTBEAT
+                    if msg.type is WSMsgType.PING:
+                        await conn.ws.pong(msg.data)
+                    msg = await conn.ws.receive()
         except TimeoutError:
             await conn.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"no hello")
             return None
@@ -312,8 +372,10 @@ class Endpoints:
             raise BadFrame("a frame must be a JSON object")
         return frame
 
-    def _frame(self, conn: Connection, data: str) -> bool:
-        """Handle one frame after hello; returns True when the peer said ``bye``."""
+    async def _frame(self, conn: Connection, data: str) -> bool:
+        """Handle one frame after hello; returns True when the peer said ``bye``. A
+        costly send is screened on a worker thread first, while this connection waits
+        (its frames stay in order) and every other one goes on."""
         rid = None
         try:
             frame = self._decode(data)
@@ -327,6 +389,7 @@ class Endpoints:
                 conn.push({"op": "result", "rid": rid, "ok": True, "result": {"bye": True}})
                 return True
             assert conn.name is not None
+            await self.runner.prescreen(op, args)
             self.runner.submit(Caller(conn.name, conn.id), op, args, (conn.id, rid))
         except MeshError as exc:
             conn.push(_error_frame(rid, exc) if rid is not None else {"op": "error", "error": exc.to_wire()})

@@ -27,6 +27,7 @@ from typing import Any
 from . import injection
 from .client.aio import AsyncClient
 from .config import Settings
+from .envelope import is_person_name
 
 CURSOR_KEEP = 2000  # ids remembered; far more than can be in flight unacked
 
@@ -85,6 +86,11 @@ def _event_line(event: dict[str, Any], as_json: bool) -> str:
 
 def run_watch(settings: Settings, args: argparse.Namespace) -> int:
     """Print messages (and with ``--events`` mesh events) until stopped; exits 0."""
+    person = None
+    if is_person_name(args.as_name):  # the person watches their own mail: asked on the terminal
+        from .client.http import OneShot
+
+        person = OneShot(settings, args.as_name).person_session()
 
     async def watch() -> None:
         stop = asyncio.Event()
@@ -92,7 +98,7 @@ def run_watch(settings: Settings, args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         async with AsyncClient(
-            settings, args.as_name, client_kind="watch", auto_read=False, events=args.events
+            settings, args.as_name, client_kind="watch", auto_read=False, events=args.events, person=person
         ) as peer:
             if getattr(args, "exclusive_cwd", False):
                 await peer.hold(os.path.join(os.getcwd(), ""), reason=f"{peer.name} works in this folder")

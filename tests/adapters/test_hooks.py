@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from ..conftest import BrokerProcess, mesh_cmd
+from sessionmesh.person import write_credential
+
+from ..conftest import PASSPHRASE, BrokerProcess, mesh_cmd, person_cmd
 
 
 def hook(tool: str, event: str, payload: Any = None, *, name: str = "agent") -> tuple[int, str]:
@@ -153,7 +155,12 @@ def test_a_held_message_is_not_injected_until_a_person_approves_it(mesh: BrokerP
     msg_id = send("agent", "clean up with rm -rf build/")
     assert hook("claude-code", "UserPromptSubmit") == (0, "")
     assert receipt(msg_id) == "held"
-    assert mesh_cmd("approve", msg_id).returncode == 0
+    refused = mesh_cmd("approve", msg_id)  # the agent's own shell: no terminal, no passphrase
+    assert refused.returncode != 0 and "needs_terminal" in refused.stderr
+    assert receipt(msg_id) == "held"
+    write_credential(mesh.settings(), PASSPHRASE)
+    run = person_cmd("approve", msg_id, answers=[PASSPHRASE], env=mesh.env)
+    assert run.status == 0, run.output
     context = json.loads(hook("claude-code", "UserPromptSubmit")[1])["hookSpecificOutput"][
         "additionalContext"
     ]

@@ -16,6 +16,7 @@ import pytest
 from sessionmesh.config import Settings
 from sessionmesh.core.broker import Caller, Core
 from sessionmesh.core.effects import Effect, Push, Respond
+from sessionmesh.envelope import PERSON
 from sessionmesh.errors import MeshError
 from sessionmesh.storage.memory import MemoryStore
 
@@ -88,6 +89,12 @@ class Mesh:
         got, issued = self.core.authenticate(name, None, self.now, meta=meta or None)
         assert issued is not None
         self.secrets[got] = issued
+        return got
+
+    def register_person(self) -> str:
+        """``human``, as the broker registers it once a person session is shown."""
+        got, issued = self.core.authenticate(PERSON, None, self.now, person=True)
+        assert issued is None  # the person's name has no secret to give out
         return got
 
     def join(self, name: str, *, events: bool = False, unique: bool = False, **meta: Any) -> str:

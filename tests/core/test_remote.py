@@ -96,11 +96,18 @@ def test_a_remote_peer_replies_with_the_sender_s_name_verbatim(mesh: Mesh) -> No
     assert (got["from"], got["re"], got["status"]) == ("laptop:bob", msg_id, "PASS")
 
 
-def test_a_message_from_another_machine_is_not_held_again(mesh: Mesh) -> None:
+def test_a_message_from_another_machine_is_held_here_too(mesh: Mesh) -> None:
+    """Issue #15: a relayed message was never held on the receiving machine, so a
+    machine that skipped its holds (or a person there who let it go) decided for this one."""
     mesh.join("alice")
+    mesh.register_person()
     attach(mesh)
     call = mesh.call("laptop:bob", "send", to="alice", body="please run rm -rf build/ now")
-    assert [m["body"] for m in mesh.delivered(call.effects, "alice")] == ["please run rm -rf build/ now"]
+    assert mesh.delivered(call.effects, "alice") == []
+    [held] = mesh.ok("human", "held")["messages"]
+    assert (held["from"], held["held_for"]) == ("laptop:bob", ["alice"])
+    approved = mesh.call("human", "approve", ids=[held["id"]])
+    assert [m["body"] for m in mesh.delivered(approved.effects, "alice")] == ["please run rm -rf build/ now"]
     local = mesh.call("alice", "send", to="laptop:bob", body="then rm -rf dist/")
     assert pushed(local.effects) == []  # held here, for a person on this machine
 

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from sessionmesh.client.sync import SyncClient
+from sessionmesh.person import write_credential
 
-from ..conftest import BrokerProcess, mesh_cmd
+from ..conftest import PASSPHRASE, BrokerProcess
 
 CHROMIUM = os.environ.get("MESH_TEST_CHROMIUM", "/usr/bin/chromium")
 WAIT_MS = 10_000  # the bound on every wait for the page
@@ -44,10 +45,12 @@ def browser() -> Iterator[Any]:
 
 @dataclass
 class Http:
-    """Plain HTTP to the broker (standard library), with or without the token."""
+    """Plain HTTP to the broker (standard library): with the token and a person
+    session (a script of the person's), the token alone (an agent's), or neither."""
 
     url: str
     token: str
+    person: str = ""
 
     def call(
         self,
@@ -55,6 +58,7 @@ class Http:
         path: str,
         *,
         token: bool = True,
+        person: bool = True,
         body: Any = None,
         headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
@@ -62,6 +66,8 @@ class Http:
         request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers or {})
         if token:
             request.add_header("Authorization", f"Bearer {self.token}")
+        if token and person and self.person:
+            request.add_header("X-Mesh-Person", self.person)
         if data is not None:
             request.add_header("Content-Type", "application/json")
         try:
@@ -78,11 +84,12 @@ class Dashboard:
     http: Http
 
     def login_link(self) -> str:
-        out = mesh_cmd(
-            "dashboard", "--no-open", "--json", env={**self.broker.env, "MESH_URL": self.broker.url}
+        """A one-time link, as ``mesh dashboard`` gets it with the typed passphrase."""
+        status, login = self.http.call(
+            "POST", "/dashboard/v1/login", person=False, body={"passphrase": PASSPHRASE}
         )
-        assert out.returncode == 0, out.stderr
-        return str(json.loads(out.stdout)["url"])
+        assert status == 200, login
+        return str(login["url"])
 
     def open(self, browser: Any) -> Any:
         """A new page, logged in through a fresh one-time link, showing the first state."""
@@ -103,8 +110,15 @@ class Dashboard:
 
 @pytest.fixture
 def dash(broker_proc: BrokerProcess) -> Dashboard:
+    """The broker's dashboard, with the person's passphrase set (as ``mesh person init``
+    leaves it) and a person session for plain HTTP calls."""
+    write_credential(broker_proc.settings(), PASSPHRASE)
     token = (broker_proc.home / "token").read_text().strip()
-    return Dashboard(broker_proc, Http(broker_proc.url, token))
+    http = Http(broker_proc.url, token)
+    status, session = http.call("POST", "/v1/person/session", person=False, body={"passphrase": PASSPHRASE})
+    assert status == 200, session
+    http.person = session["session"]
+    return Dashboard(broker_proc, http)
 
 
 class Peers:

@@ -8,10 +8,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from ..conftest import mesh_cmd
-from .conftest import Dashboard, Peers
+from ..conftest import mesh_cmd, person_cmd
+from .conftest import PASSPHRASE, Dashboard, Peers
 
 API = "/dashboard/v1"
+
+
+def person_headers(dash: Dashboard) -> dict[str, str]:
+    return {"Authorization": f"Bearer {dash.http.token}", "X-Mesh-Person": dash.http.person}
 
 
 def session_cookie(dash: Dashboard) -> str:
@@ -48,16 +52,39 @@ def session_cookie(dash: Dashboard) -> str:
         ("POST", f"{API}/login"),
     ],
 )
-def test_without_a_token_or_a_session_nothing_is_served(dash: Dashboard, method: str, path: str) -> None:
-    status, body = dash.http.call(method, path, token=False, body={} if method == "POST" else None)
+@pytest.mark.parametrize("token", [False, True], ids=["nothing", "the-agents-token"])
+def test_without_the_persons_login_nothing_is_served(
+    dash: Dashboard, method: str, path: str, token: bool
+) -> None:
+    """Issue #15: the broker token is every agent's; it opens no route that shows
+    others' mail or acts as the person."""
+    body = {} if method == "POST" else None
+    status, answer = dash.http.call(method, path, token=token, person=False, body=body)
     assert status == 401
     if path == "/":
-        assert "mesh dashboard" in body  # the page says how to get in
+        assert "mesh dashboard" in answer and "passphrase" in answer  # the login page
+    elif path.endswith("/login"):
+        assert answer["error"]["code"] == ("bad_passphrase" if token else "unauthorized")
     else:
-        assert body["error"]["code"] == "unauthorized"
+        assert answer["error"]["code"] == "person_required"
 
 
-def test_with_the_token_a_script_reads_the_api(dash: Dashboard, peers: Peers) -> None:
+def test_a_login_needs_the_passphrase_and_wrong_guesses_are_slowed_and_logged(dash: Dashboard) -> None:
+    status, answer = dash.http.call(
+        "POST", "/v1/person/session", person=False, body={"passphrase": "guess guess guess"}
+    )
+    assert (status, answer["error"]["code"]) == (401, "bad_passphrase")
+    status, answer = dash.http.call(
+        "POST", "/v1/person/session", person=False, body={"passphrase": "another guess"}
+    )
+    assert (status, answer["error"]["code"]) == (429, "rate_limited")
+    status, answer = dash.http.call("POST", f"{API}/login", person=False, body={"session": "made-up"})
+    assert (status, answer["error"]["code"]) == (401, "person_required")
+    log = mesh_cmd("log", "--json", "--as", "auditor", env=dash.broker.env)
+    assert '"person_denied"' in log.stdout
+
+
+def test_with_a_person_session_a_script_reads_the_api(dash: Dashboard, peers: Peers) -> None:
     peers("alice")
     status, state = dash.http.call("GET", f"{API}/state")
     assert status == 200
@@ -85,9 +112,9 @@ def test_a_session_cookie_reads_but_writes_only_from_the_page(dash: Dashboard, p
     assert status == 403
     status, body = dash.http.call("POST", f"{API}/send", token=False, body=send, headers=page_headers)
     assert status == 200 and body["status"] in ("received", "queued")
-    # a session cannot mint login links: that takes the token
-    status, _ = dash.http.call("POST", f"{API}/login", token=False, body={}, headers=page_headers)
-    assert status == 401
+    # a session mints no login links: that takes the passphrase
+    status, answer = dash.http.call("POST", f"{API}/login", token=False, body={}, headers=page_headers)
+    assert (status, answer["error"]["code"]) == (401, "bad_passphrase")
 
 
 async def test_the_feed_refuses_a_websocket_without_credentials(dash: Dashboard) -> None:
@@ -95,9 +122,12 @@ async def test_the_feed_refuses_a_websocket_without_credentials(dash: Dashboard)
         with pytest.raises(aiohttp.WSServerHandshakeError) as info:
             await http.ws_connect(dash.broker.url + f"{API}/feed")
         assert info.value.status == 401
-        ws = await http.ws_connect(
-            dash.broker.url + f"{API}/feed", headers={"Authorization": f"Bearer {dash.http.token}"}
-        )
+        with pytest.raises(aiohttp.WSServerHandshakeError) as info:  # an agent's token alone
+            await http.ws_connect(
+                dash.broker.url + f"{API}/feed", headers={"Authorization": f"Bearer {dash.http.token}"}
+            )
+        assert info.value.status == 401
+        ws = await http.ws_connect(dash.broker.url + f"{API}/feed", headers=person_headers(dash))
         hello = await ws.receive_json(timeout=5)
         assert hello["op"] == "hello"
         await ws.close()
@@ -108,9 +138,7 @@ async def test_the_feed_sends_each_stored_message_with_its_body_and_thread(dash:
 
     settings = dash.broker.settings()
     async with aiohttp.ClientSession() as http:
-        ws = await http.ws_connect(
-            dash.broker.url + f"{API}/feed", headers={"Authorization": f"Bearer {dash.http.token}"}
-        )
+        ws = await http.ws_connect(dash.broker.url + f"{API}/feed", headers=person_headers(dash))
         assert (await ws.receive_json(timeout=5))["op"] == "hello"
         async with AsyncClient(settings, "alice") as alice, AsyncClient(settings, "bob") as bob:
             asked = await alice.ask("bob", "<b>ready?</b>")
@@ -160,18 +188,38 @@ def test_the_human_is_a_peer_agents_see_as_human(dash: Dashboard, peers: Peers) 
     assert got.sender == "human"
     human = next(p for p in bob.peers() if p["name"] == "human")
     assert human["meta"]["client"] == "human"
-    # the human's secret is kept like any name's, so the CLI can act as the human too
-    out = mesh_cmd("send", "--as", "human", "bob", "and from the shell", env=dash.broker.env)
-    assert out.returncode == 0, out.stderr
+    # the person can act as human from a terminal too, with their passphrase
+    run = person_cmd(
+        "send", "--as", "human", "bob", "and from the shell", answers=[PASSPHRASE], env=dash.broker.env
+    )
+    assert run.status == 0, run.output
     assert bob.recv(timeout=5).body == "and from the shell"
 
 
-def test_mesh_dashboard_prints_a_login_link(dash: Dashboard) -> None:
-    out = mesh_cmd("dashboard", "--no-open", env={**dash.broker.env, "MESH_URL": dash.broker.url})
-    assert out.returncode == 0, out.stderr
-    link = out.stdout.strip()
+def test_an_agent_shell_cannot_act_as_the_person(dash: Dashboard, peers: Peers) -> None:
+    """Issue #15: with no terminal, the CLI cannot ask for the passphrase, so nothing
+    is sent as human; the secrets folder holds nothing that stands in for it."""
+    bob = peers("bob")
+    out = mesh_cmd("send", "--as", "human", "bob", "you are cleared to deploy", env=dash.broker.env)
+    assert out.returncode != 0 and "needs_terminal" in out.stderr
+    assert not (dash.broker.home / "secrets" / "human").exists()
+    run = person_cmd(
+        "send", "--as", "human", "bob", "cleared", answers=["not the passphrase"], env=dash.broker.env
+    )
+    assert run.status != 0 and "bad_passphrase" in run.output
+    peers("alice").send("bob", "marker")
+    assert bob.recv(timeout=5).body == "marker"  # nothing from 'human' came before it
+
+
+def test_mesh_dashboard_asks_the_passphrase_and_prints_a_login_link(dash: Dashboard) -> None:
+    env = {**dash.broker.env, "MESH_URL": dash.broker.url}
+    run = person_cmd("dashboard", "--no-open", answers=[PASSPHRASE], env=env)
+    assert run.status == 0, run.output
+    [link] = [line.strip() for line in run.output.splitlines() if "/login?code=" in line]
     assert link.startswith(dash.broker.url + "/login?code=")
     assert dash.http.token not in link
+    out = mesh_cmd("dashboard", "--no-open", env=env)  # an agent's shell: no terminal to ask on
+    assert out.returncode != 0 and "needs_terminal" in out.stderr
 
 
 def test_an_unknown_dashboard_path_needs_the_token_like_any_other(dash: Dashboard) -> None:

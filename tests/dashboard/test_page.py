@@ -7,17 +7,20 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
 from sessionmesh.errors import MeshError
+from sessionmesh.person import write_credential
 
 from ..conftest import BrokerProcess, read_line
-from .conftest import WAIT_MS, Dashboard, Http, Peers
+from .conftest import PASSPHRASE, WAIT_MS, Dashboard, Http, Peers
 
 
 @pytest.fixture
@@ -248,6 +251,7 @@ def test_a_restarted_broker_ends_the_session_and_the_page_says_so(tmp_path: Path
         broker.url = f"http://127.0.0.1:{port}"
 
     serve()
+    write_credential(broker.settings(), PASSPHRASE)
     try:
         dash = Dashboard(broker, Http(broker.url, (home / "token").read_text().strip()))
         page = dash.open(browser)
@@ -257,6 +261,27 @@ def test_a_restarted_broker_ends_the_session_and_the_page_says_so(tmp_path: Path
         page.close()
     finally:
         broker.stop()
+
+
+def test_the_person_logs_in_on_the_page_with_their_passphrase(dash: Dashboard, browser: Any) -> None:
+    """Issue #15: the login page takes the passphrase; a wrong one is said, not let in."""
+    page = browser.new_page()
+    page.goto(dash.broker.url + "/")
+    page.fill("#passphrase", "a wrong guess at it")
+    page.click("button[type=submit]")
+    expect(page.locator("#login-error")).to_contain_text("wrong passphrase", timeout=WAIT_MS)
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while True:  # the broker takes no guess for a second after a wrong one: the page says so
+        page.fill("#passphrase", PASSPHRASE)
+        page.click("button[type=submit]")
+        try:
+            page.wait_for_selector("body[data-ready='1']", timeout=500)
+            break
+        except PlaywrightTimeout:
+            assert time.monotonic() < deadline
+            expect(page.locator("#login-error")).to_contain_text("one guess", timeout=WAIT_MS)
+    page.wait_for_selector("#conn.live", timeout=WAIT_MS)
+    page.close()
 
 
 def test_a_page_that_dropped_old_messages_pages_them_back_in(page: Any, peers: Peers) -> None:

@@ -351,3 +351,41 @@ async def test_a_peer_that_never_reads_its_pushes_is_closed_and_gets_them_again_
     async with AsyncClient(broker.settings, "slow", auto_read=False) as again:
         got = {(await again.recv(timeout=10)).id for _ in range(60)}
     assert got == {r.id for r in sent}
+
+
+async def test_a_session_that_says_bye_is_released_at_once(broker):
+    """Issue #15: each session ended with `bye` stayed in memory 20-45 s (a heartbeat
+    timer re-armed after the close); 2,000 connections grew RSS from 47 to 113 MB."""
+    import gc
+
+    from aiohttp import web
+
+    for i in range(30):
+        session, ws = await _raw_ws(broker)
+        assert (await _hello(ws, f"brief-{i}"))["op"] == "welcome"
+        assert (await _call(ws, 1, "bye"))["result"] == {"bye": True}
+        await ws.close()
+        await session.close()
+    async with asyncio.timeout(5):
+        while True:
+            gc.collect()
+            if not any(isinstance(o, web.WebSocketResponse) for o in gc.get_objects()):
+                break
+            await asyncio.sleep(0.05)  # sleep-ok: polls a bounded condition
+
+
+async def test_a_client_that_answers_no_ping_is_dropped(broker, monkeypatch):
+    from sessionmesh import transports
+
+    monkeypatch.setattr(transports, "HEARTBEAT", 0.3)
+    session = aiohttp.ClientSession()
+    ws = await session.ws_connect(
+        broker.settings.url + "/v1/ws",
+        headers={"Authorization": f"Bearer {broker.runner.token}"},
+        autoping=False,  # hears the pings, answers none
+    )
+    assert (await _hello(ws, "deaf"))["op"] == "welcome"
+    async with asyncio.timeout(5):
+        while "deaf" in broker.runner.core.online_names():
+            await ws.receive()  # pings, then the close
+    await session.close()

@@ -54,6 +54,7 @@ class AsyncClient:
         events: bool = False,
         auto_read: bool = True,
         reconnect: bool = True,
+        person: str | None = None,
     ) -> None:
         self.settings = settings
         self.name = name or settings.name or discovery.default_name()
@@ -62,6 +63,7 @@ class AsyncClient:
         self.events_wanted = events
         self.auto_read = auto_read
         self.reconnect = reconnect
+        self.person = person
         self.core = SessionCore()
         self.inbox: asyncio.Queue[Envelope] = asyncio.Queue()
         # ids another attachment of this agent (its hooks, MCP server, bridge) already
@@ -131,6 +133,8 @@ class AsyncClient:
             "unique": self.unique,
             "events": self.events_wanted,
         }
+        if self.person is not None:  # a person session: acting as 'human'
+            hello["person"] = self.person
         await ws.send_str(dumps({"op": "hello", "args": hello}))
         msg = await ws.receive(timeout=self.settings.request_timeout)
         if msg.type is not aiohttp.WSMsgType.TEXT:

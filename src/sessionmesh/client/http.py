@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from ..config import Settings
+from ..envelope import is_person_name
 from ..errors import BadSecret, MeshError, Timeout, Unavailable, from_wire
 from . import discovery
 
@@ -21,6 +22,7 @@ class OneShot:
         self.name = name or settings.name or discovery.default_name()
         self.address = discovery.locate(settings)
         self._conn: http.client.HTTPConnection | None = None
+        self._person: str | None = None
 
     def _post(
         self, path: str, args: dict[str, Any], headers: dict[str, str], timeout: float
@@ -76,18 +78,37 @@ class OneShot:
             )
         return secret
 
+    def person_session(self) -> str:
+        """A person session, for the passphrase the person types on this terminal
+        (`sessionmesh.person.ask`); asked once per command."""
+        if self._person is None:
+            from ..person import ask
+
+            passphrase = ask(f"the person's passphrase (to act as {self.name!r}): ")
+            login = self._post(
+                "/v1/person/session", {"passphrase": passphrase}, {}, self.settings.request_timeout
+            )
+            self._person = str(login["session"])
+        return self._person
+
+    def dashboard_login(self, passphrase: str) -> dict[str, Any]:
+        """A one-time dashboard login link for the person's passphrase:
+        ``{"code", "url", "ttl"}``."""
+        return self._post(
+            "/dashboard/v1/login", {"passphrase": passphrase}, {}, self.settings.request_timeout
+        )
+
     def call(self, op: str, *, answer_timeout: float | None = None, **args: Any) -> dict[str, Any]:
-        """Run one broker op as this peer; raises the broker's `MeshError`.
+        """Run one broker op as this peer; raises the broker's `MeshError`. As the
+        person (``human``), the person is asked for their passphrase first.
 
         ``answer_timeout`` bounds the wait for the HTTP answer (default: request_timeout).
         """
-        secret = self._secret()
-        return self._post(
-            f"/v1/{op}",
-            args,
-            {"X-Mesh-Name": self.name, "X-Mesh-Secret": secret or ""},
-            answer_timeout or self.settings.request_timeout,
-        )
+        if is_person_name(self.name):
+            headers = {"X-Mesh-Name": self.name, "X-Mesh-Person": self.person_session()}
+        else:
+            headers = {"X-Mesh-Name": self.name, "X-Mesh-Secret": self._secret() or ""}
+        return self._post(f"/v1/{op}", args, headers, answer_timeout or self.settings.request_timeout)
 
     def shutdown(self) -> dict[str, Any]:
         """Ask the broker to stop gracefully (needs only the broker token)."""

@@ -1,9 +1,9 @@
 """Held messages: a body that asks for a destructive action waits for a person.
 
 A held envelope is stored like any other, but each copy starts ``held`` instead of
-``queued`` and reaches nobody. A name in ``settings.approvers`` (the person, by
-default ``human``) approves it, and it is delivered as if just sent; or rejects it,
-and each copy ends ``rejected``. The sender follows both in its receipts.
+``queued`` and reaches nobody. The person (``human``, a name only a person session
+holds) approves it, and it is delivered as if just sent; or rejects it, and each
+copy ends ``rejected``. The sender follows both in its receipts.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
-from ..envelope import Envelope, ReceiptState, SendStatus, check_id
+from ..envelope import PERSON, Envelope, ReceiptState, SendStatus, check_id
 from ..errors import BadFrame, NotApprover, UnknownMessage
 from .args import int_arg
 from .effects import Effect, Respond
@@ -53,10 +53,10 @@ class HoldsMixin(CoreState):
     def held(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
         """Messages waiting for a person, oldest first, with who they are for and why.
 
-        An approver sees them all; any other peer only those it sent: a held message
+        The person sees them all; any other peer only those it sent: a held message
         is the sender's and the person's business, never a third agent's mail."""
         limit = int_arg(args, "limit", 100, 1, 10000)
-        everyone = caller.name in self.settings.approvers
+        everyone = caller.name == PERSON
         waiting: dict[str, list[str]] = {}
         for receipt in self.store.receipts_in_state(ReceiptState.HELD, limit * 64):
             waiting.setdefault(receipt.msg_id, []).append(receipt.recipient)
@@ -68,9 +68,15 @@ class HoldsMixin(CoreState):
             if env is not None and (everyone or env.sender == caller.name):
                 wire = env.to_wire()
                 wire["held_for"] = sorted(names)
-                wire["match"] = self._hold_reason(env)
+                wire["match"] = self._held_match(env)
                 out.append(wire)
         return [Respond(reply_to, {"messages": out})]
+
+    def _held_match(self, env: Envelope) -> str | None:
+        """What the screen found when ``env`` was held (kept in its answer: screening
+        again could cost a parse per listed message)."""
+        held = self._answer_of(env).get("held")
+        return held.get("match") if isinstance(held, dict) else self._hold_reason(env)
 
     def approve(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
         """Release held messages: each copy becomes ``queued`` and is delivered."""
@@ -101,10 +107,10 @@ class HoldsMixin(CoreState):
     def _decidable(self, caller: Caller, args: dict[str, Any]) -> list[tuple[Envelope, list[str]]]:
         """The envelopes named in ``ids`` with their held recipients; checks that the
         caller may decide and that every id is held, before anything changes."""
-        if caller.name not in self.settings.approvers:
+        if caller.name != PERSON:
             raise NotApprover(
                 f"{caller.name!r} cannot approve or reject held messages",
-                hint="a person decides: mesh approve ID (as " + " or ".join(self.settings.approvers) + ")",
+                hint="a person decides, with their passphrase: mesh approve ID",
             )
         ids = args.get("ids")
         if not isinstance(ids, list) or not ids:

@@ -9,6 +9,7 @@ from ..errors import BadFrame, Contention, NotHolder
 from .args import bool_arg, float_arg
 from .effects import Effect, Respond
 from .locks import Lease, LockOutcome, check_resource, conflicts
+from .safety import screen_field
 from .state import Caller, CoreState
 
 # A shared lease table (the NATS backend) can change between the read and the write;
@@ -26,6 +27,8 @@ class LeasesMixin(CoreState):
         reason = args.get("reason") or ""
         if not isinstance(reason, str) or len(reason) > 1000:
             raise BadFrame("'reason' must be a string of at most 1000 chars")
+        screen_field("reason", reason)
+        screen_field("resource", resource)
         effects = self._expire_leases(now)
         for attempt in range(LOCK_ATTEMPTS):
             try:

@@ -10,10 +10,11 @@ import secrets
 from collections.abc import Hashable
 from typing import Any
 
-from ..envelope import check_name
-from ..errors import BadFrame, BadSecret, NameTaken, UnknownPeer
+from ..envelope import PERSON, check_name, is_person_name
+from ..errors import BadFrame, BadSecret, NameTaken, ReservedName, UnknownPeer
 from ..storage import PeerRecord
 from .effects import Effect, Respond
+from .safety import screen_field
 from .state import Caller, CoreState, LiveConn
 
 META_KEYS = ("machine", "cwd", "git_root", "client", "role", "status", "refuse")
@@ -36,15 +37,26 @@ class PeersMixin(CoreState):
         return sorted(n for n in self._online if n not in self._remote)
 
     def authenticate(
-        self, name: Any, secret: Any, now: float, *, meta: dict[str, Any] | None = None, register: bool = True
+        self,
+        name: Any,
+        secret: Any,
+        now: float,
+        *,
+        meta: dict[str, Any] | None = None,
+        register: bool = True,
+        person: bool = False,
     ) -> tuple[str, str | None]:
         """Check ``name``'s secret; register the name if new (and ``register``).
 
         Returns the name and, for a first join, the secret just issued (else None).
         Raises `InvalidName`, `BadSecret` when the name is held by another secret, or
-        `UnknownPeer` for a new name when ``register`` is off.
+        `UnknownPeer` for a new name when ``register`` is off. The person's names
+        (`is_person_name`) are held by no secret: the caller has checked a person
+        session (``person``), and without one they are `ReservedName`.
         """
         check_name(name, claim=True)
+        if is_person_name(name) or person:
+            return self._person(name, now, meta, person=person)
         peer = self._peer_cache.get(name)
         if peer is None and not register:
             raise UnknownPeer(f"{name!r} has not joined yet", hint="join first: POST /v1/join")
@@ -56,7 +68,7 @@ class PeersMixin(CoreState):
             )
         if peer is None:
             issued = secrets.token_urlsafe(24)
-            peer = PeerRecord(name, hash_secret(issued), self._clean_meta(meta), now, now)
+            peer = PeerRecord(name, hash_secret(issued), self._clean_meta(meta, name), now, now)
             self.store.put_peer(peer)
             self._peer_cache[name] = peer
             self._audit(now, "peer_registered", {"name": name})
@@ -70,6 +82,26 @@ class PeersMixin(CoreState):
             self._update_meta(peer, meta, now)
         return name, None
 
+    def _person(
+        self, name: str, now: float, meta: dict[str, Any] | None, *, person: bool
+    ) -> tuple[str, str | None]:
+        if not person or name != PERSON:
+            raise ReservedName(
+                f"{name!r} is the person's name" if person else f"{name!r} is reserved for the person",
+                hint="the person acts as 'human' with their passphrase; pick a name of your own",
+            )
+        peer = self._peer_cache.get(name)
+        if peer is None:  # held by no secret: the hash of one nobody was given
+            peer = PeerRecord(
+                name, hash_secret(secrets.token_urlsafe(24)), self._clean_meta(meta, PERSON), now, now
+            )
+            self.store.put_peer(peer)
+            self._peer_cache[name] = peer
+            self._audit(now, "peer_registered", {"name": name})
+        elif meta:
+            self._update_meta(peer, meta, now)
+        return name, None
+
     def connect(
         self,
         conn: int,
@@ -80,6 +112,7 @@ class PeersMixin(CoreState):
         meta: dict[str, Any] | None = None,
         unique: bool = False,
         events: bool = False,
+        person: bool = False,
     ) -> tuple[dict[str, Any], list[Effect]]:
         """A live connection claims a name, or attaches to it. Returns the welcome and
         the backlog pushes.
@@ -96,6 +129,8 @@ class PeersMixin(CoreState):
         `InvalidName`, `NameTaken` for a name of a peer of another machine.
         """
         check_name(name, claim=True)
+        if person or is_person_name(name):
+            unique = False  # the person's connections attach to 'human'; nobody else gets a variant
         if unique and name in self._peer_cache and not self._secret_ok(name, secret):
             name = self._free_base(name)  # someone else's name: a different name, not name#2
             secret = None
@@ -105,7 +140,7 @@ class PeersMixin(CoreState):
             name, secret = variant, None
         elif name in self._remote:
             raise NameTaken(f"{name!r} is a peer of another machine", hint="pick another name")
-        name, issued = self.authenticate(name, secret, now, meta=meta)
+        name, issued = self.authenticate(name, secret, now, meta=meta, person=person)
         self._conns[conn] = LiveConn(name, events, now)
         if events:
             self._watchers.add(conn)
@@ -222,21 +257,28 @@ class PeersMixin(CoreState):
         effects.append(Respond(reply_to, {"name": caller.name, "meta": peer.meta}))
         return effects
 
-    def _clean_meta(self, meta: dict[str, Any] | None) -> dict[str, Any]:
+    def _clean_meta(self, meta: dict[str, Any] | None, name: str) -> dict[str, Any]:
+        """The known keys of ``meta``, checked; only the person may say it is one."""
         clean: dict[str, Any] = {}
         for key, value in (meta or {}).items():
             if key not in META_KEYS:
                 continue
+            if name != PERSON and key in ("client", "role") and value in ("human", "person"):
+                raise ReservedName(
+                    f"{key} {value!r} is the person's", hint="say what kind of agent you are instead"
+                )
             if key == "refuse":
                 if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                     raise BadFrame("'refuse' must be a list of names")
             elif value is not None and (not isinstance(value, str) or len(value) > 2000):
                 raise BadFrame(f"'{key}' must be a string of at most 2000 chars")
+            elif value is not None:
+                screen_field(key, value)
             clean[key] = value
         return clean
 
     def _update_meta(self, peer: PeerRecord, meta: dict[str, Any], now: float) -> None:
-        peer.meta.update(self._clean_meta(meta))
+        peer.meta.update(self._clean_meta(meta, peer.name))
         peer.last_seen = self._last_seen.get(peer.name, now)
         self.store.put_peer(peer)
 

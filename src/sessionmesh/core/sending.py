@@ -22,7 +22,7 @@ from ..errors import (
     UnknownPeer,
 )
 from .effects import Effect, Push, Respond
-from .safety import DEFAULT_HOLD_PATTERNS, SecretAction, find_secrets, hold_reason, redact
+from .safety import SCREENED, Screen, SecretAction, find_secrets, hold_reason, redact
 from .state import SENDER_CACHE, Caller, CoreState
 
 OBSERVED_RECIPIENTS = 200  # names listed in a `message` event; the count is always exact
@@ -69,8 +69,11 @@ class SendingMixin(CoreState):
         # A message another broker relays (a link's sender): it names the recipients
         # here, and keeps the `to` it was sent with (a topic, broadcast, a list).
         relay = args.pop("recipients", None) if sender in self._remote else None
+        screened = args.pop(SCREENED, None)  # done ahead, off the event loop (Runner.prescreen)
+        if not isinstance(screened, Screen) or screened.body is not args.get("body"):
+            screened = None
         try:
-            draft = self._parse_send(sender, args)
+            draft = self._parse_send(sender, args, screened)
             # A resend of a stored id answers what the first send answered. Recent
             # ids are known here; older ones are caught by the store's unique id.
             pending = self._pending.get(draft.id)
@@ -94,7 +97,9 @@ class SendingMixin(CoreState):
             return [self._refuse(reply_to, refusal.msg_id, refusal.error, now)]
         except (InvalidName, TooLarge, RateLimited, SelfSend) as exc:
             return [self._refuse(reply_to, args.get("id"), exc, now)]
-        return self._route(env, parent, reply_to, now, relay)
+        ahead = screened is not None and screened.redacted is env.body
+        held = screened.hold if ahead and screened is not None else self._hold_reason(env)
+        return self._route(env, parent, reply_to, now, relay, held)
 
     def _relay_more(self, env: Envelope, names: Any, reply_to: Hashable, now: float) -> list[Effect]:
         """A relayed message already stored, named again (its record came twice, or
@@ -140,7 +145,7 @@ class SendingMixin(CoreState):
             return None
         return self.store.get_message(msg_id)
 
-    def _parse_send(self, sender: str, args: dict[str, Any]) -> Draft:
+    def _parse_send(self, sender: str, args: dict[str, Any], screened: Screen | None = None) -> Draft:
         if args.get("from") is not None and args["from"] != sender:
             raise Impersonation(
                 f"you are {sender!r}; a message cannot be sent as {args['from']!r}",
@@ -156,14 +161,14 @@ class SendingMixin(CoreState):
                     hint="send a path or a summary instead of the whole content",
                 ),
             )
-        return self._screen_secrets(draft)
+        return self._screen_secrets(draft, screened)
 
-    def _screen_secrets(self, draft: Draft) -> Draft:
+    def _screen_secrets(self, draft: Draft, screened: Screen | None = None) -> Draft:
         """Refuse (or redact, by configuration) a body that carries a secret."""
         action = SecretAction(self.settings.secret_action)
         if action is SecretAction.ALLOW:
             return draft
-        found = find_secrets(draft.body)
+        found = screened.secrets if screened is not None else find_secrets(draft.body)
         if not found:
             return draft
         kinds = sorted({f.kind for f in found})
@@ -175,7 +180,7 @@ class SendingMixin(CoreState):
                     hint="remove it, or say where the recipient can find it",
                 ),
             )
-        return replace(draft, body=redact(draft.body))
+        return replace(draft, body=screened.redacted if screened is not None else redact(draft.body))
 
     def _envelope(self, sender: str, draft: Draft, now: float) -> tuple[Envelope, Envelope | None]:
         """The envelope to store: a reply goes to its parent's sender, in its thread."""
@@ -216,11 +221,18 @@ class SendingMixin(CoreState):
         return env, parent
 
     def _route(
-        self, env: Envelope, parent: Envelope | None, reply_to: Hashable, now: float, relay: Any = None
+        self,
+        env: Envelope,
+        parent: Envelope | None,
+        reply_to: Hashable,
+        now: float,
+        relay: Any = None,
+        held: str | None = None,
     ) -> list[Effect]:
         """Storage first, then delivery: store the envelope and a receipt per
         recipient, push it to live recipients, and answer (now, or on their acks).
-        ``relay``: the recipients here another broker named (see `send`)."""
+        ``relay``: the recipients here another broker named (see `send`); ``held``: why
+        the body waits for a person, if it does."""
         if relay is not None:
             recipients = self._relay_names(env, relay, parent)
             statuses = {n: SendStatus.DENIED.value for n in env.to.names if n not in recipients}
@@ -243,7 +255,6 @@ class SendingMixin(CoreState):
             assert existing is not None
             self._senders[existing.id] = existing.sender  # the next resend is found at once
             return self._duplicate(reply_to, existing, env.sender)
-        held = self._hold_reason(env)
         first = ReceiptState.HELD if held else ReceiptState.QUEUED
         self.store.add_receipts(env, recipients, first)
         self._senders[env.id] = env.sender
@@ -314,10 +325,9 @@ class SendingMixin(CoreState):
         return waiting, awaited
 
     def _hold_reason(self, env: Envelope) -> str | None:
-        if env.sender in self._remote:  # its own broker held it, and a person let it go
-            return None
-        patterns = self.settings.hold_patterns
-        return hold_reason(env.body, DEFAULT_HOLD_PATTERNS if patterns is None else patterns)
+        # A message relayed from another machine is screened here as well: that machine's
+        # settings and approvals are its own, and a hold here protects the agents on this one.
+        return hold_reason(env.body, self.settings.hold_patterns)
 
     def _resolve(
         self, env: Envelope, parent: Envelope | None
