@@ -248,9 +248,8 @@ def person_cmd(*args: str, answers: list[str], env: dict[str, str], timeout: flo
         sys.executable, ["-m", "sessionmesh", *args], env=env, encoding="utf-8", timeout=timeout
     )
     child.logfile_read = transcript = io.StringIO()
-    for answer in answers:
-        child.expect("passphrase|again")
-        child.expect(": ")
+    for answer in answers:  # a passphrase prompt, its repetition, or a yes/no question
+        child.expect([r"passphrase[^\n]*: ", r"again: ", r"\[y/N\] "])
         child.sendline(answer)
     child.expect(pexpect.EOF)
     child.close()

@@ -50,6 +50,15 @@ def _oneshot(args: argparse.Namespace) -> Any:
     return OneShot(_settings(args), getattr(args, "as_name", None))
 
 
+def _read_only(args: argparse.Namespace, op: str, **call: Any) -> dict[str, Any]:
+    """A read-only op: as ``--as NAME`` (or MESH_NAME) when one is given, never
+    registering it; as an observer, with no name at all, otherwise."""
+    shot = _oneshot(args)
+    if getattr(args, "as_name", None) is None and shot.settings.name is None:
+        return dict(shot.observe(op, **call))
+    return dict(shot.call(op, register=False, **call))
+
+
 def _resource(value: str) -> str:
     """Paths (anything with a '/', or that exists here) become absolute; names stay."""
     if value.startswith(("/", "./", "../", "~")) or "/" in value or os.path.exists(value):
@@ -209,7 +218,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_peers(args: argparse.Namespace) -> int:
     from .render import ago, table
 
-    peers = _oneshot(args).call("peers")["peers"]
+    peers = _read_only(args, "peers")["peers"]
     if args.json:
         _out(args, peers)
         return EXIT_OK
@@ -311,7 +320,7 @@ def cmd_inbox(args: argparse.Namespace) -> int:
 def cmd_track(args: argparse.Namespace) -> int:
     from .render import clock, table
 
-    result = _oneshot(args).call("track", id=args.message_id)
+    result = _oneshot(args).call("track", register=False, id=args.message_id)
     if args.json:
         _out(args, result)
         return EXIT_OK
@@ -331,7 +340,9 @@ def cmd_track(args: argparse.Namespace) -> int:
 def cmd_thread(args: argparse.Namespace) -> int:
     from .render import message_line, paint
 
-    result = _oneshot(args).call("thread", id=args.thread_id, close=args.close)
+    result = _oneshot(args).call(
+        "thread", register=not args.close and False, id=args.thread_id, close=args.close
+    )
     if args.json:
         _out(args, result)
         return EXIT_OK
@@ -378,7 +389,7 @@ def cmd_unlock(args: argparse.Namespace) -> int:
 def cmd_locks(args: argparse.Namespace) -> int:
     from .render import table
 
-    locks = _oneshot(args).call("locks")["locks"]
+    locks = _read_only(args, "locks")["locks"]
     if args.json:
         _out(args, locks)
     elif not locks:
@@ -403,7 +414,7 @@ def cmd_locks(args: argparse.Namespace) -> int:
 def cmd_log(args: argparse.Namespace) -> int:
     from .render import clock
 
-    entries = _oneshot(args).call("log", after=args.after, limit=args.limit)["entries"]
+    entries = _read_only(args, "log", after=args.after, limit=args.limit)["entries"]
     for entry in entries:
         if args.json:
             print(json.dumps(entry, ensure_ascii=False))
@@ -447,6 +458,45 @@ def cmd_decide(args: argparse.Namespace) -> int:
         )
         for msg_id in result[key]:
             print(f"{msg_id} {key}: {done}")
+    return EXIT_OK
+
+
+def cmd_join(args: argparse.Namespace) -> int:
+    from .client.http import OneShot
+
+    settings = _settings(args)
+    new = OneShot(settings, args.name).join()
+    where = f"its secret is in {settings.secrets_dir}/{args.name}"
+    if args.json:
+        _out(args, {"name": args.name, "registered": new})
+    elif new:
+        print(f"{args.name} joined the mesh; {where}")
+    else:
+        print(f"{args.name} was already on the mesh; {where}")
+    return EXIT_OK
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    from .client import discovery
+    from .person import ask
+
+    shot = _oneshot(args)
+    counts = shot.call("forget", name=args.name, dry_run=True)
+    going = (
+        f"{counts['unread']} unread and {counts['held']} held message(s) to it, "
+        f"and {counts['leases']} lease(s) it holds"
+    )
+    if not args.yes:
+        prompt = f"forget {args.name}? {going} go with it (their senders see 'rejected'). [y/N] "
+        if ask(prompt, echo=True).strip().lower() not in ("y", "yes"):
+            print("nothing changed", file=sys.stderr)
+            return EXIT_ERROR
+    result = shot.call("forget", name=args.name)
+    discovery.forget_secret(shot.settings, args.name)
+    if args.json:
+        _out(args, result)
+    else:
+        print(f"{args.name} is forgotten: {going} went with it")
     return EXIT_OK
 
 
@@ -676,6 +726,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = add("held", cmd_held, "messages held until a person approves them", [person])
     p.add_argument("--limit", type=int, default=100)
+    p = add("join", cmd_join, "register a name on the mesh (its secret is saved here)", [common])
+    p.add_argument("name")
+    p = add(
+        "forget", cmd_forget, "remove an offline peer and its unread mail (the person's command)", [person]
+    )
+    p.add_argument("name")
+    p.add_argument("--yes", action="store_true", help="do not ask to confirm (the passphrase is still asked)")
     for name, verb in (("approve", "deliver"), ("reject", "drop")):
         p = add(name, cmd_decide, f"{verb} held messages (a person's decision)", [person])
         p.add_argument("message_ids", nargs="+", metavar="ID")

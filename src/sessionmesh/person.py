@@ -101,20 +101,33 @@ def verify(record: dict[str, Any], passphrase: str) -> bool:
 
 
 # -- asking on the terminal ---------------------------------------------------------
-def ask(prompt: str) -> str:
-    """Read a passphrase from the controlling terminal, without echo; `NeedsTerminal`
-    when this process has none (an agent's tool shell, a pipe, cron)."""
+def ask(prompt: str, *, echo: bool = False) -> str:
+    """Read a passphrase (or, with ``echo``, a confirmation) from the controlling
+    terminal; `NeedsTerminal` when this process has none (an agent's tool shell, a
+    pipe, cron)."""
     import getpass
 
     try:
         fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
     except OSError:
         raise NeedsTerminal(
-            "the person's passphrase is asked on a terminal, and this process has none",
+            "the person is asked on a terminal, and this process has none",
             hint="run the command yourself in a terminal; agents cannot act as the person",
         ) from None
-    os.close(fd)
-    return getpass.getpass(prompt)
+    if not echo:
+        os.close(fd)
+        return getpass.getpass(prompt)
+    try:
+        os.write(fd, prompt.encode())
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = os.read(fd, 1024)
+            if not chunk:
+                break
+            line += chunk
+        return line.decode(errors="replace")
+    finally:
+        os.close(fd)
 
 
 # -- the broker's side ----------------------------------------------------------------

@@ -42,7 +42,7 @@ def guarded(repo: Path, broker_proc: BrokerProcess) -> Path:
     done = mesh_cmd("guard", "install", "--dir", str(repo), "--as", "agent")
     assert done.returncode == 0, done.stderr
     for name in ("agent", "bob"):
-        mesh_cmd("peers", "--as", name)
+        mesh_cmd("join", name)
     return repo
 
 

@@ -33,7 +33,7 @@ def receipt(msg_id: str, recipient: str = "agent", sender: str = "bob") -> str:
 @pytest.fixture
 def mesh(broker_proc: BrokerProcess) -> BrokerProcess:
     for name in ("agent", "bob"):
-        assert mesh_cmd("peers", "--as", name).returncode == 0
+        assert mesh_cmd("join", name).returncode == 0
     return broker_proc
 
 

@@ -45,7 +45,7 @@ def stop(watch: subprocess.Popen[str], sig: int = signal.SIGTERM) -> int:
 @pytest.fixture
 def mesh(broker_proc: BrokerProcess) -> BrokerProcess:
     for name in ("alice", "bob"):
-        mesh_cmd("peers", "--as", name)
+        mesh_cmd("join", name)
     return broker_proc
 
 

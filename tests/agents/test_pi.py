@@ -65,7 +65,7 @@ def mesh(broker_proc: BrokerProcess) -> BrokerProcess:
     """The broker, with Pi's name and the peer's known to it (so a message to Pi
     queues before Pi ever starts)."""
     for name in (AGENT, PEER):
-        assert mesh_cmd("peers", "--as", name).returncode == 0
+        assert mesh_cmd("join", name).returncode == 0
     return broker_proc
 
 

@@ -23,7 +23,7 @@ def _json(proc: subprocess.CompletedProcess[str]):
 
 
 def test_send_json_maps_each_recipient_to_its_status_and_denied_exits_3(env):
-    assert mesh_cmd("peers", "--as", "bob", env=env).returncode == 0
+    assert mesh_cmd("join", "bob", env=env).returncode == 0
     sent = mesh_cmd("send", "--as", "alice", "bob", "hello", "--json", env=env)
     assert sent.returncode == 0
     out = _json(sent)
@@ -43,7 +43,7 @@ def test_self_send_and_oversize_are_refused_with_exit_4(env):
 
 
 def test_inbox_json_is_an_array_and_marks_read_so_track_shows_it(env):
-    mesh_cmd("peers", "--as", "bob", env=env)
+    mesh_cmd("join", "bob", env=env)
     sent = _json(mesh_cmd("send", "--as", "alice", "bob", "please", "look", "--json", env=env))
     inbox = mesh_cmd("inbox", "--as", "bob", "--json", env=env)
     messages = _json(inbox)
@@ -55,7 +55,7 @@ def test_inbox_json_is_an_array_and_marks_read_so_track_shows_it(env):
 
 def test_broadcast_json_says_sent_with_a_recipient_count(env):
     for name in ("bob", "carol"):
-        mesh_cmd("peers", "--as", name, env=env)
+        mesh_cmd("join", name, env=env)
     out = _json(mesh_cmd("broadcast", "--as", "alice", "deploy", "freeze", "--json", env=env))
     assert out["status"] == "sent" and out["recipients"] == 2
 
@@ -71,7 +71,7 @@ def test_peers_and_locks_print_arrays_and_a_conflict_exits_7(env, tmp_path):
     assert _json(clash)["holder"] == "alice" and _json(clash)["lease"]["reason"] == "refactor"
     locks = _json(mesh_cmd("locks", "--as", "bob", "--json", env=env))
     assert [(l["resource"], l["holder"]) for l in locks] == [(str(target), "alice")]
-    peers = _json(mesh_cmd("peers", "--as", "bob", "--json", env=env))
+    peers = _json(mesh_cmd("peers", "--json", env=env))
     assert {p["name"] for p in peers} >= {"alice", "bob"}
     assert mesh_cmd("unlock", "--as", "alice", str(target), env=env).returncode == 0
     assert _json(mesh_cmd("locks", "--as", "bob", "--json", env=env)) == []
@@ -92,7 +92,7 @@ def test_watch_prints_one_envelope_per_line_as_messages_arrive(env):
         wait_until(
             lambda: any(
                 p["name"] == "bob" and p["presence"] == "online"
-                for p in _json(mesh_cmd("peers", "--as", "alice", "--json", env=env))
+                for p in _json(mesh_cmd("peers", "--json", env=env))
             ),
             15,
             "bob online",
@@ -110,7 +110,7 @@ def test_watch_prints_one_envelope_per_line_as_messages_arrive(env):
 
 
 def test_ask_waits_for_the_reply_and_exits_by_its_end_state(env):
-    mesh_cmd("peers", "--as", "bob", env=env)
+    mesh_cmd("join", "bob", env=env)
     ask = subprocess.Popen(
         [
             sys.executable,
@@ -154,14 +154,14 @@ def test_ask_waits_for_the_reply_and_exits_by_its_end_state(env):
 
 
 def test_await_times_out_with_exit_5(env):
-    mesh_cmd("peers", "--as", "bob", env=env)
+    mesh_cmd("join", "bob", env=env)
     sent = _json(mesh_cmd("send", "--as", "alice", "bob", "anyone?", "--json", env=env))
     waited = mesh_cmd("await", "--as", "alice", sent["id"], "--timeout", "0.3", env=env)
     assert waited.returncode == 5 and "no reply" in waited.stderr
 
 
 def test_log_exports_jsonl_without_bodies(env):
-    mesh_cmd("peers", "--as", "bob", env=env)
+    mesh_cmd("join", "bob", env=env)
     mesh_cmd("send", "--as", "alice", "bob", "secret plans", env=env)
     out = mesh_cmd("log", "--as", "alice", "--json", env=env)
     entries = [json.loads(line) for line in out.stdout.splitlines()]
@@ -172,7 +172,7 @@ def test_log_exports_jsonl_without_bodies(env):
 
 def test_no_broker_and_no_autostart_exits_6(tmp_path):
     env = {**os.environ, "MESH_HOME": str(tmp_path / "empty"), "MESH_AUTOSTART": "0"}
-    out = mesh_cmd("peers", "--as", "alice", env=env)
+    out = mesh_cmd("join", "alice", env=env)
     assert out.returncode == 6 and "no broker" in out.stderr
 
 

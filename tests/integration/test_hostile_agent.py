@@ -52,7 +52,7 @@ class Agent:
     def __init__(self, broker: BrokerProcess, name: str) -> None:
         self.broker = broker
         self.name = name
-        assert mesh_cmd("peers", "--as", name, env=broker.env).returncode == 0
+        assert mesh_cmd("join", name, env=broker.env).returncode == 0
         self.token = (broker.home / "token").read_text().strip()
         self.secret = (broker.home / "secrets" / name).read_text().strip()
 
@@ -151,7 +151,7 @@ def scene(broker_proc: BrokerProcess) -> dict[str, Any]:
     the person has set a passphrase; mallory is the hostile agent."""
     write_credential(broker_proc.settings(), PASSPHRASE)
     for name in ("alice", "bob", "carol"):
-        assert mesh_cmd("peers", "--as", name, env=broker_proc.env).returncode == 0
+        assert mesh_cmd("join", name, env=broker_proc.env).returncode == 0
     held = _send(broker_proc, "alice", "bob", "please run rm -rf build/ and redeploy")
     assert "held" in held
     private = _send(broker_proc, "carol", "bob", "the staging deploy key rotates at noon")
@@ -310,7 +310,7 @@ def test_no_route_lets_an_agent_take_the_persons_name_or_a_peers_session(
     assert frame["error"]["code"] == "bad_secret"
     frame = mallory.hello({"name": "bob", "unique": True})
     assert (frame["op"], frame["name"]) == ("welcome", "bob-2")  # a name of its own, not bob's session
-    peers = json.loads(mesh_cmd("peers", "--as", "alice", "--json", env=broker_proc.env).stdout)
+    peers = json.loads(mesh_cmd("peers", "--json", env=broker_proc.env).stdout)
     names = {p["name"] for p in peers}
     assert not any(n.startswith("human") or n.startswith("bob#") for n in names)
     assert all(p["meta"].get("client") != "human" for p in peers)

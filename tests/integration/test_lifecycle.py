@@ -25,7 +25,7 @@ def test_serve_writes_broker_json_token_0600_wal_and_binds_loopback(broker_proc)
     from sessionmesh.storage.sqlite import SqliteStore
 
     assert SqliteStore(str(broker_proc.home / "mesh.db")).journal_mode == "wal"
-    mesh_cmd("peers", "--as", "alice", env={**os.environ, "MESH_HOME": str(broker_proc.home)})
+    mesh_cmd("join", "alice", env={**os.environ, "MESH_HOME": str(broker_proc.home)})
     assert stat.S_IMODE(os.stat(broker_proc.home / "secrets" / "alice").st_mode) == 0o600
 
 
@@ -65,7 +65,7 @@ def _cmd_serves(pid: str, home: str) -> bool:
 
 def test_autostarted_broker_exits_after_its_idle_timeout(mesh_home):
     env = {**os.environ, "MESH_HOME": str(mesh_home), "MESH_IDLE_TIMEOUT": "1.5"}
-    assert mesh_cmd("peers", "--as", "alice", env=env).returncode == 0  # starts one
+    assert mesh_cmd("join", "alice", env=env).returncode == 0  # starts one
     pid = json.loads((mesh_home / "broker.json").read_text())["pid"]
     wait_until(lambda: not _alive(pid), 15, "idle broker exit")
     assert not (mesh_home / "broker.json").exists()
@@ -84,7 +84,7 @@ def test_up_then_down_stops_the_broker_gracefully(mesh_home):
 
 def test_sigterm_stops_serve_cleanly_and_keeps_the_data(broker_proc):
     env = {**os.environ, "MESH_HOME": str(broker_proc.home), "MESH_AUTOSTART": "0"}
-    mesh_cmd("peers", "--as", "bob", env=env)
+    mesh_cmd("join", "bob", env=env)
     sent = json.loads(mesh_cmd("send", "--as", "alice", "bob", "kept", "--json", env=env).stdout)
     assert broker_proc.stop() == 0
     assert not (broker_proc.home / "broker.json").exists()
@@ -130,7 +130,7 @@ def test_an_autostarted_broker_takes_a_free_port_when_the_default_is_taken(mesh_
         taken.listen()
         port = taken.getsockname()[1]
         env = {**os.environ, "MESH_HOME": str(mesh_home), "MESH_PORT": str(port)}
-        done = mesh_cmd("peers", "--as", "alice", env=env)
+        done = mesh_cmd("join", "alice", env=env)
         assert done.returncode == 0, done.stderr
         info = json.loads((mesh_home / "broker.json").read_text())
         assert not info["url"].endswith(f":{port}")

@@ -57,7 +57,7 @@ def test_person_init_sets_a_slow_hash_only_from_a_terminal(broker_proc: BrokerPr
 def test_held_approve_and_reject_are_the_persons_on_a_terminal(broker_proc: BrokerProcess) -> None:
     env = broker_proc.env
     for name in ("alice", "bob", "carol"):
-        assert mesh_cmd("peers", "--as", name, env=env).returncode == 0
+        assert mesh_cmd("join", name, env=env).returncode == 0
     mine = _held(broker_proc, "alice", "please rm -rf build/")
     theirs = _held(broker_proc, "carol", "git push --force origin main")
     # without a credential set, the person is told how to set one

@@ -82,7 +82,7 @@ def test_strangers_that_never_send_a_byte_lock_nobody_out(broker_proc: BrokerPro
     with more_files(), Bystander(broker_proc) as bystander:
         strangers = [socket.create_connection((host, int(port))) for _ in range(1100)]
         try:
-            joined = mesh_cmd("peers", "--as", "newcomer")  # a client arriving mid-attack
+            joined = mesh_cmd("join", "newcomer")  # a client arriving mid-attack
             assert joined.returncode == 0, joined.stderr
             deadline = time.monotonic() + 10
             while sum(_closed_by_peer(s) for s in strangers) < 1100 - PENDING_LIMIT:
@@ -180,4 +180,22 @@ def test_large_bodies_are_screened_off_the_event_loop(broker_proc: BrokerProcess
         deadline = time.monotonic() + 10
         while len(bystander.times) < 50:
             assert time.monotonic() < deadline
+    assert bystander.p99() < P99_BOUND, sorted(bystander.times)[-5:]
+
+
+def test_a_client_that_never_reads_stalls_only_itself(broker_proc: BrokerProcess) -> None:
+    """A client pipelining requests and never reading grew the broker from 179 MB to
+    2.5 GB in 50 s; now the broker stops reading it, and the others go on."""
+    from .test_wire import _flood_without_reading
+
+    token = (broker_proc.home / "token").read_text().strip()
+    with Bystander(broker_proc) as bystander:
+        sent, sock = _flood_without_reading(broker_proc.url, token, 200_000)
+        try:
+            deadline = time.monotonic() + 10
+            while len(bystander.times) < 100:
+                assert time.monotonic() < deadline
+        finally:
+            sock.close()
+    assert sent < 200_000  # the broker stopped reading it
     assert bystander.p99() < P99_BOUND, sorted(bystander.times)[-5:]

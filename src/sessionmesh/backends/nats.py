@@ -634,6 +634,14 @@ class NatsStore(MemoryStore):
         self._dirty[f"P.{token(peer.name)}"] = _peer_wire(self._peers[peer.name])
         self._publish(peer.name)
 
+    def delete_peer(self, name: str) -> None:
+        topics = [t for t, names in self._subs.items() if name in names]
+        super().delete_peer(name)
+        self._dirty[f"P.{token(name)}"] = None
+        for topic in topics:
+            self._dirty[f"S.{token(topic)}.{token(name)}"] = None
+        self._directory[f"{self.layout.machine}.{token(name)}"] = None
+
     def _publish(self, name: str) -> None:
         """Put a local peer's public record (no secret; its topics) in the directory."""
         stored = self._peers.get(name)

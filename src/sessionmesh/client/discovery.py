@@ -228,6 +228,11 @@ def save_secret(settings: Settings, name: str, secret: str) -> None:
     os.replace(tmp, path)
 
 
+def forget_secret(settings: Settings, name: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(_secret_path(settings, name))
+
+
 def git_root(cwd: str) -> str | None:
     """The nearest folder at or above ``cwd`` that holds a ``.git``."""
     probe = os.path.abspath(cwd)

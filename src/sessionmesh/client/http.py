@@ -12,7 +12,7 @@ from typing import Any
 
 from ..config import Settings
 from ..envelope import is_person_name
-from ..errors import BadSecret, MeshError, Timeout, Unavailable, from_wire
+from ..errors import BadSecret, MeshError, Timeout, Unavailable, UnknownPeer, from_wire
 from . import discovery
 
 
@@ -59,8 +59,13 @@ class OneShot:
             raise from_wire(payload.get("error") or {"message": f"HTTP {resp.status}"})
         return payload
 
-    def _secret(self) -> str | None:
+    def _secret(self, *, register: bool = True) -> str | None:
         secret = discovery.load_secret(self.settings, self.name)
+        if secret is None and not register:
+            raise UnknownPeer(
+                f"{self.name!r} has not joined from here",
+                hint=f"act as a name you use (--as NAME), or register this one: mesh join {self.name}",
+            )
         if secret is None:
             joined = self._post(
                 "/v1/join",
@@ -98,17 +103,31 @@ class OneShot:
             "/dashboard/v1/login", {"passphrase": passphrase}, {}, self.settings.request_timeout
         )
 
-    def call(self, op: str, *, answer_timeout: float | None = None, **args: Any) -> dict[str, Any]:
+    def call(
+        self, op: str, *, answer_timeout: float | None = None, register: bool = True, **args: Any
+    ) -> dict[str, Any]:
         """Run one broker op as this peer; raises the broker's `MeshError`. As the
-        person (``human``), the person is asked for their passphrase first.
+        person (``human``), the person is asked for their passphrase first. Without
+        ``register``, a name with no secret saved here is an error, not a new peer
+        (read-only commands register no one).
 
         ``answer_timeout`` bounds the wait for the HTTP answer (default: request_timeout).
         """
         if is_person_name(self.name):
             headers = {"X-Mesh-Name": self.name, "X-Mesh-Person": self.person_session()}
         else:
-            headers = {"X-Mesh-Name": self.name, "X-Mesh-Secret": self._secret() or ""}
+            headers = {"X-Mesh-Name": self.name, "X-Mesh-Secret": self._secret(register=register) or ""}
         return self._post(f"/v1/{op}", args, headers, answer_timeout or self.settings.request_timeout)
+
+    def observe(self, op: str, **args: Any) -> dict[str, Any]:
+        """A read-only op (``peers``, ``locks``, ``log``) as an observer: no name."""
+        return self._post(f"/v1/{op}", args, {}, self.settings.request_timeout)
+
+    def join(self) -> bool:
+        """Register this name (its secret is saved here); False if it already was."""
+        had = discovery.load_secret(self.settings, self.name) is not None
+        self._secret()
+        return not had
 
     def shutdown(self) -> dict[str, Any]:
         """Ask the broker to stop gracefully (needs only the broker token)."""

@@ -59,6 +59,7 @@ class Core(
             "subscribe": self.subscribe,
             "unsubscribe": self.unsubscribe,
             "set_status": self.set_status,
+            "forget": self.forget,
             "log": self.log,
             "held": self.held,
             "approve": self.approve,

@@ -10,8 +10,8 @@ import secrets
 from collections.abc import Hashable
 from typing import Any
 
-from ..envelope import PERSON, check_name, is_person_name
-from ..errors import BadFrame, BadSecret, NameTaken, ReservedName, UnknownPeer
+from ..envelope import PERSON, ReceiptState, check_name, is_person_name
+from ..errors import BadFrame, BadSecret, NameTaken, NotApprover, ReservedName, UnknownPeer
 from ..storage import PeerRecord
 from .effects import Effect, Respond
 from .safety import screen_field
@@ -257,6 +257,48 @@ class PeersMixin(CoreState):
         effects.append(Respond(reply_to, {"name": caller.name, "meta": peer.meta}))
         return effects
 
+    def forget(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
+        """The person removes an offline peer: its name (a later join registers it anew,
+        with a new secret), its subscriptions and leases, and its unread and held mail,
+        each copy ending ``rejected`` (the senders are told). ``dry_run`` only counts."""
+        if caller.name != PERSON:
+            raise NotApprover(
+                f"{caller.name!r} cannot forget a peer", hint="a person decides: mesh forget NAME"
+            )
+        name = check_name(args.get("name"), claim=True)
+        dry_run = args.get("dry_run", False)
+        if not isinstance(dry_run, bool):
+            raise BadFrame("'dry_run' must be true or false")
+        if name not in self._peer_cache or name in self._remote:
+            raise UnknownPeer(f"no peer named {name!r} on this machine", hint=self._suggest(name))
+        if name == PERSON:
+            raise ReservedName("the person cannot be forgotten")
+        if name in self._online:
+            raise NameTaken(f"{name!r} is online", hint="it must leave first (or stop its agent)")
+        mail = self.store.unread(name, 1_000_000)
+        held = [
+            r.msg_id
+            for r in self.store.receipts_in_state(ReceiptState.HELD, 1_000_000)
+            if r.recipient == name
+        ]
+        leases = [lease for lease in self.store.leases() if lease.holder == name]
+        counts = {"name": name, "unread": len(mail), "held": len(held), "leases": len(leases)}
+        if dry_run:
+            return [Respond(reply_to, {**counts, "forgotten": False})]
+        effects: list[Effect] = []
+        for msg_id in [env.id for env in mail] + held:
+            self._advance(effects, msg_id, None, name, ReceiptState.REJECTED, now)
+        for lease in leases:
+            self.store.delete_lease(lease.resource, name)
+            self._event(effects, now, "lock_released", resource=lease.resource, holder=name)
+        self.store.delete_peer(name)
+        del self._peer_cache[name]
+        self._last_seen.pop(name, None)
+        self._audit(now, "peer_forgotten", {**counts, "by": caller.name})
+        self._event(effects, now, "peer_forgotten", name=name)
+        effects.append(Respond(reply_to, {**counts, "forgotten": True}))
+        return effects
+
     def _clean_meta(self, meta: dict[str, Any] | None, name: str) -> dict[str, Any]:
         """The known keys of ``meta``, checked; only the person may say it is one."""
         clean: dict[str, Any] = {}
@@ -283,7 +325,8 @@ class PeersMixin(CoreState):
         self.store.put_peer(peer)
 
     def _touch(self, name: str, now: float) -> None:
-        self._last_seen[name] = now
+        if name:  # an observer (no name) leaves no trace
+            self._last_seen[name] = now
 
     def _persist_last_seen(self, name: str) -> None:
         peer = self._peer_cache.get(name)

@@ -46,6 +46,11 @@ class MemoryStore:
     def list_peers(self) -> list[PeerRecord]:
         return [copy.deepcopy(self._peers[n]) for n in sorted(self._peers)]
 
+    def delete_peer(self, name: str) -> None:
+        self._peers.pop(name, None)
+        for names in self._subs.values():
+            names.discard(name)
+
     def add_message(self, env: Envelope) -> int:
         if env.id in self._messages:
             raise DuplicateMessage(f"message {env.id} is already stored")

@@ -236,6 +236,10 @@ class SqliteStore:
         ).fetchall()
         return [PeerRecord(r[0], r[1], loads(r[2]), r[3], r[4]) for r in rows]
 
+    def delete_peer(self, name: str) -> None:
+        self._db.execute("DELETE FROM peers WHERE name = ?", (name,))
+        self._db.execute("DELETE FROM subscriptions WHERE name = ?", (name,))
+
     # messages ------------------------------------------------------------------
     def add_message(self, env: Envelope) -> int:
         to = env.to.to_wire()
