@@ -74,7 +74,9 @@ def main() -> None:
         write_credential(settings, passphrase)
         link = OneShot(settings).dashboard_login(passphrase)["url"]
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=args.chromium, args=["--no-sandbox", "--disable-dev-shm-usage"])
+            browser = pw.chromium.launch(
+                executable_path=args.chromium, args=["--no-sandbox", "--disable-dev-shm-usage"]
+            )
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.goto(link)
             page.wait_for_selector("body[data-ready='1']")

@@ -59,6 +59,31 @@ def _read_only(args: argparse.Namespace, op: str, **call: Any) -> dict[str, Any]
     return dict(shot.call(op, register=False, **call))
 
 
+def _message_id(shot: Any, value: str, *, register: bool = True) -> str:
+    """A full message id for ``value``: an id, or a unique prefix of one (at least 8
+    characters, as the CLI prints them) among the messages this peer sent or received."""
+    from .envelope import check_id
+    from .errors import AmbiguousId, BadFrame, UnknownMessage
+
+    try:
+        return check_id(value)
+    except BadFrame:
+        pass
+    if len(value) < 8:
+        raise AmbiguousId(
+            f"{value!r} is too short to name a message", hint="give at least 8 characters of its id"
+        )
+    ids = shot.call("resolve", register=register, prefix=value)["ids"]
+    if not ids:
+        raise UnknownMessage(f"no message you sent or received has an id starting {value}")
+    if len(ids) > 1:
+        raise AmbiguousId(
+            f"{value} starts the ids of {len(ids)} messages: " + ", ".join(ids),
+            hint="give more characters of the one you mean",
+        )
+    return str(ids[0])
+
+
 def _resource(value: str) -> str:
     """Paths (anything with a '/', or that exists here) become absolute; names stay."""
     if value.startswith(("/", "./", "../", "~")) or "/" in value or os.path.exists(value):
@@ -152,7 +177,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     nats = {key: getattr(args, key) for key in NATS_FLAGS}
     settings = _settings(args, host=args.host, port=args.port, **nats)
-    run(settings, autostarted=args.autostarted)
+    run(settings, autostarted=args.autostarted, any_port=args.any_port)
     return EXIT_OK
 
 
@@ -161,12 +186,14 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     settings = _settings(args, host=args.host, port=args.port)
     status = discovery.running_broker(settings) or discovery.start_background(
-        settings, autostarted=args.idle_exit
+        settings, autostarted=args.idle_exit, any_port=args.port is None
     )
     if args.json:
         _out(args, status)
-    else:
-        print(f"broker up at {status['url']} (pid {status['pid']}, home {settings.home})")
+        return EXIT_OK
+    if not status["url"].endswith(f":{settings.port}"):
+        print(f"port {settings.port} is taken; the broker listens on a free one (recorded in broker.json)")
+    print(f"broker up at {status['url']} (pid {status['pid']}, home {settings.home})")
     return EXIT_OK
 
 
@@ -177,7 +204,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     settings = _settings(args)
     status = discovery.running_broker(settings)
     if status is None:
-        print("no broker is running", file=sys.stderr)
+        _out(args, {"stopped": None}) if args.json else print("no broker is running", file=sys.stderr)
         return EXIT_OK
     OneShot(settings.with_(autostart=False)).shutdown()
     deadline = time.monotonic() + 15
@@ -253,10 +280,11 @@ def cmd_broadcast(args: argparse.Namespace) -> int:
 
 
 def cmd_reply(args: argparse.Namespace) -> int:
-    extra: dict[str, Any] = {"re": args.message_id, "kind": "reply"}
+    shot = _oneshot(args)
+    extra: dict[str, Any] = {"re": _message_id(shot, args.message_id), "kind": "reply"}
     if args.status:
         extra["status"] = args.status
-    return _print_send(args, _oneshot(args).call("send", **_send_args(args, **extra)))
+    return _print_send(args, shot.call("send", **_send_args(args, **extra)))
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
@@ -296,7 +324,8 @@ def _await(args: argparse.Namespace, shot: Any, msg_id: str, request: dict[str, 
 
 
 def cmd_await(args: argparse.Namespace) -> int:
-    return _await(args, _oneshot(args), args.message_id)
+    shot = _oneshot(args)
+    return _await(args, shot, _message_id(shot, args.message_id))
 
 
 def cmd_inbox(args: argparse.Namespace) -> int:
@@ -320,11 +349,12 @@ def cmd_inbox(args: argparse.Namespace) -> int:
 def cmd_track(args: argparse.Namespace) -> int:
     from .render import clock, table
 
-    result = _oneshot(args).call("track", register=False, id=args.message_id)
+    shot = _oneshot(args)
+    result = shot.call("track", register=False, id=_message_id(shot, args.message_id, register=False))
     if args.json:
         _out(args, result)
         return EXIT_OK
-    print(f"message {result['id']}  from {result['from']}  to {result['to']}  answered {result['status']}")
+    print(f"message {result['id']}  from {result['from']}  to {result['to']}  {result['status']}")
     table(
         ["recipient", "state", "since"],
         [
@@ -340,8 +370,9 @@ def cmd_track(args: argparse.Namespace) -> int:
 def cmd_thread(args: argparse.Namespace) -> int:
     from .render import message_line, paint
 
-    result = _oneshot(args).call(
-        "thread", register=not args.close and False, id=args.thread_id, close=args.close
+    shot = _oneshot(args)
+    result = shot.call(
+        "thread", register=False, id=_message_id(shot, args.thread_id, register=False), close=args.close
     )
     if args.json:
         _out(args, result)
@@ -447,7 +478,8 @@ def cmd_held(args: argparse.Namespace) -> int:
 
 def cmd_decide(args: argparse.Namespace) -> int:
     op = args.command  # approve | reject
-    result = _oneshot(args).call(op, ids=args.message_ids)
+    shot = _oneshot(args)
+    result = shot.call(op, ids=[_message_id(shot, value) for value in args.message_ids])
     if args.json:
         _out(args, result)
     else:
@@ -566,13 +598,13 @@ def cmd_hook(args: argparse.Namespace) -> int:
 def cmd_install(args: argparse.Namespace) -> int:
     from .installers import run_install
 
-    return run_install(args)
+    return run_install(args, _settings(args))
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
     from .installers import run_uninstall
 
-    return run_uninstall(args)
+    return run_uninstall(args, _settings(args))
 
 
 def cmd_bridge_tmux(args: argparse.Namespace) -> int:
@@ -648,6 +680,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 9474; 0 picks a free one)")
     p.add_argument("--autostarted", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--any-port", action="store_true", help="if the port is taken, listen on a free one")
     for key, text in NATS_FLAGS.items():
         flag = "--" + key.replace("_", "-")
         if key == "backend":
@@ -655,8 +688,10 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument(flag, type=int if key == "nats_replicas" else str, help=text)
     p = add("up", cmd_up, "start the broker in the background", [common])
-    p.add_argument("--host")
-    p.add_argument("--port", type=int)
+    p.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    p.add_argument(
+        "--port", type=int, help="port (default 9474, or a free one when that is taken; 0 picks a free one)"
+    )
     p.add_argument("--idle-exit", action="store_true", help="stop after idle_timeout with no peers")
     add("down", cmd_down, "stop the broker gracefully", [common])
     add("status", cmd_status, "is a broker running, and where", [common])
@@ -836,23 +871,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_codes() -> list[tuple[type, int]]:
+    """README's exit codes for errors raised before any send answers (the broker's or
+    the client's own): the first class that fits wins."""
+    from . import errors
+
+    return [
+        (errors.AmbiguousId, EXIT_USAGE),
+        (errors.Unavailable, EXIT_UNAVAILABLE),
+        (errors.Timeout, EXIT_TIMEOUT),
+        (errors.Conflict, EXIT_CONFLICT),
+        # what a send would answer 'refused' for, met earlier (an own name, a frame too large)
+        ((errors.TooLarge, errors.InvalidName, errors.SelfSend, errors.RateLimited), EXIT_REFUSED),
+        ((errors.SecretInBody, errors.EmptyBody), EXIT_REFUSED),
+        ((errors.UnknownPeer,), EXIT_DENIED),
+    ]
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse a command line; a command's options may stand anywhere, even between its
+    positionals (``mesh send reviewer --urgent "x"``)."""
+    commands = next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
+    command = commands.get(argv[0]) if argv else None
+    if command is not None and not any(isinstance(a, argparse._SubParsersAction) for a in command._actions):
+        args = command.parse_intermixed_args(argv[1:])
+        args.command = argv[0]
+        return args
+    return parser.parse_args(argv)  # no command yet, or one with commands of its own (bridge, channel)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from .errors import Conflict, MeshError, Timeout, Unavailable
+    args = parse(build_parser(), sys.argv[1:] if argv is None else argv)
+    from .errors import MeshError
 
     try:
         return int(args.fn(args))
     except MeshError as exc:
-        code = (
-            EXIT_UNAVAILABLE
-            if isinstance(exc, Unavailable)
-            else EXIT_TIMEOUT
-            if isinstance(exc, Timeout)
-            else EXIT_CONFLICT
-            if isinstance(exc, Conflict)
-            else EXIT_ERROR
-        )
+        code = next((c for kind, c in _exit_codes() if isinstance(exc, kind)), EXIT_ERROR)
         if getattr(args, "json", False):
             print(json.dumps({"error": exc.to_wire()}), flush=True)
         print(f"mesh: {exc.code}: {exc}", file=sys.stderr)

@@ -5,8 +5,14 @@ For every program with sessionmesh installed (in this project, or for the user):
 1. the broker of this ``MESH_HOME`` is up (or will be started on first use);
 2. the program's config holds the sessionmesh entries (its module's ``server`` and
    ``checks``: hooks, permission rules, the person's trust where it can be seen);
-3. the MCP server the program would start (its command line, with the environment
+3. the program each installed command starts (the server's, the hooks') exists and
+   is executable, named by its absolute path (a bare ``mesh`` works only from a
+   shell that has it on ``PATH``);
+4. the MCP server the program would start (its command line, with the environment
    the program would give it) answers, joins *this* broker, and under which name.
+
+A fix that says to install again names the ``--as``/``--home``/``--url`` the config
+already holds, so following it keeps the agent's name.
 
 Each finding is one line; ``--json`` prints them as one document; the exit code is 1
 when anything failed.
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +109,7 @@ def online_here(settings: Settings, name: str) -> bool:
 
 def diagnose(settings: Settings, tools: list[str], *, folder: str | None) -> list[dict[str, Any]]:
     """Every finding, as ``{"program", "level", "what", "fix"}`` rows."""
-    from .installers.target import resolve
+    from .installers.target import installed_extra, resolve
 
     rows: list[dict[str, Any]] = [{"program": "broker", **f._asdict()} for f in broker_findings(settings)]
     installed = 0
@@ -115,15 +122,21 @@ def diagnose(settings: Settings, tools: list[str], *, folder: str | None) -> lis
             if server.argv is None:
                 continue
             found_any = True
+            target = replace(target, extra=installed_extra(server.argv))
             scope = "user" if user else "project"
             findings = [
                 Finding("ok", f"sessionmesh is installed for {module.TITLE} ({scope}: {server.source})")
             ]
             try:
                 findings += module.checks(target)
-                findings += server_findings(
-                    settings, server, target.root if not user else Path.cwd(), module.TITLE
+                runs = programs.command_findings(
+                    f"{server.source} (MCP server)", [server.argv], server.env.get("PATH"), target.reinstall()
                 )
+                findings += runs
+                if all(f.level != "fail" for f in runs):  # else starting it only says the same again
+                    findings += server_findings(
+                        settings, server, target.root if not user else Path.cwd(), module.TITLE
+                    )
             except MeshError as exc:
                 findings.append(Finding("fail", f"{exc.code}: {exc.message}", exc.hint or ""))
             rows += [{"program": tool, **f._asdict()} for f in findings]

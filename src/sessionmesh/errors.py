@@ -11,6 +11,8 @@ sides of the socket::
     │   ├── SelfSend                self_send       400   you never message yourself
     │   ├── InvalidName             invalid_name    400
     │   ├── SecretInBody            secret_in_body  400   a private key or API token
+    │   ├── EmptyBody               empty_body      400   a message with nothing in it
+    │   ├── AmbiguousId             ambiguous_id    400   client side: an id prefix that fits several
     │   ├── UnsafeText              unsafe_text     400   a field peers see carries a destructive command or a secret
     │   └── NeedsTerminal           needs_terminal  400   client side: the person is asked on a terminal
     ├── Unauthorized                unauthorized    401   missing or wrong token
@@ -90,6 +92,16 @@ class InvalidName(BadRequest):
 
 class SecretInBody(BadRequest):
     code = "secret_in_body"
+
+
+class EmptyBody(BadRequest):
+    code = "empty_body"
+
+
+class AmbiguousId(BadRequest):
+    """Client side: a message id prefix that more than one message starts with."""
+
+    code = "ambiguous_id"
 
 
 class UnsafeText(BadRequest):

@@ -92,9 +92,10 @@ class AlreadyRunning(Unavailable):
 class Runner:
     """One broker: the core, its store, the live connections and the outbox."""
 
-    def __init__(self, settings: Settings, *, autostarted: bool = False) -> None:
+    def __init__(self, settings: Settings, *, autostarted: bool = False, any_port: bool = False) -> None:
         self.settings = settings
         self.autostarted = autostarted
+        self.any_port = any_port or autostarted  # a taken port is no failure: take a free one
         self.token = settings.token or ensure_token(settings)
         self.backend = open_backend(settings)
         self.store = self.backend.store
@@ -181,7 +182,7 @@ class Runner:
         )
         conn.name = welcome["name"]
         self.conns[conn.id] = conn
-        conn.push({"op": "welcome", **welcome, "version": __version__})
+        conn.push({"op": "welcome", **welcome, "version": __version__, "limits": self.limits()})
         self._run(effects)
         return welcome
 
@@ -325,6 +326,14 @@ class Runner:
             conn.push({"op": "result", "rid": rid, "ok": True, "result": effect.result})
 
     # -- status -------------------------------------------------------------------
+    def limits(self) -> dict[str, int]:
+        """What a client must know before it sends: a body over ``max_body_bytes`` is
+        refused; a frame of ``max_frame_bytes`` or more closes the connection (1009)."""
+        return {
+            "max_body_bytes": self.settings.max_body_bytes,
+            "max_frame_bytes": self.settings.max_frame_bytes,
+        }
+
     def health(self) -> dict[str, Any]:
         return {
             "ok": True,
@@ -334,6 +343,7 @@ class Runner:
             "online": len(self.core.online_names()),
             "uptime": round(time.time() - self.started_at, 3),
             "autostarted": self.autostarted,
+            "limits": self.limits(),
             **self.backend.health(),
         }
 
@@ -389,17 +399,22 @@ class Runner:
             try:
                 await site.start()
             except OSError as exc:
-                # another home's broker has the default port: an autostarted broker
-                # takes any free one (its clients find it through broker.json)
-                if not (self.autostarted and exc.errno == errno.EADDRINUSE):
+                # another home's broker (or another program) has the port: an autostarted
+                # broker, or `mesh up` without --port, takes any free one (its clients
+                # find it through broker.json)
+                if not (self.any_port and exc.errno == errno.EADDRINUSE):
                     raise
                 log.info("port %s is taken; listening on a free port", self.settings.port)
                 site = GatedSite(runner, self.gate, self.settings.host, 0)
                 await site.start()
         except OSError as exc:
             await runner.cleanup()
+            taken = exc.errno == errno.EADDRINUSE
             raise Unavailable(
-                f"cannot listen on {self.settings.host}:{self.settings.port}: {exc.strerror}"
+                f"cannot listen on {self.settings.host}:{self.settings.port}: {exc.strerror}",
+                hint="another program has that port: pick another with --port N, or --port 0 for any free one"
+                if taken
+                else None,
             ) from None
         host, port = site.sockets[0].getsockname()[:2]
         self.url = f"http://{host}:{port}"
@@ -480,7 +495,7 @@ class HomeLock:
             self._fd = None
 
 
-def run(settings: Settings, *, autostarted: bool = False) -> None:
+def run(settings: Settings, *, autostarted: bool = False, any_port: bool = False) -> None:
     """Run a broker in the foreground until SIGINT/SIGTERM or ``mesh down``."""
     for name in ("aiohttp.server", "aiohttp.web", "aiohttp.access"):
         logging.getLogger(name).addFilter(OneLine())
@@ -490,15 +505,15 @@ def run(settings: Settings, *, autostarted: bool = False) -> None:
         try:
             import uvloop  # a faster event loop where it is available
         except ImportError:
-            asyncio.run(_main(settings, autostarted))
+            asyncio.run(_main(settings, autostarted, any_port))
         else:
-            uvloop.run(_main(settings, autostarted))
+            uvloop.run(_main(settings, autostarted, any_port))
     finally:
         lock.release()
 
 
-async def _main(settings: Settings, autostarted: bool) -> None:
-    runner = Runner(settings, autostarted=autostarted)
+async def _main(settings: Settings, autostarted: bool, any_port: bool) -> None:
+    runner = Runner(settings, autostarted=autostarted, any_port=any_port)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, runner.request_stop)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -140,7 +141,7 @@ def test_the_plain_output_has_one_line_per_finding_and_a_fix_under_each_failure(
     out = done.stdout.splitlines()
     fail = next(i for i, line in enumerate(out) if line.startswith("FAIL"))
     assert "does not allow the mesh tools" in out[fail]
-    assert out[fail + 1].strip() == "fix: run: mesh install claude-code"
+    assert out[fail + 1].strip() == "fix: run: mesh install claude-code --as frontend"  # keeps the name
 
 
 def test_pi_extension_starts_a_server_that_joins_this_broker(project: Path) -> None:
@@ -149,3 +150,123 @@ def test_pi_extension_starts_a_server_that_joins_this_broker(project: Path) -> N
     assert code == 0, report
     assert ("ok", "Pi's MCP server answers and joins this broker as 'helper'") in lines(report, "pi")
     assert ("ok", ".pi/extensions/sessionmesh.ts is this version's extension") in lines(report, "pi")
+
+
+# -- the program each installed command starts -----------------------------------------
+THIS_PYTHON = os.path.abspath(sys.executable)
+
+
+def rewrite(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+def bare_path(tmp_path: Path, *, with_mesh: bool) -> str:
+    """A PATH without this installation's folder (with a ``mesh`` of its own, or none)."""
+    folder = tmp_path / ("with-mesh" if with_mesh else "no-mesh")
+    folder.mkdir()
+    if with_mesh:
+        (folder / "mesh").write_text(f'#!/bin/sh\nexec "{THIS_PYTHON}" -m sessionmesh "$@"\n')
+        (folder / "mesh").chmod(0o755)
+    return f"{folder}:/usr/bin:/bin"
+
+
+def test_the_installed_server_starts_and_joins_from_a_shell_without_mesh_on_path(
+    project: Path, tmp_path: Path
+) -> None:
+    install(project, "claude-code", "--as", "frontend")
+    path = bare_path(tmp_path, with_mesh=False)
+    done = mesh_cmd(
+        "doctor", "--json", "--dir", str(project), "claude-code", env={**os.environ, "PATH": path}
+    )
+    report = json.loads(done.stdout)
+    assert done.returncode == 0, report
+    found = lines(report, "claude-code")
+    assert ("ok", "Claude Code's MCP server answers and joins this broker as 'frontend'") in found
+    assert ("ok", f".mcp.json (MCP server) runs {THIS_PYTHON}, which exists and is executable") in found
+    assert (
+        "ok",
+        f".claude/settings.json (hooks) runs {THIS_PYTHON}, which exists and is executable",
+    ) in found
+
+
+def test_a_config_naming_a_program_that_is_gone_fails_with_the_install_to_run_again(project: Path) -> None:
+    install(project, "claude-code", "--as", "frontend")
+    gone = "/nonexistent/venv/bin/python"
+    rewrite(project / ".mcp.json", json.dumps(THIS_PYTHON), json.dumps(gone))
+    code, report = doctor(project, "claude-code")
+    assert code == 1
+    [fail] = [f for f in report["findings"] if f["level"] == "fail"]
+    assert fail["what"] == f".mcp.json (MCP server) runs {gone}, which does not exist"
+    assert fail["fix"] == "run: mesh install claude-code --as frontend"
+    assert not any("MCP server" in f["what"] and "answers" in f["what"] for f in report["findings"])
+    rewrite(project / ".claude" / "settings.json", THIS_PYTHON, gone)
+    _, report = doctor(project, "claude-code")
+    assert ("fail", f".claude/settings.json (hooks) runs {gone}, which does not exist") in lines(
+        report, "claude-code"
+    )
+    install(project, "claude-code", "--as", "frontend")  # the fix it names
+    code, report = doctor(project, "claude-code")
+    assert code == 0, report
+
+
+def test_a_program_that_is_not_executable_fails(project: Path, tmp_path: Path) -> None:
+    install(project, "codex", "--as", "backend")
+    plain = tmp_path / "python"
+    plain.write_text("not a program\n")
+    plain.chmod(0o644)
+    rewrite(project / ".codex" / "config.toml", json.dumps(THIS_PYTHON), json.dumps(str(plain)))
+    code, report = doctor(project, "codex")
+    assert code == 1
+    fail = next(f for f in report["findings"] if "not executable" in f["what"])
+    assert fail["what"] == f".codex/config.toml (MCP server) runs {plain}, which is not executable"
+    assert fail["fix"] == "run: mesh install codex --as backend"
+
+
+def test_a_bare_mesh_of_an_older_install_fails_off_path_and_is_a_warning_on_it(
+    project: Path, tmp_path: Path
+) -> None:
+    install(project, "gemini", "--as", "reviewer")
+    settings = project / ".gemini" / "settings.json"
+    rewrite(
+        settings,
+        f'"command": {json.dumps(THIS_PYTHON)},\n      "args": [\n        "-m",\n        "sessionmesh",\n',
+        '"command": "mesh",\n      "args": [\n',
+    )
+    rewrite(settings, f"{THIS_PYTHON} -m sessionmesh hook", "mesh hook")
+    off = mesh_cmd(
+        "doctor",
+        "--json",
+        "--dir",
+        str(project),
+        "gemini",
+        env={**os.environ, "PATH": bare_path(tmp_path, with_mesh=False)},
+    )
+    assert off.returncode == 1
+    found = lines(json.loads(off.stdout), "gemini")
+    assert (
+        "fail",
+        ".gemini/settings.json (MCP server) runs 'mesh', which is not on PATH: it does not start",
+    ) in found
+    assert (
+        "fail",
+        ".gemini/settings.json (hooks) runs 'mesh', which is not on PATH: it does not start",
+    ) in found
+    on = mesh_cmd(
+        "doctor",
+        "--json",
+        "--dir",
+        str(project),
+        "gemini",
+        env={**os.environ, "PATH": bare_path(tmp_path, with_mesh=True)},
+    )
+    warned = [f for f in json.loads(on.stdout)["findings"] if f["level"] == "warn"]
+    assert sorted(f["what"].split(" (here ")[0] for f in warned) == [
+        ".gemini/settings.json (MCP server) runs 'mesh' by name",
+        ".gemini/settings.json (hooks) runs 'mesh' by name",
+    ]
+    assert all(f["fix"] == "run: mesh install gemini --as reviewer" for f in warned)
+    assert ("ok", "Gemini CLI's MCP server answers and joins this broker as 'reviewer'") in lines(
+        json.loads(on.stdout), "gemini"
+    )

@@ -1,11 +1,15 @@
 """`mesh install` / `mesh uninstall` run for real against fixture config trees that
-already hold other servers, other hooks and TOML comments, for every tool and scope."""
+already hold other servers, other hooks and TOML comments, for every tool and scope:
+what the configs run, where the backups go, that an uninstall gives back every file
+byte for byte, and that ``--as`` registers the name."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shlex
+import stat
 import subprocess
 import sys
 import tomllib
@@ -15,8 +19,13 @@ from typing import Any
 
 import pytest
 
-from sessionmesh.installers import jsonconfig
+from sessionmesh.installers import changes, execute, jsonconfig, plan
 from sessionmesh.installers.skill import text as skill_text
+from sessionmesh.installers.target import resolve
+
+from ..conftest import BrokerProcess, mesh_cmd
+
+THIS_MESH = [os.path.abspath(sys.executable), "-m", "sessionmesh"]  # what every config runs
 
 CLAUDE_MCP = """{
     "mcpServers": {
@@ -155,7 +164,8 @@ CASES = [
 
 @dataclass
 class Tree:
-    """A home folder and a project folder, and how to run `mesh` between them."""
+    """A home folder and a project folder, and how to run `mesh` between them (with a
+    MESH_HOME of its own beside them, and no broker: autostart is off)."""
 
     home: Path
     project: Path
@@ -165,6 +175,10 @@ class Tree:
     def root(self) -> Path:
         return self.home if self.case.scope == "user" else self.project
 
+    @property
+    def mesh_home(self) -> Path:
+        return self.home.parent / "mesh-home"
+
     def scope_args(self) -> list[str]:
         return ["--user"] if self.case.scope == "user" else ["--project", "--dir", str(self.project)]
 
@@ -172,7 +186,7 @@ class Tree:
         self, *args: str, cwd: Path | None = None, path: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
-        env["HOME"] = str(self.home)
+        env.update(HOME=str(self.home), MESH_HOME=str(self.mesh_home), MESH_AUTOSTART="0")
         if path is not None:
             env["PATH"] = path
         return subprocess.run(
@@ -206,8 +220,17 @@ def snapshot(*folders: Path) -> dict[str, str]:
     }
 
 
-def backups(*folders: Path) -> list[Path]:
-    return [p for folder in folders for p in folder.rglob("*.mesh-backup-*")]
+def backups(mesh_home: Path) -> list[Path]:
+    """Every backup under ``$MESH_HOME/backups``."""
+    return sorted(p for p in (mesh_home / "backups").rglob("*") if p.is_file())
+
+
+def backup_of(mesh_home: Path, path: Path, action: str, tool: str) -> list[Path]:
+    """The backups of ``path`` by runs of ``action`` (install/uninstall) for ``tool``:
+    ``backups/<YYYYmmdd-HHMMSS>-<action>-<tool>/<path's absolute path>``."""
+    folder = mesh_home / "backups"
+    runs = [r for r in folder.iterdir() if re.fullmatch(rf"\d{{8}}-\d{{6}}-{action}-{tool}(-\d+)?", r.name)]
+    return [c for c in (r.joinpath(*path.absolute().parts[1:]) for r in runs) if c.is_file()]
 
 
 def contains(new: Any, old: Any) -> bool:
@@ -278,20 +301,50 @@ def label(tree: Tree, rel: str) -> str:
 
 def test_second_install_changes_nothing_and_makes_no_new_backup(tree: Tree) -> None:
     assert tree.install().returncode == 0
-    before, kept = snapshot(tree.home, tree.project), backups(tree.home, tree.project)
+    before, kept = snapshot(tree.home, tree.project), backups(tree.mesh_home)
     again = tree.install()
     assert again.returncode == 0, again.stderr
     assert "already installed" in again.stdout and "+++" not in again.stdout
     assert snapshot(tree.home, tree.project) == before
-    assert backups(tree.home, tree.project) == kept
+    assert backups(tree.mesh_home) == kept
 
 
-def test_each_changed_file_is_backed_up_with_its_original_content(tree: Tree) -> None:
-    assert tree.install().returncode == 0
+def test_each_changed_file_is_backed_up_under_mesh_home_and_nothing_is_left_in_the_project(
+    tree: Tree,
+) -> None:
+    proc = tree.install()
+    assert proc.returncode == 0, proc.stderr
     for rel, original in tree.case.files.items():
-        copies = list((tree.root / rel).parent.glob(Path(rel).name + ".mesh-backup-*"))
-        assert [c.read_text() for c in copies] == [original], rel
-    assert len(backups(tree.home, tree.project)) == len(tree.case.files)
+        [copy] = backup_of(tree.mesh_home, tree.root / rel, "install", tree.case.tool)
+        assert copy.read_text() == original, rel
+        assert f"(backup: {copy})" in proc.stdout
+    assert len(backups(tree.mesh_home)) == len(tree.case.files)
+    created = {str(tree.root / rel) for rel in (tree.case.skill, tree.case.server[0], tree.case.hooks_file)}
+    assert set(snapshot(tree.home, tree.project)) == created | {str(tree.root / r) for r in tree.case.files}
+    assert tree.uninstall().returncode == 0
+    for rel in tree.case.files:  # the uninstall keeps what it changed too
+        assert len(backup_of(tree.mesh_home, tree.root / rel, "uninstall", tree.case.tool)) == 1, rel
+    assert not [p for p in snapshot(tree.home, tree.project) if "backup" in p]
+
+
+def test_runs_in_the_same_second_keep_a_backup_folder_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(changes.time, "strftime", lambda fmt: "20260101-120000")
+    (tmp_path / ".gemini").mkdir()
+    settings = tmp_path / ".gemini" / "settings.json"
+    settings.write_text(GEMINI_SETTINGS)
+    home = tmp_path / "mesh-home"
+    for name in ("alice", "bob", "carol"):
+        target = resolve("gemini", user=False, folder=str(tmp_path), as_name=name)
+        execute(target, install=True, backups=home / "backups")
+    copies = backup_of(home, settings, "install", "gemini")
+    assert sorted(c.relative_to(home / "backups").parts[0] for c in copies) == [
+        "20260101-120000-install-gemini",
+        "20260101-120000-install-gemini-2",
+        "20260101-120000-install-gemini-3",
+    ]
+    assert len({c.read_text() for c in copies}) == 3  # each run's own "before"
 
 
 def test_dry_run_prints_the_diff_and_writes_nothing(tree: Tree) -> None:
@@ -308,12 +361,9 @@ def test_uninstall_gives_back_what_was_there_and_removes_the_skill(tree: Tree) -
     proc = tree.uninstall()
     assert proc.returncode == 0, proc.stderr
     for rel, original in tree.case.files.items():
-        assert load(tree.root / rel) == load_text(rel, original), rel
-        if rel.endswith(".toml"):
-            assert (tree.root / rel).read_text() == original
+        assert (tree.root / rel).read_bytes() == original.encode(), rel
     assert not (tree.root / tree.case.skill).parent.exists()
-    left = {p for p in snapshot(tree.home, tree.project) if ".mesh-backup-" not in p}
-    assert left == {str(tree.root / rel) for rel in tree.case.files}
+    assert set(snapshot(tree.home, tree.project)) == {str(tree.root / rel) for rel in tree.case.files}
     again = tree.uninstall()
     assert again.returncode == 0 and "not installed" in again.stdout
 
@@ -324,7 +374,7 @@ def test_install_then_uninstall_into_an_empty_folder_leaves_it_empty(tmp_path: P
         t.home.mkdir(parents=True)
         t.project.mkdir()
         assert t.install().returncode == 0
-        assert backups(t.project) == []  # nothing existed, nothing to back up
+        assert backups(t.mesh_home) == []  # nothing existed, nothing to back up
         assert t.uninstall().returncode == 0
         assert snapshot(t.home, t.project) == {}, case.tool
         assert list(t.project.iterdir()) == [], case.tool
@@ -348,7 +398,8 @@ def test_json_summary_names_the_changed_files_and_their_backups(tree: Tree) -> N
     out = json.loads(proc.stdout)
     assert out["tool"] == tree.case.tool and out["scope"] == tree.case.scope and out["dry_run"] is False
     assert str(tree.root / tree.case.skill) in out["changed"]
-    assert sorted(out["backups"]) == sorted(str(p) for p in backups(tree.home, tree.project))
+    assert sorted(out["backups"]) == sorted(str(p) for p in backups(tree.mesh_home))
+    assert len(out["backups"]) == len(tree.case.files)
     assert all(Path(p).exists() for p in out["changed"])
     again = json.loads(tree.install("--json").stdout)
     assert again["changed"] == [] and again["backups"] == []
@@ -370,7 +421,7 @@ def test_as_name_reaches_every_command_and_a_new_name_replaces_the_old(tree: Tre
 def test_a_bad_as_name_is_refused_before_anything_is_written(tree: Tree) -> None:
     before = snapshot(tree.home, tree.project)
     proc = tree.install("--as", "Not A Name")
-    assert proc.returncode == 1 and "invalid" in proc.stderr
+    assert proc.returncode != 0 and "invalid" in proc.stderr
     assert snapshot(tree.home, tree.project) == before
 
 
@@ -386,27 +437,27 @@ def test_project_scope_defaults_to_the_git_top_level(tmp_path: Path) -> None:
     assert not (t.project / "src" / "deep" / ".mcp.json").exists()
 
 
-def test_without_mesh_on_path_the_entries_run_this_python(tmp_path: Path) -> None:
+@pytest.mark.parametrize("on_path", ["nothing", "another mesh"])
+def test_every_entry_runs_this_python_by_absolute_path_whatever_path_holds(
+    tmp_path: Path, on_path: str
+) -> None:
     case = CASES[4]  # gemini, project: server and hooks in one file
     t = Tree(tmp_path / "home", tmp_path / "project", case)
     t.home.mkdir()
     t.project.mkdir()
-    empty = tmp_path / "empty-path"
-    empty.mkdir()
-    proc = t.mesh("install", "gemini", "--dir", str(t.project), path=str(empty))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if on_path == "another mesh":  # a decoy the install must not pick up (a shim, another version)
+        (bin_dir / "mesh").write_text("#!/bin/sh\nexit 99\n")
+        (bin_dir / "mesh").chmod(0o755)
+    proc = t.mesh("install", "gemini", "--dir", str(t.project), path=str(bin_dir))
     assert proc.returncode == 0, proc.stderr
     settings = load(t.project / ".gemini" / "settings.json")
     server = settings["mcpServers"]["sessionmesh"]
-    assert [server["command"], *server["args"]] == [
-        sys.executable,
-        "-m",
-        "sessionmesh",
-        "mcp",
-        "--client",
-        "gemini",
-    ]
-    assert our_commands(settings, "AfterAgent")[0].endswith("-m sessionmesh hook gemini AfterAgent")
-    assert t.mesh("uninstall", "gemini", "--dir", str(t.project), path=str(empty)).returncode == 0
+    assert [server["command"], *server["args"]] == [*THIS_MESH, "mcp", "--client", "gemini"]
+    for event in case.events:
+        assert our_commands(settings, event) == [shlex.join([*THIS_MESH, "hook", "gemini", event])]
+    assert t.mesh("uninstall", "gemini", "--dir", str(t.project), path=str(bin_dir)).returncode == 0
     assert not (t.project / ".gemini").exists()
 
 
@@ -534,7 +585,7 @@ def test_pi_install_writes_the_extension_with_this_mesh_and_name_and_uninstall_r
     assert proc.returncode == 0, proc.stderr
     extension = t.project / ".pi" / "extensions" / "sessionmesh.ts"
     lines = extension.read_text().splitlines()
-    assert 'const MESH: string[] = ["mesh"];  // written by mesh install' in lines
+    assert f"const MESH: string[] = {json.dumps(THIS_MESH)};  // written by mesh install" in lines
     assert 'const INSTALLED_ARGS: string[] = ["--as", "helper"];  // written by mesh install' in lines
     assert (t.project / case.skill).exists()
     assert t.install("--as", "helper").stdout.startswith("sessionmesh is already installed for Pi")
@@ -550,7 +601,240 @@ def test_claude_code_install_arms_the_wake_as_async_rewake_hooks(tmp_path: Path)
     hooks = load(t.project / ".claude" / "settings.json")["hooks"]
     for event in ("SessionStart", "Stop"):
         [wake] = [h for g in hooks[event] for h in g["hooks"] if " Wake " in h["command"] + " "]
-        assert wake["command"] == "mesh hook claude-code Wake --as frontend"
+        assert wake["command"] == shlex.join([*THIS_MESH, "hook", "claude-code", "Wake", "--as", "frontend"])
         assert wake["asyncRewake"] is True and wake["timeout"] >= 3600
         assert wake["rewakeMessage"].startswith("sessionmesh woke you") and wake["rewakeSummary"]
     assert not any(" Wake" in h["command"] for g in hooks["PostToolUse"] for h in g["hooks"])
+
+
+# -- install then uninstall gives back every file byte for byte ----------------------
+STYLES = ("2-space", "4-space, no final newline", "tabs", "one line", "CRLF")
+OTHER_EXTENSION = "// someone else's Pi extension\nexport default function other() {}\n"
+OTHER_SKILL = "---\nname: other\ndescription: not ours\n---\n\nKeep me.\n"
+PI_CASES = [
+    Case(
+        "pi",
+        "project",
+        {".pi/extensions/other.ts": OTHER_EXTENSION, ".pi/skills/other/SKILL.md": OTHER_SKILL},
+        (),
+        "",
+        (),
+        ".pi/skills/sessionmesh/SKILL.md",
+    ),
+    Case(
+        "pi",
+        "user",
+        {".pi/agent/extensions/other.ts": OTHER_EXTENSION, ".pi/agent/skills/other/SKILL.md": OTHER_SKILL},
+        (),
+        "",
+        (),
+        ".pi/agent/skills/sessionmesh/SKILL.md",
+    ),
+]
+
+
+def restyle(rel: str, text: str, style: str) -> str:
+    """A fixture config written in ``style``: the same content, laid out another way."""
+    if rel.endswith(".toml"):
+        if style == "tabs":
+            return re.sub(r"^(command|args|trust_level) =", r"\t\1 =", text, flags=re.M)
+        if style == "one line":
+            return 'model = "gpt-5-codex"'
+    elif rel.endswith(".json"):
+        doc = json.loads(text)
+        text = {
+            "2-space": json.dumps(doc, indent=2) + "\n",
+            "4-space, no final newline": json.dumps(doc, indent=4),
+            "tabs": json.dumps(doc, indent="\t") + "\n",
+            "one line": json.dumps(doc, separators=(",", ":")),
+            "CRLF": json.dumps(doc, indent=2) + "\n",
+        }[style]
+    else:
+        return text
+    if style == "4-space, no final newline":
+        return text.rstrip("\n")
+    return text.replace("\n", "\r\n") if style == "CRLF" else text
+
+
+def state(*folders: Path) -> dict[str, Any]:
+    """Every file (its bytes and mode) and folder under ``folders``."""
+    return {
+        str(p): (p.read_bytes(), stat.S_IMODE(p.stat().st_mode)) if p.is_file() else "folder"
+        for folder in folders
+        for p in sorted(folder.rglob("*"))
+    }
+
+
+ROUND_TRIPS = [
+    *(pytest.param(case, style, id=f"{case}-{style}") for case in CASES for style in (*STYLES, "no config")),
+    *(
+        pytest.param(case, style, id=f"{case}-{style}")
+        for case in PI_CASES
+        for style in ("others", "no config")
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "style"), ROUND_TRIPS)
+def test_install_then_uninstall_gives_back_every_file_byte_for_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: Case, style: str
+) -> None:
+    home, project = tmp_path / "home", tmp_path / "project"
+    home.mkdir()
+    project.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for var in ("CODEX_HOME", "PI_CODING_AGENT_DIR", "GEMINI_CLI_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    user = case.scope == "user"
+    root = home if user else project
+    if style != "no config":
+        for rel, text in case.files.items():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(restyle(rel, text, style).encode())
+            (root / rel).chmod(0o640)  # a mode of its own, kept too
+    before = state(home, project)
+
+    def run(*, install: bool) -> Any:
+        target = resolve(case.tool, user=user, folder=None if user else str(project), as_name="builder")
+        return execute(target, install=install, backups=tmp_path / "mesh-home" / "backups")
+
+    assert run(install=True).changes
+    assert state(home, project) != before
+    assert run(install=False).changes
+    assert state(home, project) == before
+
+
+def test_an_install_adds_lines_to_a_json_file_and_changes_none_of_the_users_but_a_comma(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".claude").mkdir()
+    (tmp_path / ".mcp.json").write_text(CLAUDE_MCP)  # the github server on one line, 4 spaces
+    (tmp_path / ".claude" / "settings.json").write_text(CLAUDE_SETTINGS)
+    changes = plan(resolve("claude-code", user=False, folder=str(tmp_path), as_name=None), install=True)
+    for change in changes:
+        hunks = change.diff().splitlines()[2:]
+        added = [line[1:] for line in hunks if line.startswith("+")]
+        # a line of the user's changes only to take the comma before a new member
+        assert all(line[1:] + "," in added for line in hunks if line.startswith("-")), change.diff()
+        assert added, change.label
+
+
+# -- entries written by older installs (a bare `mesh`) ---------------------------------
+def test_entries_of_an_older_install_that_ran_a_bare_mesh_are_replaced_and_removed(tmp_path: Path) -> None:
+    case = CASES[0]  # claude-code, project
+    t = Tree(tmp_path / "home", tmp_path / "project", case)
+    t.home.mkdir()
+    (t.project / ".claude").mkdir(parents=True)
+    old_mcp = {
+        "mcpServers": {"sessionmesh": {"type": "stdio", "command": "mesh", "args": ["mcp", "--as", "a"]}}
+    }
+    theirs = {"type": "command", "command": "notify-send done"}
+    old_settings = {
+        "hooks": {
+            event: [{"hooks": [{"type": "command", "command": f"mesh hook claude-code {event} --as a"}]}]
+            for event in case.events
+        }
+    }
+    old_settings["hooks"]["Stop"][0]["hooks"].append(theirs)
+
+    def write_old() -> None:
+        (t.project / ".mcp.json").write_text(json.dumps(old_mcp, indent=2))
+        (t.project / ".claude" / "settings.json").write_text(json.dumps(old_settings, indent=2))
+
+    write_old()
+    assert t.uninstall().returncode == 0
+    assert not (t.project / ".mcp.json").exists()  # all it held was ours
+    assert load(t.project / ".claude" / "settings.json") == {"hooks": {"Stop": [{"hooks": [theirs]}]}}
+
+    write_old()
+    assert t.install("--as", "a").returncode == 0
+    server = load(t.project / ".mcp.json")["mcpServers"]["sessionmesh"]
+    assert [server["command"], *server["args"]] == [*THIS_MESH, "mcp", "--client", "claude-code", "--as", "a"]
+    settings = load(t.project / ".claude" / "settings.json")
+    for event in case.events:
+        commands = [c for c in our_commands(settings, event) if " Wake " not in c + " "]
+        assert commands == [shlex.join([*THIS_MESH, "hook", "claude-code", event, "--as", "a"])], event
+
+
+def test_a_pi_extension_of_an_older_install_gets_this_mesh(tmp_path: Path) -> None:
+    case = PI_CASES[0]
+    t = Tree(tmp_path / "home", tmp_path / "project", case)
+    t.home.mkdir()
+    extension = t.project / ".pi" / "extensions" / "sessionmesh.ts"
+    extension.parent.mkdir(parents=True)
+    assert t.install().returncode == 0
+    extension.write_text(extension.read_text().replace(json.dumps(THIS_MESH), '["mesh"]'))
+    assert t.install().returncode == 0
+    assert f"const MESH: string[] = {json.dumps(THIS_MESH)};" in extension.read_text()
+    assert t.uninstall().returncode == 0 and not extension.exists()
+
+
+# -- the installed commands, from a shell without mesh on PATH ------------------------
+def test_an_installed_hook_delivers_from_a_shell_without_mesh_on_path(
+    broker_proc: BrokerProcess, tmp_path: Path
+) -> None:
+    project = tmp_path / "app"
+    project.mkdir()
+    assert mesh_cmd("install", "claude-code", "--dir", str(project), "--as", "builder").returncode == 0
+    sent = mesh_cmd("send", "--as", "alice", "builder", "the API moved to /v2")
+    assert sent.returncode == 0, sent.stderr
+    settings = load(project / ".claude" / "settings.json")
+    [command] = [c for c in our_commands(settings, "SessionStart") if " Wake " not in c + " "]
+    bare = tmp_path / "bare-path"
+    bare.mkdir()
+    (bare / "sh").symlink_to("/bin/sh")
+    env = {"PATH": str(bare), "HOME": str(tmp_path), "MESH_HOME": str(broker_proc.home)}
+    shell = subprocess.run(["/bin/sh", "-c", "mesh --version"], env=env, capture_output=True, timeout=30)
+    assert shell.returncode == 127  # a bare `mesh` finds nothing in this shell
+    done = subprocess.run(
+        ["/bin/sh", "-c", command],
+        input=json.dumps({"session_id": "s1", "hook_event_name": "SessionStart"}),
+        env=env,
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    context = json.loads(done.stdout)["hookSpecificOutput"]["additionalContext"]
+    assert "the API moved to /v2" in context
+
+
+# -- --as registers the name ---------------------------------------------------------
+def test_install_as_registers_the_name_so_mail_sent_before_the_agent_starts_is_queued(
+    broker_proc: BrokerProcess, tmp_path: Path
+) -> None:
+    project = tmp_path / "app"
+    project.mkdir()
+    assert mesh_cmd("send", "--as", "alice", "builder", "hi").stdout.startswith("denied")
+    done = mesh_cmd("install", "claude-code", "--dir", str(project), "--as", "builder")
+    assert done.returncode == 0, done.stderr
+    assert "registered builder on the mesh: mail to it waits until the agent starts" in done.stdout
+    sent = mesh_cmd("send", "--as", "alice", "builder", "hi")
+    assert sent.returncode == 0 and sent.stdout.startswith("queued"), sent.stdout + sent.stderr
+    again = mesh_cmd("install", "claude-code", "--dir", str(project), "--as", "builder", "--json")
+    assert json.loads(again.stdout)["registered"] is True
+
+
+def test_a_dry_run_registers_nothing(broker_proc: BrokerProcess, tmp_path: Path) -> None:
+    project = tmp_path / "app"
+    project.mkdir()
+    done = mesh_cmd("install", "claude-code", "--dir", str(project), "--as", "builder", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "dry run: would register builder on the mesh" in done.stdout
+    assert not (broker_proc.home / "secrets" / "builder").exists()
+    assert mesh_cmd("send", "--as", "alice", "builder", "hi").stdout.startswith("denied")
+
+
+def test_without_a_broker_the_install_succeeds_and_says_the_name_waits_for_the_first_connection(
+    mesh_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MESH_AUTOSTART", "0")
+    project = tmp_path / "app"
+    project.mkdir()
+    done = mesh_cmd("install", "codex", "--dir", str(project), "--as", "builder")
+    assert done.returncode == 0, done.stderr
+    said = [line for line in done.stdout.splitlines() if "registered" in line]
+    assert said == ["no broker is reachable now: builder will be registered on the agent's first connection"]
+    assert (project / ".codex" / "config.toml").exists()

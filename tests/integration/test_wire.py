@@ -389,3 +389,18 @@ async def test_a_client_that_answers_no_ping_is_dropped(broker, monkeypatch):
         while "deaf" in broker.runner.core.online_names():
             await ws.receive()  # pings, then the close
     await session.close()
+
+
+async def test_welcome_and_health_announce_the_limits(broker):
+    """Issue #16: a client could not learn the body and frame limits before it sent."""
+    from sessionmesh.client.discovery import health
+
+    session, ws = await _raw_ws(broker)
+    welcome = await _hello(ws, "limited")
+    await session.close()
+    limits = {
+        "max_body_bytes": broker.settings.max_body_bytes,
+        "max_frame_bytes": broker.settings.max_frame_bytes,
+    }
+    assert welcome["limits"] == limits
+    assert (await asyncio.to_thread(health, broker.settings.url))["limits"] == limits

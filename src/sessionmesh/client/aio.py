@@ -38,6 +38,7 @@ def _offer(queue: asyncio.Queue[dict[str, Any]], item: dict[str, Any]) -> None:
 
 
 TAKEN_LIMIT = 100_000
+HAD_KEEP = 100_000  # ids noted read, remembered to ack read again after a reconnect
 
 
 class AsyncClient:
@@ -78,6 +79,9 @@ class AsyncClient:
         self._reader: asyncio.Task[None] | None = None
         self._closing = False
         self._acks: dict[str, str] = {}  # id -> 'delivered' | 'read', sent once per loop turn
+        # ids the application has had (note_read): delivered again after a reconnect, when
+        # the broker lost the read ack, they are acknowledged read, not delivered
+        self._had: OrderedDict[str, None] = OrderedDict()
         self._ack_scheduled = False
         self.address: discovery.BrokerAddress | None = None
         self.reconnects = 0
@@ -226,7 +230,8 @@ class AsyncClient:
             # once is acknowledged 'read' directly, one frame instead of two
             for env in fresh:
                 self.inbox.put_nowait(env)
-            self._ack(ids, "delivered")
+            self._ack([i for i in ids if i not in self._had], "delivered")
+            self._ack([i for i in ids if i in self._had], "read")
         elif op == "result":
             result = self.core.on_result(frame)
             future = self._futures.pop(result.rid, None) if result else None
@@ -367,6 +372,9 @@ class AsyncClient:
 
     def note_read(self, msg_id: str) -> None:
         """Mark a message read (batched, not awaited): call once the agent has it."""
+        self._had[msg_id] = None
+        if len(self._had) > HAD_KEEP:
+            self._had.popitem(last=False)
         self._ack([msg_id], "read")
 
     def _ack(self, ids: list[str], state: str) -> None:

@@ -129,8 +129,11 @@ def locate(settings: Settings, *, autostart: bool | None = None) -> BrokerAddres
     return BrokerAddress(status["url"], read_token(settings))
 
 
-def start_background(settings: Settings, *, autostarted: bool = True) -> dict[str, Any]:
-    """Start ``mesh serve`` detached and wait until it answers.
+def start_background(
+    settings: Settings, *, autostarted: bool = True, any_port: bool = True
+) -> dict[str, Any]:
+    """Start ``mesh serve`` detached and wait until it answers. With ``any_port`` a
+    taken port is no failure: the broker takes a free one and records it in broker.json.
 
     A flock on ``$MESH_HOME/spawn.lock`` serialises racing clients: the first starts
     the broker, the rest find it running when they get the lock.
@@ -159,8 +162,11 @@ def start_background(settings: Settings, *, autostarted: bool = True) -> dict[st
         ]
         if autostarted:
             cmd.append("--autostarted")
+        if any_port:
+            cmd.append("--any-port")
         log_path = os.path.join(settings.home, "broker.log")
         rotate(log_path)
+        logged = os.path.getsize(log_path) if os.path.exists(log_path) else 0
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
                 cmd,
@@ -181,10 +187,20 @@ def start_background(settings: Settings, *, autostarted: bool = True) -> dict[st
             if proc.poll() is not None:
                 break
             time.sleep(0.02)
-        raise Unavailable(f"the broker did not start (exit {proc.poll()})", hint=f"see {log_path}")
+        raise Unavailable(f"the broker did not start: {_why(log_path, logged)}", hint=f"more in {log_path}")
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def _why(log_path: str, offset: int) -> str:
+    """The error a broker that failed to start wrote last (``mesh: CODE: …``)."""
+    with contextlib.suppress(OSError), open(log_path, errors="replace") as fh:
+        fh.seek(offset)
+        said = [line.strip() for line in fh if line.startswith("mesh: ")]
+        if said:
+            return said[-1].removeprefix("mesh: ")
+    return "it exited at once"
 
 
 LOG_KEEP_BYTES = 5 * 1024 * 1024  # a broker.log past this is rotated when a broker starts

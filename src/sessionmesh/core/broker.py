@@ -9,10 +9,12 @@ message or an answer that a crash could take back.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Hashable
 from typing import Any
 
 from ..config import Settings
+from ..envelope import PERSON
 from ..errors import BadFrame, MeshError, UnknownOp
 from ..storage import Store
 from .args import int_arg
@@ -27,6 +29,10 @@ from .state import BACKLOG_CHUNK, BACKLOG_WINDOW, Caller, CoreState
 from .threads import ThreadsMixin, ThreadState
 from .topics import TopicsMixin
 from .wakes import Activity, WakesMixin
+
+ID_PREFIX = re.compile(r"[0-9a-f-]{8,36}")  # what `resolve` takes: an id as the CLI prints it
+RESOLVE_SCAN = 64  # ids read for one prefix (others' messages are skipped)
+RESOLVE_LIMIT = 10  # ids answered: enough to show an ambiguity
 
 
 class Core(
@@ -59,12 +65,13 @@ class Core(
             "subscribe": self.subscribe,
             "unsubscribe": self.unsubscribe,
             "set_status": self.set_status,
-            "forget": self.forget,
+            "forget": self.forget_peer,
             "log": self.log,
             "held": self.held,
             "approve": self.approve,
             "reject": self.reject,
             "ping": self.ping,
+            "resolve": self.resolve,
             "activity": self.activity,
             "wake": self.wake,
         }
@@ -90,6 +97,23 @@ class Core(
         after = int_arg(args, "after", 0, 0, 2**62)
         limit = int_arg(args, "limit", 1000, 1, 100000)
         return [Respond(reply_to, {"entries": self.store.read_audit(after=after, limit=limit)})]
+
+    def resolve(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
+        """The full ids of the messages the caller sent or received (the person: any)
+        that start with ``prefix``, at least 8 characters of an id as printed."""
+        prefix = args.get("prefix")
+        if not isinstance(prefix, str) or not ID_PREFIX.fullmatch(prefix.lower()):
+            raise BadFrame("'prefix' must be at least 8 characters of a message id (hex digits and '-')")
+        found = []
+        for msg_id in self.store.ids_with_prefix(prefix.lower(), RESOLVE_SCAN):
+            env = self.store.get_message(msg_id)
+            if env is None:
+                continue
+            if caller.name in (PERSON, env.sender) or self.store.get_receipt(msg_id, caller.name) is not None:
+                found.append(msg_id)
+                if len(found) == RESOLVE_LIMIT:
+                    break
+        return [Respond(reply_to, {"ids": found})]
 
     def ping(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
         return [Respond(reply_to, {"pong": now, "name": caller.name})]

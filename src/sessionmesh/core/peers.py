@@ -257,7 +257,9 @@ class PeersMixin(CoreState):
         effects.append(Respond(reply_to, {"name": caller.name, "meta": peer.meta}))
         return effects
 
-    def forget(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
+    def forget_peer(
+        self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float
+    ) -> list[Effect]:
         """The person removes an offline peer: its name (a later join registers it anew,
         with a new secret), its subscriptions and leases, and its unread and held mail,
         each copy ending ``rejected`` (the senders are told). ``dry_run`` only counts."""

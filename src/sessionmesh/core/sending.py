@@ -10,6 +10,7 @@ from ..envelope import Draft, Envelope, Kind, ReceiptState, ReplyStatus, SendSta
 from ..errors import (
     BadFrame,
     DuplicateMessage,
+    EmptyBody,
     Forbidden,
     Impersonation,
     InvalidName,
@@ -58,6 +59,10 @@ def _uuid7_ms(msg_id: str) -> int:
     if msg_id[14] != "7":
         return 0
     return int(msg_id[:8] + msg_id[9:13], 16)
+
+
+def _empty(body: Any) -> bool:
+    return body is None or (isinstance(body, str) and not body.strip())
 
 
 class SendingMixin(CoreState):
@@ -153,6 +158,11 @@ class SendingMixin(CoreState):
             )
         args["id"] = new_id() if args.get("id") is None else check_id(args["id"])
         draft = Draft.parse(args)
+        if _empty(draft.body) and not (draft.re is not None and draft.status is not None):
+            raise Refusal(
+                draft.id,
+                EmptyBody("the message has no body", hint="say something (a reply may carry only a status)"),
+            )
         if draft.body_size > self.settings.max_body_bytes:
             raise Refusal(
                 draft.id,

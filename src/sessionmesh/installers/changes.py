@@ -3,6 +3,12 @@
 Planning is separate from writing so an installer can check every file it will touch
 (and refuse on the first unreadable one) before it changes any of them, and so
 ``--dry-run`` shows exactly what a real run would write.
+
+Backups go under ``$MESH_HOME/backups/``, never beside the config (a project would
+collect them, and commit them): one folder per run, named by its time and what it
+did, holding each file it changed under that file's absolute path
+(``backups/20260510-142233-install-codex/home/me/app/.codex/config.toml``), so a
+``cp`` puts one back.
 """
 
 from __future__ import annotations
@@ -13,8 +19,6 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-BACKUP_MARK = ".mesh-backup-"
 
 
 @dataclass(frozen=True)
@@ -46,15 +50,50 @@ class FileChange:
 
 
 def read_text(path: Path) -> str | None:
-    """The file's text, or ``None`` when it does not exist."""
+    """The file's text as it is (CRLF line ends kept), or ``None`` when it does not exist."""
     try:
-        return path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8", newline="") as fh:
+            return fh.read()
     except FileNotFoundError:
         return None
 
 
-def apply(change: FileChange, *, stop: Path) -> Path | None:
-    """Carry out ``change``: back up the old file, then write or remove it.
+class Backups:
+    """The backup folder of one run, ``<root>/<time>-<what>/``, made on first use."""
+
+    def __init__(self, root: Path, what: str) -> None:
+        self.root = root
+        self.what = what
+        self._folder: Path | None = None
+
+    def keep(self, path: Path, source: Path) -> Path:
+        """Copy ``source`` (the file behind ``path``) into the folder, under ``path``'s
+        absolute path, keeping its mode. Returns the copy. Raises ``OSError``."""
+        folder = self._folder or self._make()
+        copy = folder.joinpath(*path.absolute().parts[1:])
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_bytes(source.read_bytes())
+        os.chmod(copy, source.stat().st_mode & 0o7777)
+        return copy
+
+    def _make(self) -> Path:
+        # private: a config can hold tokens (an MCP server's env)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        n = 1
+        while True:
+            folder = self.root / (f"{stamp}-{self.what}" + (f"-{n}" if n > 1 else ""))
+            try:
+                folder.mkdir(mode=0o700)
+            except FileExistsError:
+                n += 1
+                continue
+            self._folder = folder
+            return folder
+
+
+def apply(change: FileChange, *, stop: Path, backups: Backups) -> Path | None:
+    """Carry out ``change``: back up the old file into ``backups``, then write or remove it.
 
     Writes go to a temporary file that replaces the target, keeping the old file's
     mode, and follow a symlinked config file (dotfile managers) to write through it.
@@ -62,24 +101,12 @@ def apply(change: FileChange, *, stop: Path) -> Path | None:
     Returns the backup's path, if one was made. Raises ``OSError``.
     """
     target = change.path.resolve() if change.path.is_symlink() else change.path
-    backup = _backup(target) if change.backup and change.before is not None else None
+    backup = backups.keep(change.path, target) if change.backup and change.before is not None else None
     if change.after is None:
         target.unlink(missing_ok=True)
         _prune(change.path.parent, stop)
     else:
         _write(target, change.after)
-    return backup
-
-
-def _backup(path: Path) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    backup = path.with_name(f"{path.name}{BACKUP_MARK}{stamp}")
-    n = 1
-    while backup.exists():
-        n += 1
-        backup = path.with_name(f"{path.name}{BACKUP_MARK}{stamp}-{n}")
-    backup.write_bytes(path.read_bytes())
-    os.chmod(backup, path.stat().st_mode & 0o7777)
     return backup
 
 

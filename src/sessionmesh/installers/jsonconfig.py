@@ -7,8 +7,9 @@ Claude Code, Codex (``hooks.json``) and Gemini CLI share one hooks shape::
 and Claude Code and Gemini CLI share one MCP shape: ``{"mcpServers": {"name": {"command", "args"}}}``.
 The functions here change a parsed document in place and touch nothing that is not
 sessionmesh's: the server named ``sessionmesh``, and hook handlers whose command runs
-``mesh hook`` (see `is_our_command`). Containers they empty are removed again, so
-install-then-uninstall leaves the document as it was.
+``mesh hook`` (see `is_our_command`). Containers they empty are removed again, and
+`edit` writes the change into the file's own text (`jsontext`), so install then
+uninstall gives back the file byte for byte.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadRequest
+from . import jsontext
 from .changes import FileChange, read_text
 
 Doc = dict[str, Any]
@@ -41,8 +43,9 @@ def edit(
 
     Returns ``None`` when the document means the same afterwards. Formatting is not
     compared: a file whose content already holds our entries is left byte for byte.
-    When ``removing`` empties a document that was not empty, the file is removed
-    (without a backup: all it held was ours).
+    Otherwise only what changes is rewritten, in the file's own layout. When
+    ``removing`` empties a document that was not empty, the file is removed (without
+    a backup: all it held was ours).
     Raises `BadRequest` when the file is not a JSON object.
     """
     before = read_text(path)
@@ -54,7 +57,17 @@ def edit(
     if removing and not after and doc:
         # everything in it was ours: nothing of the user's to back up
         return FileChange(path, label, before, None, backup=False)
-    return FileChange(path, label, before, render(after, _indent(before)))
+    return FileChange(path, label, before, _text(before, after))
+
+
+def _text(before: str | None, after: Doc) -> str:
+    """``after`` as the file's new text: ``before`` edited where they differ, or (a new
+    file, or should an edit not read back as ``after``) the whole document written out."""
+    if before is not None and before.strip():
+        patched = jsontext.patch(before, after)
+        if json.loads(patched) == after:
+            return patched
+    return render(after, _indent(before))
 
 
 def parse(text: str | None, label: str) -> Doc:
@@ -217,6 +230,21 @@ def read_server(path: Path, label: str, name: str) -> dict[str, Any] | None:
     None. Raises `BadRequest` when the file is not a JSON object."""
     entry = (parse(read_text(path), label).get("mcpServers") or {}).get(name)
     return entry if isinstance(entry, dict) and isinstance(entry.get("command"), str) else None
+
+
+def our_commands(doc: Doc) -> list[str]:
+    """The command of every hook handler of ours, under any event."""
+    hooks = doc.get("hooks")
+    if not isinstance(hooks, dict):
+        return []
+    return [
+        h["command"]
+        for groups in hooks.values()
+        if isinstance(groups, list)
+        for g in groups
+        for h in _handlers(g)
+        if isinstance(h, dict) and is_our_command(h.get("command"))
+    ]
 
 
 def has_our_hook(doc: Doc, event: str) -> bool:

@@ -1,17 +1,24 @@
 """Where an install goes and what it runs: the scope, its root folder, and the command
 lines of the MCP server and the hooks.
 
-The command is plain ``mesh`` when a ``mesh`` is on ``PATH`` at install time: a
-project's config files are shared through git, and an absolute path from one machine
-(a virtualenv, a pyenv shim) is wrong on the next. Without one, it is this Python's
-absolute path with ``-m sessionmesh``, which works from any tool's environment.
+Every command starts this Python by its absolute path with ``-m sessionmesh``: the
+installation that ran ``mesh install``, whatever the ``PATH`` of the shell an agent
+is later started from (a bare ``mesh`` there finds nothing, or another version, and
+the agent silently gets no server and no hooks). Not ``shutil.which("mesh")``: that
+may be a pyenv shim, which picks a Python by the folder it runs in, or another
+installation's ``mesh``. Not the ``mesh`` script beside ``sys.executable``: a
+``pip install --user`` puts it elsewhere, and ``python -m sessionmesh`` has none.
+``sys.executable`` is kept as it is, not resolved: a virtualenv's ``python`` is a
+symlink whose own path is what makes it the virtualenv's. The price: a project's
+config names a path on this machine, so someone else who clones the project runs
+``mesh install`` once too (``mesh doctor`` says so when the path is missing).
 """
 
 from __future__ import annotations
 
 import enum
+import os
 import shlex
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,10 +56,26 @@ class Target:
         """The shell command of one hook (hooks are run by a shell, so it is quoted)."""
         return shlex.join([*self.program, "hook", self.tool, event, *self.extra])
 
+    def reinstall(self) -> str:
+        """The command that installs this target again, with its ``--as``/``--home``/``--url``."""
+        scope = ["--user"] if self.scope is Scope.USER else []
+        return "run: " + shlex.join(["mesh", "install", self.tool, *scope, *self.extra])
+
 
 def program() -> tuple[str, ...]:
-    """``("mesh",)`` when it is on PATH, else ``(sys.executable, "-m", "sessionmesh")``."""
-    return ("mesh",) if shutil.which("mesh") else (sys.executable, "-m", "sessionmesh")
+    """This Python, by absolute path, running this sessionmesh (see the module docstring)."""
+    if not sys.executable:
+        raise BadRequest("cannot tell which Python runs sessionmesh (sys.executable is empty)")
+    return (os.path.abspath(sys.executable), "-m", "sessionmesh")
+
+
+def installed_extra(argv: list[str]) -> tuple[str, ...]:
+    """The ``--as``/``--home``/``--url`` arguments of an installed ``… mcp --client TOOL …``
+    command line (what to install again with)."""
+    for i in range(len(argv) - 2):
+        if argv[i] == "mcp" and argv[i + 1] == "--client":
+            return tuple(argv[i + 3 :])
+    return ()
 
 
 def resolve(

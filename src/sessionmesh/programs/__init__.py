@@ -12,7 +12,7 @@ is one new file (and its tests):
 - ``server(target)``: the MCP server entry as the program would read it back from
   its config, with the environment the program would give it (``mesh doctor``);
 - ``checks(target)``: the program's own findings for ``mesh doctor`` (trust,
-  permissions, hooks switched on);
+  permissions, hooks switched on, the hooks' commands: `command_findings`);
 - for a program woken by a waiter (`sessionmesh.wake`): ``headless(agent_pid)``
   (a run with no prompt to wake at) and ``hand_over(text, session, agent_pid)``.
 """
@@ -20,6 +20,7 @@ is one new file (and its tests):
 from __future__ import annotations
 
 import importlib
+import os
 from types import ModuleType
 from typing import Any, NamedTuple
 
@@ -87,6 +88,52 @@ def process_argv(pid: int) -> list[str]:
             return fh.read().decode(errors="replace").split("\0")
     except OSError:
         return []
+
+
+def command_findings(where: str, argvs: list[list[str]], path: str | None, fix: str) -> list[Finding]:
+    """Whether the program each command line starts (its first word) exists and can be
+    run, one finding per program. A bare name is looked up on ``path`` (the ``PATH``
+    the agent program passes on), and even when found it is a warning: from a shell
+    with another ``PATH`` the agent gets no server and no hooks, and nothing says so."""
+    import shutil
+
+    found = []
+    for program in dict.fromkeys(argv[0] for argv in argvs if argv):
+        if os.sep not in program:
+            hit = shutil.which(program, path=path)
+            if hit is None:
+                found.append(
+                    Finding("fail", f"{where} runs '{program}', which is not on PATH: it does not start", fix)
+                )
+            else:
+                found.append(
+                    Finding(
+                        "warn",
+                        f"{where} runs '{program}' by name (here {hit}): started from a shell"
+                        " without it on PATH, the agent gets no server and no hooks",
+                        fix,
+                    )
+                )
+        elif not os.path.isfile(program):
+            found.append(Finding("fail", f"{where} runs {program}, which does not exist", fix))
+        elif not os.access(program, os.X_OK):
+            found.append(Finding("fail", f"{where} runs {program}, which is not executable", fix))
+        else:
+            found.append(Finding("ok", f"{where} runs {program}, which exists and is executable"))
+    return found
+
+
+def command_argvs(commands: list[str]) -> list[list[str]]:
+    """Shell command lines (hooks) split into words; one that does not split is left out."""
+    import shlex
+
+    argvs = []
+    for command in commands:
+        try:
+            argvs.append(shlex.split(command))
+        except ValueError:
+            continue
+    return argvs
 
 
 def json_server(path: Any, label: str, name: str, env: dict[str, str]) -> Server:

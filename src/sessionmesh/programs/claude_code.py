@@ -29,7 +29,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import Finding, HookFormat, Server, json_server, process_argv
+from . import Finding, HookFormat, Server, command_argvs, command_findings, json_server, process_argv
 
 if TYPE_CHECKING:
     from ..installers.changes import FileChange
@@ -139,10 +139,16 @@ def checks(target: Target) -> list[Finding]:
     doc = jsonconfig.parse(jsonconfig.read_text(path), label)
     missing = [e for e in EVENTS if not jsonconfig.has_our_hook(doc, e)]
     found = [
-        Finding("fail", f"{label} has no sessionmesh hook on {', '.join(missing)}", _reinstall(target))
+        Finding("fail", f"{label} has no sessionmesh hook on {', '.join(missing)}", target.reinstall())
         if missing
         else Finding("ok", f"{label} runs the sessionmesh hooks on {', '.join(EVENTS)}")
     ]
+    found += command_findings(
+        f"{label} (hooks)",
+        command_argvs(jsonconfig.our_commands(doc)),
+        os.environ.get("PATH"),
+        target.reinstall(),
+    )
     allowed = (doc.get("permissions") or {}).get("allow") or []
     if PERMISSION in allowed or "mcp__sessionmesh__*" in allowed:
         found.append(Finding("ok", f"{label} allows the mesh tools ({PERMISSION})"))
@@ -151,16 +157,10 @@ def checks(target: Target) -> list[Finding]:
             Finding(
                 "fail",
                 f"{label} does not allow the mesh tools: each call is denied or asked",
-                _reinstall(target),
+                target.reinstall(),
             )
         )
     return found
-
-
-def _reinstall(target: Target) -> str:
-    from ..installers.target import Scope
-
-    return "run: mesh install claude-code" + (" --user" if target.scope is Scope.USER else "")
 
 
 def _mcp_file(target: Target) -> Path:

@@ -33,7 +33,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import Finding, HookFormat, Server, process_argv
+from . import Finding, HookFormat, Server, command_argvs, command_findings, process_argv
 
 if TYPE_CHECKING:
     from ..installers.changes import FileChange
@@ -175,7 +175,7 @@ def checks(target: Target) -> list[Finding]:
             Finding(
                 "fail",
                 f"{target.label(path)} does not approve the mesh tools: codex exec fails each call",
-                _reinstall(target),
+                target.reinstall(),
             )
         )
     user = tomlconfig.read(codex_home() / "config.toml", "~/.codex/config.toml")
@@ -199,10 +199,16 @@ def checks(target: Target) -> list[Finding]:
             Finding(
                 "fail",
                 f"{target.label(hooks_file)} has no sessionmesh hook on {', '.join(missing)}",
-                _reinstall(target),
+                target.reinstall(),
             )
         )
         return found
+    found += command_findings(
+        f"{target.label(hooks_file)} (hooks)",
+        command_argvs(jsonconfig.our_commands(doc)),
+        os.environ.get("PATH"),
+        target.reinstall(),
+    )
     for pid in _daemons():
         found.append(
             Finding(
@@ -265,9 +271,3 @@ def _config(target: Target) -> Path:
         if target.scope is Scope.PROJECT
         else codex_home() / "config.toml"
     )
-
-
-def _reinstall(target: Target) -> str:
-    from ..installers.target import Scope
-
-    return "run: mesh install codex" + (" --user" if target.scope is Scope.USER else "")

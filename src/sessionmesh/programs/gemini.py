@@ -36,7 +36,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import Finding, HookFormat, Server, json_server
+from . import Finding, HookFormat, Server, command_argvs, command_findings, json_server
 
 if TYPE_CHECKING:
     from ..installers.changes import FileChange
@@ -166,14 +166,16 @@ def checks(target: Target) -> list[Finding]:
     missing = [e for e in EVENTS if not jsonconfig.has_our_hook(doc, e)]
     if missing:
         found.append(
-            Finding(
-                "fail",
-                f"{label} has no sessionmesh hook on {', '.join(missing)}",
-                "run: mesh install gemini" + (" --user" if target.scope is Scope.USER else ""),
-            )
+            Finding("fail", f"{label} has no sessionmesh hook on {', '.join(missing)}", target.reinstall())
         )
     else:
         found.append(Finding("ok", f"{label} runs the sessionmesh hooks on {', '.join(EVENTS)}"))
+        found += command_findings(
+            f"{label} (hooks)",
+            command_argvs(jsonconfig.our_commands(doc)),
+            os.environ.get("PATH"),
+            target.reinstall(),
+        )
     for settings in (gemini_home() / "settings.json", path):
         if ((_json(settings).get("hooksConfig") or {}).get("enabled")) is False:
             found.append(

@@ -18,7 +18,10 @@ Pi has no MCP by design; it loads TypeScript extensions (Pi's ``docs/extensions.
   while Pi is idle.
 
 The installer writes the extension with two lines filled in: the command that runs
-``mesh`` and the arguments every call carries (``--as NAME``, ``--home``, ``--url``).
+``mesh`` (this installation by absolute path, `installers.target.program`, so Pi
+started from any shell finds it) and the arguments every call carries (``--as NAME``,
+``--home``, ``--url``). Every ``mesh`` the extension starts (the server, the hooks,
+the waiter) is that command.
 Skills (Pi's ``docs/skills.md``): ``.pi/skills/<name>/SKILL.md``, ``~/.pi/agent/skills/``.
 """
 
@@ -142,9 +145,7 @@ def checks(target: Target) -> list[Finding]:
         return [Finding("ok", f"{target.label(path)} is this version's extension")]
     return [
         Finding(
-            "warn",
-            f"{target.label(path)} differs from the extension this version ships",
-            "run: mesh install pi" + (" --user" if target.label(path).startswith("~") else ""),
+            "warn", f"{target.label(path)} differs from the extension this version ships", target.reinstall()
         )
     ]
 

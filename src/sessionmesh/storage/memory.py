@@ -63,6 +63,9 @@ class MemoryStore:
         env = self._messages.get(msg_id)
         return copy.deepcopy(env) if env else None
 
+    def ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        return sorted(i for i in self._messages if i.startswith(prefix))[:limit]
+
     def set_answer(self, msg_id: str, answer: dict[str, Any]) -> None:
         self._answers[msg_id] = copy.deepcopy(answer)
 

@@ -241,6 +241,14 @@ class SqliteStore:
         self._db.execute("DELETE FROM subscriptions WHERE name = ?", (name,))
 
     # messages ------------------------------------------------------------------
+    def ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        # a range on the unique index: every id from the prefix up to the next prefix
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        rows = self._db.execute(
+            "SELECT id FROM messages WHERE id >= ? AND id < ? ORDER BY id LIMIT ?", (prefix, upper, limit)
+        ).fetchall()
+        return [r[0] for r in rows]
+
     def add_message(self, env: Envelope) -> int:
         to = env.to.to_wire()
         row = (
