@@ -493,6 +493,31 @@ def cmd_decide(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_policy(args: argparse.Namespace) -> int:
+    call: dict[str, Any] = {}
+    if args.value is not None:
+        value = None if args.value == "clear" else args.value
+        if args.sender:
+            call["from"] = {args.sender: value}
+        elif value is None:
+            from .errors import BadFrame
+
+            raise BadFrame("'clear' drops the rule for one sender: give --from NAME")
+        else:
+            call["default"] = value
+    result = _oneshot(args).call("policy", **call)
+    if args.json:
+        _out(args, result)
+        return EXIT_OK
+    mine = result["policy"]
+    print(f"{result['name']}: {mine['default']} by default")
+    for sender, value in sorted(mine["from"].items()):
+        print(f"  from {sender}: {value}")
+    for rule in result["configured"]:
+        print(f"  set by the person (config): {rule}")
+    return EXIT_OK
+
+
 def cmd_join(args: argparse.Namespace) -> int:
     from .client.http import OneShot
 
@@ -761,6 +786,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = add("held", cmd_held, "messages held until a person approves them", [person])
     p.add_argument("--limit", type=int, default=100)
+    p = add(
+        "policy",
+        cmd_policy,
+        "what happens to messages sent to you: accept, hold for a person, refuse",
+        [peer],
+    )
+    p.add_argument("value", nargs="?", choices=["accept", "hold", "refuse", "clear"], help="omit to show")
+    p.add_argument("--from", dest="sender", metavar="NAME", help="for this sender only")
     p = add("join", cmd_join, "register a name on the mesh (its secret is saved here)", [common])
     p.add_argument("name")
     p = add(

@@ -43,6 +43,8 @@ class Settings(NamedTuple):
     request_timeout: float = 10.0  # client side: how long to wait for any answer
     hold_patterns: tuple[str, ...] = ()  # RE2 patterns held on top of core.safety's parsed checks
     secret_action: str = "refuse"  # refuse | redact | allow (a SecretAction)
+    # inbound policies the person sets (core/policy.py); "*" names every recipient
+    inbound: tuple[str, ...] = ()  # rules RECIPIENT=POLICY or RECIPIENT<SENDER=POLICY: accept, hold, refuse
     # -- waking idle agents (core/wakes.py) ----------------------------------------------
     wake_window: float = 1.0  # a burst of mail within this many seconds is one wake
     wake_budget: int = 6  # wakes per agent per wake_budget_window; over it, mail waits
@@ -170,6 +172,16 @@ def _validate(settings: Settings) -> None:
             f"setting secret_action={settings.secret_action!r} must be one of: "
             + ", ".join(a.value for a in SecretAction)
         ) from None
+    from .core.policy import parse_rule
+    from .errors import MeshError
+
+    for rule in settings.inbound:
+        try:
+            parse_rule(rule)
+        except (ValueError, MeshError) as exc:
+            raise BadRequest(
+                f"setting inbound: {exc}", hint='rules look like "reviewer=hold" or "*<mallory=refuse"'
+            ) from None
     try:
         check_patterns(settings.hold_patterns)
     except BadPattern as exc:

@@ -192,3 +192,25 @@ def test_with_the_broker_down_a_hook_prints_nothing_and_exits_0(mesh: BrokerProc
     send("agent", "queued before the stop")
     mesh.stop()
     assert hook("claude-code", "PostToolUse") == (0, "")
+
+
+def test_an_agent_that_holds_its_mail_gets_nothing_through_its_hooks_until_approved(
+    mesh: BrokerProcess,
+) -> None:
+    """Issue #17 item 3: the inbound `hold` policy, honoured on the hook path."""
+    out = mesh_cmd("policy", "hold", "--as", "agent", "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["policy"]["default"] == "hold"
+    msg_id = send("agent", "an ordinary request: look at the logs")
+    assert hook("claude-code", "UserPromptSubmit") == (0, "")
+    assert json.loads(mesh_cmd("inbox", "--as", "agent", "--json").stdout) == []
+    assert receipt(msg_id) == "held"
+    write_credential(mesh.settings(), PASSPHRASE)
+    assert person_cmd("approve", msg_id[:13], answers=[PASSPHRASE], env=mesh.env).status == 0
+    context = json.loads(hook("claude-code", "UserPromptSubmit")[1])["hookSpecificOutput"][
+        "additionalContext"
+    ]
+    assert "look at the logs" in context
+    refused = mesh_cmd("policy", "refuse", "--from", "bob", "--as", "agent")
+    assert refused.returncode == 0
+    done = mesh_cmd("send", "--json", "--as", "bob", "agent", "one more")
+    assert done.returncode == 3 and json.loads(done.stdout)["status"] == "denied"

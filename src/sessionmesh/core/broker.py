@@ -66,6 +66,7 @@ class Core(
             "unsubscribe": self.unsubscribe,
             "set_status": self.set_status,
             "forget": self.forget_peer,
+            "policy": self.set_policy,
             "log": self.log,
             "held": self.held,
             "approve": self.approve,

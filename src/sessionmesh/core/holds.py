@@ -30,16 +30,23 @@ class HoldsMixin(CoreState):
         recipients: list[str],
         reply_to: Hashable,
         now: float,
+        *,
+        policy: bool = False,
     ) -> list[Effect]:
         """Answer a send whose copies are held: each recipient is ``queued`` (it is
-        stored and will arrive once approved), and the answer says it is held."""
+        stored and will arrive once approved), and the answer says it is held: for
+        what it asks, or (``policy``) by its recipients' inbound policy."""
         for name in recipients:
             statuses[name] = SendStatus.QUEUED.value
         answer = self._answer(env, statuses, reasons, now)
         answer["held"] = {
             "match": reason,
-            "message": f"held until a person approves it: it asks for {reason!r}",
+            "message": "held for a person by the inbound policy of " + ", ".join(recipients)
+            if policy
+            else f"held until a person approves it: it asks for {reason!r}",
         }
+        if policy:
+            answer["held"]["recipients"] = recipients
         self.store.set_answer(env.id, answer)
         self.counters["messages_held"] += 1
         self.counters[f"send_{answer['status']}"] += 1
@@ -76,7 +83,9 @@ class HoldsMixin(CoreState):
         """What the screen found when ``env`` was held (kept in its answer: screening
         again could cost a parse per listed message)."""
         held = self._answer_of(env).get("held")
-        return held.get("match") if isinstance(held, dict) else self._hold_reason(env)
+        if isinstance(held, dict):
+            return held.get("match")
+        return self._hold_reason(env) or "the recipient's inbound policy: hold"
 
     def approve(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
         """Release held messages: each copy becomes ``queued`` and is delivered."""

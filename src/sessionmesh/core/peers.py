@@ -14,10 +14,12 @@ from ..envelope import PERSON, ReceiptState, check_name, is_person_name
 from ..errors import BadFrame, BadSecret, NameTaken, NotApprover, ReservedName, UnknownPeer
 from ..storage import PeerRecord
 from .effects import Effect, Respond
+from .policy import EVERYONE, check_own, parse_rule
 from .safety import screen_field
 from .state import Caller, CoreState, LiveConn
 
 META_KEYS = ("machine", "cwd", "git_root", "client", "role", "status", "refuse")
+PRIVATE_META = frozenset({"refuse", "policy"})  # a peer's own business: never shown to others
 
 
 class Presence(enum.StrEnum):
@@ -151,7 +153,7 @@ class PeersMixin(CoreState):
         if len(attached) == 1:  # the agent comes online; more attachments change nothing
             self._online[name] = conn
             self._audit(now, "peer_joined", {"name": name})
-            meta = {k: v for k, v in self._peer_cache[name].meta.items() if k != "refuse"}
+            meta = {k: v for k, v in self._peer_cache[name].meta.items() if k not in PRIVATE_META}
             self._event(effects, now, "peer_joined", name=name, presence=Presence.ONLINE.value, meta=meta)
         else:
             self._audit(now, "peer_attached", {"name": name, "attachments": len(attached)})
@@ -217,7 +219,7 @@ class PeersMixin(CoreState):
                 {
                     "name": name,
                     "presence": self.presence(name, now).value,
-                    "meta": {k: v for k, v in peer.meta.items() if k != "refuse"},
+                    "meta": {k: v for k, v in peer.meta.items() if k not in PRIVATE_META},
                     "connected_since": self._since(name),
                     "last_seen": self._last_seen.get(name, peer.last_seen),
                     "unread": depths.get(name, 0),
@@ -252,10 +254,33 @@ class PeersMixin(CoreState):
             now,
             "peer_updated",
             name=caller.name,
-            meta={k: v for k, v in peer.meta.items() if k != "refuse"},
+            meta={k: v for k, v in peer.meta.items() if k not in PRIVATE_META},
         )
         effects.append(Respond(reply_to, {"name": caller.name, "meta": peer.meta}))
         return effects
+
+    def set_policy(
+        self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float
+    ) -> list[Effect]:
+        """The caller's own inbound policy (core/policy.py): ``default`` for every
+        sender and ``from`` per sender; answers it and the person's rules that also
+        apply (the stricter of the two wins, so a peer can only add to them)."""
+        unknown = set(args) - {"default", "from"}
+        if unknown:
+            raise BadFrame(f"unknown field(s): {', '.join(sorted(unknown))}", hint="fields: default, from")
+        peer = self._peer_cache[caller.name]
+        if args:
+            try:
+                mine = check_own(args, peer.meta.get("policy"))
+            except ValueError as exc:
+                raise BadFrame(str(exc)) from None
+            peer.meta["policy"] = mine
+            peer.last_seen = self._last_seen.get(peer.name, now)
+            self.store.put_peer(peer)
+            self._audit(now, "policy_set", {"name": caller.name, "policy": mine})
+        applying = [rule for rule in self.settings.inbound if parse_rule(rule)[0] in (EVERYONE, caller.name)]
+        mine = peer.meta.get("policy") or {"default": "accept", "from": {}}
+        return [Respond(reply_to, {"name": caller.name, "policy": mine, "configured": applying})]
 
     def forget_peer(
         self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float

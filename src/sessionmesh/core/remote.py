@@ -82,7 +82,7 @@ class RemoteMixin(CoreState):
         effects: list[Effect] = []
         if meta is not None and meta != self._peer_cache[name].meta:
             self._peer_cache[name].meta = dict(meta)
-            shown = {k: v for k, v in meta.items() if k != "refuse"}
+            shown = {k: v for k, v in meta.items() if k not in ("refuse", "policy")}
             self._event(effects, now, "peer_updated", name=name, meta=shown)
         if last_seen is not None:
             remote.last_seen = max(remote.last_seen, last_seen)

@@ -6,7 +6,18 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..envelope import Draft, Envelope, Kind, ReceiptState, ReplyStatus, SendStatus, Target, check_id, new_id
+from ..envelope import (
+    PERSON,
+    Draft,
+    Envelope,
+    Kind,
+    ReceiptState,
+    ReplyStatus,
+    SendStatus,
+    Target,
+    check_id,
+    new_id,
+)
 from ..errors import (
     BadFrame,
     DuplicateMessage,
@@ -23,6 +34,7 @@ from ..errors import (
     UnknownPeer,
 )
 from .effects import Effect, Push, Respond
+from .policy import Policy, configured, own, stricter
 from .safety import SCREENED, Screen, SecretAction, find_secrets, hold_reason, redact
 from .state import SENDER_CACHE, Caller, CoreState
 
@@ -59,6 +71,9 @@ def _uuid7_ms(msg_id: str) -> int:
     if msg_id[14] != "7":
         return 0
     return int(msg_id[:8] + msg_id[9:13], 16)
+
+
+POLICY_HOLD = "the recipient's inbound policy: hold"
 
 
 def _empty(body: Any) -> bool:
@@ -266,14 +281,20 @@ class SendingMixin(CoreState):
             self._senders[existing.id] = existing.sender  # the next resend is found at once
             return self._duplicate(reply_to, existing, env.sender)
         first = ReceiptState.HELD if held else ReceiptState.QUEUED
+        kept = [] if held else [n for n in recipients if self._inbound(n, env.sender) is Policy.HOLD]
+        if kept:  # their inbound policy holds it for the person; the others get it now
+            self.store.add_receipts(env, kept, ReceiptState.HELD)
+            recipients = [n for n in recipients if n not in kept]
         self.store.add_receipts(env, recipients, first)
         self._senders[env.id] = env.sender
         if len(self._senders) > SENDER_CACHE:
             self._senders.popitem(last=False)
         for name in recipients:
             self._remember(env.id, name, first)
+        for name in kept:
+            self._remember(env.id, name, ReceiptState.HELD)
         wire = env.to_wire()
-        self._audit(now, "message", self._audit_envelope(wire, recipients))
+        self._audit(now, "message", self._audit_envelope(wire, recipients + kept))
         self._thread_turn(env, now)
         self.counters["messages_stored"] += 1
         observed: list[Effect] = []
@@ -285,18 +306,33 @@ class SendingMixin(CoreState):
                 message=wire,
                 seq=env.seq,
                 state=first.value,
-                recipients=recipients[:OBSERVED_RECIPIENTS],
-                recipient_count=len(recipients),
+                recipients=(recipients + kept)[:OBSERVED_RECIPIENTS],
+                recipient_count=len(recipients) + len(kept),
             )
         if held:
             return observed + self._hold(env, held, statuses, reasons, recipients, reply_to, now)
+        if kept and not recipients:
+            return observed + self._hold(
+                env, POLICY_HOLD, statuses, reasons, kept, reply_to, now, policy=True
+            )
 
         effects: list[Effect] = observed
         waiting, awaited = self._fan_out(effects, env, parent, recipients, wire, now)
         for name in recipients:
             received = name in awaited  # a live await already holds it (and has shown it)
             statuses[name] = SendStatus.RECEIVED.value if received else SendStatus.QUEUED.value
+        for name in kept:
+            statuses[name] = SendStatus.QUEUED.value
         answer = self._answer(env, statuses, reasons, now)
+        if kept:
+            answer["held"] = {
+                "match": POLICY_HOLD,
+                "message": "held for a person by the inbound policy of " + ", ".join(kept),
+                "recipients": kept,
+            }
+            self._audit(
+                now, "held", {"id": env.id, "from": env.sender, "recipients": kept, "match": POLICY_HOLD}
+            )
         if env.to.is_fanout or not waiting:
             self._keep_answer(env.id, answer)
             self.counters[f"send_{answer['status']}"] += 1
@@ -372,10 +408,24 @@ class SendingMixin(CoreState):
         return statuses, reasons, names
 
     def _refuses(self, name: str, sender: str, parent: Envelope | None) -> bool:
-        """``name`` refuses ``sender``, unless this is a reply to ``name``'s own message."""
+        """``name`` refuses ``sender`` (its ``refuse`` list, or an inbound policy of
+        ``refuse``), unless this is a reply to ``name``'s own message."""
         peer = self._peer_cache.get(name)
-        refused = peer is not None and sender in peer.meta.get("refuse", ())
+        refused = peer is not None and (
+            sender in peer.meta.get("refuse", ()) or self._inbound(name, sender) is Policy.REFUSE
+        )
         return refused and not (parent is not None and parent.sender == name)
+
+    def _inbound(self, name: str, sender: str) -> Policy:
+        """The inbound policy for ``sender`` → ``name``: the stricter of the person's
+        settings and the peer's own (core/policy.py)."""
+        peer = self._peer_cache.get(name)
+        found = configured(self.settings.inbound, name, sender)
+        if peer is not None and "policy" in peer.meta:
+            found = stricter(found, own(peer.meta, sender))
+        if found is Policy.HOLD and sender == PERSON:
+            return Policy.ACCEPT  # the person's own word needs no approval
+        return found
 
     def _answer(
         self, env: Envelope, statuses: dict[str, str], reasons: dict[str, Any], now: float
