@@ -251,11 +251,14 @@ def cmd_peers(args: argparse.Namespace) -> int:
         return EXIT_OK
     now = time.time()
     table(
-        ["name", "presence", "client", "role", "status", "unread", "last seen", "cwd"],
+        ["name", "presence", "activity", "client", "role", "status", "unread", "last seen", "cwd"],
         [
             [
                 p["name"],
                 p["presence"],
+                f"{p['activity']} {ago(p['activity_since'], now).removesuffix(' ago')}"
+                if p.get("activity")
+                else "-",
                 p["meta"].get("client", "-"),
                 p["meta"].get("role") or "-",
                 p["meta"].get("status") or "-",
@@ -271,7 +274,27 @@ def cmd_peers(args: argparse.Namespace) -> int:
 
 def cmd_send(args: argparse.Namespace) -> int:
     shot = _oneshot(args)
+    if args.when_idle:  # for an agent with no hooks to bring mail into a turn
+        _wait_idle(shot, args.to, args.idle_timeout)
     return _print_send(args, shot.call("send", to=_to(args.to), **_send_args(args)))
+
+
+def _wait_idle(shot: Any, name: str, timeout: float) -> dict[str, Any]:
+    return dict(shot.call("await_idle", answer_timeout=timeout + 5, name=name, timeout=timeout))
+
+
+def cmd_await_idle(args: argparse.Namespace) -> int:
+    from .errors import Timeout
+
+    try:
+        result = _wait_idle(_oneshot(args), args.name, args.timeout)
+    except Timeout:
+        _out(args, {"name": args.name, "activity": None, "status": "timeout"}) if args.json else print(
+            f"{args.name} did not go idle within {args.timeout:g}s", file=sys.stderr
+        )
+        return EXIT_TIMEOUT
+    _out(args, result) if args.json else print(f"{args.name} is idle")
+    return EXIT_OK
 
 
 def cmd_broadcast(args: argparse.Namespace) -> int:
@@ -724,6 +747,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("send", cmd_send, "send a message to a name, names (a,b) or #topic", [peer, sending])
     p.add_argument("to")
     p.add_argument("body", nargs="*", help="text ('-' or nothing: read stdin)")
+    p.add_argument("--when-idle", action="store_true", help="first wait until the recipient's agent is idle")
+    p.add_argument(
+        "--idle-timeout", type=float, default=600.0, help="how long --when-idle waits (default 600 s)"
+    )
+    p = add("await-idle", cmd_await_idle, "wait until a peer's agent is idle (its hooks say)", [peer])
+    p.add_argument("name")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
     p = add("broadcast", cmd_broadcast, "send to every known peer", [peer, sending])
     p.add_argument("body", nargs="*")
     p = add("reply", cmd_reply, "reply to a message", [peer, sending])

@@ -67,6 +67,7 @@ class Core(
             "set_status": self.set_status,
             "forget": self.forget_peer,
             "policy": self.set_policy,
+            "await_idle": self.await_idle,
             "log": self.log,
             "held": self.held,
             "approve": self.approve,
@@ -127,6 +128,7 @@ class Core(
             *self._expire_copies(now),
             *self._expire_leases(now),
             *self._end_wakes(now),
+            *self._end_idle_waits(now),
         ]
 
 

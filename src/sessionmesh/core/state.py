@@ -78,6 +78,7 @@ class CoreState:
         # waking idle agents (core/wakes.py): activity, waits, recent wakes per name
         self._activity: dict[str, tuple[Any, float]] = {}
         self._wakers: dict[str, list[Any]] = {}
+        self._idle_waiters: dict[str, list[tuple[Hashable, float]]] = {}  # await_idle: (reply_to, deadline)
         self._wake_times: dict[str, Any] = {}
         self._wake_counts: dict[str, int] = {}
         # an id minted before this core started (plus a margin for clock skew) may be

@@ -151,3 +151,9 @@ class ThreadsMixin(CoreState):
         for msg_id, awaiting in list(self._awaiters.items()):
             self._keep_awaiters(msg_id, [a for a in awaiting if a.reply_to != reply_to])
         self._forget_wakers(reply_to)
+        for name, waiting in list(self._idle_waiters.items()):
+            kept = [w for w in waiting if w[0] != reply_to]
+            if kept:
+                self._idle_waiters[name] = kept
+            else:
+                del self._idle_waiters[name]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..envelope import Priority, ReceiptState, check_id
-from ..errors import BadFrame
+from ..errors import BadFrame, Timeout, UnknownPeer
 from .args import float_arg
 from .effects import Effect, Respond
 from .state import Caller, CoreState
@@ -63,6 +63,42 @@ class WakesMixin(CoreState):
         effects.append(Respond(reply_to, {"name": caller.name, "activity": state.value, "since": now}))
         if state is Activity.IDLE:
             effects.extend(self._check_wakers(caller.name, now))
+            for waiter in self._idle_waiters.pop(caller.name, []):
+                effects.append(Respond(waiter[0], {"name": caller.name, "activity": "idle", "since": now}))
+        return effects
+
+    def await_idle(
+        self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float
+    ) -> list[Effect]:
+        """Answer when peer ``name`` is idle: at once if its hooks (or its bridge) last
+        said so, else when they next do; `Timeout` after ``timeout`` seconds."""
+        unknown = set(args) - {"name", "timeout"}
+        if unknown:
+            raise BadFrame(f"unknown field(s): {', '.join(sorted(unknown))}", hint="fields: name, timeout")
+        name = args.get("name")
+        if not isinstance(name, str) or name not in self._peer_cache:
+            raise UnknownPeer(f"no peer named {name!r}", hint="see 'mesh peers'")
+        timeout = float_arg(args, "timeout", 600.0, 0.0, 3600.0)
+        seen = self._activity.get(name)
+        if seen is not None and seen[0] is Activity.IDLE:
+            return [Respond(reply_to, {"name": name, "activity": "idle", "since": seen[1]})]
+        self._idle_waiters.setdefault(name, []).append((reply_to, now + timeout))
+        return []
+
+    def _end_idle_waits(self, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        for name, waiting in list(self._idle_waiters.items()):
+            for reply_to, deadline in waiting:
+                if deadline <= now:
+                    error = Timeout(
+                        f"{name!r} did not go idle in time", hint="its hooks say when a turn ends"
+                    )
+                    effects.append(Respond(reply_to, error=error))
+            kept = [w for w in waiting if w[1] > now]
+            if kept:
+                self._idle_waiters[name] = kept
+            else:
+                del self._idle_waiters[name]
         return effects
 
     def activity_of(self, name: str) -> tuple[str, float] | None:
@@ -167,6 +203,9 @@ class WakesMixin(CoreState):
             for w in waiting
         ]
         self._wakers.clear()
+        stopping = Timeout("the broker is stopping", hint="ask again")
+        effects.extend(Respond(w[0], error=stopping) for ws in self._idle_waiters.values() for w in ws)
+        self._idle_waiters.clear()
         return effects
 
     def _keep_wakers(self, name: str, wakers: list[Waker]) -> None:
