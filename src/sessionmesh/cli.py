@@ -312,13 +312,58 @@ def cmd_reply(args: argparse.Namespace) -> int:
 
 def cmd_ask(args: argparse.Namespace) -> int:
     shot = _oneshot(args)
-    result = shot.call("send", to=args.to, kind="request", **_send_args(args))
+    result = shot.call("send", to=_to(args.to), kind="request", **_send_args(args))
     code = _print_send(args, result) if not args.json else EXIT_BY_SEND_STATUS.get(result["status"], 1)
     if code != EXIT_OK:
         if args.json:
             _out(args, {"request": result})
         return code
+    if args.all:
+        return _await_all(args, shot, result)
     return _await(args, shot, result["id"], request=result)
+
+
+# how bad an end-state is, for `ask --all`'s exit: the worst one decides
+SEVERITY = ["PASS", "ANSWERED", "PARTIAL", "BLOCKED", "DECLINED", "timeout"]
+
+
+def _await_all(args: argparse.Namespace, shot: Any, request: dict[str, Any]) -> int:
+    """Wait for a reply from every recipient of ``request`` (or the timeout); print
+    each end-state; exit by the worst (all PASS or ANSWERED: 0)."""
+    from .errors import Timeout
+    from .render import message_line
+
+    waiting = {name for name, status in (request.get("statuses") or {}).items() if status != "denied"}
+    replies: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + args.timeout
+    while waiting - set(replies) and (left := deadline - time.monotonic()) > 0:
+        try:
+            reply = shot.call(
+                "await",
+                answer_timeout=left + 5,
+                id=request["id"],
+                timeout=left,
+                exclude=[r["id"] for r in replies.values()],
+            )["reply"]
+        except Timeout:
+            break
+        replies[reply["from"]] = reply
+    states = {
+        name: (replies[name].get("status") or "ANSWERED") if name in replies else "timeout"
+        for name in waiting
+    }
+    worst = max(states.values(), key=SEVERITY.index, default="timeout")
+    if args.json:
+        _out(args, {"request": request, "replies": replies, "states": states, "worst": worst})
+    else:
+        for name in sorted(waiting):
+            print(
+                message_line(replies[name])
+                if name in replies
+                else f"{name}: no reply within {args.timeout:g}s"
+            )
+        print(f"{len(replies)} of {len(waiting)} answered; worst end-state {worst}")
+    return EXIT_TIMEOUT if worst == "timeout" else EXIT_BY_END_STATE.get(worst, EXIT_OK)
 
 
 def _await(args: argparse.Namespace, shot: Any, msg_id: str, request: dict[str, Any] | None = None) -> int:
@@ -761,9 +806,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("body", nargs="*")
     p.add_argument("--status", choices=list(EXIT_BY_END_STATE), help="end-state (for requests)")
     p = add("ask", cmd_ask, "send a request and wait for the reply; exits by its end-state", [peer, sending])
-    p.add_argument("to")
+    p.add_argument("to", help="a name, or names (a,b,c)")
     p.add_argument("body", nargs="*")
     p.add_argument("--timeout", type=float, default=300.0)
+    p.add_argument(
+        "--all", action="store_true", help="wait for every recipient's reply; exit by the worst end-state"
+    )
     p = add("await", cmd_await, "wait for a reply to a message", [peer])
     p.add_argument("message_id")
     p.add_argument("--timeout", type=float, default=300.0)

@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..envelope import Envelope, Kind, ReceiptState, check_id
-from ..errors import Forbidden, Timeout, UnknownMessage
+from ..errors import BadFrame, Forbidden, Timeout, UnknownMessage
 from ..storage import ThreadRecord
 from .args import bool_arg, float_arg, int_arg
 from .effects import Effect, Respond
 from .state import Caller, CoreState
+
+MAX_EXCLUDED_REPLIES = 1000
 
 
 class ThreadState(enum.StrEnum):
@@ -89,9 +91,15 @@ class ThreadsMixin(CoreState):
     def await_reply(
         self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float
     ) -> list[Effect]:
-        """Answer with the first reply to ``id`` addressed to the caller, or `Timeout`."""
+        """Answer with the first reply to ``id`` addressed to the caller and not in
+        ``exclude`` (the replies it already has: a request to several answers several
+        times), or `Timeout`."""
         msg_id = check_id(args.get("id"))
         timeout = float_arg(args, "timeout", 30.0, 0.0, 3600.0)
+        raw = args.get("exclude") or []
+        if not isinstance(raw, list) or len(raw) > MAX_EXCLUDED_REPLIES:
+            raise BadFrame(f"'exclude' must be a list of at most {MAX_EXCLUDED_REPLIES} reply ids")
+        exclude = {check_id(i, what="exclude id") for i in raw}
         env = self.store.get_message(msg_id)
         if env is None:
             raise UnknownMessage(f"no message with id {msg_id}")
@@ -99,6 +107,8 @@ class ThreadsMixin(CoreState):
             # as `track` answers: another pair's message is none of the caller's business
             raise Forbidden(f"message {msg_id} is neither from nor to {caller.name!r}")
         for reply in self.store.replies_to(msg_id):
+            if reply.id in exclude:
+                continue
             receipt = self.store.get_receipt(reply.id, caller.name)
             if receipt is not None and receipt.state is not ReceiptState.HELD and not receipt.state.final:
                 effects: list[Effect] = []
