@@ -146,7 +146,24 @@ def _send_args(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
     }
     if args.ttl:
         out["ttl"] = args.ttl
+    if getattr(args, "path", None):
+        out["paths"] = [_resource(p) for p in args.path]
+    if getattr(args, "ack_required", False):
+        out["ack_required"] = True
+    evidence = [_evidence(e) for e in getattr(args, "evidence", None) or ()]
+    evidence += [{"note": n} for n in getattr(args, "note", None) or ()]
+    if evidence:
+        out["evidence"] = evidence
     return out
+
+
+def _evidence(value: str) -> dict[str, str]:
+    """``PATH`` or ``PATH=NOTE`` from --evidence."""
+    path, _, note = value.partition("=")
+    item = {"path": _resource(path.strip())}
+    if note.strip():
+        item["note"] = note.strip()
+    return item
 
 
 # `mesh serve` flags that set the settings of the same name (SPEC §8)
@@ -755,6 +772,12 @@ def build_parser() -> argparse.ArgumentParser:
     sending.add_argument("--ttl", type=float, help="seconds before an undelivered message expires")
     sending.add_argument("--id", help="message id (UUIDv7); resending the same id is safe")
     sending.add_argument("--json-body", action="store_true", help="parse the body as JSON")
+    sending.add_argument(
+        "--path", action="append", metavar="PATH", help="a file the work is about (repeatable)"
+    )
+    sending.add_argument(
+        "--ack-required", action="store_true", help="the recipient acknowledges (replies) before it starts"
+    )
 
     parser = argparse.ArgumentParser(prog="mesh", description="sessionmesh: a message bus for coding agents")
     from . import __version__
@@ -802,6 +825,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("broadcast", cmd_broadcast, "send to every known peer", [peer, sending])
     p.add_argument("body", nargs="*")
     p = add("reply", cmd_reply, "reply to a message", [peer, sending])
+    p.add_argument(
+        "--evidence", action="append", metavar="PATH[=NOTE]", help="what backs the reply (repeatable)"
+    )
+    p.add_argument("--note", action="append", metavar="TEXT", help="evidence without a path (repeatable)")
     p.add_argument("message_id")
     p.add_argument("body", nargs="*")
     p.add_argument("--status", choices=list(EXIT_BY_END_STATE), help="end-state (for requests)")
@@ -994,7 +1021,7 @@ def _exit_codes() -> list[tuple[type, int]]:
         (errors.Conflict, EXIT_CONFLICT),
         # what a send would answer 'refused' for, met earlier (an own name, a frame too large)
         ((errors.TooLarge, errors.InvalidName, errors.SelfSend, errors.RateLimited), EXIT_REFUSED),
-        ((errors.SecretInBody, errors.EmptyBody), EXIT_REFUSED),
+        ((errors.SecretInBody, errors.EmptyBody, errors.UnsafeText), EXIT_REFUSED),
         ((errors.UnknownPeer,), EXIT_DENIED),
     ]
 

@@ -189,6 +189,8 @@ class Envelope:
     ttl: float = 7 * 24 * 3600.0
     ts: float = 0.0
     seq: int = field(default=0, compare=False)
+    # what a handoff carries beside the body (`Handoff`): paths, ack_required, evidence
+    handoff: dict[str, Any] | None = None
 
     @property
     def expires_at(self) -> float:
@@ -207,6 +209,7 @@ class Envelope:
             "body": self.body,
             "ttl": self.ttl,
             "ts": self.ts,
+            **(self.handoff or {}),
         }
 
     @staticmethod
@@ -224,7 +227,58 @@ class Envelope:
             priority=Priority(data.get("priority", "normal")),
             ttl=float(data.get("ttl", 0.0)),
             ts=float(data.get("ts", 0.0)),
+            handoff={k: data[k] for k in HANDOFF_FIELDS if k in data} or None,
         )
+
+
+HANDOFF_FIELDS = ("paths", "ack_required", "evidence")
+MAX_PATHS = 100
+MAX_EVIDENCE = 50
+MAX_PATH_CHARS = 4096
+MAX_NOTE_CHARS = 2000
+
+
+def parse_handoff(args: dict[str, Any], *, is_reply: bool) -> dict[str, Any] | None:
+    """The handoff fields of a send, checked: ``paths`` (the files the work is about)
+    and ``ack_required`` (the recipient acknowledges before it starts), and on a reply
+    ``evidence`` (``{"path"?, "note"?}`` items: what backs its end-state). Raises
+    `BadFrame`; None when the send has none."""
+    out: dict[str, Any] = {}
+    paths = args.get("paths")
+    if paths is not None:
+        if (
+            not isinstance(paths, list)
+            or len(paths) > MAX_PATHS
+            or not all(isinstance(p, str) and 0 < len(p) <= MAX_PATH_CHARS for p in paths)
+        ):
+            raise BadFrame(f"'paths' must be a list of at most {MAX_PATHS} non-empty paths")
+        if paths:
+            out["paths"] = list(paths)
+    ack = args.get("ack_required")
+    if ack is not None:
+        if not isinstance(ack, bool):
+            raise BadFrame("'ack_required' must be true or false")
+        if ack:
+            out["ack_required"] = True
+    evidence = args.get("evidence")
+    if evidence is not None:
+        if not is_reply:
+            raise BadFrame("'evidence' belongs on replies (set 're')")
+        if not isinstance(evidence, list) or len(evidence) > MAX_EVIDENCE:
+            raise BadFrame(f"'evidence' must be a list of at most {MAX_EVIDENCE} items")
+        items = []
+        for item in evidence:
+            if not isinstance(item, dict) or set(item) - {"path", "note"} or not item:
+                raise BadFrame("each evidence item is {'path': ..., 'note': ...} (one or both)")
+            path, note = item.get("path"), item.get("note")
+            if path is not None and not (isinstance(path, str) and 0 < len(path) <= MAX_PATH_CHARS):
+                raise BadFrame("an evidence 'path' must be a non-empty string")
+            if note is not None and not (isinstance(note, str) and 0 < len(note) <= MAX_NOTE_CHARS):
+                raise BadFrame(f"an evidence 'note' must be a string of 1 to {MAX_NOTE_CHARS} chars")
+            items.append({k: v for k, v in (("path", path), ("note", note)) if v is not None})
+        if items:
+            out["evidence"] = items
+    return out or None
 
 
 def body_size(body: Any) -> int:
@@ -257,11 +311,12 @@ class Draft:
     priority: Priority
     ttl: float | None
     body_size: int
+    handoff: dict[str, Any] | None = None
 
     @staticmethod
     def parse(args: dict[str, Any]) -> Draft:
         """Validate the arguments of a ``send`` op; raises `BadFrame` / `InvalidName`."""
-        known = {"id", "to", "kind", "body", "re", "status", "priority", "ttl", "from"}
+        known = {"id", "to", "kind", "body", "re", "status", "priority", "ttl", "from", *HANDOFF_FIELDS}
         extra = set(args) - known
         if extra:
             raise BadFrame(f"unknown send field(s): {', '.join(sorted(extra))}")
@@ -289,4 +344,5 @@ class Draft:
             priority=_enum(Priority, args.get("priority"), "priority", Priority.NORMAL),
             ttl=float(ttl) if ttl is not None else None,
             body_size=body_size(args.get("body")),
+            handoff=parse_handoff(args, is_reply=re_id is not None),
         )

@@ -96,10 +96,14 @@ class MeshTools:
             lines.append(f"- {p['name']}{you}: {p['presence']}{status} {' '.join(extras)}".rstrip())
         return "\n".join(lines) or "No peers yet."
 
-    async def send(self, to: str, body: str, *, urgent: bool, kind: str = "message") -> str:
+    async def send(
+        self, to: str, body: str, *, urgent: bool, kind: str = "message", paths: list[str] | None = None
+    ) -> str:
         targets: str | list[str] = [t.strip() for t in to.split(",")] if "," in to else to.strip()
         result = await self.call(
-            lambda: self.peer.send(targets, body, kind=kind, priority="urgent" if urgent else "normal")
+            lambda: self.peer.send(
+                targets, body, kind=kind, priority="urgent" if urgent else "normal", paths=paths or None
+            )
         )
         return await self._send_outcome(result.to_wire())
 
@@ -166,8 +170,10 @@ class MeshTools:
             self.peer.note_read(wire["id"])
         return text
 
-    async def reply(self, message_id: str, body: str, status: str | None) -> str:
-        result = await self.call(lambda: self.peer.reply(message_id, body, status=status))
+    async def reply(
+        self, message_id: str, body: str, status: str | None, evidence: list[dict[str, str]] | None = None
+    ) -> str:
+        result = await self.call(lambda: self.peer.reply(message_id, body, status=status, evidence=evidence))
         return await self._send_outcome(result.to_wire())
 
     async def track(self, message_id: str) -> str:
@@ -292,12 +298,18 @@ def build_server(tools: MeshTools, *, push: Callable[[ServerSession], None]) -> 
                 pattern="^(PASS|PARTIAL|BLOCKED|ANSWERED|DECLINED)$",
             ),
         ] = None,
+        evidence: Annotated[
+            list[str] | None,
+            Field(
+                description="what backs your end-state: file paths, or 'path: note' (e.g. 'tests/: 12 passed')"
+            ),
+        ] = None,
     ) -> str:
         """Reply to a message you received; the reply goes to its sender in the same
         thread. A request expects an end-state: PASS (done), PARTIAL (some of it),
         BLOCKED (cannot proceed: say why), ANSWERED (a question answered) or DECLINED."""
         await session_seen(ctx)
-        return await tools.reply(message_id, body, status)
+        return await tools.reply(message_id, body, status, [_evidence(e) for e in evidence or ()])
 
     @server.tool(structured_output=False)
     async def ask(
@@ -305,12 +317,13 @@ def build_server(tools: MeshTools, *, push: Callable[[ServerSession], None]) -> 
         body: Annotated[str, Field(description="the question or task")],
         ctx: Context[Any, Any, Any],
         urgent: Annotated[bool, Field(description="deliver ahead of normal messages")] = False,
+        paths: Annotated[list[str] | None, Field(description="the files the work is about")] = None,
     ) -> str:
         """Send a request that expects a reply with an end-state. This returns at once
         with the request's id; the reply arrives later through get_messages (check
         progress with track). Keep working meanwhile."""
         await session_seen(ctx)
-        return await tools.send(to, body, urgent=urgent, kind="request")
+        return await tools.send(to, body, urgent=urgent, kind="request", paths=paths)
 
     @server.tool(structured_output=False)
     async def track(
@@ -468,6 +481,14 @@ async def serve(server: FastMCP, stdin: Any = None, stdout: Any = None) -> None:
         await lowlevel.run(
             read, write, lowlevel.create_initialization_options(experimental_capabilities={CHANNEL: {}})
         )
+
+
+def _evidence(text: str) -> dict[str, str]:
+    """``path``, ``path: note`` or a bare note (with spaces and no ': ') as an evidence item."""
+    path, sep, note = text.partition(": ")
+    if sep:
+        return {"path": path.strip(), "note": note.strip()}
+    return {"note": text.strip()} if " " in text.strip() else {"path": text.strip()}
 
 
 def handshake() -> dict[str, Any]:

@@ -97,7 +97,10 @@ def message_line(env: dict[str, Any], stream: TextIO = sys.stdout) -> str:
     to = env.get("to")
     where = f" {to}" if isinstance(to, str) and (to.startswith("#") or to == "broadcast") else ""
     reply = f" re {env['re'][:13]}" if env.get("re") else ""
+    from .injection import handoff_lines
+
+    extra = "".join(f" [{x}]" for x in handoff_lines(env))
     return (
         f"{clock(env.get('ts'))} {env.get('from')}{where}{reply}"
-        f"{(' [' + tag + ']') if tag else ''}: {body_text(env.get('body'))}  (id {env.get('id')})"
+        f"{(' [' + tag + ']') if tag else ''}: {body_text(env.get('body'))}{extra}  (id {env.get('id')})"
     )

@@ -299,8 +299,11 @@ class AsyncClient:
         priority: Priority | str = Priority.NORMAL,
         ttl: float | None = None,
         id: str | None = None,
+        paths: list[str] | None = None,
+        ack_required: bool = False,
     ) -> SendResult:
         """Send a message; the answer says `received`, `queued`, `denied`, `refused` or `sent`.
+        ``paths`` and ``ack_required`` make it a handoff (docs/protocol.md §4.4).
 
         A broker that does not answer in time gives status `timeout`; resending with
         the same ``id`` is safe.
@@ -317,6 +320,10 @@ class AsyncClient:
             args["re"] = re
         if status is not None:
             args["status"] = status
+        if paths:
+            args["paths"] = paths
+        if ack_required:
+            args["ack_required"] = True
         if ttl is not None:
             args["ttl"] = ttl
         return await self._send(args)
@@ -342,12 +349,16 @@ class AsyncClient:
         *,
         status: str | None = None,
         priority: Priority | str = Priority.NORMAL,
+        evidence: list[dict[str, str]] | None = None,
     ) -> SendResult:
-        """Reply to a message (to its sender); replies to requests carry an end-state."""
+        """Reply to a message (to its sender); replies to requests carry an end-state,
+        and may carry ``evidence`` (``{"path"?, "note"?}`` items) behind it."""
         re = message.id if isinstance(message, Envelope) else message
         args: dict[str, Any] = {"re": re, "body": body, "kind": "reply", "priority": Priority(priority).value}
         if status:
             args["status"] = status
+        if evidence:
+            args["evidence"] = evidence
         return await self._send(args)
 
     async def await_reply(self, msg_id: str, timeout: float = 30.0) -> Envelope:

@@ -32,10 +32,11 @@ from ..errors import (
     TooLarge,
     UnknownMessage,
     UnknownPeer,
+    UnsafeText,
 )
 from .effects import Effect, Push, Respond
 from .policy import Policy, configured, own, stricter
-from .safety import SCREENED, Screen, SecretAction, find_secrets, hold_reason, redact
+from .safety import SCREENED, Screen, SecretAction, find_secrets, hold_reason, redact, screen_field
 from .state import SENDER_CACHE, Caller, CoreState
 
 OBSERVED_RECIPIENTS = 200  # names listed in a `message` event; the count is always exact
@@ -173,6 +174,14 @@ class SendingMixin(CoreState):
             )
         args["id"] = new_id() if args.get("id") is None else check_id(args["id"])
         draft = Draft.parse(args)
+        try:  # what a handoff carries is screened like any field others see
+            for path in (draft.handoff or {}).get("paths", ()):
+                screen_field("paths", path)
+            for item in (draft.handoff or {}).get("evidence", ()):
+                for key, value in item.items():
+                    screen_field(f"evidence {key}", value)
+        except UnsafeText as exc:
+            raise Refusal(draft.id, exc) from None
         if _empty(draft.body) and not (draft.re is not None and draft.status is not None):
             raise Refusal(
                 draft.id,
@@ -242,6 +251,7 @@ class SendingMixin(CoreState):
             priority=draft.priority,
             ttl=draft.ttl or self.settings.default_ttl,
             ts=now,
+            handoff=draft.handoff,
         )
         return env, parent
 

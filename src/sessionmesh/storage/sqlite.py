@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS messages (
     body TEXT NOT NULL,
     ttl REAL NOT NULL,
     ts REAL NOT NULL,
-    answer TEXT
+    answer TEXT,
+    handoff TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_re ON messages(re) WHERE re IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_thread ON messages(thread, seq);
@@ -96,14 +97,14 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 """
 
-_MSG_COLS = "seq, id, sender, recipient, kind, re, thread, status, priority, body, ttl, ts"
+_MSG_COLS = "seq, id, sender, recipient, kind, re, thread, status, priority, body, ttl, ts, handoff"
 
 
 _dumps = dumps
 
 
 def _row_to_envelope(row: tuple[Any, ...]) -> Envelope:
-    seq, msg_id, sender, recipient, kind, re_id, thread, status, priority, body, ttl, ts = row
+    seq, msg_id, sender, recipient, kind, re_id, thread, status, priority, body, ttl, ts, handoff = row
     return Envelope(
         id=msg_id,
         sender=sender,
@@ -117,6 +118,7 @@ def _row_to_envelope(row: tuple[Any, ...]) -> Envelope:
         ttl=ttl,
         ts=ts,
         seq=seq,
+        handoff=loads(handoff) if handoff else None,
     )
 
 
@@ -135,6 +137,9 @@ class SqliteStore:
             self._db.execute("PRAGMA wal_autocheckpoint=0")
             self._db.execute("PRAGMA foreign_keys=OFF")
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
+            if "handoff" not in columns:  # a store from before handoffs carried paths and evidence
+                self._db.execute("ALTER TABLE messages ADD COLUMN handoff TEXT")
             self._db.execute(
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
@@ -263,11 +268,12 @@ class SqliteStore:
             _dumps(env.body),
             env.ttl,
             env.ts,
+            _dumps(env.handoff) if env.handoff else None,
         )
         try:
             cur = self._db.execute(
                 "INSERT INTO messages(id, sender, recipient, kind, re, thread, status, priority,"
-                " body, ttl, ts) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                " body, ttl, ts, handoff) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 row,
             )
         except sqlite3.IntegrityError as exc:
