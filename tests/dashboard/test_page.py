@@ -105,6 +105,21 @@ def test_a_body_with_markup_renders_as_text(page: Any, peers: Peers) -> None:
     assert page.evaluate("window.__pwned") is None
 
 
+def test_a_handoff_shows_its_paths_and_evidence(page: Any, peers: Peers) -> None:
+    """Issue #17 item 4: the dashboard shows what a handoff carries."""
+    alice = peers("alice")
+    bob = peers("bob")
+    asked = alice.send("bob", "fix the retry loop", kind="request", paths=["src/app.py"], ack_required=True)
+    row = message_row(page, asked.id)
+    row.click()
+    expect(page.locator("#detail")).to_contain_text("src/app.py", timeout=WAIT_MS)
+    expect(page.locator("#detail")).to_contain_text("required before the work starts")
+    bob.recv(timeout=5)
+    answered = bob.reply(asked.id, "done", status="PASS", evidence=[{"path": "tests/", "note": "12 passed"}])
+    message_row(page, answered.id).click()
+    expect(page.locator("#detail")).to_contain_text("tests/: 12 passed", timeout=WAIT_MS)
+
+
 def test_a_lock_counts_down_and_disappears_when_it_expires(page: Any, peers: Peers) -> None:
     alice = peers("alice")
     alice.lock("src/retry.py", ttl=5, reason="fixing retries")

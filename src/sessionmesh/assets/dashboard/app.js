@@ -344,6 +344,9 @@ function drawDetail() {
   add("thread", msg.thread);
   add("re", msg.re);
   add("time", new Date(msg.ts * 1000).toLocaleString());
+  add("paths", (msg.paths || []).join(", "));
+  if (msg.ack_required) add("ack", "required before the work starts");
+  add("evidence", (msg.evidence || []).map((e) => [e.path, e.note].filter(Boolean).join(": ")).join("; "));
   const receipts = Object.entries(msg.receipts || {}).map(([n, s]) => `${n}: ${s}`).join(", ");
   add("receipts", receipts + (msg.recipient_count > Object.keys(msg.receipts || {}).length ? ` … (${msg.recipient_count})` : ""));
   const pre = el("pre", "full-body", typeof msg.body === "string" ? msg.body : JSON.stringify(msg.body, null, 2));
