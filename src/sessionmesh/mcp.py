@@ -38,6 +38,7 @@ TOOL_NAMES = (
     "get_messages",
     "reply",
     "ask",
+    "ask_all",
     "track",
     "lock",
     "unlock",
@@ -106,6 +107,43 @@ class MeshTools:
             )
         )
         return await self._send_outcome(result.to_wire())
+
+    async def ask_all(self, to: list[str], body: str, timeout: float) -> str:
+        """Ask several peers and wait for every reply (or the timeout): each end-state,
+        and the worst one."""
+        sent = await self.call(lambda: self.peer.send(to, body, kind="request"))
+        answer = sent.to_wire()
+        if answer["status"] in ("denied", "refused"):
+            await self._send_outcome(answer)  # raises the reasons
+        waiting = [n for n, st in (answer.get("statuses") or {}).items() if st != "denied"]
+        replies: dict[str, dict[str, Any]] = {}
+        deadline = asyncio.get_running_loop().time() + timeout
+        while set(waiting) - set(replies):
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            try:
+                got = await self.peer.request(
+                    "await",
+                    answer_timeout=left + 5,
+                    id=answer["id"],
+                    timeout=left,
+                    exclude=[r["id"] for r in replies.values()],
+                )
+            except MeshError:  # the wait timed out
+                break
+            replies[got["reply"]["from"]] = got["reply"]
+        order = ["PASS", "ANSWERED", "PARTIAL", "BLOCKED", "DECLINED", "no reply"]
+        states = {
+            n: (replies[n].get("status") or "ANSWERED") if n in replies else "no reply" for n in waiting
+        }
+        lines = [
+            f"- {n}: {states[n]}"
+            + (f": {injection.body_text(replies[n].get('body'))}" if n in replies else "")
+            for n in sorted(waiting)
+        ]
+        worst = max(states.values(), key=order.index, default="no reply")
+        return f"{len(replies)} of {len(waiting)} answered; worst end-state {worst}.\n" + "\n".join(lines)
 
     async def _send_outcome(self, answer: dict[str, Any]) -> str:
         status = answer["status"]
@@ -324,6 +362,18 @@ def build_server(tools: MeshTools, *, push: Callable[[ServerSession], None]) -> 
         progress with track). Keep working meanwhile."""
         await session_seen(ctx)
         return await tools.send(to, body, urgent=urgent, kind="request", paths=paths)
+
+    @server.tool(structured_output=False)
+    async def ask_all(
+        to: Annotated[list[str], Field(description="the peers to ask (two or more)", min_length=1)],
+        body: Annotated[str, Field(description="the question or task")],
+        ctx: Context[Any, Any, Any],
+        timeout_seconds: Annotated[float, Field(description="how long to wait", ge=1, le=3600)] = 300,
+    ) -> str:
+        """Ask several peers the same thing and wait for every reply (for example two
+        independent reviews before you decide). Returns each end-state and the worst one."""
+        await session_seen(ctx)
+        return await tools.ask_all(to, body, timeout_seconds)
 
     @server.tool(structured_output=False)
     async def track(

@@ -147,6 +147,30 @@ async def test_ask_returns_at_once_and_the_reply_arrives_through_get_messages(
         assert not error and "bob: answered" in tracked
 
 
+async def test_ask_all_waits_for_every_reviewer_and_names_the_worst_end_state(
+    broker: InProcessBroker,
+) -> None:
+    """Issue #17 item 6: two independent reviews, then consensus, as one tool call."""
+
+    async def review(peer: AsyncClient, status: str, evidence: list[dict[str, str]]) -> None:
+        request = await peer.recv(timeout=10)
+        await peer.reply(request, f"{peer.name}: {status}", status=status, evidence=evidence)
+
+    async with (
+        AsyncClient(broker.settings, "rev-a") as a,
+        AsyncClient(broker.settings, "rev-b") as b,
+        mcp_session(broker, "agent") as session,
+    ):
+        reviews = asyncio.gather(review(a, "PASS", []), review(b, "BLOCKED", [{"note": "no tests"}]))
+        error, text = await call(
+            session, "ask_all", to=["rev-a", "rev-b"], body="safe to merge?", timeout_seconds=20
+        )
+        await reviews
+        assert not error, text
+        assert text.startswith("2 of 2 answered; worst end-state BLOCKED")
+        assert "- rev-a: PASS" in text and "- rev-b: BLOCKED" in text
+
+
 async def test_reply_keeps_the_thread_and_carries_the_end_state(broker: InProcessBroker) -> None:
     async with AsyncClient(broker.settings, "bob") as bob, mcp_session(broker, "agent") as session:
         request = await bob.ask("agent", "rename the flag?")
