@@ -16,6 +16,7 @@ import difflib
 import json
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple, TypeVar
@@ -94,7 +95,10 @@ class MeshTools:
             extras = [f"{k}={meta[k]}" for k in ("client", "role", "machine", "cwd") if meta.get(k)]
             status = f' status="{meta["status"]}"' if meta.get("status") else ""
             you = " (you)" if p["name"] == self.peer.name else ""
-            lines.append(f"- {p['name']}{you}: {p['presence']}{status} {' '.join(extras)}".rstrip())
+            busy = ""
+            if p.get("activity"):
+                busy = f", {p['activity']} for {_duration(time.time() - p['activity_since'])}"
+            lines.append(f"- {p['name']}{you}: {p['presence']}{busy}{status} {' '.join(extras)}".rstrip())
         return "\n".join(lines) or "No peers yet."
 
     async def send(
@@ -531,6 +535,14 @@ async def serve(server: FastMCP, stdin: Any = None, stdout: Any = None) -> None:
         await lowlevel.run(
             read, write, lowlevel.create_initialization_options(experimental_capabilities={CHANNEL: {}})
         )
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def _evidence(text: str) -> dict[str, str]:

@@ -209,6 +209,14 @@ async def test_set_status_shows_in_list_peers(broker: InProcessBroker) -> None:
         assert "- bob: online" in text
 
 
+async def test_list_peers_says_who_is_working(broker: InProcessBroker) -> None:
+    """Issue #17 item 2: an agent sees which peers are busy, as their hooks report."""
+    async with AsyncClient(broker.settings, "bob") as bob, mcp_session(broker, "agent") as session:
+        await bob.request("activity", state="working")
+        error, text = await call(session, "list_peers")
+        assert not error and "- bob: online, working for " in text
+
+
 async def test_bad_arguments_are_tool_errors_and_send_nothing(broker: InProcessBroker) -> None:
     async with AsyncClient(broker.settings, "bob") as bob, mcp_session(broker, "agent") as session:
         error, text = await call(session, "reply", message_id="not-an-id", body="x")
