@@ -32,13 +32,14 @@ from .codec import dumps
 from .config import Settings
 from .core.broker import Caller, Core
 from .core.effects import Effect, Push, Respond
-from .core.safety import SCREENED, SecretAction, costly, screen, warm
+from .core.safety import SCREENED, SecretAction, costly, warm
 from .dashboard import Dashboard
 from .envelope import PERSON, is_person_name
 from .errors import BadFrame, MeshError, PersonRequired, Unauthorized, Unavailable
 from .gate import Gate, GatedSite, raise_file_limit
 from .metrics import Metrics
 from .person import PersonGate
+from .screener import Screener
 from .transports import Connection, Endpoints
 
 log = logging.getLogger("sessionmesh.broker")
@@ -103,6 +104,7 @@ class Runner:
         self.metrics = Metrics(self)
         self.person = PersonGate(settings, self._audit)
         self.gate = Gate()  # connections that have not shown the token (gate.py)
+        self.screener = Screener(SecretAction(settings.secret_action), settings.hold_patterns)
         self.conns: dict[int, Connection] = {}
         self.observers: dict[int, Sink] = {}
         self._observer_ids = itertools.count(-1, -1)  # never a connection's id
@@ -191,18 +193,17 @@ class Runner:
         self._run(self.core.disconnect(conn.id, time.time(), graceful=graceful))
 
     async def prescreen(self, op: Any, args: Any) -> None:
-        """Screen a costly send's body on a worker thread before the core sees it
+        """Screen a costly send's body in a worker process before the core sees it
         (issue #15: one 200 kB body took 60 ms of the event loop, and every other peer
-        waited). The core takes the result from ``args``; an ordinary small body is
-        screened by the core where it is."""
+        waited; screener.py). The core takes the result from ``args``; an ordinary
+        small body is screened by the core where it is."""
         if op != "send" or not isinstance(args, dict) or "body" not in args:
             return
         body = args["body"]
         size = len(body) if isinstance(body, str) else self.settings.max_body_bytes
         if size > self.settings.max_body_bytes * 4 or not costly(body, size):
             return  # too large to be sent at all (the core refuses it) or cheap
-        action = SecretAction(self.settings.secret_action)
-        args[SCREENED] = await asyncio.to_thread(screen, body, action, self.settings.hold_patterns)
+        args[SCREENED] = await self.screener.screen(body)
 
     def observe(self, sink: Sink) -> int:
         """Hand ``sink`` every event, and each stored message, after its commit."""
@@ -419,7 +420,8 @@ class Runner:
         host, port = site.sockets[0].getsockname()[:2]
         self.url = f"http://{host}:{port}"
         self.gate.start()
-        warming = asyncio.create_task(asyncio.to_thread(warm))  # the screen's parsers, off the loop
+        # the screen's parsers, for the small bodies the core screens itself (off the loop)
+        warming = asyncio.create_task(asyncio.to_thread(warm))
         await self.backend.start(self)
         self._write_broker_file()
         ticker = asyncio.create_task(self._ticker())
@@ -431,6 +433,7 @@ class Runner:
             await self._stop.wait()
         finally:
             warming.cancel()
+            self.screener.close()
             self.gate.stop()
             ticker.cancel()
             checkpointer.cancel()

@@ -307,7 +307,7 @@ def test_ids_hashes_paths_and_plain_urls_are_not_secrets(body: object) -> None:
 
 def test_every_detect_secrets_rule_used_runs_on_re2() -> None:
     """An upgrade of detect-secrets whose pattern RE2 cannot run must not drop it silently."""
-    from sessionmesh.core.safety import _secret_rules
+    from sessionmesh.core.safety.secrets import secret_rules as _secret_rules
 
     assert _secret_rules().skipped == ()
 
