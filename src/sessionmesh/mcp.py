@@ -40,6 +40,7 @@ TOOL_NAMES = (
     "reply",
     "ask",
     "ask_all",
+    "set_policy",
     "track",
     "lock",
     "unlock",
@@ -260,6 +261,14 @@ class MeshTools:
         await self.call(lambda: self.peer.set_status(**fields))
         return "status updated; peers see it in list_peers"
 
+    async def set_policy(self, policy: str, sender: str | None) -> str:
+        args: dict[str, Any] = {"from": {sender: policy}} if sender else {"default": policy}
+        result = await self.call(lambda: self.peer.request("policy", **args))
+        mine = result["policy"]
+        senders = "".join(f"; from {n}: {p}" for n, p in sorted(mine["from"].items()))
+        person = "".join(f"; set by the person: {r}" for r in result["configured"])
+        return f"your inbound policy: {mine['default']} by default{senders}{person} (the stricter rule wins)"
+
 
 class MeshServer(FastMCP):
     """FastMCP that reports the client session on its first request (clients list
@@ -427,6 +436,24 @@ def build_server(tools: MeshTools, *, push: Callable[[ServerSession], None]) -> 
         """Tell the other agents what you are working on (shown in list_peers)."""
         await session_seen(ctx)
         return await tools.set_status(status, role)
+
+    @server.tool(structured_output=False)
+    async def set_policy(
+        policy: Annotated[
+            str,
+            Field(
+                description="accept, hold (a person approves each) or refuse",
+                pattern="^(accept|hold|refuse)$",
+            ),
+        ],
+        ctx: Context[Any, Any, Any],
+        sender: Annotated[str | None, Field(description="only for messages from this peer")] = None,
+    ) -> str:
+        """Choose what happens to messages sent to you: accept them, hold each for a person
+        to approve, or refuse them; for everyone or one sender. You can only add to the
+        rules the person set, never loosen them."""
+        await session_seen(ctx)
+        return await tools.set_policy(policy, sender)
 
     return server
 

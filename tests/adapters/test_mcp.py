@@ -209,6 +209,24 @@ async def test_set_status_shows_in_list_peers(broker: InProcessBroker) -> None:
         assert "- bob: online" in text
 
 
+async def test_set_policy_holds_what_comes_and_cannot_loosen_the_persons_rules(
+    broker: InProcessBroker,
+) -> None:
+    """Issue #17 item 3, through the agent's own tool."""
+    async with AsyncClient(broker.settings, "bob") as bob, mcp_session(broker, "agent") as session:
+        error, text = await call(session, "set_policy", policy="hold")
+        assert not error and "hold by default" in text
+        answer = await bob.send("agent", "run the migration")
+        assert answer.status == "queued"
+        error, text = await call(session, "get_messages")
+        assert not error and text == "No new messages."
+        error, text = await call(session, "set_policy", policy="refuse", sender="bob")
+        assert not error and "from bob: refuse" in text
+        assert (await bob.send("agent", "and now?")).status == "denied"
+        error, text = await call(session, "set_policy", policy="sometimes")
+        assert error
+
+
 async def test_list_peers_says_who_is_working(broker: InProcessBroker) -> None:
     """Issue #17 item 2: an agent sees which peers are busy, as their hooks report."""
     async with AsyncClient(broker.settings, "bob") as bob, mcp_session(broker, "agent") as session:
