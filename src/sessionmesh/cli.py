@@ -729,6 +729,69 @@ def cmd_channel_bridge(args: argparse.Namespace) -> int:
     return run_bridge(_settings(args), args)
 
 
+def cmd_spawn(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from . import spawn
+    from .errors import BadRequest
+
+    if not args.as_name:
+        print("mesh spawn: the peer's name is needed: --as NAME", file=sys.stderr)
+        return EXIT_USAGE
+    cwd = os.path.abspath(os.path.expanduser(args.cwd or os.getcwd()))
+    if not os.path.isdir(cwd):
+        raise BadRequest(f"--cwd {args.cwd}: no such folder")
+    settings = _settings(args)
+    common: dict[str, Any] = {
+        "cwd": Path(cwd),
+        "timeout": args.timeout,
+        "prompt": args.prompt,
+        "program": args.program,
+        "home": args.home,
+        "url": args.url,
+    }
+    if not args.headless:
+        started = spawn.spawn(settings, args.tool, args.as_name, socket=args.socket, **common)
+        if args.json:
+            _out(args, asdict(started))
+        else:
+            where = f"tmux window {spawn.SESSION}:{args.as_name}" + (
+                f" (tmux -S {started.socket})" if started.socket else ""
+            )
+            woken = f", woken by bridge pid {started.bridge_pid}" if started.bridge_pid else ""
+            print(
+                f"{args.as_name} ({args.tool}) is online in {where}{woken}; end it: mesh despawn {args.as_name}"
+            )
+        return EXIT_OK
+    answer = spawn.run_headless(settings, args.tool, args.as_name, **common)
+    sent = (answer.reply or {}).get("status")
+    if args.json:
+        _out(args, asdict(answer))
+    else:
+        print(answer.output)
+        if answer.request is not None:
+            print(f"replied {answer.status} to {answer.request['from']}: {sent}", file=sys.stderr)
+    if answer.reply is not None and sent not in ("received", "queued", "sent"):
+        return EXIT_BY_SEND_STATUS.get(str(sent), EXIT_ERROR)
+    if answer.request is None:
+        return EXIT_OK if answer.returncode == 0 else EXIT_ERROR
+    return EXIT_BY_END_STATE[answer.status]
+
+
+def cmd_despawn(args: argparse.Namespace) -> int:
+    from .spawn import despawn
+
+    ended = despawn(_settings(args), args.name)
+    if args.json:
+        _out(args, {"name": args.name, "ended": ended})
+    else:
+        print(
+            f"{args.name} is ended" + (f": {', '.join(ended)}" if ended else " (nothing of it was running)")
+        )
+    return EXIT_OK
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from .client.http import OneShot
     from .person import ask
@@ -948,6 +1011,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--pid", type=int, required=True, help="the agent program's process: the waiter ends with it"
     )
+    p = add("spawn", cmd_spawn, "start an agent program as peer NAME in a tmux window (or headless)", [peer])
+    p.add_argument("tool", choices=list(programs.NAMES))
+    p.add_argument(
+        "--prompt", metavar="TEXT", help="the first prompt (headless: what to do besides the request)"
+    )
+    p.add_argument("--cwd", metavar="DIR", help="the folder it works in (default: the current folder)")
+    p.add_argument(
+        "--headless",
+        action="store_true",
+        help="one-shot mode: answer the oldest unread request to NAME, and reply with the final answer",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="seconds to come online (headless: to finish, a request included; default 120)",
+    )
+    p.add_argument("--program", metavar="PATH", help="the program's executable (default: found on PATH)")
+    p.add_argument(
+        "--socket", metavar="PATH", help="tmux server socket (tmux -S); default: the one tmux finds"
+    )
+    p = add("despawn", cmd_despawn, "end a peer that mesh spawn started", [common])
+    p.add_argument("name")
     p = add("doctor", cmd_doctor, "check each installed agent program end to end and say what to fix", [peer])
     p.add_argument(
         "tool", nargs="?", choices=list(programs.NAMES), help="one program (default: every installed one)"
