@@ -105,6 +105,15 @@ def test_a_body_with_markup_renders_as_text(page: Any, peers: Peers) -> None:
     assert page.evaluate("window.__pwned") is None
 
 
+def test_the_person_sees_which_agents_hold_their_mail(page: Any, peers: Peers) -> None:
+    """Issue #17 item 3: a peer's inbound policy is private, but the person sees it."""
+    deployer = peers("deployer")
+    deployer.request("policy", default="hold")
+    expect(peer_row(page, "deployer")).to_contain_text("holds its mail", timeout=WAIT_MS)
+    others = {p["name"]: p for p in peers("intern").peers()}
+    assert "policy" not in others["deployer"]
+
+
 def test_a_handoff_shows_its_paths_and_evidence(page: Any, peers: Peers) -> None:
     """Issue #17 item 4: the dashboard shows what a handoff carries."""
     alice = peers("alice")

@@ -14,7 +14,7 @@ from ..envelope import PERSON, ReceiptState, check_name, is_person_name
 from ..errors import BadFrame, BadSecret, NameTaken, NotApprover, ReservedName, UnknownPeer
 from ..storage import PeerRecord
 from .effects import Effect, Respond
-from .policy import EVERYONE, check_own, parse_rule
+from .policy import EVERYONE, Policy, check_own, configured, parse_rule, stricter
 from .safety import screen_field
 from .state import Caller, CoreState, LiveConn
 
@@ -226,7 +226,17 @@ class PeersMixin(CoreState):
                     **self._activity_fields(name),
                 }
             )
+            if caller.name == PERSON:  # the person sees each peer's inbound policy; peers never do
+                out[-1]["policy"] = self._policy_summary(name)
         return [Respond(reply_to, {"peers": out})]
+
+    def _policy_summary(self, name: str) -> dict[str, Any]:
+        """What holds for mail to ``name`` from any sender, and the rules by sender."""
+        own_rules = self._peer_cache[name].meta.get("policy") or {}
+        default = stricter(
+            configured(self.settings.inbound, name, ""), Policy(own_rules.get("default", "accept"))
+        )
+        return {"default": default.value, "from": dict(own_rules.get("from") or {})}
 
     def _activity_fields(self, name: str) -> dict[str, Any]:
         """``activity`` (working / idle, as its hooks last said) and ``wakes``."""
@@ -269,6 +279,7 @@ class PeersMixin(CoreState):
         if unknown:
             raise BadFrame(f"unknown field(s): {', '.join(sorted(unknown))}", hint="fields: default, from")
         peer = self._peer_cache[caller.name]
+        effects: list[Effect] = []
         if args:
             try:
                 mine = check_own(args, peer.meta.get("policy"))
@@ -278,9 +289,14 @@ class PeersMixin(CoreState):
             peer.last_seen = self._last_seen.get(peer.name, now)
             self.store.put_peer(peer)
             self._audit(now, "policy_set", {"name": caller.name, "policy": mine})
+            # to the person's dashboard only: a policy is private
+            self._observe(
+                effects, now, "peer_policy", name=caller.name, policy=self._policy_summary(caller.name)
+            )
         applying = [rule for rule in self.settings.inbound if parse_rule(rule)[0] in (EVERYONE, caller.name)]
         mine = peer.meta.get("policy") or {"default": "accept", "from": {}}
-        return [Respond(reply_to, {"name": caller.name, "policy": mine, "configured": applying})]
+        effects.append(Respond(reply_to, {"name": caller.name, "policy": mine, "configured": applying}))
+        return effects
 
     def forget_peer(
         self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float

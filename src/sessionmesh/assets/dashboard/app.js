@@ -229,6 +229,11 @@ function renderPeer(p) {
   const name = el("span", "name", p.name);
   if (meta.client) name.append(el("span", `tag${meta.client === "human" ? " human" : ""}`, meta.client));
   if (meta.role && meta.role !== meta.client) name.append(el("span", "tag", meta.role));
+  const policy = p.policy || {};
+  if (policy.default === "hold") name.append(el("span", "tag policy", "holds its mail"));
+  if (policy.default === "refuse") name.append(el("span", "tag policy", "refuses mail"));
+  const bySender = Object.entries(policy.from || {}).map(([n, v]) => `${v} ${n}`).join(", ");
+  if (bySender) name.title = `inbound policy: ${bySender}`;
   row.append(name);
   const doing = p.activity ? ` · ${p.activity} ${ago(p.activity_since)}` : "";
   row.append(el("span", "seen", (presence === "online" ? "online" : `${presence} · ${ago(p.last_seen)}`) + doing));
@@ -677,6 +682,9 @@ function applyEvent(ev) {
       break;
     case "peer_updated":
       upsertPeer(ev.name, { meta: ev.meta, last_seen: ev.ts });
+      break;
+    case "peer_policy":
+      upsertPeer(ev.name, { policy: ev.policy });
       break;
     case "peer_activity":
       upsertPeer(ev.name, { activity: ev.activity, activity_since: ev.ts, last_seen: ev.ts });
