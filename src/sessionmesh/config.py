@@ -172,6 +172,11 @@ def _validate(settings: Settings) -> None:
             f"setting secret_action={settings.secret_action!r} must be one of: "
             + ", ".join(a.value for a in SecretAction)
         ) from None
+    if settings.sqlite_synchronous.upper() not in ("NORMAL", "FULL"):
+        raise BadRequest(
+            f"setting sqlite_synchronous={settings.sqlite_synchronous!r} must be NORMAL or FULL",
+            hint="FULL syncs every commit to disk; NORMAL (the default) may lose the last commits on a power cut",
+        )
     from .core.policy import parse_rule
     from .errors import MeshError
 

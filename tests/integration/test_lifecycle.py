@@ -168,3 +168,11 @@ def test_a_malformed_request_is_one_log_line_and_a_big_log_is_rotated_at_start(t
     errors = [line for line in lines if "Error handling request" in line]
     assert len(errors) == 20 and all("BadHttpMessage" in line for line in errors)
     assert not any(line.startswith((" ", "Traceback")) for line in lines)
+
+
+def test_an_invalid_sqlite_synchronous_is_a_clear_error_before_the_broker_starts(tmp_path):
+    """It passed `load` and then crashed `mesh serve` with a traceback."""
+    env = {**os.environ, "MESH_HOME": str(tmp_path / "home"), "MESH_SQLITE_SYNCHRONOUS": "OFF"}
+    out = mesh_cmd("serve", "--port", "0", env=env, timeout=20)
+    assert out.returncode == 1 and "sqlite_synchronous='OFF' must be NORMAL or FULL" in out.stderr
+    assert "Traceback" not in out.stderr
