@@ -283,7 +283,7 @@ def test_lines_the_mesh_wrote_are_never_forwarded_and_a_sigterm_exits_zero(bridg
 
 # -- in-process: the window between a send and the cursor save --------------------
 class Crash(Exception):
-    pass
+    """Raised by the test where the bridge would die between a send and the cursor save."""
 
 
 async def test_a_crash_between_send_and_cursor_save_resends_the_same_ids(broker, tmp_path):

@@ -89,6 +89,7 @@ Interactive runs use tmux on a private socket (`Terminal`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -550,10 +551,8 @@ def run_headless(
 
 def _kill_group(pgid: int) -> None:
     """SIGKILL the process group a run started (its own session)."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 # -- interactive, in tmux --------------------------------------------------------------------

@@ -35,8 +35,9 @@ def _replying(broker: BrokerProcess, status: str) -> Callable[[], None]:
     bob.__enter__()
 
     def answer() -> None:
-        while (request := bob.recv(timeout=20)).kind.value != "request":
-            pass
+        request = bob.recv(timeout=20)
+        while request.kind.value != "request":  # bob's first, plain message comes before
+            request = bob.recv(timeout=20)
         bob.reply(request.id, f"it is {status}", status=status)
 
     thread = threading.Thread(target=answer, daemon=True)
