@@ -97,6 +97,19 @@ _BOOL_TRUE = {"1", "true", "yes", "on"}
 _BOOL_FALSE = {"0", "false", "no", "off"}
 
 
+def _check_inbound(rules: tuple[str, ...]) -> None:
+    from .core.policy import parse_rule
+    from .errors import MeshError
+
+    for rule in rules:
+        try:
+            parse_rule(rule)
+        except (ValueError, MeshError) as exc:
+            raise BadRequest(
+                f"setting inbound: {exc}", hint='rules look like "reviewer=hold" or "*<mallory=refuse"'
+            ) from None
+
+
 def _coerce(name: str, kind: Any, raw: Any) -> Any:
     try:
         if kind in (bool, "bool"):
@@ -177,16 +190,8 @@ def _validate(settings: Settings) -> None:
             f"setting sqlite_synchronous={settings.sqlite_synchronous!r} must be NORMAL or FULL",
             hint="FULL syncs every commit to disk; NORMAL (the default) may lose the last commits on a power cut",
         )
-    from .core.policy import parse_rule
-    from .errors import MeshError
-
-    for rule in settings.inbound:
-        try:
-            parse_rule(rule)
-        except (ValueError, MeshError) as exc:
-            raise BadRequest(
-                f"setting inbound: {exc}", hint='rules look like "reviewer=hold" or "*<mallory=refuse"'
-            ) from None
+    if settings.inbound:  # policy imports the envelope: a hook loading the defaults need not
+        _check_inbound(settings.inbound)
     try:
         check_patterns(settings.hold_patterns)
     except BadPattern as exc:
