@@ -34,7 +34,7 @@ from .core.broker import Caller, Core
 from .core.effects import Effect, Push, Respond
 from .core.safety import SCREENED, SecretAction, costly, warm
 from .dashboard import Dashboard
-from .envelope import PERSON, is_person_name
+from .envelope import PERSON, body_size, is_person_name
 from .errors import BadFrame, MeshError, PersonRequired, Unauthorized, Unavailable
 from .gate import Gate, GatedSite, raise_file_limit
 from .metrics import Metrics
@@ -200,7 +200,7 @@ class Runner:
         if op != "send" or not isinstance(args, dict) or "body" not in args:
             return
         body = args["body"]
-        size = len(body) if isinstance(body, str) else self.settings.max_body_bytes
+        size = body_size(body)
         if size > self.settings.max_body_bytes * 4 or not costly(body, size):
             return  # too large to be sent at all (the core refuses it) or cheap
         args[SCREENED] = await self.screener.screen(body)
