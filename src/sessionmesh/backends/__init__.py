@@ -2,7 +2,7 @@
 
 A backend gives the `Runner` its `Store` and, while the broker serves, may carry
 traffic to and from other brokers. Two exist: ``sqlite`` (one machine, the embedded
-store, nothing to start) and ``nats`` (``backends/nats.py``: the store in JetStream
+store, nothing to start) and ``nats`` (``backends/nats/``: the store in JetStream
 and KV, and routes between machines). The core never knows which one runs.
 """
 

@@ -1,0 +1,369 @@
+"""One NATS client on a thread of its own, and the ordered, pipelined writer of
+commits (`Committer`). Every nats error becomes a `MeshError` here."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import logging
+import secrets
+import ssl
+import threading
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.js import api
+
+from ...config import Settings
+from ...errors import Contention, MeshError, StorageError, Unavailable
+
+log = logging.getLogger("sessionmesh.nats")
+T = TypeVar("T")
+
+PUBLISH_CHUNK = 2000  # records in flight at once during a commit
+COMMIT_TIMEOUT = 60.0  # a commit retries (a node lost, a leader elected) this long
+_WRONG_LAST_SEQUENCE = (10071, 10164)
+_STREAM_IN_USE = 10058
+
+
+NATS_ERRORS: tuple[type[BaseException], ...] = (
+    nats.errors.Error,
+    nats.js.errors.Error,
+    asyncio.TimeoutError,
+    concurrent.futures.TimeoutError,
+    OSError,
+)
+
+
+def translate(exc: BaseException, doing: str) -> MeshError:
+    if isinstance(exc, MeshError):
+        return exc
+    if isinstance(exc, nats.errors.NoServersError | nats.errors.ConnectionClosedError):
+        return Unavailable(f"NATS is not reachable ({doing}): {exc}", hint="check nats_url and the cluster")
+    return StorageError(f"NATS failed ({doing}): {type(exc).__name__}: {exc}")
+
+
+class NatsConnection:
+    """One NATS client on a thread of its own, callable from synchronous code."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.timeout = settings.nats_timeout
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="mesh-nats", daemon=True)
+        self.nc: Any = None
+        self.js: Any = None
+        self.connected = False
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def open(self) -> NatsConnection:
+        """Connect; raises `Unavailable` when no server answers in time."""
+        self._thread.start()
+        try:
+            self.call(self._connect(), timeout=self.timeout + 5, doing="connecting")
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _connect_options(self) -> dict[str, Any]:
+        s = self.settings
+        servers = [u.strip() for u in s.nats_url.split(",") if u.strip()]
+        opts: dict[str, Any] = {
+            "servers": servers,
+            "name": f"sessionmesh {s.machine or ''}".strip(),
+            "connect_timeout": min(self.timeout, 5.0),
+            "allow_reconnect": True,
+            "max_reconnect_attempts": -1,
+            "reconnect_time_wait": 0.25,
+            "error_cb": self._on_error,
+            "disconnected_cb": self._on_disconnected,
+            "reconnected_cb": self._on_reconnected,
+        }
+        if s.nats_creds:
+            opts["user_credentials"] = s.nats_creds
+        if s.nats_nkey_seed:
+            opts["nkeys_seed"] = s.nats_nkey_seed
+        if s.nats_user:
+            opts["user"] = s.nats_user
+            opts["password"] = s.nats_password or ""
+        if s.nats_token:
+            opts["token"] = s.nats_token
+        if s.nats_tls_ca or s.nats_tls_cert or any(u.startswith("tls://") for u in servers):
+            ctx = ssl.create_default_context(cafile=s.nats_tls_ca)
+            if s.nats_tls_cert:
+                ctx.load_cert_chain(s.nats_tls_cert, s.nats_tls_key)
+            opts["tls"] = ctx
+        return opts
+
+    async def _connect(self) -> None:
+        opts = self._connect_options()
+        try:
+            # the first connect is bounded: a wrong URL is an error, not an endless retry
+            self.nc = await nats.connect(**{**opts, "max_reconnect_attempts": 1})
+        except (TimeoutError, nats.errors.NoServersError, OSError) as exc:
+            raise Unavailable(
+                f"cannot connect to NATS at {self.settings.nats_url}: {exc}",
+                hint="is nats-server running? check nats_url, credentials and TLS",
+            ) from None
+        # from here on, reconnect for as long as it takes
+        self.nc.options["max_reconnect_attempts"] = -1
+        self.js = self.nc.jetstream(domain=self.settings.nats_domain, timeout=self.timeout)
+        self.connected = True
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.debug("nats: %s", exc)
+
+    async def _on_disconnected(self) -> None:
+        self.connected = False
+        log.warning("nats: disconnected")
+
+    async def _on_reconnected(self) -> None:
+        self.connected = True
+        log.warning("nats: reconnected to %s", self.nc.connected_url.netloc if self.nc else "?")
+
+    def call(self, coro: Coroutine[Any, Any, T], *, timeout: float | None = None, doing: str = "") -> T:
+        """Run ``coro`` on the NATS loop and wait for it; nats errors become `MeshError`."""
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(self.timeout if timeout is None else timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise StorageError(f"NATS did not answer in time ({doing})") from None
+        except NATS_ERRORS as exc:
+            raise translate(exc, doing) from None
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
+        """Start ``coro`` on the NATS loop without waiting for it."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            if self.nc is not None:
+                with contextlib.suppress(*NATS_ERRORS, RuntimeError):
+                    asyncio.run_coroutine_threadsafe(self.nc.close(), self.loop).result(5)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(5)
+        if not self.loop.is_running():
+            self.loop.close()
+
+    # -- streams and buckets -----------------------------------------------------------
+    async def ensure_stream(self, config: api.StreamConfig) -> None:
+        """Create the stream, or bring an existing one to this configuration."""
+        try:
+            await self.js.add_stream(config)
+        except nats.js.errors.BadRequestError as exc:
+            if exc.err_code != _STREAM_IN_USE:
+                raise
+            await self.js.update_stream(config)
+
+    async def ensure_bucket(self, bucket: str, *, replicas: int, ttl: float | None = None) -> None:
+        """A KV bucket (a stream named ``KV_<bucket>``), created or updated."""
+        await self.ensure_stream(
+            api.StreamConfig(
+                name=f"KV_{bucket}",
+                subjects=[f"$KV.{bucket}.>"],
+                max_msgs_per_subject=1,
+                max_age=ttl,
+                allow_rollup_hdrs=True,
+                deny_delete=True,
+                allow_direct=True,
+                allow_msg_ttl=True,
+                discard=api.DiscardPolicy.NEW,
+                duplicate_window=min(ttl, 120.0) if ttl else 120.0,
+                num_replicas=replicas,
+                storage=api.StorageType.FILE,
+            )
+        )
+
+    def kv_subject(self, bucket: str, key: str) -> str:
+        """The subject a KV write goes to. With a JetStream domain it carries the
+        domain's API prefix (``$JS.<domain>.API.$KV...``): a leaf node maps that to
+        ``$KV...`` in the domain it leads to, while a bare ``$KV...`` published on a
+        leaf with JetStream of its own finds no stream (ADR-19)."""
+        domain = self.settings.nats_domain
+        return f"$JS.{domain}.API.$KV.{bucket}.{key}" if domain else f"$KV.{bucket}.{key}"
+
+    async def kv_get(self, bucket: str, key: str) -> tuple[bytes | None, int]:
+        """A key's value (None if absent or emptied) and its revision (0 if absent)."""
+        try:
+            msg = await self.js.get_msg(f"KV_{bucket}", subject=f"$KV.{bucket}.{key}")
+        except nats.js.errors.NotFoundError:
+            return None, 0
+        return (msg.data or None), int(msg.seq or 0)
+
+    async def kv_put(self, bucket: str, key: str, value: bytes, *, last: int | None = None) -> int:
+        """Write a key; with ``last``, only if its revision is still ``last`` (0: absent),
+        else `Contention`. Returns the new revision."""
+        headers = {"Nats-Expected-Last-Subject-Sequence": str(last)} if last is not None else None
+        try:
+            ack = await self.js.publish(self.kv_subject(bucket, key), value, headers=headers)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code in _WRONG_LAST_SEQUENCE:
+                raise Contention(f"{bucket}/{key} changed under this write") from None
+            raise
+        return int(ack.seq)
+
+    async def kv_entries(self, bucket: str) -> dict[str, bytes]:
+        """Every key of a bucket that holds a value."""
+        records = await self.read_stream(f"KV_{bucket}", f"$KV.{bucket}.>", 1)
+        pre = len(f"$KV.{bucket}.")
+        return {subject[pre:]: data for _, subject, data in records if data}
+
+    async def read_stream(
+        self, stream: str, subject: str, start_seq: int, limit: int | None = None
+    ) -> list[tuple[int, str, bytes]]:
+        """(sequence, subject, data) of a stream's messages on ``subject`` from
+        ``start_seq`` on, at most ``limit``, read by a short-lived consumer."""
+        info = await self.js.stream_info(stream)
+        if info.state.messages == 0 or info.state.last_seq < start_seq:
+            return []
+        name = f"read-{secrets.token_hex(8)}"
+        config = api.ConsumerConfig(
+            name=name,
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=max(1, start_seq),
+            ack_policy=api.AckPolicy.NONE,
+            inactive_threshold=60.0,
+            filter_subject=subject,
+            mem_storage=True,
+            num_replicas=1,
+        )
+        await self.js.add_consumer(stream, config=config)
+        sub = await self.js.pull_subscribe_bind(consumer=name, stream=stream)
+        out: list[tuple[int, str, bytes]] = []
+        try:
+            while limit is None or len(out) < limit:
+                want = 1000 if limit is None else min(1000, limit - len(out))
+                try:
+                    msgs = await sub.fetch(want, timeout=2.0)
+                except (TimeoutError, nats.errors.TimeoutError):
+                    break
+                for msg in msgs:
+                    out.append((msg.metadata.sequence.stream, msg.subject, msg.data))
+                last = msgs[-1].metadata if msgs else None
+                if last is None or last.num_pending == 0 or last.sequence.stream >= info.state.last_seq:
+                    break
+        finally:
+            with contextlib.suppress(*NATS_ERRORS):
+                await sub.unsubscribe()
+            with contextlib.suppress(*NATS_ERRORS):
+                await self.js.delete_consumer(stream, name)
+        return out if limit is None else out[:limit]
+
+    async def publish_all(self, records: list[tuple[str, bytes, dict[str, str] | None]]) -> None:
+        """Publish every record and wait until JetStream has acknowledged each one.
+        What fails (a node lost, a leader being elected) is sent again until
+        `COMMIT_TIMEOUT`; records carry ids or are idempotent, so a retry never
+        doubles one."""
+        deadline = time.monotonic() + COMMIT_TIMEOUT
+        todo = records
+        last_error: BaseException | None = None
+        while todo:
+            failed: list[tuple[str, bytes, dict[str, str] | None]] = []
+            for i in range(0, len(todo), PUBLISH_CHUNK):
+                chunk = todo[i : i + PUBLISH_CHUNK]
+                futures = []
+                for subject, payload, headers in chunk:
+                    try:
+                        futures.append(await self.js.publish_async(subject, payload, headers=headers))
+                    except NATS_ERRORS as exc:
+                        last_error = exc
+                        futures.append(None)
+                pending = [f for f in futures if f is not None]
+                if pending:
+                    await asyncio.wait(pending, timeout=min(self.timeout, 5.0))
+                for record, future in zip(chunk, futures, strict=True):
+                    if future is None or not future.done() or future.cancelled():
+                        failed.append(record)
+                        if future is not None:
+                            future.cancel()
+                    elif future.exception() is not None:
+                        last_error = future.exception()
+                        failed.append(record)
+            if failed and time.monotonic() > deadline:
+                raise StorageError(f"JetStream did not store {len(failed)} record(s): {last_error}")
+            if failed:
+                log.warning("nats: %d record(s) not acknowledged; sending again", len(failed))
+                await asyncio.sleep(0.2)
+            todo = failed
+
+
+Record = tuple[str, bytes, dict[str, str] | None]
+
+
+@dataclass(slots=True)
+class _Batch:
+    records: list[Record]
+    done: asyncio.Future[None]
+    futures: list[asyncio.Future[Any]]
+
+
+class Committer:
+    """Commits in order, pipelined: a batch is written while earlier ones still wait
+    for their acknowledgements, and each batch counts as committed once it and every
+    batch before it are acknowledged. If a write fails (a node lost, a leader being
+    elected), the failed batch and every later one are written again, in order, so a
+    record never lands after a newer version of itself. Runs on the NATS loop."""
+
+    def __init__(self, conn: NatsConnection) -> None:
+        self.conn = conn
+        self._lock: asyncio.Lock | None = None
+        self._inflight: collections.deque[_Batch] = collections.deque()
+        self._acker: asyncio.Task[None] | None = None
+
+    async def submit(self, records: list[Record]) -> None:
+        """Write ``records``; return once they and everything before are stored."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        batch = _Batch(records, asyncio.get_running_loop().create_future(), [])
+        async with self._lock:
+            await self._write(batch)
+            self._inflight.append(batch)
+        if self._acker is None or self._acker.done():
+            self._acker = asyncio.create_task(self._ack_in_order())
+        await batch.done
+
+    async def _write(self, batch: _Batch) -> None:
+        for future in batch.futures:
+            future.cancel()
+        batch.futures = []
+        for subject, payload, headers in batch.records:
+            try:
+                batch.futures.append(await self.conn.js.publish_async(subject, payload, headers=headers))
+            except NATS_ERRORS as exc:
+                failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                failed.set_exception(exc)
+                batch.futures.append(failed)
+
+    @staticmethod
+    def _stored(batch: _Batch) -> bool:
+        return all(f.done() and not f.cancelled() and f.exception() is None for f in batch.futures)
+
+    async def _ack_in_order(self) -> None:
+        while self._inflight:
+            head = self._inflight[0]
+            if head.futures:
+                await asyncio.wait(head.futures, timeout=min(self.conn.timeout, 5.0))
+            if self._stored(head):
+                self._inflight.popleft()
+                if not head.done.done():
+                    head.done.set_result(None)
+                continue
+            errors = [f.exception() for f in head.futures if f.done() and not f.cancelled() and f.exception()]
+            log.warning("nats: a commit was not acknowledged (%s); writing it again", errors[:1] or "timeout")
+            await asyncio.sleep(0.2)
+            assert self._lock is not None
+            async with self._lock:
+                for batch in self._inflight:
+                    await self._write(batch)

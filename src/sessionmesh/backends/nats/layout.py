@@ -1,0 +1,108 @@
+"""The names of one mesh on NATS: machine labels, subject tokens, and the streams,
+subjects and buckets each machine uses (`Layout`). Pure: no I/O."""
+
+from __future__ import annotations
+
+import re
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from ...config import Settings
+from ...errors import BadRequest
+
+LABEL_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+PRESENCE_TTL = 30.0  # a presence entry not refreshed for this long is gone (the bucket's max age)
+
+
+def check_label(label: Any, *, what: str = "machine label") -> str:
+    """A valid machine label or namespace, else `BadRequest`."""
+    if not isinstance(label, str) or not LABEL_RE.fullmatch(label):
+        raise BadRequest(
+            f"invalid {what} {label!r}", hint="1-32 chars of a-z 0-9 _ -, starting with a letter or digit"
+        )
+    return label
+
+
+def default_machine() -> str:
+    """This host's name as a label: the first part, lower-cased, other chars as '-'."""
+    host = socket.gethostname().split(".", 1)[0].lower()
+    label = re.sub(r"[^a-z0-9_-]", "-", host).strip("-_")[:32]
+    return label or "machine"
+
+
+_SAFE = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+def token(text: str) -> str:
+    """``text`` as one subject token and KV key part: a-z 0-9 - kept, every other
+    byte as ``_xx`` (so ``#``, ``.``, ``:`` and ``_`` never clash)."""
+    if all(c in _SAFE for c in text):
+        return text
+    return "".join(c if c in _SAFE else "".join(f"_{b:02x}" for b in c.encode()) for c in text)
+
+
+def untoken(tok: str) -> str:
+    """The inverse of `token`."""
+    if "_" not in tok:
+        return tok
+    out = bytearray()
+    i = 0
+    while i < len(tok):
+        if tok[i] == "_":
+            out.append(int(tok[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            out.extend(tok[i].encode())
+            i += 1
+    return out.decode()
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """The names of every stream, subject and bucket of one mesh, seen from one machine."""
+
+    namespace: str
+    machine: str
+
+    @property
+    def state_stream(self) -> str:
+        return f"{self.namespace}_state_{self.machine}"
+
+    @property
+    def state_prefix(self) -> str:
+        return f"{self.namespace}.state.{self.machine}."
+
+    @property
+    def audit_stream(self) -> str:
+        return f"{self.namespace}_audit_{self.machine}"
+
+    @property
+    def audit_subject(self) -> str:
+        return f"{self.namespace}.audit.{self.machine}"
+
+    @property
+    def route_stream(self) -> str:
+        return f"{self.namespace}_route"
+
+    def route_subject(self, machine: str) -> str:
+        return f"{self.namespace}.route.{machine}"
+
+    @property
+    def peers_bucket(self) -> str:
+        return f"{self.namespace}_peers"
+
+    @property
+    def presence_bucket(self) -> str:
+        return f"{self.namespace}_presence"
+
+    @property
+    def leases_bucket(self) -> str:
+        return f"{self.namespace}_leases"
+
+
+def layout_of(settings: Settings) -> Layout:
+    return Layout(
+        check_label(settings.nats_namespace, what="nats_namespace"),
+        check_label(settings.machine or default_machine()),
+    )

@@ -1,0 +1,512 @@
+"""Routes between machines: the `NatsBackend` gives every peer of another machine a
+link in this broker's core, carries deliveries, receipts and answers over the route
+stream, and follows the peer directory and presence in KV."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import itertools
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from nats.js import api
+
+from ...codec import dumps, loads
+from ...config import Settings
+from ...core.broker import Caller
+from ...errors import MeshError
+from .connection import NATS_ERRORS, translate
+from .layout import PRESENCE_TTL, token, untoken
+from .store import NatsStore, open_store
+
+if TYPE_CHECKING:
+    from ...server import Runner
+
+log = logging.getLogger("sessionmesh.nats")
+T = TypeVar("T")
+
+PRESENCE_REFRESH = 10.0
+HEARTBEAT_INTERVAL = 1.0  # each broker says it is alive this often (presence key LABEL)
+MACHINE_TIMEOUT = 5.0  # a broker not heard from for this long is down: its peers are offline
+ROUTE_BATCH = 500  # route records given to the broker at once
+
+
+class LinkConn:
+    """What the `Runner` sees of a link or of the backend's event feed: a connection
+    whose frames go to the backend instead of a socket."""
+
+    def __init__(self, conn_id: int, name: str, sink: Callable[[LinkConn, dict[str, Any]], None]) -> None:
+        self.id = conn_id
+        self.name: str | None = name
+        self._sink = sink
+        self.ws = self  # the Runner closes each connection's socket when it stops
+        self.drained = True
+
+    def push(self, frame: dict[str, Any]) -> None:
+        self._sink(self, frame)
+
+    async def close(self, **_: Any) -> None:
+        return None
+
+
+def _remote_name(machine: str, name: str) -> str:
+    return f"{machine}:{name}"
+
+
+class NatsBackend:
+    """The broker on NATS: its store, and the routes to brokers on other machines.
+
+    Every peer of another machine gets a link (`LinkConn`) in this broker's core.
+    Down a link go deliveries (published to ``ns.route.<its machine>``) and receipts
+    for messages it sent; from this machine's route subject come deliveries for
+    local peers (given to the core as a ``send`` from ``LABEL:name`` that keeps the
+    message's ``to`` and names its ``recipients`` here), receipts
+    (an ``ack`` by ``LABEL:name``) and the answers of sends made there (``queued``
+    ones `release` the wait here). Presence and the peer directory come from KV.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store: NatsStore = open_store(settings)
+        self.layout = self.store.layout
+        self.conn = self.store._conn
+        self.boot = secrets.token_hex(4)  # tells this run's publish retries from a later re-send
+        self.runner: Runner | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._ids = itertools.count(-1, -1)  # link ids: negative, never a socket's
+        self._links: dict[str, LinkConn] = {}
+        self._events: LinkConn | None = None
+        self._rids = itertools.count(1)
+        self._asked: dict[int, tuple[str, str, list[str]]] = {}  # rid -> (machine, msg id, names)
+        self._deliveries: dict[tuple[str, str], tuple[dict[str, Any], list[str]]] = {}
+        self._records: list[tuple[str, bytes, dict[str, str] | None]] = []
+        self._drain_scheduled = False
+        self._presence_seen: dict[str, dict[str, Any]] = {}  # remote name -> last presence record
+        self._local_online: dict[str, float] = {}  # local name -> online since
+        self._heard: dict[str, float] = {}  # machine -> when its heartbeat arrived (monotonic)
+        self._queue: asyncio.Queue[list[tuple[str, bytes, dict[str, str] | None]]] | None = None
+        self._arrived: asyncio.Queue[Any] | None = None
+        self._nats_tasks: list[concurrent.futures.Future[Any]] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._subs: list[Any] = []
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self, runner: Runner) -> None:
+        self.runner = runner
+        self.loop = asyncio.get_running_loop()
+        self._events = LinkConn(next(self._ids), "", self._on_event)
+        runner.conns[self._events.id] = self._events  # type: ignore[assignment]
+        runner.core.watch_events(self._events.id)
+        await self._on_nats(self._start_nats())
+        self._tasks.append(asyncio.create_task(self._refresh_presence()))
+
+    async def _on_nats(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the NATS loop and await it from the broker's loop."""
+        try:
+            return await asyncio.wrap_future(self.conn.spawn(coro))
+        except NATS_ERRORS as exc:
+            raise translate(exc, "routes") from None
+
+    async def _start_nats(self) -> None:
+        self._queue = asyncio.Queue()
+        js = self.conn.js
+        for bucket, handler in (
+            (self.layout.peers_bucket, self._directory_changed),
+            (self.layout.presence_bucket, self._presence_changed),
+        ):
+            sub = await js.subscribe(
+                f"$KV.{bucket}.>",
+                stream=f"KV_{bucket}",
+                cb=self._kv_callback(bucket, handler),
+                ordered_consumer=True,
+                deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
+            )
+            self._subs.append(sub)
+        # A durable push consumer: records arrive as they are stored (a pull consumer's
+        # fetch waits for a batch to fill or its request to expire).
+        durable = f"route-{self.layout.machine}"
+        self._arrived = asyncio.Queue()
+        arrived = self._arrived
+
+        async def on_record(msg: Any) -> None:
+            arrived.put_nowait(msg)
+
+        route = await js.subscribe(
+            self.layout.route_subject(self.layout.machine),
+            stream=self.layout.route_stream,
+            durable=durable,
+            cb=on_record,
+            manual_ack=True,
+            config=api.ConsumerConfig(
+                ack_policy=api.AckPolicy.EXPLICIT,
+                ack_wait=60.0,
+                max_ack_pending=20_000,
+                deliver_policy=api.DeliverPolicy.ALL,
+                flow_control=True,
+                idle_heartbeat=5.0,
+                num_replicas=self.settings.nats_replicas,
+            ),
+            pending_msgs_limit=-1,
+            pending_bytes_limit=-1,
+        )
+        self._subs.append(route)
+        loop = asyncio.get_running_loop()
+        self._nats_tasks = [
+            asyncio.run_coroutine_threadsafe(self._forward(), loop),
+            asyncio.run_coroutine_threadsafe(self._consume(), loop),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        # the last deliveries, receipts and presence records (peers just left)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        self._drain()
+        with contextlib.suppress(MeshError):
+            await asyncio.wait_for(self._on_nats(self._wait_forwarded()), 10)
+        for future in self._nats_tasks:
+            future.cancel()
+        with contextlib.suppress(MeshError, asyncio.TimeoutError):
+            await asyncio.wait_for(self._on_nats(self._unsubscribe()), 5)
+
+    async def _wait_forwarded(self) -> None:
+        assert self._queue is not None
+        await self._queue.join()
+
+    async def _unsubscribe(self) -> None:
+        for sub in self._subs:
+            with contextlib.suppress(*NATS_ERRORS):
+                await sub.unsubscribe()
+
+    def health(self) -> dict[str, object]:
+        return {
+            "backend": "nats",
+            "machine": self.layout.machine,
+            "nats_connected": self.conn.connected,
+            "remote_peers": len(self._links),
+        }
+
+    # -- out: what the core pushes down links (broker loop) ---------------------------
+    def _on_link(self, link: LinkConn, frame: dict[str, Any]) -> None:
+        assert link.name is not None
+        machine, _, name = link.name.partition(":")
+        op = frame.get("op")
+        if op == "deliver":
+            for wire in frame["messages"]:
+                key = (machine, wire["id"])
+                entry = self._deliveries.get(key)
+                if entry is None:
+                    self._deliveries[key] = (wire, [name])
+                elif name not in entry[1]:
+                    entry[1].append(name)
+        elif op == "receipt":
+            if frame["state"] in ("delivered", "read") and ":" not in frame["recipient"]:
+                self._route(machine, {"op": "receipt", **{k: frame[k] for k in ("id", "recipient", "state")}})
+        elif op == "result":
+            asked = self._asked.pop(frame["rid"], None)
+            if asked is not None:
+                origin, msg_id, names = asked
+                statuses = frame["result"]["statuses"] if frame.get("ok") else {}
+                answer = {n: statuses.get(n, "denied") for n in names}
+                self._route(origin, {"op": "answer", "id": msg_id, "statuses": answer})
+        elif op == "error":
+            log.warning("a command from %s failed: %s", link.name, frame.get("error"))
+        self._schedule_drain()
+
+    def _route(self, machine: str, record: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        record["from"] = self.layout.machine
+        self._records.append((self.layout.route_subject(machine), dumps(record).encode(), headers))
+        self._schedule_drain()
+
+    def _schedule_drain(self) -> None:
+        if not self._drain_scheduled and self.loop is not None:
+            self._drain_scheduled = True
+            self.loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        """Hand this loop turn's records to the forwarder, deliveries grouped per
+        message and machine (one record names every recipient there)."""
+        self._drain_scheduled = False
+        deliveries, self._deliveries = self._deliveries, {}
+        for (machine, msg_id), (wire, names) in deliveries.items():
+            headers = {
+                "Nats-Msg-Id": f"{msg_id}.{machine}.{self.boot}.{'.'.join(sorted(names))}",
+                "Nats-TTL": str(max(1, int(wire.get("ttl") or self.settings.default_ttl))),
+            }
+            self._route(machine, {"op": "deliver", "to": names, "msg": wire}, headers)
+        self._drain_scheduled = False
+        records, self._records = self._records, []
+        if records and self._queue is not None:
+            self.conn.loop.call_soon_threadsafe(self._queue.put_nowait, records)
+
+    async def _forward(self) -> None:
+        """Publish handed-over records in order, each batch acknowledged before the next."""
+        assert self._queue is not None
+        while True:
+            batch = await self._queue.get()
+            try:
+                await self.conn.publish_all(batch)
+            except (MeshError, *NATS_ERRORS) as exc:
+                log.error("routes: %d record(s) not published: %s", len(batch), exc)
+            finally:
+                self._queue.task_done()
+
+    # -- in: this machine's route subject (NATS loop, then the broker loop) ----------
+    async def _consume(self) -> None:
+        """Hand what arrived to the broker in batches (all that waits, up to
+        `ROUTE_BATCH`), one batch at a time, in order."""
+        assert self.loop is not None and self._arrived is not None
+        while True:
+            msgs = [await self._arrived.get()]
+            while not self._arrived.empty() and len(msgs) < ROUTE_BATCH:
+                msgs.append(self._arrived.get_nowait())
+            records = []
+            for msg in msgs:
+                try:
+                    records.append(loads(msg.data))
+                except MeshError:
+                    log.error("routes: dropped a record that is not JSON")
+                    records.append(None)
+            done = asyncio.run_coroutine_threadsafe(self._inbound(records), self.loop)
+            try:
+                committed = await asyncio.wrap_future(done)
+            except Exception as exc:  # a bug in a record's handling must not stop the routes
+                log.exception("routes: inbound batch failed: %s", exc)
+                committed = False
+            if committed:
+                for msg in msgs:
+                    with contextlib.suppress(*NATS_ERRORS):
+                        await msg.ack()
+
+    async def _inbound(self, records: list[dict[str, Any] | None]) -> bool:
+        """Give a batch of records to the core; True once what they wrote is committed
+        (then they are acknowledged, else JetStream delivers them again)."""
+        for record in records:
+            if record is not None:
+                self._apply(record)
+        await asyncio.sleep(0)  # the runner's flush (which starts their commit) runs first
+        try:  # a barrier: done when everything written so far is stored
+            await asyncio.wrap_future(self.store.commit_async())
+        except (MeshError, *NATS_ERRORS):
+            return False
+        return True
+
+    def _apply(self, record: dict[str, Any]) -> None:
+        assert self.runner is not None
+        origin = record.get("from")
+        op = record.get("op")
+        if not isinstance(origin, str) or origin == self.layout.machine:
+            return
+        if op == "deliver":
+            wire = record["msg"]
+            sender = _remote_name(origin, wire["from"])
+            link = self._links.get(sender) or self._attach(sender, {}, None)
+            names = [n for n in record["to"] if isinstance(n, str)]
+            rid = next(self._rids)
+            self._asked[rid] = (origin, wire["id"], names)
+            args = {k: wire.get(k) for k in ("id", "kind", "body", "re", "status", "priority", "ttl")}
+            args["to"] = self._translate_to(origin, wire.get("to"))
+            args["recipients"] = names
+            self.runner.submit(Caller(sender, link.id), "send", args, (link.id, rid))
+        elif op == "receipt":
+            link = self._links.get(_remote_name(origin, record["recipient"]))
+            if link is not None:
+                self.runner.submit(
+                    Caller(link.name or "", link.id),
+                    "ack",
+                    {"ids": [record["id"]], "state": record["state"]},
+                    None,
+                )
+        elif op == "answer":
+            for name, status in record["statuses"].items():
+                link = self._links.get(_remote_name(origin, name))
+                if link is None:
+                    continue
+                if status == "received":
+                    self.runner.submit(
+                        Caller(link.name or "", link.id),
+                        "ack",
+                        {"ids": [record["id"]], "state": "delivered"},
+                        None,
+                    )
+                else:
+                    self.runner.carry_out(self.runner.core.release(link.id, [record["id"]], time.time()))
+
+    # -- the directory and presence (KV watchers) --------------------------------------
+    def _kv_callback(
+        self, bucket: str, handler: Callable[[str, str, Any], None]
+    ) -> Callable[[Any], Awaitable[None]]:
+        pre = len(f"$KV.{bucket}.")
+
+        async def on_msg(msg: Any) -> None:
+            key = msg.subject[pre:]
+            machine, _, tok = key.partition(".")
+            if machine == self.layout.machine or self.loop is None:
+                return
+            if not tok:  # a broker's heartbeat
+                self.loop.call_soon_threadsafe(self._heartbeat, machine)
+                return
+            try:
+                record = loads(msg.data) if msg.data else None
+            except MeshError:
+                return
+            self.loop.call_soon_threadsafe(handler, machine, untoken(tok), record)
+
+        return on_msg
+
+    def _local_view(self, machine: str, name: str) -> str:
+        """A name as machine ``machine`` wrote it, as this broker names that peer."""
+        mine = self.layout.machine + ":"
+        if name.startswith(mine):
+            return name[len(mine) :]
+        return name if ":" in name else _remote_name(machine, name)
+
+    def _translate_to(self, machine: str, to: Any) -> Any:
+        """A message's `to` as sent on ``machine``, seen here: ``broadcast`` and
+        ``#topic`` as they are, names as this broker names those peers."""
+        if isinstance(to, str):
+            return to if to == "broadcast" or to.startswith("#") else self._local_view(machine, to)
+        if isinstance(to, list):
+            return [self._local_view(machine, n) if isinstance(n, str) else n for n in to]
+        return to
+
+    def _translate_meta(self, machine: str, meta: dict[str, Any]) -> dict[str, Any]:
+        """Another machine's peer metadata as seen here: its refusals name peers as
+        this broker names them."""
+        meta = {**meta, "machine": machine}
+        refuse = meta.get("refuse")
+        if isinstance(refuse, list):
+            meta["refuse"] = [self._local_view(machine, n) for n in refuse if isinstance(n, str)]
+        return meta
+
+    def _directory_changed(self, machine: str, name: str, record: Any) -> None:
+        if not isinstance(record, dict):
+            return
+        remote = _remote_name(machine, name)
+        meta = self._translate_meta(machine, record.get("meta") or {})
+        topics = record.get("topics")
+        self.store.set_remote_topics(
+            remote, [t for t in topics if isinstance(t, str)] if isinstance(topics, list) else []
+        )
+        if remote in self._links:
+            assert self.runner is not None
+            self.runner.carry_out(self.runner.core.update_remote(remote, time.time(), meta=meta))
+        else:
+            self._attach(remote, meta, record)
+
+    def _attach(self, remote: str, meta: dict[str, Any], record: dict[str, Any] | None) -> LinkConn:
+        assert self.runner is not None
+        link = LinkConn(next(self._ids), remote, self._on_link)
+        self._links[remote] = link
+        self.runner.conns[link.id] = link  # type: ignore[assignment]
+        now = time.time()
+        presence = self._presence_seen.get(remote) or {}
+        online = self._fresh(presence, now, remote.partition(":")[0])
+        last_seen = float(presence.get("last_seen") or (record or {}).get("last_seen") or 0.0)
+        self.runner.carry_out(
+            self.runner.core.attach_remote(
+                link.id,
+                remote,
+                now,
+                meta=meta,
+                created_at=float((record or {}).get("created_at") or now),
+                online=online,
+                since=presence.get("since") if online else None,
+                last_seen=last_seen,
+            )
+        )
+        return link
+
+    def _machine_up(self, machine: str) -> bool:
+        return time.monotonic() - self._heard.get(machine, -1e9) < MACHINE_TIMEOUT
+
+    def _fresh(self, presence: dict[str, Any], now: float, machine: str) -> bool:
+        """Online: its broker says so, said it lately, and is alive."""
+        return (
+            bool(presence.get("online"))
+            and now - float(presence.get("at") or 0) < PRESENCE_TTL
+            and self._machine_up(machine)
+        )
+
+    def _heartbeat(self, machine: str) -> None:
+        was_up = self._machine_up(machine)
+        self._heard[machine] = time.monotonic()
+        if not was_up:  # back (or first heard of): its peers' presence counts again
+            self._recheck(machine)
+
+    def _recheck(self, machine: str | None = None) -> None:
+        """Bring remote presence in line with what is known now."""
+        assert self.runner is not None
+        now = time.time()
+        for remote in list(self._links):
+            origin = remote.partition(":")[0]
+            if machine is not None and origin != machine:
+                continue
+            record = self._presence_seen.get(remote) or {}
+            online = self._fresh(record, now, origin)
+            self.runner.carry_out(
+                self.runner.core.update_remote(
+                    remote, now, online=online, since=record.get("since"), last_seen=record.get("last_seen")
+                )
+            )
+
+    def _presence_changed(self, machine: str, name: str, record: Any) -> None:
+        if not isinstance(record, dict):
+            return
+        remote = _remote_name(machine, name)
+        self._presence_seen[remote] = record
+        if remote in self._links:
+            assert self.runner is not None
+            online = self._fresh(record, time.time(), machine)
+            self.runner.carry_out(
+                self.runner.core.update_remote(
+                    remote,
+                    time.time(),
+                    online=online,
+                    since=record.get("since"),
+                    last_seen=record.get("last_seen"),
+                )
+            )
+
+    # -- this machine's presence (the event feed) -------------------------------------
+    def _on_event(self, _: LinkConn, frame: dict[str, Any]) -> None:
+        name = frame.get("name")
+        if frame.get("op") != "event" or not isinstance(name, str) or ":" in name:
+            return
+        if frame["event"] == "peer_joined":
+            self._local_online[name] = frame["ts"]
+            self._put_presence(name, frame["ts"])
+        elif frame["event"] == "peer_left":
+            self._local_online.pop(name, None)
+            self._put_presence(name, frame["ts"])
+
+    def _put_presence(self, name: str, now: float) -> None:
+        since = self._local_online.get(name)
+        record = {"online": since is not None, "since": since, "last_seen": now, "at": now}
+        key = f"{self.layout.machine}.{token(name)}"
+        subject = self.conn.kv_subject(self.layout.presence_bucket, key)
+        self._records.append((subject, dumps(record).encode(), None))
+        self._schedule_drain()
+
+    async def _refresh_presence(self) -> None:
+        """Say this broker is alive, keep its online entries fresh, and take another
+        machine's peers offline when their broker went quiet (it died)."""
+        beats_per_refresh = max(1, round(PRESENCE_REFRESH / HEARTBEAT_INTERVAL))
+        beat = 0
+        while True:
+            now = time.time()
+            key = self.conn.kv_subject(self.layout.presence_bucket, self.layout.machine)
+            self._records.append((key, dumps({"at": now}).encode(), None))
+            self._schedule_drain()
+            if beat % beats_per_refresh == 0:
+                for name in list(self._local_online):
+                    self._put_presence(name, now)
+            beat += 1
+            self._recheck()
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
