@@ -9,7 +9,6 @@ import concurrent.futures
 import contextlib
 import logging
 import secrets
-import ssl
 import threading
 import time
 from collections.abc import Coroutine
@@ -23,6 +22,7 @@ from nats.js import api
 
 from ...config import Settings
 from ...errors import Contention, MeshError, StorageError, Unavailable
+from .auth import auth_options
 
 log = logging.getLogger("sessionmesh.nats")
 T = TypeVar("T")
@@ -90,20 +90,7 @@ class NatsConnection:
             "disconnected_cb": self._on_disconnected,
             "reconnected_cb": self._on_reconnected,
         }
-        if s.nats_creds:
-            opts["user_credentials"] = s.nats_creds
-        if s.nats_nkey_seed:
-            opts["nkeys_seed"] = s.nats_nkey_seed
-        if s.nats_user:
-            opts["user"] = s.nats_user
-            opts["password"] = s.nats_password or ""
-        if s.nats_token:
-            opts["token"] = s.nats_token
-        if s.nats_tls_ca or s.nats_tls_cert or any(u.startswith("tls://") for u in servers):
-            ctx = ssl.create_default_context(cafile=s.nats_tls_ca)
-            if s.nats_tls_cert:
-                ctx.load_cert_chain(s.nats_tls_cert, s.nats_tls_key)
-            opts["tls"] = ctx
+        opts.update(auth_options(s, servers))
         return opts
 
     async def _connect(self) -> None:

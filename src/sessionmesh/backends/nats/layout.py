@@ -83,10 +83,41 @@ class Layout:
 
     @property
     def route_stream(self) -> str:
-        return f"{self.namespace}_route"
+        """This machine's incoming routes: what other brokers hand it."""
+        return f"{self.namespace}_route_{self.machine}"
+
+    @property
+    def route_filter(self) -> str:
+        """Every subject of `route_stream` (``ns.to.<this>.<sender>``)."""
+        return f"{self.namespace}.to.{self.machine}.*"
 
     def route_subject(self, machine: str) -> str:
-        return f"{self.namespace}.route.{machine}"
+        """Where this machine publishes a record for ``machine``: the subject names the
+        sender, and a machine's NATS user may publish only under its own label
+        (`route_publish_allowed`), so the receiver knows who sent it."""
+        return f"{self.namespace}.to.{machine}.{self.machine}"
+
+    @property
+    def route_publish_allowed(self) -> str:
+        """The route subjects this machine's credentials may publish to."""
+        return f"{self.namespace}.to.*.{self.machine}"
+
+    def route_sender(self, subject: str) -> str | None:
+        """The sending machine a route subject names (None if it is not one of ours)."""
+        prefix = f"{self.namespace}.to.{self.machine}."
+        sender = subject[len(prefix) :] if subject.startswith(prefix) else ""
+        return sender if LABEL_RE.fullmatch(sender) else None
+
+    @property
+    def own_streams(self) -> tuple[str, ...]:
+        """The streams only this machine writes and reads."""
+        return (self.state_stream, self.audit_stream, self.route_stream)
+
+    @property
+    def inbox_prefix(self) -> str:
+        """Reply subjects of this machine's connection (its credentials may subscribe
+        under this prefix only, so no machine sees another's replies)."""
+        return f"_INBOX.{self.namespace}.{self.machine}"
 
     @property
     def peers_bucket(self) -> str:
@@ -102,7 +133,15 @@ class Layout:
 
 
 def layout_of(settings: Settings) -> Layout:
+    """This broker's layout: its label is ``machine``, else the one its credentials
+    file names, else the host's name. Raises `BadRequest` for a bad label or a
+    credentials file that does not fit (`auth.credentials_of`)."""
+    machine = settings.machine
+    if settings.nats_credentials:
+        from .auth import credentials_of
+
+        creds = credentials_of(settings)
+        machine = machine or (creds.machine if creds else None)
     return Layout(
-        check_label(settings.nats_namespace, what="nats_namespace"),
-        check_label(settings.machine or default_machine()),
+        check_label(settings.nats_namespace, what="nats_namespace"), check_label(machine or default_machine())
     )

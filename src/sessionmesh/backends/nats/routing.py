@@ -137,7 +137,7 @@ class NatsBackend:
             arrived.put_nowait(msg)
 
         route = await js.subscribe(
-            self.layout.route_subject(self.layout.machine),
+            self.layout.route_filter,
             stream=self.layout.route_stream,
             durable=durable,
             cb=on_record,
@@ -269,7 +269,7 @@ class NatsBackend:
             records = []
             for msg in msgs:
                 try:
-                    records.append(loads(msg.data))
+                    records.append(self._checked(msg.subject, loads(msg.data)))
                 except MeshError:
                     log.error("routes: dropped a record that is not JSON")
                     records.append(None)
@@ -283,6 +283,20 @@ class NatsBackend:
                 for msg in msgs:
                     with contextlib.suppress(*NATS_ERRORS):
                         await msg.ack()
+
+    def _checked(self, subject: str, record: Any) -> dict[str, Any] | None:
+        """``record`` if the machine it claims to come from is the one its subject names
+        (a machine's NATS user publishes only under its own label), else None: the
+        record is dropped, and the broker audits the attempt (``route_refused``)."""
+        sender = self.layout.route_sender(subject)
+        claimed = record.get("from") if isinstance(record, dict) else None
+        if sender is not None and claimed == sender:
+            return record
+        log.warning("routes: refused a record on %s that claims to come from %r", subject, claimed)
+        if self.loop is not None:  # the audit entry is committed with the batch (`_inbound`)
+            event = {"subject": subject, "sender": sender, "claimed": str(claimed)}
+            self.loop.call_soon_threadsafe(self.store.append_audit, time.time(), "route_refused", event)
+        return None
 
     async def _inbound(self, records: list[dict[str, Any] | None]) -> bool:
         """Give a batch of records to the core; True once what they wrote is committed

@@ -381,7 +381,7 @@ async def ensure_layout(conn: NatsConnection, layout: Layout, replicas: int) -> 
     await conn.ensure_stream(
         api.StreamConfig(
             name=layout.route_stream,
-            subjects=[f"{layout.namespace}.route.>"],
+            subjects=[layout.route_filter],
             num_replicas=replicas,
             storage=api.StorageType.FILE,
             retention=api.RetentionPolicy.WORK_QUEUE,  # a record is gone once its machine took it
