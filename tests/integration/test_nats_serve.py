@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import nats_overrides, read_line
 from tests.natsserver import NatsNode
@@ -66,3 +70,48 @@ def test_serve_takes_the_nats_backend_from_config_toml(nats_node: NatsNode, tmp_
         assert (health(url)["backend"], health(url)["machine"]) == ("nats", "lab")
     finally:
         stop(proc)
+
+
+@pytest.mark.parametrize("fate", ["killed", "frozen"])
+async def test_sigterm_stops_a_broker_within_5s_whatever_became_of_its_nats_server(
+    tmp_path: Path, fate: str
+) -> None:
+    """Killed: the connection drops. Frozen (SIGSTOP): the socket stays open and
+    nothing answers, as with a NATS that is slow or cut off by the network."""
+    from sessionmesh.client.aio import AsyncClient
+    from sessionmesh.envelope import SendStatus
+    from tests.conftest import BrokerProcess
+
+    node = NatsNode("doomed", tmp_path / "nats").start()
+    home = tmp_path / "home"
+    env = {f"MESH_{k.upper()}": str(v) for k, v in nats_overrides(node.url, "desk").items()}
+    broker = BrokerProcess(home, {**os.environ, "MESH_HOME": str(home), **env})
+    try:
+        broker.start()
+        settings = broker.settings(request_timeout=3.0)
+        async with AsyncClient(settings, "alice") as alice, AsyncClient(settings, "bob"):
+            assert (await alice.send("bob", "before")).status is SendStatus.RECEIVED
+            assert node.proc is not None
+            if fate == "killed":
+                node.kill()
+            else:
+                node.proc.send_signal(signal.SIGSTOP)
+            started = time.monotonic()
+            result = await alice.send("bob", "while NATS is gone")
+            assert result.status is SendStatus.TIMEOUT
+            assert time.monotonic() - started < 6.0
+            assert broker.proc is not None
+            broker.proc.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            try:
+                broker.proc.wait(timeout=5.0)
+            except subprocess.TimeoutExpired:
+                raise AssertionError("the broker did not stop within 5s of SIGTERM") from None
+        assert time.monotonic() - started < 5.0
+        with pytest.raises(ProcessLookupError):
+            os.kill(broker.proc.pid, 0)
+    finally:
+        if broker.proc is not None and broker.proc.poll() is None:
+            broker.kill()
+        broker._close_pipe()
+        node.kill()

@@ -29,6 +29,7 @@ T = TypeVar("T")
 
 PUBLISH_CHUNK = 2000  # records in flight at once during a commit
 COMMIT_TIMEOUT = 60.0  # a commit retries (a node lost, a leader elected) this long
+STOP_TIMEOUT = 2.5  # from a stop's start, NATS has this long to take what is left; then it is given up
 _WRONG_LAST_SEQUENCE = (10071, 10164)
 _STREAM_IN_USE = 10058
 
@@ -61,6 +62,20 @@ class NatsConnection:
         self.nc: Any = None
         self.js: Any = None
         self.connected = False
+        self._stop_by: float | None = None
+
+    def begin_stop(self, budget: float = STOP_TIMEOUT) -> None:
+        """The broker is stopping: from now on every wait on NATS ends within ``budget``
+        seconds in all (what is not acknowledged by then was never answered)."""
+        if self._stop_by is None:
+            self._stop_by = time.monotonic() + budget
+
+    def time_left(self, cap: float) -> float:
+        """How long a wait on NATS may take: ``cap``, or once a stop has begun, what is
+        left of its budget (a moment at least, so a healthy NATS still gets its turn)."""
+        if self._stop_by is None:
+            return cap
+        return max(0.05, min(cap, self._stop_by - time.monotonic()))
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -120,10 +135,17 @@ class NatsConnection:
         log.warning("nats: reconnected to %s", self.nc.connected_url.netloc if self.nc else "?")
 
     def call(self, coro: Coroutine[Any, Any, T], *, timeout: float | None = None, doing: str = "") -> T:
-        """Run ``coro`` on the NATS loop and wait for it; nats errors become `MeshError`."""
+        """Run ``coro`` on the NATS loop and wait for it; nats errors become `MeshError`.
+
+        While the client is disconnected this raises `Unavailable` at once: the
+        caller is the broker's loop, which must not stall on a NATS that is gone
+        (nor hold up a stop)."""
+        if self.nc is not None and not self.connected:
+            coro.close()
+            raise Unavailable(f"NATS is not reachable ({doing})", hint="check nats_url and the cluster")
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
-            return future.result(self.timeout if timeout is None else timeout)
+            return future.result(self.time_left(self.timeout if timeout is None else timeout))
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise StorageError(f"NATS did not answer in time ({doing})") from None
@@ -135,12 +157,15 @@ class NatsConnection:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def close(self) -> None:
+        """Close the client and stop its thread, within what is left of a stop's budget
+        (a NATS that is gone or slow does not hold the broker up)."""
+        self.begin_stop()
         if self._thread.is_alive():
             if self.nc is not None:
                 with contextlib.suppress(*NATS_ERRORS, RuntimeError):
-                    asyncio.run_coroutine_threadsafe(self.nc.close(), self.loop).result(5)
+                    asyncio.run_coroutine_threadsafe(self.nc.close(), self.loop).result(self.time_left(1.0))
             self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(5)
+            self._thread.join(self.time_left(1.0))
         if not self.loop.is_running():
             self.loop.close()
 

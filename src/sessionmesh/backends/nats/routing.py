@@ -162,18 +162,25 @@ class NatsBackend:
         ]
 
     async def stop(self) -> None:
+        """Hand NATS the last records and unsubscribe, all within the stop's budget
+        (`NatsConnection.begin_stop`), whatever state NATS is in: a route record not
+        published by then is sent again when the link comes back (its message waits
+        in the store, queued)."""
+        self.conn.begin_stop()
         for task in self._tasks:
             task.cancel()
         # the last deliveries, receipts and presence records (peers just left)
         for _ in range(3):
             await asyncio.sleep(0)
         self._drain()
-        with contextlib.suppress(MeshError):
-            await asyncio.wait_for(self._on_nats(self._wait_forwarded()), 10)
+        if self.conn.connected:
+            with contextlib.suppress(MeshError, asyncio.TimeoutError):
+                await asyncio.wait_for(self._on_nats(self._wait_forwarded()), self.conn.time_left(10.0))
         for future in self._nats_tasks:
             future.cancel()
-        with contextlib.suppress(MeshError, asyncio.TimeoutError):
-            await asyncio.wait_for(self._on_nats(self._unsubscribe()), 5)
+        if self.conn.connected:
+            with contextlib.suppress(MeshError, asyncio.TimeoutError):
+                await asyncio.wait_for(self._on_nats(self._unsubscribe()), self.conn.time_left(5.0))
 
     async def _wait_forwarded(self) -> None:
         assert self._queue is not None

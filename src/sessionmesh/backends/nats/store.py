@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import logging
 import secrets
 from collections.abc import Iterable
 from typing import Any
@@ -15,11 +16,14 @@ from ...codec import dumps, loads
 from ...config import Settings
 from ...core.locks import Lease
 from ...envelope import Envelope, ReceiptState
-from ...errors import BadRequest, Contention, DuplicateMessage, StorageError
+from ...errors import BadRequest, Contention, DuplicateMessage, StorageError, Unavailable
 from ...storage import PeerRecord, ReceiptUpdate, ThreadRecord
 from ...storage.memory import MemoryStore
 from .connection import COMMIT_TIMEOUT, Committer, NatsConnection, Record
 from .layout import PRESENCE_TTL, Layout, layout_of, token, untoken
+
+log = logging.getLogger("sessionmesh.nats")
+LEASE_READ_TIMEOUT = 1.0  # the tick reads the lease table: it must not stall the broker long
 
 
 def _peer_wire(peer: PeerRecord) -> dict[str, Any]:
@@ -135,11 +139,16 @@ class NatsStore(MemoryStore):
         return None
 
     def close(self) -> None:
+        """Write what is left and close. Once the broker is stopping (`begin_stop`), the
+        wait is bounded by the stop's budget: what JetStream has not acknowledged by
+        then was never answered to anyone, and is logged as given up."""
         if self._closed:
             return
         self._closed = True
         try:
-            self.commit()
+            self.commit_async().result(self._conn.time_left(COMMIT_TIMEOUT))
+        except concurrent.futures.TimeoutError:
+            log.error("nats: the last commit was not acknowledged before the stop; its senders got no answer")
         finally:
             if self._owns:
                 self._conn.close()
@@ -279,10 +288,20 @@ class NatsStore(MemoryStore):
 
     def _read_leases(self) -> None:
         data, rev = self._conn.call(
-            self._conn.kv_get(self.layout.leases_bucket, "table"), doing="reading the lease table"
+            self._conn.kv_get(self.layout.leases_bucket, "table"),
+            timeout=LEASE_READ_TIMEOUT,
+            doing="reading the lease table",
         )
         self._lease_rows = loads(data)["leases"] if data else []
         self._lease_rev = rev
+
+    def _refresh_leases(self) -> None:
+        """Read the table; when NATS is gone or slow, keep the one last read. A stale
+        table is safe: every write is a compare-and-set on the revision it was read at."""
+        try:
+            self._read_leases()
+        except (Unavailable, StorageError) as exc:
+            log.debug("nats: the lease table as last read (%s)", exc)
 
     def _write_leases(self, rows: list[dict[str, Any]]) -> None:
         """Compare-and-set the table against the revision last read; `Contention` if
@@ -302,7 +321,7 @@ class NatsStore(MemoryStore):
         self._lease_rows, self._lease_rev = rows, rev
 
     def leases(self) -> list[Lease]:
-        self._read_leases()
+        self._refresh_leases()
         found = [
             Lease(
                 r["resource"],
