@@ -74,15 +74,20 @@ class Credentials:
         return creds
 
     def write(self, path: Path) -> None:
-        """Write the file with mode 0600 from its first byte (never readable by others)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(self.to_json(), fh, indent=2)
-            fh.write("\n")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
+        """Write the file, mode 0600 (`write_private`)."""
+        write_private(path, (json.dumps(self.to_json(), indent=2) + "\n").encode())
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``, mode 0600 from its first byte (never readable by
+    other users, not even while it is written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
 
 
 def new_credentials(namespace: str, machine: str | None) -> Credentials:
