@@ -1848,6 +1848,30 @@ async def person_ops(m: Mesh) -> None:
         await peer.bye()
 
 
+@story("pair")
+async def pair(m: Mesh) -> None:
+    """§7.24 pair: an invitation and its acceptance, a stop and its acknowledgement, as
+    the two members' sessions see them."""
+    for name in ("builder", "reviewer"):
+        await m.join(name)
+    builder = await m.connect("builder")
+    reviewer = await m.connect("reviewer")
+    async with m.scene("pair", labels=True):
+        invite = {"action": "invite", "to": "reviewer", "role": "grip", "body": "the retry refactor in src/net"}
+        await builder.request("pair", invite, rid=1)
+        await reviewer.recv_until("deliver")
+        await reviewer.request("pair", {"action": "accept"}, rid=1)
+        await builder.recv_until("deliver")
+    async with m.scene("pair-stop", labels=True):
+        stop = {"action": "intercept", "urgent": True, "body": "that loop retries POSTs, which are not idempotent"}
+        await reviewer.request("pair", stop, rid=2)
+        await builder.recv_until("deliver")
+        await builder.request("pair", {"action": "ack", "body": "retrying GETs only"}, rid=2)
+        await reviewer.recv_until("deliver")
+    for peer in (builder, reviewer):
+        await peer.bye()
+
+
 @story("rate", env={"MESH_RATE_LIMIT": "1"})
 async def rate(m: Mesh) -> None:
     """§7.1 a rate-limited sender."""

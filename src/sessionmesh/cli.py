@@ -268,7 +268,7 @@ def cmd_peers(args: argparse.Namespace) -> int:
         return EXIT_OK
     now = time.time()
     table(
-        ["name", "presence", "activity", "client", "role", "status", "unread", "last seen", "cwd"],
+        ["name", "presence", "activity", "client", "role", "pair", "status", "unread", "last seen", "cwd"],
         [
             [
                 p["name"],
@@ -278,6 +278,9 @@ def cmd_peers(args: argparse.Namespace) -> int:
                 else "-",
                 p["meta"].get("client", "-"),
                 p["meta"].get("role") or "-",
+                f"{p['meta']['pair']['role']} with {p['meta']['pair']['with']}"
+                if p["meta"].get("pair")
+                else "-",
                 p["meta"].get("status") or "-",
                 p["unread"],
                 ago(p["last_seen"], now),
@@ -882,6 +885,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--idle-timeout", type=float, default=600.0, help="how long --when-idle waits (default 600 s)"
     )
+    from . import cli_pair
+
+    cli_pair.register(add, peer)
     p = add("await-idle", cmd_await_idle, "wait until a peer's agent is idle (its hooks say)", [peer])
     p.add_argument("name")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")

@@ -189,7 +189,8 @@ class Envelope:
     ttl: float = 7 * 24 * 3600.0
     ts: float = 0.0
     seq: int = field(default=0, compare=False)
-    # what a handoff carries beside the body (`Handoff`): paths, ack_required, evidence
+    # what a handoff carries beside the body (`Handoff`): paths, ack_required, evidence;
+    # and ``pair``, the kind of a pair-mode message, which only the broker sets
     handoff: dict[str, Any] | None = None
 
     @property
@@ -227,7 +228,7 @@ class Envelope:
             priority=Priority(data.get("priority", "normal")),
             ttl=float(data.get("ttl", 0.0)),
             ts=float(data.get("ts", 0.0)),
-            handoff={k: data[k] for k in HANDOFF_FIELDS if k in data} or None,
+            handoff={k: data[k] for k in (*HANDOFF_FIELDS, "pair") if k in data} or None,
         )
 
 

@@ -22,6 +22,7 @@ sides of the socket::
     │   ├── Impersonation           impersonation   403   `from` names someone else
     │   ├── BadSecret               bad_secret      403   name held by another secret
     │   ├── NotApprover             not_approver    403   only a person approves holds
+    │   ├── WrongRole               wrong_role      403   a pair action the other role takes
     │   └── ReservedName            reserved_name   403   `human` and its kin are the person's
     ├── NotFound                    not_found       404
     │   ├── UnknownPeer             unknown_peer    404
@@ -29,7 +30,8 @@ sides of the socket::
     │   └── NoPerson                no_person       404   no person credential set yet
     ├── Conflict                    conflict        409
     │   ├── NameTaken               name_taken      409   a live claimant holds it
-    │   └── NotHolder               not_holder      409   unlock of a lease you lack
+    │   ├── NotHolder               not_holder      409   unlock of a lease you lack
+    │   └── PairState               pair_state      409   not paired, already paired, no invitation
     ├── TooLarge                    too_large       413
     ├── WrongHost                   wrong_host      421   a Host header not the broker's own
     ├── RateLimited                 rate_limited    429
@@ -150,6 +152,10 @@ class NotApprover(Forbidden):
     code = "not_approver"
 
 
+class WrongRole(Forbidden):
+    code = "wrong_role"
+
+
 class ReservedName(Forbidden):
     """``human`` and the names that read as its sessions belong to the person."""
 
@@ -192,6 +198,10 @@ class NameTaken(Conflict):
 
 class NotHolder(Conflict):
     code = "not_holder"
+
+
+class PairState(Conflict):
+    code = "pair_state"
 
 
 class TooLarge(MeshError):

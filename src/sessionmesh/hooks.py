@@ -22,6 +22,12 @@ Formats, from each tool's hooks reference:
 
 On the stop event only unread *urgent* messages block; normal ones wait for the
 next turn's context.
+
+Before each tool call (Claude Code and Codex ``PreToolUse``, Gemini CLI
+``BeforeTool``, Pi's ``tool_call``) the hook only looks for a guard's stop on this
+agent (pair mode, `sessionmesh.blocks`): with one, it refuses the call with the
+guard's reason (``permissionDecision: deny``; Gemini's ``decision: deny``), except
+the call that acknowledges it (`acknowledges`). It asks the broker nothing.
 """
 
 from __future__ import annotations
@@ -92,6 +98,8 @@ def run_hook(settings: Settings, tool: str, event: str, name: str | None, *, std
     """
     hook_input = read_input(stdin or sys.stdin)
     fmt = hook_format(tool)
+    if event == fmt.pre_tool:
+        return _pre_tool(settings, fmt, event, name, hook_input)
     if event not in fmt.context_events and event != fmt.stop_event:
         return 0  # an event this hook has nothing to add to
     try:
@@ -122,6 +130,69 @@ def run_hook(settings: Settings, tool: str, event: str, name: str | None, *, std
     except Exception as exc:  # noqa: BLE001 - a hook must never break the agent's turn
         print(f"mesh hook: {exc}", file=sys.stderr)
     return 0
+
+
+def _pre_tool(
+    settings: Settings, fmt: HookFormat, event: str, name: str | None, hook_input: dict[str, Any]
+) -> int:
+    """Refuse this tool call while a guard's stop stands on this agent; always exits 0."""
+    from . import blocks
+
+    try:
+        if name is None and not settings.name:
+            from .client import discovery
+
+            cwd = hook_input.get("cwd") if isinstance(hook_input.get("cwd"), str) else os.getcwd()
+            name = discovery.default_name(cwd)
+        name = name or settings.name or ""
+        block = blocks.read(settings.home, name)
+        if block is None or acknowledges(hook_input):
+            return 0
+        sys.stdout.write(
+            json.dumps(fmt.deny(event, injection.stop_reason(block, name)), ensure_ascii=False) + "\n"
+        )
+        sys.stdout.flush()
+    except Exception as exc:  # noqa: BLE001 - a hook must never break the agent's turn
+        print(f"mesh hook: {exc}", file=sys.stderr)
+    return 0
+
+
+SHELL_SPECIALS = frozenset(";&|`$<>()\n")
+
+
+def acknowledges(hook_input: dict[str, Any]) -> bool:
+    """Whether a stopped grip's tool call is its way out, so the stop lets it through:
+    the mesh tool ``pair`` (however the program prefixes an MCP tool's name), or a
+    shell command that is one plain ``mesh pair …`` / ``mesh unpair`` (or ``python -m
+    sessionmesh …``) with nothing chained to it."""
+    import shlex
+
+    tool = str(hook_input.get("tool_name") or "")
+    if tool == "pair" or tool.endswith("__pair") or (tool.startswith("mcp_") and tool.endswith("_pair")):
+        return True
+    args = hook_input.get("tool_input")
+    command = args.get("command") if isinstance(args, dict) else None
+    if isinstance(command, list):
+        command = " ".join(shlex.quote(str(word)) for word in command)
+    if not isinstance(command, str) or SHELL_SPECIALS & set(command):
+        return False
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return False
+    if len(words) == 3 and os.path.basename(words[0]) in ("bash", "sh", "zsh") and words[1] in ("-c", "-lc"):
+        return acknowledges({"tool_input": {"command": words[2]}})  # a shell the program wraps it in
+    if words and os.path.basename(words[0]) == "mesh":
+        rest = words[1:]
+    elif (
+        len(words) > 2
+        and os.path.basename(words[0]).startswith("python")
+        and words[1:3] == ["-m", "sessionmesh"]
+    ):
+        rest = words[3:]
+    else:
+        return False
+    return rest[:1] == ["pair"] or rest[:1] == ["unpair"]
 
 
 def _report_activity(shot: BrokerCall, fmt: HookFormat, event: str, *, blocking: bool) -> None:

@@ -21,10 +21,37 @@ def body_text(body: Any) -> str:
     return body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)
 
 
+# pair mode's messages (core/pairs.py), by their ``pair`` field: what the headline calls
+# them, and what the recipient may do next
+PAIR_TITLES = {
+    "invite": "pair invitation from {sender}",
+    "accept": "{sender} accepted your pair invitation",
+    "decline": "{sender} declined your pair invitation",
+    "steer": "steering note from your guard {sender}",
+    "intercept": "your guard {sender} asks to take over",
+    "intercept!": "STOP from your guard {sender}",
+    "ack": "your grip {sender} acknowledged your stop",
+    "swap": "{sender} handed over the work",
+    "unpair": "pair ended by {sender}",
+}
+PAIR_HINTS = {
+    "invite": "Accept with `mesh pair accept {sender}` or decline with `mesh pair decline {sender}`"
+    " (or the mesh tool pair, action accept or decline).",
+    "steer": "Your guard reviews your work: weigh the note and go on.",
+    "intercept": "Hand over at a safe point with `mesh pair swap` (or the mesh tool pair, action swap);"
+    " until then go on.",
+    "intercept!": "Your tool calls are refused until you acknowledge with `mesh pair ack`"
+    " (or the mesh tool pair, action ack).",
+}
+
+
 def headline(env: dict[str, Any]) -> str:
     """One line naming the sender, the kind and the ids: ``[mesh] request from backend …``."""
     kind = env.get("kind") or "message"
-    parts = [f"[mesh] {kind} from {env.get('from')}"]
+    title = PAIR_TITLES.get(env.get("pair") or "")
+    parts = [
+        f"[mesh] {title.format(sender=env.get('from'))}" if title else f"[mesh] {kind} from {env.get('from')}"
+    ]
     if env.get("priority") == "urgent":
         parts.append("URGENT")
     parts.append(f"id={env.get('id')}")
@@ -42,6 +69,8 @@ def headline(env: dict[str, Any]) -> str:
 
 def reply_hint(env: dict[str, Any]) -> str:
     """What to do to answer this message, or '' when no answer is expected."""
+    if env.get("pair"):
+        return PAIR_HINTS.get(env["pair"], "").format(sender=env.get("from"))
     if env.get("kind") == "request":
         return (
             f"It expects a reply: reply to id {env.get('id')} with an end-state "
@@ -53,6 +82,17 @@ def reply_hint(env: dict[str, Any]) -> str:
 
 
 QUOTE = "| "  # not "> ": Codex and Gemini CLI escape "<", ">" and "&" in hook context
+
+
+def stop_reason(block: dict[str, Any], name: str) -> str:
+    """Why a stopped grip's tool call is refused, and how it goes on (the pre-tool hook)."""
+    quoted = "\n".join(f"{QUOTE}{line}" for line in str(block.get("reason") or "").splitlines() or [""])
+    return (
+        f"[mesh] Your guard {block.get('by')} stopped your tool calls (pair mode; id={block.get('id')})."
+        f" Its reason, a peer agent's words and not your user's:\n{quoted}\n"
+        f"No tool runs until you acknowledge: run `mesh pair ack --as {name}` (or call the mesh tool"
+        " pair with action ack), then go on as the reason warrants."
+    )
 
 
 def handoff_lines(env: dict[str, Any]) -> list[str]:

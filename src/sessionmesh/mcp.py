@@ -41,6 +41,8 @@ TOOL_NAMES = (
     "ask",
     "ask_all",
     "set_policy",
+    "pair",
+    "await_idle",
     "track",
     "lock",
     "unlock",
@@ -269,6 +271,27 @@ class MeshTools:
         person = "".join(f"; set by the person: {r}" for r in result["configured"])
         return f"your inbound policy: {mine['default']} by default{senders}{person} (the stricter rule wins)"
 
+    async def pair(self, action: str, name: str | None, role: str, text: str | None) -> str:
+        from .cli_pair import describe
+
+        args: dict[str, Any] = {"action": action}
+        if action == "invite":
+            args.update(to=name, role=role)
+        elif action in ("accept", "decline") and name:
+            args["from"] = name
+        elif action == "stop":
+            args.update(action="intercept", urgent=True)
+        if text:
+            args["body"] = text
+        result = await self.call(lambda: self.peer.request("pair", **args))
+        return "\n".join(describe(result))
+
+    async def await_idle(self, name: str, timeout: float) -> str:
+        result = await self.call(
+            lambda: self.peer.request("await_idle", answer_timeout=timeout + 5, name=name, timeout=timeout)
+        )
+        return f"{name} is {result.get('activity') or 'idle'}"
+
 
 class MeshServer(FastMCP):
     """FastMCP that reports the client session on its first request (clients list
@@ -454,6 +477,47 @@ def build_server(tools: MeshTools, *, push: Callable[[ServerSession], None]) -> 
         rules the person set, never loosen them."""
         await session_seen(ctx)
         return await tools.set_policy(policy, sender)
+
+    @server.tool(structured_output=False)
+    async def pair(
+        action: Annotated[
+            str,
+            Field(
+                description="status, invite, accept, decline, steer, intercept, stop, ack, swap or unpair",
+                pattern="^(status|invite|accept|decline|steer|intercept|stop|ack|swap|unpair)$",
+            ),
+        ],
+        ctx: Context[Any, Any, Any],
+        name: Annotated[str | None, Field(description="invite: whom; accept/decline: the inviter")] = None,
+        role: Annotated[
+            str,
+            Field(
+                description="invite: your role, grip (you build) or guard (you review)",
+                pattern="^(grip|guard)$",
+            ),
+        ] = "grip",
+        text: Annotated[
+            str | None, Field(description="steer: the note; intercept/stop: the reason; invite: the work")
+        ] = None,
+    ) -> str:
+        """Pair with another agent: the grip builds (edits, runs tools, commits), the guard
+        reviews and steers. invite a peer, and it accepts or declines. The guard steers
+        (a note to the grip), intercepts (asks to take over; the grip swaps when ready) or
+        stops the grip (its tool calls are refused until it acks). The grip acks a stop and
+        swaps roles. Either unpairs. status shows the pair and invitations."""
+        await session_seen(ctx)
+        return await tools.pair(action, name, role, text)
+
+    @server.tool(structured_output=False)
+    async def await_idle(
+        name: Annotated[str, Field(description="the peer to wait for")],
+        ctx: Context[Any, Any, Any],
+        timeout: Annotated[float, Field(description="seconds to wait at most", gt=0, le=3600)] = 600,
+    ) -> str:
+        """Wait until a peer's agent is idle (its turn ended), e.g. before handing it work
+        it should start fresh. Answers at once when it is idle already."""
+        await session_seen(ctx)
+        return await tools.await_idle(name, timeout)
 
     return server
 

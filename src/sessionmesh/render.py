@@ -92,6 +92,8 @@ def message_line(env: dict[str, Any], stream: TextIO = sys.stdout) -> str:
     tag = kind if kind != "message" else ""
     if env.get("status"):
         tag = f"{tag} {env['status']}".strip()
+    if env.get("pair"):  # pair mode's messages (core/pairs.py)
+        tag = f"pair {env['pair']}"
     if env.get("priority") == "urgent":
         tag = f"URGENT {tag}".strip()
     to = env.get("to")

@@ -26,12 +26,12 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from . import __version__
+from . import __version__, blocks
 from .backends import open_backend
 from .codec import dumps
 from .config import Settings
 from .core.broker import Caller, Core
-from .core.effects import Effect, Push, Respond
+from .core.effects import Effect, Mark, Push, Respond
 from .core.safety import SCREENED, SecretAction, costly, warm
 from .dashboard import Dashboard
 from .envelope import PERSON, body_size, is_person_name
@@ -101,6 +101,7 @@ class Runner:
         self.backend = open_backend(settings)
         self.store = self.backend.store
         self.core = Core(self.store, settings)
+        blocks.sync(settings.home, self.core.blocks())  # pair mode's stops, for the grips' hooks
         self.metrics = Metrics(self)
         self.person = PersonGate(settings, self._audit)
         self.gate = Gate()  # connections that have not shown the token (gate.py)
@@ -296,6 +297,8 @@ class Runner:
                     conn.push(effect.frame)
             elif isinstance(effect, Respond):
                 self._respond(effect)
+            elif isinstance(effect, Mark):
+                blocks.write(self.settings.home, effect.name, effect.block)
 
     def _respond(self, effect: Respond) -> None:
         key = effect.reply_to

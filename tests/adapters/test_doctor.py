@@ -94,20 +94,20 @@ def test_codex_trust_of_the_project_and_of_each_hook_is_read_from_codex_home(pro
     _, report = doctor(project, "codex")
     found = dict((what, level) for level, what in lines(report, "codex"))
     assert found[f"Codex does not trust {project}, so it ignores its .codex/ folder"] == "fail"
-    assert found["Codex has trusted 0 of the 4 sessionmesh hooks; it skips the rest"] == "fail"
+    assert found["Codex has trusted 0 of the 5 sessionmesh hooks; it skips the rest"] == "fail"
     codex_home = Path(os.environ["HOME"]) / ".codex"
     codex_home.mkdir()
     hooks = project / ".codex" / "hooks.json"
     state = "\n".join(
         f'[hooks.state."{hooks}:{event.lower()}:0:0"]\ntrusted_hash = "sha256:x"\n'
-        for event in ("session_start", "user_prompt_submit", "post_tool_use", "stop")
+        for event in ("session_start", "user_prompt_submit", "pre_tool_use", "post_tool_use", "stop")
     )
     (codex_home / "config.toml").write_text(f'[projects."{project}"]\ntrust_level = "trusted"\n\n{state}')
     tomllib.loads((codex_home / "config.toml").read_text())
     _, report = doctor(project, "codex")
     found = dict((what, level) for level, what in lines(report, "codex"))
     assert found[f"Codex trusts the project {project}"] == "ok"
-    assert found["the sessionmesh hooks are trusted in Codex (4 of 4)"] == "ok"
+    assert found["the sessionmesh hooks are trusted in Codex (5 of 5)"] == "ok"
 
 
 def test_gemini_folder_trust_is_explained_until_the_folder_is_trusted(project: Path) -> None:

@@ -21,6 +21,7 @@ from .args import int_arg
 from .effects import Effect, Respond
 from .holds import HoldsMixin
 from .leases import LeasesMixin
+from .pairs import PairsMixin
 from .peers import META_KEYS, PeersMixin, Presence, hash_secret
 from .receipts import ReceiptsMixin
 from .remote import RemoteMixin
@@ -36,6 +37,7 @@ RESOLVE_LIMIT = 10  # ids answered: enough to show an ambiguity
 
 
 class Core(
+    PairsMixin,
     PeersMixin,
     SendingMixin,
     HoldsMixin,
@@ -68,6 +70,7 @@ class Core(
             "forget": self.forget_peer,
             "policy": self.set_policy,
             "await_idle": self.await_idle,
+            "pair": self.pair,
             "log": self.log,
             "held": self.held,
             "approve": self.approve,

@@ -1,4 +1,4 @@
-"""What the core asks its server to do after a command: answer, push, or hang up."""
+"""What the core asks its server to do after a command: answer, push, or mark."""
 
 from __future__ import annotations
 
@@ -26,4 +26,13 @@ class Push:
     frame: dict[str, Any]
 
 
-Effect = Respond | Push
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """Set (or, with ``None``, clear) the block a guard put on ``name``, where the
+    grip's pre-tool hook reads it without asking the broker (`sessionmesh.blocks`)."""
+
+    name: str
+    block: dict[str, Any] | None
+
+
+Effect = Respond | Push | Mark

@@ -19,7 +19,8 @@ from .safety import screen_field
 from .state import Caller, CoreState, LiveConn
 
 META_KEYS = ("machine", "cwd", "git_root", "client", "role", "status", "refuse")
-PRIVATE_META = frozenset({"refuse", "policy"})  # a peer's own business: never shown to others
+# a peer's own business, never shown to others
+PRIVATE_META = frozenset({"refuse", "policy", "pair_block", "pair_invites"})
 
 
 class Presence(enum.StrEnum):
@@ -188,6 +189,7 @@ class PeersMixin(CoreState):
                 pending.waiting.discard(name)
                 effects.extend(self._maybe_finish(pending))
         if graceful:
+            self._pairs_on_leave(name, now, effects)
             for lease in self.store.leases():
                 if lease.holder == name:
                     self.store.delete_lease(lease.resource, name)
@@ -334,6 +336,7 @@ class PeersMixin(CoreState):
         for lease in leases:
             self.store.delete_lease(lease.resource, name)
             self._event(effects, now, "lock_released", resource=lease.resource, holder=name)
+        self._pairs_on_leave(name, now, effects)
         self.store.delete_peer(name)
         del self._peer_cache[name]
         self._last_seen.pop(name, None)

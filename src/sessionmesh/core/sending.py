@@ -84,8 +84,11 @@ def _empty(body: Any) -> bool:
 class SendingMixin(CoreState):
     """The `send` op and everything between a draft and its answer."""
 
-    def send(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
-        """Validate, store, deliver, answer: received, queued, denied, refused or sent."""
+    def send(
+        self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float, *, pair: str | None = None
+    ) -> list[Effect]:
+        """Validate, store, deliver, answer: received, queued, denied, refused or sent.
+        ``pair`` marks a message the pair op composes (core/pairs.py); no client sets it."""
         sender = caller.name
         # A message another broker relays (a link's sender): it names the recipients
         # here, and keeps the `to` it was sent with (a topic, broadcast, a list).
@@ -113,6 +116,8 @@ class SendingMixin(CoreState):
                     f"{sender!r} is over {self.settings.rate_limit:g} sends per second",
                     hint="slow down and resend with the same id",
                 )
+            if pair is not None:
+                draft = replace(draft, handoff={**(draft.handoff or {}), "pair": pair})
             env, parent = self._envelope(sender, draft, now)
         except Refusal as refusal:
             return [self._refuse(reply_to, refusal.msg_id, refusal.error, now)]

@@ -102,6 +102,10 @@ class CoreState:
     def _forget_wakers(self, reply_to: Hashable) -> None:
         """The caller behind ``reply_to`` is gone."""
 
+    # a hook that `PairsMixin` overrides
+    def _pairs_on_leave(self, name: str, now: float, effects: list[Effect]) -> None:
+        """``name`` left gracefully or was forgotten: its pair ends."""
+
     def _conns_of(self, name: str) -> list[int]:
         """Every live connection that acts for ``name`` (its attachments; a link)."""
         attached = self._attachments.get(name)

@@ -40,6 +40,8 @@ class HookFormat(NamedTuple):
     turn_start: frozenset[str] = frozenset()  # events that begin a turn (the agent is working)
     waiter: bool = False  # the start event starts a detached waiter (`mesh wake TOOL`)
     escapes: str = ""  # characters the program turns into HTML entities on their way to the model
+    pre_tool: str = ""  # the event before each tool call, which can refuse the call (pair mode's stop)
+    deny_decision: str = ""  # that refusal as a top-level decision; "" for permissionDecision deny
 
     def note(self, text: str) -> str:
         """``text`` with a line telling the model how to read what the program escaped."""
@@ -54,6 +56,19 @@ class HookFormat(NamedTuple):
         }
         pairs = ", ".join(f"{names[c][0]} stands for {names[c][1]}" for c in hit)
         return f"{text}\n(This program escapes the text above: {pairs}.)"
+
+    def deny(self, event: str, reason: str) -> dict[str, Any]:
+        """Refuse the tool call of ``event`` (the pre-tool event); the model reads ``reason``."""
+        reason = self.note(reason)
+        if self.deny_decision:
+            return {"decision": self.deny_decision, "reason": reason}
+        return {
+            "hookSpecificOutput": {
+                "hookEventName": event,
+                "permissionDecision": "deny",
+                "permissionDecisionReason": reason,
+            }
+        }
 
     def render(self, event: str, text: str) -> dict[str, Any]:
         text = self.note(text)

@@ -45,11 +45,13 @@ HOOKS = HookFormat(
     "SessionStart",
     frozenset({"PostToolUse", "Stop"}),
     turn_start=frozenset({"UserPromptSubmit"}),
+    pre_tool="PreToolUse",
 )
 # event → matcher (None: the event takes no matcher)
 EVENTS: dict[str, str | None] = {
     "SessionStart": None,
     "UserPromptSubmit": None,
+    "PreToolUse": "*",
     "PostToolUse": "*",
     "Stop": None,
 }

@@ -49,8 +49,9 @@ HOOKS = HookFormat(
     frozenset({"PostToolUse", "Stop"}),
     turn_start=frozenset({"UserPromptSubmit"}),
     waiter=True,
+    pre_tool="PreToolUse",
 )
-EVENTS = ("SessionStart", "UserPromptSubmit", "PostToolUse", "Stop")
+EVENTS = ("SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "Stop")
 HOOK_TIMEOUT = 10  # seconds
 # what Codex passes to an MCP server of its own accord (codex-rs rmcp-client)
 PASSED_THROUGH = ("HOME", "LOGNAME", "PATH", "SHELL", "USER", "LANG", "LC_ALL", "TERM", "TMPDIR", "TZ")

@@ -52,10 +52,13 @@ HOOKS = HookFormat(
     frozenset({"AfterTool", "AfterAgent"}),
     turn_start=frozenset({"BeforeAgent"}),
     escapes="<>",  # hook context is wrapped in <hook_context>, with < and > escaped inside
+    pre_tool="BeforeTool",
+    deny_decision="deny",
 )
 EVENTS: dict[str, str | None] = {
     "SessionStart": None,
     "BeforeAgent": None,
+    "BeforeTool": "*",
     "AfterTool": "*",
     "AfterAgent": None,
 }

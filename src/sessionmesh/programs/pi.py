@@ -49,6 +49,7 @@ HOOKS = HookFormat(
     "session_start",
     frozenset({"tool_result", "agent_end"}),
     turn_start=frozenset({"before_agent_start"}),
+    pre_tool="tool_call",
 )
 MESH_LINE = "const MESH: string[] = "
 ARGS_LINE = "const INSTALLED_ARGS: string[] = "

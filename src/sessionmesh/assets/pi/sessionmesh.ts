@@ -7,7 +7,8 @@
 // run at the same moments Claude Code runs its hooks: at session start and before
 // each prompt (into the turn that starts), after each tool call (as a steering
 // message the model reads before its next request) and when the agent stops (an
-// unread urgent message starts one more turn). The Python side frames the text and
+// unread urgent message starts one more turn). Before each tool call it asks the
+// hook whether a pair guard's stop refuses it. The Python side frames the text and
 // decides what to show; what it showed counts as read only at a later event of the
 // same session that follows a model response (a tool result, the stop), so every
 // text delivered here is followed by such an event: the session id is Pi's own.
@@ -26,7 +27,19 @@ const CLIENT_KIND = "pi";
 const PROTOCOL_VERSION = "2025-06-18";
 // The mesh tools offered to Pi's model. get_messages is left out: this extension
 // delivers messages itself.
-const TOOLS = ["list_peers", "send", "reply", "ask", "track", "lock", "unlock", "locks", "set_status"];
+const TOOLS = [
+  "list_peers",
+  "send",
+  "reply",
+  "ask",
+  "track",
+  "lock",
+  "unlock",
+  "locks",
+  "set_status",
+  "pair",
+  "await_idle",
+];
 
 const HOOK_TIMEOUT_MS = 10_000; // a hook is one broker call; past this it is stuck
 const MCP_START_TIMEOUT_MS = 15_000; // `mesh mcp` answers initialize before it loads
@@ -243,7 +256,7 @@ class Mesh {
 
 // -- mesh hook pi EVENT -------------------------------------------------------------
 
-type HookAnswer = { context?: string; block?: string };
+type HookAnswer = { context?: string; block?: string; deny?: string };
 
 /** Run `mesh hook pi <event>` with the hook's JSON on stdin and read its answer.
  * Never throws: a hook that fails or says nothing is an empty answer. */
@@ -280,6 +293,10 @@ function parseHook(stdout: string): HookAnswer {
     const data = JSON.parse(line);
     if (data?.decision === "block" && typeof data.reason === "string" && data.reason) {
       return { block: data.reason };
+    }
+    const specific = data?.hookSpecificOutput;
+    if (specific?.permissionDecision === "deny" && typeof specific.permissionDecisionReason === "string") {
+      return { deny: specific.permissionDecisionReason };
     }
     const text = data?.hookSpecificOutput?.additionalContext;
     return typeof text === "string" && text ? { context: text } : {};
@@ -439,6 +456,13 @@ export default function sessionmesh(pi: ExtensionAPI) {
     startText = "";
     if (!text) return;
     return { message: { customType: CUSTOM_TYPE, content: text, display: true } };
+  });
+
+  pi.on("tool_call", async (event) => {
+    // Pair mode: a guard's stop refuses every tool call but the one that acknowledges
+    // it. The hook only looks for the stop's file; it asks the broker nothing.
+    const answer = await hook("tool_call", { tool_name: event.toolName, tool_input: event.input });
+    if (answer.deny) return { block: true, reason: answer.deny };
   });
 
   pi.on("tool_result", async () => {
