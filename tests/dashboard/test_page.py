@@ -114,6 +114,24 @@ def test_the_person_sees_which_agents_hold_their_mail(page: Any, peers: Peers) -
     assert "policy" not in others["deployer"]
 
 
+def test_pairs_and_a_guard_s_stop_show_live_on_the_peers(page: Any, peers: Peers) -> None:
+    """Issue #17 item 1: roles and swaps are events the dashboard shows."""
+    builder = peers("builder")
+    reviewer = peers("reviewer")
+    builder.request("pair", action="invite", to="reviewer")
+    reviewer.request("pair", action="accept")
+    expect(peer_row(page, "builder")).to_contain_text("grip with reviewer", timeout=WAIT_MS)
+    expect(peer_row(page, "reviewer")).to_contain_text("guard with builder", timeout=WAIT_MS)
+    reviewer.request("pair", action="intercept", urgent=True, body="wrong database")
+    expect(peer_row(page, "builder")).to_contain_text("stopped by reviewer", timeout=WAIT_MS)
+    builder.request("pair", action="ack")
+    expect(peer_row(page, "builder")).not_to_contain_text("stopped by", timeout=WAIT_MS)
+    builder.request("pair", action="swap")
+    expect(peer_row(page, "builder")).to_contain_text("guard with reviewer", timeout=WAIT_MS)
+    reviewer.request("pair", action="unpair")
+    expect(peer_row(page, "reviewer")).not_to_contain_text("with builder", timeout=WAIT_MS)
+
+
 def test_a_handoff_shows_its_paths_and_evidence(page: Any, peers: Peers) -> None:
     """Issue #17 item 4: the dashboard shows what a handoff carries."""
     alice = peers("alice")

@@ -228,8 +228,9 @@ class PeersMixin(CoreState):
                     **self._activity_fields(name),
                 }
             )
-            if caller.name == PERSON:  # the person sees each peer's inbound policy; peers never do
+            if caller.name == PERSON:  # the person sees each peer's inbound policy and stop; peers never do
                 out[-1]["policy"] = self._policy_summary(name)
+                out[-1]["stopped_by"] = (peer.meta.get("pair_block") or {}).get("by")
         return [Respond(reply_to, {"peers": out})]
 
     def _policy_summary(self, name: str) -> dict[str, Any]:

@@ -182,6 +182,14 @@ function upsertPeer(name, fields) {
   return peer;
 }
 
+// pair mode: the roles are in each member's meta; a stop only in the person's view
+function setPair(name, pair) {
+  const meta = { ...((S.peers.get(name) || {}).meta || {}) };
+  if (pair) meta.pair = pair;
+  else delete meta.pair;
+  upsertPeer(name, pair ? { meta } : { meta, stopped_by: null });
+}
+
 function touchPeer(name, ts) {
   const peer = S.peers.get(name);
   if (!peer) {
@@ -234,6 +242,8 @@ function renderPeer(p) {
   if (policy.default === "refuse") name.append(el("span", "tag policy", "refuses mail"));
   const bySender = Object.entries(policy.from || {}).map(([n, v]) => `${v} ${n}`).join(", ");
   if (bySender) name.title = `inbound policy: ${bySender}`;
+  if (meta.pair) name.append(el("span", "tag pair", `${meta.pair.role} with ${meta.pair.with}`));
+  if (p.stopped_by) name.append(el("span", "tag stop", `stopped by ${p.stopped_by}`));
   row.append(name);
   const doing = p.activity ? ` · ${p.activity} ${ago(p.activity_since)}` : "";
   row.append(el("span", "seen", (presence === "online" ? "online" : `${presence} · ${ago(p.last_seen)}`) + doing));
@@ -685,6 +695,20 @@ function applyEvent(ev) {
       break;
     case "peer_policy":
       upsertPeer(ev.name, { policy: ev.policy });
+      break;
+    case "pair_started":
+    case "pair_swapped":
+      setPair(ev.grip, { with: ev.guard, role: "grip", since: ev.ts });
+      setPair(ev.guard, { with: ev.grip, role: "guard", since: ev.ts });
+      break;
+    case "pair_ended":
+      for (const member of ev.members) setPair(member, null);
+      break;
+    case "pair_intercepted":
+      if (ev.urgent) upsertPeer(ev.grip, { stopped_by: ev.guard });
+      break;
+    case "pair_acked":
+      upsertPeer(ev.grip, { stopped_by: null });
       break;
     case "peer_activity":
       upsertPeer(ev.name, { activity: ev.activity, activity_since: ev.ts, last_seen: ev.ts });
