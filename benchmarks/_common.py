@@ -3,11 +3,19 @@
 Every benchmark starts its own broker with ``python -m sessionmesh serve --port 0
 --home TMPDIR`` in a subprocess (the same way tests/conftest.py does), so the
 broker and the clients are different processes, as in real use.
+
+No benchmark leaves a process behind, however it ends: every child (`spawn`) runs
+in a process group of its own, and each group is ended when the benchmark exits
+(normally, by an exception, on SIGINT or SIGTERM), and by the kernel when it is
+killed outright (the children ask for SIGTERM when their parent dies).
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
+import ctypes
 import json
 import math
 import os
@@ -28,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 START_TIMEOUT = 20.0
+STOP_GRACE = 8.0  # a child's group has this long after SIGTERM before SIGKILL
 BIN_DIR = os.path.join(sys.prefix, "bin")
 MESH_BIN = os.path.join(BIN_DIR, "mesh")
 NATS_BIN = os.path.join(BIN_DIR, "nats-server")
@@ -144,6 +153,81 @@ def machine_load(t0: tuple[int, int, int], t1: tuple[int, int, int]) -> dict[str
     }
 
 
+# -- child processes ------------------------------------------------------------
+_children: list[subprocess.Popen[Any]] = []
+_PR_SET_PDEATHSIG = 1
+
+
+def _in_child() -> None:
+    """Runs in the child before exec: SIGTERM it when the benchmark dies, even by
+    SIGKILL (Linux; elsewhere the atexit and signal handlers are all there is)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _on_signal(signum: int, _frame: Any) -> None:
+    end_children()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)  # die of the signal, as without this handler
+
+
+def _install_reaper() -> None:
+    if getattr(_install_reaper, "done", False):
+        return
+    _install_reaper.done = True  # type: ignore[attr-defined]
+    atexit.register(end_children)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _on_signal)
+
+
+def spawn(cmd: list[str], **kw: Any) -> subprocess.Popen[Any]:
+    """`subprocess.Popen` in a process group (session) of its own, ended with every
+    other child when the benchmark ends (`end_children`)."""
+    _install_reaper()
+    proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_in_child, **kw)
+    _children.append(proc)
+    return proc
+
+
+def end_group(proc: subprocess.Popen[Any], grace: float = STOP_GRACE) -> None:
+    """SIGTERM the child's whole process group; SIGKILL what is left after ``grace``
+    (the leader's children too, though the leader itself may be gone already)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
+    while time.monotonic() < deadline and _group_alive(proc.pid):
+        time.sleep(0.05)  # sleep-ok: bounded wait for processes this benchmark started
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+    forget(proc)
+
+
+def forget(proc: subprocess.Popen[Any]) -> None:
+    """A child that ended on its own, with its group: nothing to end any more."""
+    with contextlib.suppress(ValueError):
+        _children.remove(proc)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def end_children() -> None:
+    """End every child's process group that is still there (atexit, signals)."""
+    while _children:
+        end_group(_children[-1])
+
+
 # -- the broker -----------------------------------------------------------------
 def _read_line(proc: subprocess.Popen[str], timeout: float) -> str:
     assert proc.stdout is not None
@@ -185,23 +269,18 @@ def start_broker(
     for key in ("MESH_URL", "MESH_NAME", "MESH_TOKEN"):
         env.pop(key, None)
     cmd = [sys.executable, *(python_args or []), "-m", "sessionmesh", "serve", "--port", "0", "--home", home]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    proc = spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     line = _read_line(proc, START_TIMEOUT)
     if "listening on" not in line:
-        proc.kill()
+        end_group(proc)
         raise RuntimeError(f"broker did not start: {line!r}")
     url = line.split("listening on ", 1)[1].split()[0]
     return Broker(home, proc, url, env)
 
 
 def stop_broker(b: Broker) -> None:
-    if b.proc.poll() is None:
-        b.proc.send_signal(signal.SIGTERM)
-        try:
-            b.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            b.proc.kill()
-            b.proc.wait(timeout=5)
+    """SIGTERM the broker and its children (screening workers); SIGKILL after a grace."""
+    end_group(b.proc)
 
 
 @contextmanager

@@ -49,7 +49,7 @@ def start_once(env: dict[str, str], name: str) -> dict[str, float]:
     """One ``mesh mcp`` start: seconds to the initialize answer, the tools/list answer,
     and the first tool call's answer."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(
+    proc = c.spawn(
         [c.MESH_BIN, "mcp", "--as", name],
         env=env,
         stdin=subprocess.PIPE,

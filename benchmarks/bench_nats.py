@@ -20,6 +20,10 @@ round by round, interleaved:
 
     python benchmarks/bench_nats.py [--nodes 1|3] [--samples 1000] [--rounds 3]
                                     [--senders 10] [--window 16] [--duration 6] [--json]
+
+Time bound: every phase has its own limit, and the whole run `run_bound` (296 s at
+the defaults); past it the run fails instead of hanging. Every child (nats-server,
+brokers) runs in a process group of its own that is ended however the run ends.
 """
 
 from __future__ import annotations
@@ -41,9 +45,11 @@ from tests.natsserver import NatsNode, cluster, start_all  # noqa: E402 - the te
 
 
 def start_nodes(root: Path, nodes: int) -> list[NatsNode]:
-    if nodes == 1:
-        return [NatsNode("solo", root).start()]
-    return start_all(cluster(root, nodes))
+    """One JetStream nats-server, or a cluster, each in a process group of its own."""
+    found = [NatsNode("solo", root)] if nodes == 1 else cluster(root, nodes)
+    for node in found:
+        node.spawn = c.spawn
+    return start_all(found)
 
 
 def start_machines(nodes: list[NatsNode], root: Path) -> tuple[c.Broker, c.Broker]:
@@ -122,12 +128,14 @@ async def mesh_throughput(a: c.Broker, b: c.Broker, *, senders: int, window: int
             await rx[i].recv()
             received[i] += 1
 
+    stopping = False
+
     async def send_loop(i: int) -> None:
         nonlocal count
 
         async def one() -> None:
             nonlocal count
-            while True:
+            while not stopping:
                 res = await tx[i].send(f"b:{rx[i].name}", c.BODY)
                 if counting:
                     count += 1
@@ -149,9 +157,9 @@ async def mesh_throughput(a: c.Broker, b: c.Broker, *, senders: int, window: int
     counting = False
     elapsed = time.perf_counter() - t0
     cpu_a1, cpu_b1 = c.cpu_seconds(a.pid), c.cpu_seconds(b.pid)
-    for task in loops + consumers:
-        task.cancel()
-    await asyncio.gather(*loops, *consumers, return_exceptions=True)
+    stopping = True
+    await finish(loops)
+    await finish(consumers, timeout=0)
     await asyncio.gather(*(x.close() for x in rx + tx), return_exceptions=True)
     return {
         "msgs_per_s": round(count / elapsed, 1),
@@ -159,6 +167,20 @@ async def mesh_throughput(a: c.Broker, b: c.Broker, *, senders: int, window: int
         "broker_a_cpu_us_per_msg": round((cpu_a1 - cpu_a0) / max(count, 1) * 1e6, 1),
         "broker_b_cpu_us_per_msg": round((cpu_b1 - cpu_b0) / max(count, 1) * 1e6, 1),
     }
+
+
+async def finish(tasks: list[asyncio.Task[Any]], timeout: float = 15.0) -> None:
+    """Let looping tasks see their stop flag and end; cancel what is still running
+    after ``timeout``. Cancelling alone is not enough: on Python 3.11 a cancel that
+    lands as a request's answer arrives is lost inside ``asyncio.wait_for`` (which
+    nats-py's request and the client's send use), and the loop runs on forever;
+    under load that happens every time (this was bench_nats's stall at its defaults)."""
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:  # bounded too: a task whose cancel was lost is left behind, not awaited
+            await asyncio.wait(pending, timeout=5.0)
 
 
 async def nats_requests(urls: list[str], *, samples: int, warmup: int) -> dict:
@@ -206,9 +228,11 @@ async def nats_throughput(urls: list[str], *, senders: int, window: int, duratio
     counting = False
     count = 0
 
+    stopping = False
+
     async def one(nc: Any) -> None:
         nonlocal count
-        while True:
+        while not stopping:
             await nc.request(subject, body, timeout=10)
             if counting:
                 count += 1
@@ -220,12 +244,15 @@ async def nats_throughput(urls: list[str], *, senders: int, window: int, duratio
     await asyncio.sleep(duration)  # the measuring window
     counting = False
     elapsed = time.perf_counter() - t0
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    stopping = True
+    await finish(tasks)
     for nc in (*requesters, responder):
         await nc.close()
     return {"msgs_per_s": round(count / elapsed, 1)}
+
+
+def progress(line: str) -> None:
+    print(f"    {line}", file=sys.stderr, flush=True)
 
 
 def _median_of(rounds: list[dict], key: str) -> float:
@@ -239,16 +266,21 @@ async def main_async(args: Any) -> dict:
     a, b = start_machines(nodes, root)
     rounds: dict[str, list[dict]] = {"cross": [], "local": [], "nats": [], "tp_mesh": [], "tp_nats": []}
     try:
-        for _ in range(args.rounds):
-            kw = {"samples": args.samples, "warmup": args.warmup}
-            bound = 60 + args.samples * 0.05  # every phase is bounded: a stuck run fails, never hangs
-            rounds["cross"].append(await asyncio.wait_for(mesh_roundtrip(a, b, cross=True, **kw), bound))
-            rounds["nats"].append(await asyncio.wait_for(nats_requests(urls, **kw), bound))
-            rounds["local"].append(await asyncio.wait_for(mesh_roundtrip(a, b, cross=False, **kw), bound))
-            tp = {"senders": args.senders, "window": args.window, "duration": args.duration}
-            tp_bound = args.duration + 90
-            rounds["tp_mesh"].append(await asyncio.wait_for(mesh_throughput(a, b, **tp), tp_bound))
-            rounds["tp_nats"].append(await asyncio.wait_for(nats_throughput(urls, **tp), tp_bound))
+        kw = {"samples": args.samples, "warmup": args.warmup}
+        bound = 60 + args.samples * 0.05  # every phase is bounded: a stuck run fails, never hangs
+        tp = {"senders": args.senders, "window": args.window, "duration": args.duration}
+        tp_bound = args.duration + 90
+        for n in range(args.rounds):
+            for key, phase, limit in (
+                ("cross", lambda: mesh_roundtrip(a, b, cross=True, **kw), bound),
+                ("nats", lambda: nats_requests(urls, **kw), bound),
+                ("local", lambda: mesh_roundtrip(a, b, cross=False, **kw), bound),
+                ("tp_mesh", lambda: mesh_throughput(a, b, **tp), tp_bound),
+                ("tp_nats", lambda: nats_throughput(urls, **tp), tp_bound),
+            ):
+                t0 = time.perf_counter()
+                rounds[key].append(await asyncio.wait_for(phase(), limit))
+                progress(f"round {n + 1} {key}: {time.perf_counter() - t0:.1f} s")
     finally:
         c.stop_broker(a)
         c.stop_broker(b)
@@ -275,6 +307,13 @@ async def main_async(args: Any) -> dict:
     return result
 
 
+def run_bound(args: Any) -> float:
+    """How long the whole run may take: setup, and per round both round trips, raw
+    NATS and both throughput windows with their warm-ups, with room for a slow host."""
+    per_round = 3 * (args.samples + args.warmup) * 0.012 + 2 * (args.duration + 1) + 25
+    return 60 + args.rounds * per_round
+
+
 def main() -> None:
     p = c.parser(__doc__.splitlines()[0])
     p.add_argument("--nodes", type=int, choices=[1, 3], default=1)
@@ -286,7 +325,7 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=6.0)
     args = p.parse_args()
     c.raise_nofile()
-    r = asyncio.run(main_async(args))
+    r = asyncio.run(asyncio.wait_for(main_async(args), run_bound(args)))
     tp = r["throughput"]
     lines = [
         f"NATS: {r['nodes']} node(s), R{r['replicas']}",

@@ -99,7 +99,7 @@ async def nats_roundtrip(samples: int, warmup: int) -> dict:
     import nats
 
     port = c.free_port()
-    proc = subprocess.Popen(
+    proc = c.spawn(
         [c.NATS_BIN, "-a", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
@@ -163,7 +163,7 @@ async def relay_roundtrip(samples: int, warmup: int, plain: bool = False) -> dic
     import aiohttp
 
     here = os.path.dirname(os.path.abspath(__file__))
-    proc = subprocess.Popen(
+    proc = c.spawn(
         [sys.executable, os.path.join(here, "ws_relay_server.py"), *(["--plain"] if plain else [])],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

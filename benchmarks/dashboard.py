@@ -126,7 +126,7 @@ PASSPHRASE = "the benchmark's own passphrase"
 
 
 def start_broker(home: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
+    proc = c.spawn(
         [sys.executable, "-m", "sessionmesh", "serve", "--port", "0", "--home", home],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

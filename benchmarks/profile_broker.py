@@ -204,7 +204,7 @@ def run_pyspy(args) -> dict:
     raw = tempfile.mktemp(prefix="meshbench-pyspy-", suffix=".txt")
     with c.broker() as b:
         mode = ["--native"] if args.native else ["--nonblocking"]
-        spy = subprocess.Popen(
+        spy = c.spawn(
             [
                 pyspy,
                 "record",

@@ -33,14 +33,30 @@ sys.path.insert(0, HERE)
 import _common as c  # noqa: E402
 
 
+def run_one(cmd: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run a benchmark in a process group of its own; past ``timeout``, end the group
+    (SIGTERM first: the benchmark then ends its own children's groups) and report
+    the run as failed, with what it said so far."""
+    proc = c.spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        c.end_group(proc)
+        out, err = proc.communicate()
+        err += f"\nrun_all: ended after {timeout:.0f} s (its time limit)"
+        return subprocess.CompletedProcess(cmd, 124, out, err)
+    c.forget(proc)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def bench(script: str, *args: str, timeout: float = 400) -> dict[str, Any]:
     cmd = [sys.executable, os.path.join(HERE, script), "--json", *args]
     t0 = time.perf_counter()
     print(f"... {script} {' '.join(args)}", file=sys.stderr, flush=True)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=HERE)
+    proc = run_one(cmd, timeout)
     if proc.returncode != 0:  # one retry: a shared machine can trip a run (a port race, a stall)
         print(f"    failed ({proc.stderr.strip().splitlines()[-1:]}); once more", file=sys.stderr, flush=True)
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=HERE)
+        proc = run_one(cmd, timeout)
     took = time.perf_counter() - t0
     if proc.returncode != 0:
         print(proc.stderr[-3000:], file=sys.stderr)

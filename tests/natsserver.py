@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +55,8 @@ class NatsNode:
     leaf_remotes: list[int] = field(default_factory=list)  # be a leaf of these
     extra: str = ""
     proc: subprocess.Popen[bytes] | None = None
+    # how the process is started: a benchmark passes one that gives it a process group
+    spawn: Callable[..., subprocess.Popen[bytes]] = field(default=subprocess.Popen, repr=False)
 
     @property
     def url(self) -> str:
@@ -96,7 +99,7 @@ class NatsNode:
         conf = self.root / self.name / "server.conf"
         conf.write_text(self.config())
         log = open(self.root / self.name / "server.log", "ab")  # noqa: SIM115 - the child owns it
-        self.proc = subprocess.Popen(
+        self.proc = self.spawn(
             [nats_server_binary(), "-c", str(conf)], stdout=log, stderr=log, stdin=subprocess.DEVNULL
         )
         log.close()

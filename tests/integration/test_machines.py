@@ -55,8 +55,12 @@ def start_machines(nodes: list[NatsNode], root: Path, **more: Any) -> Machines:
         return BrokerProcess(home, {**os.environ, "MESH_HOME": str(home), **env})
 
     machines = Machines(broker("a"), broker("b"))
-    machines.a.start()
-    machines.b.start()
+    try:
+        machines.a.start()
+        machines.b.start()
+    except BaseException:
+        machines.stop()
+        raise
     return machines
 
 
@@ -283,8 +287,9 @@ async def test_a_killed_broker_s_peers_reconnect_after_restart_and_nothing_is_lo
 
 async def test_losing_a_nats_node_mid_stream_loses_nothing_answered(tmp_path: Path) -> None:
     nodes = start_all(cluster(tmp_path / "nats", name="k"))
-    machines = start_machines(nodes, tmp_path)
+    machines: Machines | None = None
     try:
+        machines = start_machines(nodes, tmp_path)
         async with AsyncClient(machines.settings("a"), "watch", events=True) as watch:
             async with (
                 AsyncClient(machines.settings("b"), "bob") as bob,
@@ -302,7 +307,8 @@ async def test_losing_a_nats_node_mid_stream_loses_nothing_answered(tmp_path: Pa
                 got = await collect(bob, acked, timeout=60)
                 assert len(got) == len(set(got)), "bob's application saw a message twice"
     finally:
-        machines.stop()
+        if machines is not None:
+            machines.stop()
         for node in nodes:
             node.stop()
 
