@@ -123,14 +123,14 @@ def read_credentials(path: str | os.PathLike[str]) -> Credentials:
 
 
 def _stream_access(stream: str, *, own: bool) -> list[str]:
-    """JetStream API subjects for reading ``stream`` through consumers and direct gets.
-    On its own streams a machine may also create them (the admin creates them first:
-    a create then changes nothing), purge and delete messages; never update or delete
-    a stream (a stream's subjects could then be widened to catch another's traffic)."""
+    """JetStream API subjects for reading ``stream`` through consumers and direct gets;
+    on its own streams a machine may also purge and delete messages. Never create,
+    update or delete a stream: whoever makes a stream chooses its subjects, and a
+    stream on ``_INBOX.<ns>.<other>.>`` would keep a copy of every reply another
+    machine gets (the admin makes them all: `setup`)."""
     api = "$JS.API"
     allowed = [
         f"{api}.STREAM.INFO.{stream}",
-        f"{api}.STREAM.CREATE.{stream}",
         f"{api}.STREAM.MSG.GET.{stream}",
         f"{api}.DIRECT.GET.{stream}",
         f"{api}.DIRECT.GET.{stream}.>",

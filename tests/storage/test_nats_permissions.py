@@ -20,7 +20,7 @@ from nats.js import api
 from sessionmesh import cluster
 from sessionmesh.backends.nats import Layout, open_store
 from sessionmesh.config import Settings, load
-from sessionmesh.errors import BadRequest
+from sessionmesh.errors import BadRequest, StorageError
 from tests.natsserver import NatsNode, nats_server_binary
 
 CALL_TIMEOUT = 1.0  # a refused JetStream call never answers: it times out
@@ -28,7 +28,7 @@ CALL_TIMEOUT = 1.0  # a refused JetStream call never answers: it times out
 
 @pytest.fixture
 def files(tmp_path: Path) -> cluster.ClusterFiles:
-    return cluster.init(tmp_path / "cluster", ["a", "b"], namespace="t" + secrets.token_hex(4))
+    return cluster.init(tmp_path / "cluster", ["a", "b", "c"], namespace="t" + secrets.token_hex(4))
 
 
 @pytest.fixture
@@ -54,8 +54,8 @@ def settings_for(
 
 @pytest.fixture
 def ready(node: NatsNode, files: cluster.ClusterFiles, tmp_path: Path) -> NatsNode:
-    """The admin created every stream and bucket of a and b."""
-    cluster.setup(settings_for(node, files, "admin", tmp_path), files.machines)
+    """The admin created every stream and bucket of a and b (not c's)."""
+    cluster.setup(settings_for(node, files, "admin", tmp_path), ["a", "b"])
     return node
 
 
@@ -113,11 +113,11 @@ def test_the_generated_authorization_block_is_a_valid_nats_server_config(
 
 
 def test_init_again_keeps_every_key_and_adds_the_new_machine(files: cluster.ClusterFiles) -> None:
-    before = {label: files.credentials(label).seed for label in ("a", "b", "admin")}
-    again = cluster.init(files.directory, ["a", "b", "c"], namespace=files.namespace)
-    assert again.machines == ("a", "b", "c")
+    before = {label: files.credentials(label).seed for label in ("a", "b", "c", "admin")}
+    again = cluster.init(files.directory, ["a", "d"], namespace=files.namespace)
+    assert again.machines == ("a", "b", "c", "d")
     assert {label: again.credentials(label).seed for label in before} == before
-    assert again.credentials("c").public_key in again.auth_conf.read_text()
+    assert again.credentials("d").public_key in again.auth_conf.read_text()
 
 
 def test_bad_machine_labels_are_refused_and_write_nothing(tmp_path: Path) -> None:
@@ -203,3 +203,11 @@ def test_a_broker_store_opens_with_its_machine_credentials_only(
         store.close()
     with pytest.raises(BadRequest, match="machine 'b'"):
         open_store(settings_for(ready, files, "b", tmp_path, machine="a"))
+
+
+def test_a_machine_may_not_make_its_own_streams(
+    ready: NatsNode, files: cluster.ClusterFiles, tmp_path: Path
+) -> None:
+    """Whoever makes a stream picks its subjects: the admin makes them all."""
+    with pytest.raises(StorageError, match="mesh cluster setup"):
+        open_store(settings_for(ready, files, "c", tmp_path, nats_timeout=1.0))

@@ -7,6 +7,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import secrets
 import threading
@@ -31,7 +32,6 @@ PUBLISH_CHUNK = 2000  # records in flight at once during a commit
 COMMIT_TIMEOUT = 60.0  # a commit retries (a node lost, a leader elected) this long
 STOP_TIMEOUT = 2.5  # from a stop's start, NATS has this long to take what is left; then it is given up
 _WRONG_LAST_SEQUENCE = (10071, 10164)
-_STREAM_IN_USE = 10058
 
 
 NATS_ERRORS: tuple[type[BaseException], ...] = (
@@ -49,6 +49,18 @@ def translate(exc: BaseException, doing: str) -> MeshError:
     if isinstance(exc, nats.errors.NoServersError | nats.errors.ConnectionClosedError):
         return Unavailable(f"NATS is not reachable ({doing}): {exc}", hint="check nats_url and the cluster")
     return StorageError(f"NATS failed ({doing}): {type(exc).__name__}: {exc}")
+
+
+def _differs(wanted: api.StreamConfig, have: api.StreamConfig) -> bool:
+    """Whether a stream's configuration lacks something ``wanted`` sets (a field left
+    at nats-py's default is the server's to fill in)."""
+    for field in dataclasses.fields(wanted):
+        value = getattr(wanted, field.name)
+        if value is None or value == field.default:
+            continue
+        if getattr(have, field.name, None) != value:
+            return True
+    return False
 
 
 class NatsConnection:
@@ -171,13 +183,27 @@ class NatsConnection:
 
     # -- streams and buckets -----------------------------------------------------------
     async def ensure_stream(self, config: api.StreamConfig) -> None:
-        """Create the stream, or bring an existing one to this configuration."""
+        """Create the stream, or bring an existing one to this configuration. One that
+        is there as wanted is only looked at: a machine's own credentials may neither
+        create nor change a stream (`cluster.machine_permissions`), the admin made it.
+        Raises `StorageError` when it is missing or differs and may not be made so."""
         try:
-            await self.js.add_stream(config)
-        except nats.js.errors.BadRequestError as exc:
-            if exc.err_code != _STREAM_IN_USE:
-                raise
-            await self.js.update_stream(config)
+            info = await self.js.stream_info(config.name)
+        except nats.js.errors.NotFoundError:
+            info = None
+        if info is not None and not _differs(config, info.config):
+            return
+        try:
+            if info is None:
+                await self.js.add_stream(config)
+            else:
+                await self.js.update_stream(config)
+        except (TimeoutError, nats.errors.TimeoutError):  # a refused API call never answers
+            raise StorageError(
+                f"stream {config.name} is {'missing' if info is None else 'not as this version wants it'},"
+                " and NATS did not let this broker " + ("create" if info is None else "update") + " it",
+                hint="with per-machine credentials the admin makes the streams: mesh cluster setup, or mesh hub",
+            ) from None
 
     async def ensure_bucket(self, bucket: str, *, replicas: int, ttl: float | None = None) -> None:
         """A KV bucket (a stream named ``KV_<bucket>``), created or updated."""
