@@ -14,6 +14,17 @@ from collections.abc import Callable
 from typing import Any
 
 ANSWERS = ("status", "accept", "decline", "ack", "swap")
+DONE = {  # what each action did, in a line above the status
+    "invite": "invitation sent",
+    "accept": "paired",
+    "decline": "invitation declined",
+    "steer": "steering note sent to {other}",
+    "intercept": "asked {other} to hand over; it decides when (mesh pair swap)",
+    "stop": "stopped {other}: its tool calls are refused until it acknowledges",
+    "ack": "acknowledged; {other} is told",
+    "swap": "handed over: {other} builds now",
+    "unpair": "pair ended",
+}
 
 
 def register(add: Callable[..., argparse.ArgumentParser], peer: Any) -> None:
@@ -62,33 +73,41 @@ def cmd_pair(args: argparse.Namespace) -> int:
             call["body"] = " ".join(args.rest)
     else:
         call = {"action": args.what or "status"}
-    return _show(args, _call(args, **call))
+    return _act(args, **call)
 
 
 def cmd_unpair(args: argparse.Namespace) -> int:
-    return _show(args, _call(args, action="unpair"))
+    return _act(args, action="unpair")
 
 
 def cmd_steer(args: argparse.Namespace) -> int:
-    return _show(args, _call(args, action="steer", body=" ".join(args.body)))
+    return _act(args, action="steer", body=" ".join(args.body))
 
 
 def cmd_intercept(args: argparse.Namespace) -> int:
-    return _show(args, _call(args, action="intercept", urgent=args.urgent, body=" ".join(args.body)))
+    return _act(args, action="intercept", urgent=args.urgent, body=" ".join(args.body))
 
 
-def _call(args: argparse.Namespace, **call: Any) -> dict[str, Any]:
+def _act(args: argparse.Namespace, **call: Any) -> int:
+    """Run one action and print what it did, then where the caller stands."""
     from .cli import _oneshot
 
-    return dict(_oneshot(args).call("pair", **call))
+    shot = _oneshot(args)
+    other = (shot.call("pair").get("pair") or {}).get("with") if call["action"] in ("ack", "swap") else None
+    status = dict(shot.call("pair", **call))
+    done = DONE.get("stop" if call.get("urgent") else call["action"])
+    other = other or (status.get("pair") or {}).get("with") or call.get("to")
+    return _show(args, status, done.format(other=other) if done else None)
 
 
-def _show(args: argparse.Namespace, status: dict[str, Any]) -> int:
+def _show(args: argparse.Namespace, status: dict[str, Any], done: str | None = None) -> int:
     from .cli import EXIT_OK, _out
 
     if args.json:
         _out(args, status)
         return EXIT_OK
+    if done:
+        print(done)
     for line in describe(status):
         print(line)
     return EXIT_OK
