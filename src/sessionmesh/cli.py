@@ -174,6 +174,7 @@ NATS_FLAGS = {
     "nats_namespace": "prefix of every stream, bucket and subject (default mesh)",
     "nats_replicas": "replicas of each stream and bucket (3 on a three-node cluster)",
     "nats_domain": "JetStream domain that holds the streams (a leaf node's hub)",
+    "nats_credentials": "this machine's credentials file (mesh cluster init, mesh join-hub)",
     "nats_creds": "NATS credentials file (JWT and nkey seed)",
     "nats_nkey_seed": "NATS nkey seed file",
     "nats_user": "NATS user",
@@ -869,6 +870,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(flag, choices=["sqlite", "nats"], help=text)
         else:
             p.add_argument(flag, type=int if key == "nats_replicas" else str, help=text)
+    from . import cli_cluster
+
+    cli_cluster.register(add, common)
     p = add("up", cmd_up, "start the broker in the background", [common])
     p.add_argument("--host", help="address to bind (default 127.0.0.1)")
     p.add_argument(

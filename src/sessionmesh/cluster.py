@@ -256,7 +256,7 @@ def init(directory: str | os.PathLike[str], machines: Iterable[str], *, namespac
         if creds.namespace != namespace:
             raise BadRequest(
                 f"{root} holds credentials for namespace {creds.namespace!r}, not {namespace!r}",
-                hint="use another --dir, or the same --namespace",
+                hint="use another --dir, or the same --nats-namespace",
             )
         known[creds.label] = creds
     for label in [ADMIN, *wanted]:

@@ -56,7 +56,7 @@ class Settings(NamedTuple):
     nats_namespace: str = "mesh"  # prefix of every stream, bucket and subject
     nats_replicas: int = 1  # stream and bucket replicas (3 on a three-node cluster)
     nats_domain: str | None = None  # JetStream domain of the streams (a leaf node's hub)
-    nats_credentials: str | None = None  # this machine's file from mesh cluster init / mesh hub (label + nkey, 0600)
+    nats_credentials: str | None = None  # this machine's own file: mesh cluster init, mesh hub
     nats_creds: str | None = None  # credentials file (JWT + nkey seed)
     nats_nkey_seed: str | None = None  # nkey seed file
     nats_user: str | None = None
