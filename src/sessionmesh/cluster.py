@@ -162,7 +162,6 @@ def machine_permissions(namespace: str, machine: str) -> dict[str, Any]:
     from .backends.nats.layout import Layout
 
     mine = Layout(namespace, machine)
-    kv = [mine.peers_bucket, mine.presence_bucket, mine.leases_bucket]
     publish = [
         mine.state_prefix + ">",
         mine.audit_subject,
@@ -176,7 +175,7 @@ def machine_permissions(namespace: str, machine: str) -> dict[str, Any]:
     ]
     for stream in mine.own_streams:
         publish += _stream_access(stream, own=True)
-    for bucket in kv:
+    for bucket in mine.shared_buckets:
         publish += _stream_access(f"KV_{bucket}", own=False)
     return {"publish": {"allow": publish}, "subscribe": {"allow": [mine.inbox_prefix + ".>"]}}
 

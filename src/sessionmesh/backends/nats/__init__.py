@@ -12,9 +12,11 @@ What lives where (``ns`` is ``nats_namespace``, ``L`` this machine's label):
   every changed record here, acknowledged by JetStream, before any peer is told
   (the same group commit as SQLite's); on start it reads the stream back.
 - ``ns_audit_L`` (stream): the audit log; an entry's sequence is its stream sequence.
-- ``ns_route`` (stream, per-message TTL): what one broker hands another: messages for
-  a peer on machine ``L`` under ``ns.route.L``, and the receipts and answers that
-  come back. Each broker reads its own subject with a durable pull consumer.
+- ``ns_route_L`` (stream, work queue, per-message TTL): what other brokers hand this
+  one: messages for its peers, and the receipts and answers that come back, under
+  ``ns.to.L.<sender>``. The subject names the sending machine, whose NATS user may
+  publish under its own label only (`cluster.machine_permissions`); a record that
+  claims another is refused. Each broker reads its stream with a durable consumer.
 - KV ``ns_peers``: every machine's peers (no secrets) and the topics each subscribes
   to, key ``L.<name>``.
 - KV ``ns_presence``: who is online where, key ``L.<name>``; entries age out, so a

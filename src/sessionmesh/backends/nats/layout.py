@@ -114,6 +114,13 @@ class Layout:
         return (self.state_stream, self.audit_stream, self.route_stream)
 
     @property
+    def shared_buckets(self) -> tuple[str, ...]:
+        """The KV buckets every machine reads (and writes under its own keys, the lease
+        table as a whole). A new stream or bucket goes in this or `own_streams`:
+        `cluster.machine_permissions` grants access to what these two name, no more."""
+        return (self.peers_bucket, self.presence_bucket, self.leases_bucket)
+
+    @property
     def inbox_prefix(self) -> str:
         """Reply subjects of this machine's connection (its credentials may subscribe
         under this prefix only, so no machine sees another's replies)."""
