@@ -189,7 +189,7 @@ def authorization_block(users: Iterable[Credentials]) -> str:
         if creds.machine is not None:
             entry["permissions"] = machine_permissions(creds.namespace, creds.machine)
         lines.append(f"    # {creds.label}")
-        lines.append("    " + json.dumps(entry) + ",")
+        lines.append(json.dumps(entry, indent=2).replace("\n", "\n    ").join(["    ", ","]))
     lines += ["  ]", "}"]
     return "\n".join(lines) + "\n"
 

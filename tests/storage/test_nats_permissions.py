@@ -23,7 +23,7 @@ from sessionmesh.config import Settings, load
 from sessionmesh.errors import BadRequest, StorageError
 from tests.natsserver import NatsNode, nats_server_binary
 
-CALL_TIMEOUT = 1.0  # a refused JetStream call never answers: it times out
+CALL_TIMEOUT = 1.0  # a refused JetStream call never answers: it times out (calls allowed get 10 s)
 
 
 @pytest.fixture
@@ -64,7 +64,8 @@ class Client:
 
     def __init__(self, nc: Any, refused: list[str]) -> None:
         self.nc = nc
-        self.js = nc.jetstream(timeout=CALL_TIMEOUT)
+        self.js = nc.jetstream(timeout=10.0)
+        self.denied = nc.jetstream(timeout=CALL_TIMEOUT)  # for calls the server refuses
         self.refused = refused
 
     async def refusal(self, subject: str) -> None:
@@ -149,7 +150,7 @@ async def test_machine_b_cannot_publish_as_machine_a(
     }
     for subject in forged:
         with pytest.raises((TimeoutError, nats.errors.Error)):
-            await as_b.js.publish(subject, b'{"from": "a", "op": "deliver"}')
+            await as_b.denied.publish(subject, b'{"from": "a", "op": "deliver"}')
         await as_b.refusal(subject)
     # nothing of it was stored
     for stream in (a.state_stream, a.audit_stream, a.route_stream, b.route_stream):
@@ -169,23 +170,27 @@ async def test_machine_b_cannot_read_machine_a_streams_nor_its_traffic(
     a, b = Layout(files.namespace, "a"), Layout(files.namespace, "b")
     for stream in a.own_streams:
         with pytest.raises(TimeoutError):
-            await as_b.js.add_consumer(stream, api.ConsumerConfig(name="peek", ack_policy=api.AckPolicy.NONE))
+            await as_b.denied.add_consumer(
+                stream, api.ConsumerConfig(name="peek", ack_policy=api.AckPolicy.NONE)
+            )
         await as_b.refusal(f"$JS.API.CONSUMER.CREATE.{stream}.peek")
         with pytest.raises(TimeoutError):
-            await as_b.js.get_msg(stream, seq=1)
+            await as_b.denied.get_msg(stream, seq=1)
         await as_b.refusal(f"$JS.API.STREAM.MSG.GET.{stream}")
         with pytest.raises(TimeoutError):
-            await as_b.js.get_msg(stream, seq=1, direct=True)
+            await as_b.denied.get_msg(stream, seq=1, direct=True)
         await as_b.refusal(f"$JS.API.DIRECT.GET.{stream}")
         with pytest.raises(TimeoutError):
-            await as_b.js.stream_info(stream)
+            await as_b.denied.stream_info(stream)
     # no core subscription outside its own inbox: not a's routes, state, or replies
     for subject in (a.route_filter, a.state_prefix + ">", a.inbox_prefix + ".>", "_INBOX.>", ">"):
         await as_b.nc.subscribe(subject)
         await as_b.refusal(subject)
     # and no stream of its own can be widened to catch them
     with pytest.raises(TimeoutError):
-        await as_b.js.update_stream(api.StreamConfig(name=b.state_stream, subjects=[a.inbox_prefix + ".>"]))
+        await as_b.denied.update_stream(
+            api.StreamConfig(name=b.state_stream, subjects=[a.inbox_prefix + ".>"])
+        )
     # the control: b reads its own state stream
     await as_b.js.publish(b.state_prefix + "M.mine", b"{}")
     assert (await as_b.js.get_msg(b.state_stream, seq=1)).data == b"{}"
