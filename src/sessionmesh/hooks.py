@@ -32,6 +32,7 @@ the call that acknowledges it (`acknowledges`). It asks the broker nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -100,6 +101,10 @@ def run_hook(settings: Settings, tool: str, event: str, name: str | None, *, std
     fmt = hook_format(tool)
     if event == fmt.pre_tool:
         return _pre_tool(settings, fmt, event, name, hook_input)
+    if event == fmt.notice_event:
+        if hook_input.get("notification_type") in fmt.waiting_notices:
+            _waiting(settings, name, hook_input)
+        return 0
     if event not in fmt.context_events and event != fmt.stop_event:
         return 0  # an event this hook has nothing to add to
     try:
@@ -124,7 +129,7 @@ def run_hook(settings: Settings, tool: str, event: str, name: str | None, *, std
                 sys.stdout.write(json.dumps(output, ensure_ascii=False) + "\n")
                 sys.stdout.flush()
                 ledger.record(session, earlier + [m["id"] for m in messages])
-        _report_activity(shot, fmt, event, blocking=output is not None)
+        _report_activity(shot, fmt, event, blocking=output is not None, home=settings.home)
         if event == fmt.start_event and fmt.waiter:
             _start_waiter(settings, tool, shot.name, session)
     except Exception as exc:  # noqa: BLE001 - a hook must never break the agent's turn
@@ -195,14 +200,43 @@ def acknowledges(hook_input: dict[str, Any]) -> bool:
     return rest[:1] == ["pair"] or rest[:1] == ["unpair"]
 
 
-def _report_activity(shot: BrokerCall, fmt: HookFormat, event: str, *, blocking: bool) -> None:
+def _report_activity(shot: BrokerCall, fmt: HookFormat, event: str, *, blocking: bool, home: str) -> None:
     """Tell the broker a turn began (working) or the agent waits at its prompt (idle:
     a session start, or a stop that does not keep it going), so a waiter wakes it only
-    when idle. Not on tool events: those run on every tool call."""
+    when idle. Not on tool events, which run on every tool call, except the first
+    after the agent waited for its user (a file says so: `_waiting`)."""
+    marker = os.path.join(home, WAITING_DIR, shot.name)
     if event in fmt.turn_start:
         shot.call("activity", state="working")
     elif event == fmt.start_event or (event == fmt.stop_event and not blocking):
         shot.call("activity", state="idle")
+    elif not os.path.exists(marker):
+        return
+    elif event in fmt.context_events:
+        shot.call("activity", state="working")  # the user answered its dialog, the tool ran
+    else:
+        return
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(marker)
+
+
+WAITING_DIR = "waiting"  # names whose agent waits for its user, until their next tool event
+
+
+def _waiting(settings: Settings, name: str | None, hook_input: dict[str, Any]) -> None:
+    """The program shows its user a dialog (a permission prompt): the agent is
+    ``waiting`` until a tool event or its stop says otherwise."""
+    try:
+        shot = _connect(settings, name, hook_input)
+        if shot is None:
+            return
+        shot.call("activity", state="waiting")
+        folder = os.path.join(settings.home, WAITING_DIR)
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        with open(os.path.join(folder, shot.name), "w"):
+            pass
+    except Exception as exc:  # noqa: BLE001 - a hook must never break the agent's turn
+        print(f"mesh hook: {exc}", file=sys.stderr)
 
 
 def _start_waiter(settings: Settings, tool: str, name: str, session: str) -> None:

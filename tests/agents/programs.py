@@ -660,8 +660,10 @@ def start_interactive(
     env_extra: Mapping[str, str] | None = None,
     width: int = 120,
     height: int = 40,
+    argv: list[str] | None = None,
 ) -> Terminal:
     """Configure ``program`` (as `run_headless` does, first-run screens pre-answered)
-    and start its terminal UI in tmux. The caller kills the returned `Terminal`."""
+    and start its terminal UI in tmux (``argv``, default the harness's). The caller
+    kills the returned `Terminal`."""
     env = program_env(program, Sandbox(home, cwd), model_url, env_extra)
-    return Terminal.start(program.interactive_argv(), cwd=cwd, env=env, width=width, height=height)
+    return Terminal.start(argv or program.interactive_argv(), cwd=cwd, env=env, width=width, height=height)

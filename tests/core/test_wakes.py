@@ -122,3 +122,19 @@ def test_a_stopping_broker_answers_every_wait(mesh: Mesh) -> None:
     wait = mesh.call("agent", "wake", timeout=600)
     [answer] = responses(mesh.core.release_wakes(), wait.reply_to)
     assert answer.result == {"messages": [], "timed_out": True, "stopping": True}
+
+
+def test_an_agent_waiting_for_its_user_is_not_woken_and_is_not_idle(mesh: Mesh) -> None:
+    """#17 item 2: a line typed into an agent at its user's dialog would answer the dialog."""
+    setup(mesh)
+    mesh.ok("agent", "activity", state="waiting")
+    wait = mesh.call("agent", "wake")
+    idle = mesh.call("bob", "await_idle", {"name": "agent", "timeout": 60})
+    call = mesh.call("bob", "send", to="agent", body="prod is down", priority="urgent")
+    assert responses(call.effects, wait.reply_to) == [] and not idle.answered
+    peers = {p["name"]: p for p in mesh.ok("bob", "peers")["peers"]}
+    assert peers["agent"]["activity"] == "waiting"
+    back = mesh.call("agent", "activity", state="idle")
+    [woken] = responses(back.effects, wait.reply_to)
+    assert woken.result["messages"][0]["body"] == "prod is down"
+    assert responses(back.effects, idle.reply_to)[0].result["activity"] == "idle"

@@ -1,9 +1,11 @@
 """Waking an idle agent: what it is doing (``activity``), and the long wait for mail
 that a program's waiter makes (``wake``), with bursts and a wake budget.
 
-- ``activity``: an agent's hooks say when a turn starts (``working``) and ends
-  (``idle``). Peers see it; a waiting ``wake`` only answers while the agent is not
-  working, since a working agent gets new mail from its hooks inside the turn.
+- ``activity``: an agent's hooks say when a turn starts (``working``), when it waits
+  for its user at a dialog (``waiting``: a permission prompt) and when it ends
+  (``idle``). Peers see it; a waiting ``wake`` only answers while the agent is idle,
+  since a working agent gets new mail from its hooks inside the turn, and a line
+  typed into a waiting agent would answer its user's dialog.
 - ``wake``: blocks until the caller has unread mail it was not already shown
   (``exclude``), then answers with it. A burst is one wake: after the first such
   message the wake waits ``wake_window`` seconds for more (an urgent message ends the
@@ -33,6 +35,7 @@ WAKE_BATCH = 200  # messages handed over by one wake at most
 class Activity(enum.StrEnum):
     WORKING = "working"
     IDLE = "idle"
+    WAITING = "waiting"  # for its user (a permission dialog): working, but not on its own
 
 
 @dataclass(slots=True)
@@ -51,7 +54,7 @@ class WakesMixin(CoreState):
         try:
             state = Activity(args.get("state"))
         except ValueError:
-            raise BadFrame("'state' must be 'working' or 'idle'") from None
+            raise BadFrame("'state' must be 'working', 'idle' or 'waiting'") from None
         unknown = set(args) - {"state"}
         if unknown:
             raise BadFrame(f"unknown field(s): {', '.join(sorted(unknown))}", hint="fields: state")
@@ -135,8 +138,8 @@ class WakesMixin(CoreState):
         if not waiting:
             return []
         seen = self._activity.get(name)
-        if seen is not None and seen[0] is Activity.WORKING:
-            return []  # its hooks bring the mail into the turn
+        if seen is not None and seen[0] is not Activity.IDLE:
+            return []  # its hooks bring the mail into the turn (or its user has it at a dialog)
         effects: list[Effect] = []
         unread = self.store.unread(name, WAKE_BATCH + MAX_EXCLUDE)
         keep: list[Waker] = []

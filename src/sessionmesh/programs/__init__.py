@@ -42,6 +42,8 @@ class HookFormat(NamedTuple):
     escapes: str = ""  # characters the program turns into HTML entities on their way to the model
     pre_tool: str = ""  # the event before each tool call, which can refuse the call (pair mode's stop)
     deny_decision: str = ""  # that refusal as a top-level decision; "" for permissionDecision deny
+    notice_event: str = ""  # the program tells its user something (a notification)
+    waiting_notices: frozenset[str] = frozenset()  # its ``notification_type``s that wait for the user
 
     def note(self, text: str) -> str:
         """``text`` with a line telling the model how to read what the program escaped."""

@@ -46,6 +46,8 @@ HOOKS = HookFormat(
     frozenset({"PostToolUse", "Stop"}),
     turn_start=frozenset({"UserPromptSubmit"}),
     pre_tool="PreToolUse",
+    notice_event="Notification",
+    waiting_notices=frozenset({"permission_prompt", "elicitation_dialog"}),
 )
 # event → matcher (None: the event takes no matcher)
 EVENTS: dict[str, str | None] = {
@@ -53,6 +55,7 @@ EVENTS: dict[str, str | None] = {
     "UserPromptSubmit": None,
     "PreToolUse": "*",
     "PostToolUse": "*",
+    "Notification": "permission_prompt|elicitation_dialog",
     "Stop": None,
 }
 HOOK_TIMEOUT = 10  # seconds; a hook with nothing to say returns at once

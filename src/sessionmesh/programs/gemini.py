@@ -54,11 +54,14 @@ HOOKS = HookFormat(
     escapes="<>",  # hook context is wrapped in <hook_context>, with < and > escaped inside
     pre_tool="BeforeTool",
     deny_decision="deny",
+    notice_event="Notification",
+    waiting_notices=frozenset({"ToolPermission"}),
 )
 EVENTS: dict[str, str | None] = {
     "SessionStart": None,
     "BeforeAgent": None,
     "BeforeTool": "*",
+    "Notification": None,
     "AfterTool": "*",
     "AfterAgent": None,
 }
