@@ -235,6 +235,47 @@ async def test_list_peers_says_who_is_working(broker: InProcessBroker) -> None:
         assert not error and "- bob: online, working for " in text
 
 
+async def test_pair_tool_takes_an_agent_through_a_pair_as_grip(broker: InProcessBroker) -> None:
+    """Issue #17 item 1, through the agent's own tool: invite, be stopped, acknowledge
+    (the stop's file goes), hand over, unpair; a wrong step is a tool error."""
+    from sessionmesh import blocks
+
+    async with AsyncClient(broker.settings, "bob") as bob, mcp_session(broker, "agent") as session:
+        error, text = await call(session, "pair", action="invite", name="bob", text="the parser port")
+        assert not error and "you invited bob" in text
+        await bob.request("pair", action="accept")
+        error, text = await call(session, "pair", action="status")
+        assert not error and "agent: grip, paired with bob (guard)" in text
+        await bob.request("pair", action="intercept", urgent=True, body="the fixtures are stale")
+        assert blocks.read(broker.settings.home, "agent") is not None
+        error, text = await call(session, "get_messages")
+        assert "STOP from your guard bob" in text and "| the fixtures are stale" in text
+        error, text = await call(session, "pair", action="swap")
+        assert error and "pair_state" in text  # a stop stands: acknowledge first
+        error, text = await call(session, "pair", action="ack", text="regenerating them")
+        assert not error and "stopped by" not in text
+        assert blocks.read(broker.settings.home, "agent") is None
+        error, text = await call(session, "pair", action="steer", text="x")
+        assert error and "wrong_role" in text
+        error, text = await call(session, "pair", action="swap")
+        assert not error and "agent: guard, paired with bob (grip)" in text
+        error, text = await call(session, "pair", action="unpair")
+        assert not error and "agent: not paired" in text
+        error, text = await call(session, "pair", action="dance")
+        assert error
+
+
+async def test_await_idle_tool_answers_when_the_peer_s_turn_ends(broker: InProcessBroker) -> None:
+    async with AsyncClient(broker.settings, "bob") as bob, mcp_session(broker, "agent") as session:
+        await bob.request("activity", state="working")
+        waiting = asyncio.create_task(call(session, "await_idle", name="bob", timeout=20))
+        await asyncio.sleep(0.2)  # sleep-ok: the wait is in place before the turn ends
+        assert not waiting.done()
+        await bob.request("activity", state="idle")
+        error, text = await asyncio.wait_for(waiting, 10)
+        assert not error and text == "bob is idle"
+
+
 async def test_bad_arguments_are_tool_errors_and_send_nothing(broker: InProcessBroker) -> None:
     async with AsyncClient(broker.settings, "bob") as bob, mcp_session(broker, "agent") as session:
         error, text = await call(session, "reply", message_id="not-an-id", body="x")
