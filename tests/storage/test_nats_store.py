@@ -4,6 +4,7 @@ created or brought up to date on open, and a NATS that is not there is a clear e
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,8 @@ def test_writes_not_committed_are_not_in_nats(tmp_path: Path, nats_node: NatsNod
     kept = stored(store)
     store.commit()
     stored(store)  # never committed: the process "dies" here
-    store._dirty.clear()
+    store._ops.clear()
+    store._db.rollback()
     store.close()
     again = open_nats(tmp_path, overrides)
     try:
@@ -146,3 +148,73 @@ def test_a_nats_that_is_not_there_is_unavailable(tmp_path: Path) -> None:
     overrides = nats_overrides(f"nats://127.0.0.1:{free_port()}", nats_timeout=2.0)
     with pytest.raises(Unavailable):
         open_nats(tmp_path, overrides)
+
+
+def test_a_restart_reads_only_the_batches_its_cache_does_not_hold(
+    tmp_path: Path, nats_node: NatsNode
+) -> None:
+    overrides = nats_overrides(nats_node.url)
+    store = open_nats(tmp_path, overrides)
+    for _ in range(30):
+        stored(store)
+        store.commit()
+    store.close()
+    again = open_nats(tmp_path, overrides)
+    try:
+        assert again.replayed == 0
+        assert len(again.unread("bob", 100)) == 30
+    finally:
+        again.close()
+
+
+def test_a_deleted_cache_is_rebuilt_from_jetstream(tmp_path: Path, nats_node: NatsNode) -> None:
+    overrides = nats_overrides(nats_node.url)
+    store = open_nats(tmp_path, overrides)
+    store.put_peer(PeerRecord("alice", "h", {"role": "grip"}, T0, T0 + 1))
+    kept = [stored(store, body={"n": i}) for i in range(20)]
+    store.update_receipts([ReceiptUpdate(kept[0].id, "bob", ReceiptState.READ, T0 + 2)])
+    store.subscribe("#build", "bob")
+    store.append_audit(T0, "message", {"id": kept[0].id})
+    store.commit()
+    cache = store.path
+    store.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(cache + suffix).unlink(missing_ok=True)
+    again = open_nats(tmp_path, overrides)
+    try:
+        assert again.replayed > 0
+        assert again.get_peer("alice") == PeerRecord("alice", "h", {"role": "grip"}, T0, T0 + 1)
+        assert [e.id for e in again.unread("bob", 100)] == [e.id for e in kept[1:]]
+        assert again.get_message(kept[5].id) == kept[5]
+        assert again.subscribers("#build") == ["bob"]
+        assert [e["id"] for e in again.read_audit(after=0, limit=10)] == [kept[0].id]
+    finally:
+        again.close()
+
+
+def test_a_commit_jetstream_never_acknowledged_is_written_at_the_next_start(tmp_path: Path) -> None:
+    node = NatsNode("frozen", tmp_path / "nats").start()
+    overrides = nats_overrides(node.url, nats_timeout=2.0)
+    try:
+        store = open_nats(tmp_path, overrides)
+        first = stored(store)
+        store.commit()
+        assert node.proc is not None
+        node.proc.send_signal(signal.SIGSTOP)  # NATS stops answering
+        late = stored(store)
+        store._conn.begin_stop(0.5)
+        store.close()  # the cache has `late`; JetStream does not
+        node.kill()  # what it had not read is gone with it
+        node.start()
+        store = open_nats(tmp_path, overrides)  # writes it now
+        cache = store.path
+        store.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(cache + suffix).unlink(missing_ok=True)
+        rebuilt = open_nats(tmp_path, overrides)
+        try:
+            assert [e.id for e in rebuilt.unread("bob", 10)] == [first.id, late.id]
+        finally:
+            rebuilt.close()
+    finally:
+        node.kill()

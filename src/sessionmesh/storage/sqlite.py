@@ -89,6 +89,9 @@ CREATE TABLE IF NOT EXISTS subscriptions (
     name TEXT NOT NULL,
     PRIMARY KEY (topic, name)
 );
+-- a store that journals its writes elsewhere (NATS): batches written here and not
+-- yet acknowledged there
+CREATE TABLE IF NOT EXISTS outbox (n INTEGER PRIMARY KEY, payload BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     ts REAL NOT NULL,
@@ -174,11 +177,7 @@ class SqliteStore:
             "INSERT INTO messages_fts(rowid, body) VALUES (?, ?)",
             ((seq, body_text(loads(body))) for seq, body in rows),
         )
-        self._db.execute(
-            "INSERT INTO meta(key, value) VALUES ('fts_seq', ?)"
-            " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (str(rows[-1][0]),),
-        )
+        self.set_meta("fts_seq", str(rows[-1][0]))
 
     @property
     def journal_mode(self) -> str:
@@ -186,6 +185,11 @@ class SqliteStore:
 
     # lifecycle -----------------------------------------------------------------
     def commit(self) -> None:
+        self.commit_local()
+
+    def commit_local(self) -> None:
+        """Write the batch to the file (a store that also journals elsewhere commits
+        its file through this)."""
         try:
             self._flush_audit()
             self._flush_receipts()
@@ -211,7 +215,7 @@ class SqliteStore:
                 raise StorageError(f"checkpoint failed: {exc}") from exc
 
     def close(self) -> None:
-        self.commit()
+        self.commit_local()
         with self._checkpoint_lock:
             self._closed = True
             if self._checkpoint_db is not None:
@@ -255,8 +259,17 @@ class SqliteStore:
         return [r[0] for r in rows]
 
     def add_message(self, env: Envelope) -> int:
+        return self._insert_message(env, None)
+
+    def restore_message(self, env: Envelope) -> None:
+        """Store an envelope under the seq it already has (a journal read back).
+        Raises `DuplicateMessage` if the id is already stored."""
+        self._insert_message(env, env.seq)
+
+    def _insert_message(self, env: Envelope, seq: int | None) -> int:
         to = env.to.to_wire()
         row = (
+            seq,
             env.id,
             env.sender,
             to if isinstance(to, str) else _dumps(to),
@@ -272,8 +285,8 @@ class SqliteStore:
         )
         try:
             cur = self._db.execute(
-                "INSERT INTO messages(id, sender, recipient, kind, re, thread, status, priority,"
-                " body, ttl, ts, handoff) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO messages(seq, id, sender, recipient, kind, re, thread, status, priority,"
+                " body, ttl, ts, handoff) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 row,
             )
         except sqlite3.IntegrityError as exc:
@@ -516,6 +529,36 @@ class SqliteStore:
             "SELECT name FROM subscriptions WHERE topic = ? ORDER BY name", (topic,)
         ).fetchall()
         return [r[0] for r in rows]
+
+    def topics_of(self, name: str) -> list[str]:
+        """The topics ``name`` subscribes to, in order."""
+        rows = self._db.execute(
+            "SELECT topic FROM subscriptions WHERE name = ? ORDER BY topic", (name,)
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    # a journal kept elsewhere (NATS) ---------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Set a meta value; it is written with the batch's commit."""
+        self._db.execute(
+            "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def outbox_put(self, n: int, payload: bytes) -> None:
+        """Keep batch ``n`` of the journal until `outbox_drop` says it is stored."""
+        self._db.execute("INSERT OR REPLACE INTO outbox(n, payload) VALUES (?, ?)", (n, payload))
+
+    def outbox_drop(self, upto: int) -> None:
+        self._db.execute("DELETE FROM outbox WHERE n <= ?", (upto,))
+
+    def outbox(self) -> list[tuple[int, bytes]]:
+        """The journal's batches not known to be stored, in order."""
+        return [(r[0], bytes(r[1])) for r in self._db.execute("SELECT n, payload FROM outbox ORDER BY n")]
 
     # audit ---------------------------------------------------------------------
     def append_audit(self, ts: float, event: str, data: dict[str, Any]) -> None:

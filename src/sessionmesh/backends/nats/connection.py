@@ -343,7 +343,7 @@ Record = tuple[str, bytes, dict[str, str] | None]
 @dataclass(slots=True)
 class _Batch:
     records: list[Record]
-    done: asyncio.Future[None]
+    done: asyncio.Future[list[Any]]
     futures: list[asyncio.Future[Any]]
 
 
@@ -360,8 +360,9 @@ class Committer:
         self._inflight: collections.deque[_Batch] = collections.deque()
         self._acker: asyncio.Task[None] | None = None
 
-    async def submit(self, records: list[Record]) -> None:
-        """Write ``records``; return once they and everything before are stored."""
+    async def submit(self, records: list[Record]) -> list[Any]:
+        """Write ``records``; return once they and everything before are stored, with
+        JetStream's acknowledgement of each (``.stream``, ``.seq``), in order."""
         if self._lock is None:
             self._lock = asyncio.Lock()
         batch = _Batch(records, asyncio.get_running_loop().create_future(), [])
@@ -370,7 +371,7 @@ class Committer:
             self._inflight.append(batch)
         if self._acker is None or self._acker.done():
             self._acker = asyncio.create_task(self._ack_in_order())
-        await batch.done
+        return await batch.done
 
     async def _write(self, batch: _Batch) -> None:
         for future in batch.futures:
@@ -396,7 +397,7 @@ class Committer:
             if self._stored(head):
                 self._inflight.popleft()
                 if not head.done.done():
-                    head.done.set_result(None)
+                    head.done.set_result([f.result() for f in head.futures])
                 continue
             errors = [f.exception() for f in head.futures if f.done() and not f.cancelled() and f.exception()]
             log.warning("nats: a commit was not acknowledged (%s); writing it again", errors[:1] or "timeout")

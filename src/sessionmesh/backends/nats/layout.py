@@ -73,6 +73,16 @@ class Layout:
     def state_prefix(self) -> str:
         return f"{self.namespace}.state.{self.machine}."
 
+    def state_log_subject(self, batch: int) -> str:
+        """Where batch ``batch`` of the state log goes (`journal`): a subject of its
+        own, so a batch written again replaces its first copy."""
+        return f"{self.state_prefix}log.{batch}"
+
+    @property
+    def state_log_filter(self) -> str:
+        """Every batch of the state log."""
+        return f"{self.state_prefix}log.>"
+
     @property
     def audit_stream(self) -> str:
         return f"{self.namespace}_audit_{self.machine}"

@@ -1,269 +1,292 @@
-"""The NATS store: a broker's state journalled to its machine's JetStream state
-stream, the lease table in KV, the audit log in a stream of its own."""
+"""The NATS store: JetStream holds a machine's state; the SQLite store is its local,
+materialised view.
+
+Every commit becomes batches of operations on the machine's state log
+(`Layout.state_log_subject`, `journal`), and the runner answers nothing before
+JetStream has acknowledged them (group commit). The same writes go to a SQLite
+file under ``$MESH_HOME`` (`SqliteStore`: the same queries and indexes as the
+one-machine broker, so memory stays bounded by what is live, not by history). The
+file records the last batch it holds and where in the log that was, so a start
+reads only the batches after it; a file that is gone, or that belongs to another
+stream, is rebuilt from the whole log. A batch the file holds but JetStream may not
+(the broker died before the acknowledgement) waits in its outbox and is written
+again at the next start. The lease table is the mesh's, in KV (`leases`).
+"""
 
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
+import functools
 import logging
-import secrets
-from collections.abc import Iterable
+import os
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from nats.js import api
 
-from ...codec import dumps, loads
+from ...codec import dumps
 from ...config import Settings
-from ...core.locks import Lease
 from ...envelope import Envelope, ReceiptState
-from ...errors import BadRequest, Contention, DuplicateMessage, StorageError, Unavailable
+from ...errors import BadRequest, DuplicateMessage
 from ...storage import PeerRecord, ReceiptUpdate, ThreadRecord
-from ...storage.memory import MemoryStore
+from ...storage.sqlite import SqliteStore
+from . import journal
 from .connection import COMMIT_TIMEOUT, Committer, NatsConnection, Record
-from .layout import PRESENCE_TTL, Layout, layout_of, token, untoken
+from .layout import PRESENCE_TTL, Layout, layout_of, token
+from .leases import SharedLeases
 
 log = logging.getLogger("sessionmesh.nats")
-LEASE_READ_TIMEOUT = 1.0  # the tick reads the lease table: it must not stall the broker long
+CATCH_UP_CHUNK = 500  # batches read from the log at a time at start
+_STREAM, _BATCH, _SEQ = "nats_stream", "nats_batch", "nats_stream_seq"  # cache meta keys
 
 
-def _peer_wire(peer: PeerRecord) -> dict[str, Any]:
-    return {
-        "name": peer.name,
-        "secret_hash": peer.secret_hash,
-        "meta": peer.meta,
-        "created_at": peer.created_at,
-        "last_seen": peer.last_seen,
-    }
+class NatsStore(SharedLeases, SqliteStore):
+    """A `Store` whose durable truth is the machine's JetStream state log, read and
+    written through a SQLite cache at ``cache_path`` (see the module docstring)."""
 
-
-class NatsStore(MemoryStore):
-    """A `Store` journalled to JetStream: a working copy in memory, every changed
-    record written to the machine's state stream at `commit`, read back on open.
-
-    The lease table is the mesh's, not the machine's: `leases` reads it from KV, and
-    `put_lease` writes it by compare-and-set on the revision `leases` saw, raising
-    `Contention` when another broker wrote in between. Holders on this machine are
-    plain names; holders elsewhere are ``LABEL:name``.
-    """
-
-    def __init__(self, conn: NatsConnection, layout: Layout, *, owns_connection: bool = False) -> None:
-        super().__init__()
+    def __init__(
+        self, conn: NatsConnection, layout: Layout, cache_path: str, *, owns_connection: bool = False
+    ) -> None:
+        SqliteStore.__init__(self, cache_path)
         self._conn = conn
         self.layout = layout
         self._owns = owns_connection
-        self._dirty: dict[str, Any] = {}  # state subject -> record (None: deleted)
+        self._ops: list[bytes] = []  # this batch's operations, encoded
         self._directory: dict[str, Any] = {}  # peers-bucket key -> public peer record
         self._remote_subs: dict[str, set[str]] = {}  # topic -> LABEL:name subscribed elsewhere
-        self._audit_out: list[bytes] = []
-        self._lease_rev: int | None = None
-        self._lease_rows: list[dict[str, Any]] = []
         self._committer = Committer(conn)
-        self._boot = secrets.token_hex(6)
-        self._audit_n = 0
+        self._acked = (0, 0)  # (batch, stream seq) last acknowledged, set on the NATS thread
+        self._settled = 0  # the batch the cache last recorded as acknowledged
         self._closed = False
-        self._load()
+        self.replayed = 0  # batches read back from the log at start (not already cached)
+        self._init_leases()
+        self._catch_up()
 
-    # -- lifecycle ---------------------------------------------------------------------
-    def _load(self) -> None:
-        records = self._conn.call(
-            self._conn.read_stream(self.layout.state_stream, self.layout.state_prefix + ">", 1),
-            timeout=max(self._conn.timeout, 120.0),
-            doing="reading the state stream",
+    # -- start: the log after what the cache holds -----------------------------------
+    def _catch_up(self) -> None:
+        info = self._conn.call(
+            self._conn.js.stream_info(self.layout.state_stream), doing="reading the state log"
         )
-        pre = len(self.layout.state_prefix)
-        messages: dict[str, Any] = {}
-        receipts: dict[tuple[str, str], Any] = {}
-        for _, subject, data in records:
-            if not data:
-                continue
-            kind, _, key = subject[pre:].partition(".")
-            record = loads(data)
-            if record is None:
-                continue
-            if kind == "P":
-                self._peers[record["name"]] = PeerRecord(**record)
-            elif kind == "M":
-                messages[key] = record
-            elif kind == "R":
-                msg_id, _, who = key.partition(".")
-                receipts[(msg_id, untoken(who))] = record
-            elif kind == "T":
-                self._threads[record["id"]] = ThreadRecord(**record)
-            elif kind == "S":
-                topic, _, who = key.partition(".")
-                self._subs.setdefault(untoken(topic), set()).add(untoken(who))
-        for record in sorted(messages.values(), key=lambda r: r["seq"]):
-            env = Envelope.from_wire(record["env"])
-            env.seq = record["seq"]
-            self._messages[env.id] = env
-            if record.get("answer"):
-                self._answers[env.id] = record["answer"]
-            self._seq = max(self._seq, env.seq)
-        for (msg_id, who), (state, updated_at, expires_at, seq, urgent) in receipts.items():
-            if msg_id in self._messages:
-                self._receipts[(msg_id, who)] = [ReceiptState(state), updated_at, expires_at, seq, urgent]
+        ident = f"{self.layout.state_stream}@{info.created}"
+        seq = int(self.get_meta(_SEQ) or 0)
+        if self.get_meta(_STREAM) not in (None, ident) or seq > info.state.last_seq:
+            log.warning("nats: the cache %s is not this state log's; rebuilding it", self.path)
+            self._rebuild()
+            seq = 0
+        self.set_meta(_STREAM, ident)
+        order = journal.Reorder(int(self.get_meta(_BATCH) or 0))
+        unsure = dict(self.outbox())  # batches the cache holds that JetStream may not
+        while seq < info.state.last_seq:
+            records = self._conn.call(
+                self._conn.read_stream(
+                    self.layout.state_stream, self.layout.state_log_filter, seq + 1, CATCH_UP_CHUNK
+                ),
+                timeout=max(self._conn.timeout, 120.0),
+                doing="reading the state log",
+            )
+            if not records:
+                break
+            for seq, _, data in records:  # noqa: B007 - the last seq read is kept
+                n, ops = journal.unpack(data)
+                unsure.pop(n, None)
+                for batch in order.add(n, ops):
+                    self._apply_all(batch)
+            self._record(order.applied, seq)
+        for batch in order.rest():
+            self._apply_all(batch)
+        self._record(order.applied, seq)
+        self._settled = order.applied
+        if unsure:
+            self._write_again(unsure)
 
-    def commit(self) -> None:
-        """Write every changed record (and the audit entries) and wait until JetStream
-        has them, and everything committed before. Raises `StorageError` when that
-        takes longer than `COMMIT_TIMEOUT` (NATS is gone)."""
-        try:
-            self.commit_async().result(COMMIT_TIMEOUT)
-        except concurrent.futures.TimeoutError:
-            raise StorageError(f"JetStream did not store a commit within {COMMIT_TIMEOUT:.0f}s") from None
+    def _record(self, batch: int, seq: int) -> None:
+        self.set_meta(_BATCH, str(batch))
+        self.set_meta(_SEQ, str(seq))
+        self.commit_local()
 
-    def commit_async(self) -> concurrent.futures.Future[None]:
-        """Start committing what changed since the last commit; the future is done
-        when JetStream has it and every earlier batch (`Committer`). The broker goes
-        on with the next commands meanwhile and holds back what they caused until
-        their own batch is done: group commit, pipelined."""
+    def _rebuild(self) -> None:
+        path = self.path
+        SqliteStore.close(self)  # its file only: the log is not touched
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.unlink(path + suffix)
+        SqliteStore.__init__(self, path)
+
+    def _write_again(self, unsure: dict[int, bytes]) -> None:
+        """Write the batches the cache holds and the log may not, in order (a batch
+        already there is dropped by its message id within the duplicate window, and
+        applied once by number on a later read in any case)."""
         records: list[Record] = [
-            (self.layout.state_prefix + subject, dumps(record).encode(), None)
-            for subject, record in self._dirty.items()
+            (self.layout.state_log_subject(n), payload, {"Nats-Msg-Id": str(n)})
+            for n, payload in sorted(unsure.items())
+        ]
+        acks = self._conn.call(
+            self._committer.submit(records), timeout=COMMIT_TIMEOUT, doing="writing the state log again"
+        )
+        self.outbox_drop(max(unsure))
+        self.set_meta(_SEQ, str(max(a.seq for a in acks)))
+        self.commit_local()
+
+    def _apply_all(self, ops: list[list[Any]]) -> None:
+        self.replayed += 1
+        for op in ops:
+            apply = _APPLY.get(op[0]) if op else None
+            if apply is None:
+                log.warning("nats: skipped a state-log op this version does not know: %.40r", op)
+                continue
+            apply(self, *op[1:])
+
+    # -- commit --------------------------------------------------------------------------
+    def commit(self) -> None:
+        """Write what changed and wait until JetStream has it, and everything committed
+        before (within what is left of a stop's budget once one began)."""
+        self.commit_async().result(self._conn.time_left(COMMIT_TIMEOUT))
+
+    def commit_async(self) -> concurrent.futures.Future[Any]:
+        """Commit the cache and start writing this batch to the log; the future is done
+        when JetStream has it and every earlier batch (`Committer`). The broker goes on
+        with the next commands meanwhile and holds back what they caused until their
+        own batch is done: group commit, pipelined."""
+        self._settle()
+        batches = journal.pack(self._ops, int(self.get_meta(_BATCH) or 0) + 1) if self._ops else []
+        self._ops = []
+        for n, payload in batches:
+            self.outbox_put(n, payload)
+        if batches:
+            self.set_meta(_BATCH, str(batches[-1][0]))
+        self.commit_local()
+        records: list[Record] = [
+            (self.layout.state_log_subject(n), payload, {"Nats-Msg-Id": str(n)}) for n, payload in batches
         ]
         records.extend(
             (self._conn.kv_subject(self.layout.peers_bucket, key), dumps(record).encode(), None)
             for key, record in self._directory.items()
         )
-        for entry in self._audit_out:
-            self._audit_n += 1  # the id lets JetStream drop an entry written again
-            records.append(
-                (self.layout.audit_subject, entry, {"Nats-Msg-Id": f"{self._boot}.{self._audit_n}"})
-            )
-        self._dirty.clear()
         self._directory.clear()
-        self._audit_out.clear()
-        return self._conn.spawn(self._committer.submit(records))
+        future = self._conn.spawn(self._committer.submit(records))
+        if batches:
+            future.add_done_callback(functools.partial(self._on_stored, batches[-1][0]))
+        return future
 
-    def checkpoint(self) -> None:
-        return None
+    def _on_stored(self, batch: int, future: concurrent.futures.Future[Any]) -> None:
+        """(NATS thread) JetStream holds ``batch``: the next commit forgets it."""
+        if future.cancelled() or future.exception() is not None:
+            return
+        seqs = [a.seq for a in future.result() if getattr(a, "stream", None) == self.layout.state_stream]
+        if seqs and batch > self._acked[0]:
+            self._acked = (batch, max(seqs))
+
+    def _settle(self) -> None:
+        """Record in the cache what JetStream acknowledged since the last commit."""
+        batch, seq = self._acked
+        if batch > self._settled:
+            self.outbox_drop(batch)
+            self.set_meta(_SEQ, str(seq))
+            self._settled = batch
 
     def close(self) -> None:
         """Write what is left and close. Once the broker is stopping (`begin_stop`), the
         wait is bounded by the stop's budget: what JetStream has not acknowledged by
-        then was never answered to anyone, and is logged as given up."""
+        then was never answered to anyone; it stays in the cache's outbox and is
+        written at the next start."""
         if self._closed:
             return
         self._closed = True
         try:
-            self.commit_async().result(self._conn.time_left(COMMIT_TIMEOUT))
+            self.commit()
         except concurrent.futures.TimeoutError:
-            log.error("nats: the last commit was not acknowledged before the stop; its senders got no answer")
+            log.error(
+                "nats: the last commit was not acknowledged before the stop; it is written at the next start"
+            )
         finally:
-            if self._owns:
-                self._conn.close()
+            try:
+                self._settle()
+                SqliteStore.close(self)
+            finally:
+                if self._owns:
+                    self._conn.close()
 
-    # -- journalled writes -------------------------------------------------------------
+    def checkpoint(self) -> None:
+        SqliteStore.checkpoint(self)
+
+    # -- journalled writes ---------------------------------------------------------------
+    def _op(self, *op: Any) -> None:
+        self._ops.append(dumps(op).encode())
+
     def put_peer(self, peer: PeerRecord) -> None:
-        super().put_peer(peer)
-        self._dirty[f"P.{token(peer.name)}"] = _peer_wire(self._peers[peer.name])
+        SqliteStore.put_peer(self, peer)
+        self._op("P", peer.name, peer.secret_hash, peer.meta, peer.created_at, peer.last_seen)
         self._publish(peer.name)
 
     def delete_peer(self, name: str) -> None:
-        topics = [t for t, names in self._subs.items() if name in names]
-        super().delete_peer(name)
-        self._dirty[f"P.{token(name)}"] = None
-        for topic in topics:
-            self._dirty[f"S.{token(topic)}.{token(name)}"] = None
+        SqliteStore.delete_peer(self, name)
+        self._op("P-", name)
         self._directory[f"{self.layout.machine}.{token(name)}"] = None
 
     def _publish(self, name: str) -> None:
         """Put a local peer's public record (no secret; its topics) in the directory."""
-        stored = self._peers.get(name)
+        stored = self.get_peer(name)
         if stored is None:
             return
-        public = _peer_wire(stored)
-        del public["secret_hash"]
-        public["machine"] = self.layout.machine
-        public["topics"] = sorted(t for t, names in self._subs.items() if name in names)
-        self._directory[f"{self.layout.machine}.{token(name)}"] = public
-
-    # Envelopes are copied shallowly (the memory store deep-copies, to catch a test
-    # that mutates what it read): nothing changes a stored envelope's body, and a
-    # deep copy of every message read or written was a fifth of the broker's CPU.
-    def add_message(self, env: Envelope) -> int:
-        if env.id in self._messages:
-            raise DuplicateMessage(f"message {env.id} is already stored")
-        self._seq += 1
-        env.seq = self._seq
-        self._messages[env.id] = dataclasses.replace(env)
-        self._journal_message(env.id)
-        return env.seq
-
-    def get_message(self, msg_id: str) -> Envelope | None:
-        env = self._messages.get(msg_id)
-        return dataclasses.replace(env) if env else None
-
-    def _select(self, pred: Any) -> list[Envelope]:
-        found = [e for e in self._messages.values() if pred(e)]
-        return [dataclasses.replace(e) for e in sorted(found, key=lambda e: e.seq)]
-
-    def unread(self, recipient: str, limit: int, after: tuple[int, int] | None = None) -> list[Envelope]:
-        start = (not after[0], after[1]) if after is not None else (False, 0)
-        keys = [
-            (not v[4], v[3], m)
-            for (m, r), v in self._receipts.items()
-            if r == recipient and v[0].unread and (not v[4], v[3]) > start
-        ]
-        return [dataclasses.replace(self._messages[m]) for _, _, m in sorted(keys)[:limit]]
-
-    def _journal_message(self, msg_id: str) -> None:
-        env = self._messages[msg_id]
-        self._dirty[f"M.{msg_id}"] = {
-            "env": env.to_wire(),
-            "seq": env.seq,
-            "answer": self._answers.get(msg_id),
+        self._directory[f"{self.layout.machine}.{token(name)}"] = {
+            "name": stored.name,
+            "meta": stored.meta,
+            "created_at": stored.created_at,
+            "last_seen": stored.last_seen,
+            "machine": self.layout.machine,
+            "topics": self.topics_of(name),
         }
 
-    def set_answer(self, msg_id: str, answer: dict[str, Any]) -> None:
-        super().set_answer(msg_id, answer)
-        if msg_id in self._messages:
-            self._journal_message(msg_id)
+    def add_message(self, env: Envelope) -> int:
+        seq = SqliteStore.add_message(self, env)
+        self._op("M", env.to_wire(), seq)
+        return seq
 
-    def _journal_receipt(self, msg_id: str, recipient: str) -> None:
-        rec = self._receipts.get((msg_id, recipient))
-        if rec is not None:
-            state, updated_at, expires_at, seq, urgent = rec
-            self._dirty[f"R.{msg_id}.{token(recipient)}"] = [state.value, updated_at, expires_at, seq, urgent]
+    def set_answer(self, msg_id: str, answer: dict[str, Any]) -> None:
+        SqliteStore.set_answer(self, msg_id, answer)
+        self._op("A", msg_id, answer)
 
     def add_receipts(
         self, env: Envelope, recipients: Iterable[str], state: ReceiptState = ReceiptState.QUEUED
     ) -> None:
         recipients = list(recipients)
-        super().add_receipts(env, recipients, state)
-        for r in recipients:
-            self._journal_receipt(env.id, r)
+        SqliteStore.add_receipts(self, env, recipients, state)
+        self._op("R", env.id, recipients, state.value)
 
     def update_receipts(self, updates: Iterable[ReceiptUpdate]) -> None:
         updates = list(updates)
-        super().update_receipts(updates)
-        for u in updates:
-            self._journal_receipt(u.msg_id, u.recipient)
+        SqliteStore.update_receipts(self, updates)
+        self._op("U", [[u.msg_id, u.recipient, u.state.value, u.ts] for u in updates])
 
     def expire_due(self, now: float) -> list[tuple[str, str, str]]:
-        expired = super().expire_due(now)
-        for msg_id, recipient, _ in expired:
-            self._journal_receipt(msg_id, recipient)
+        expired = SqliteStore.expire_due(self, now)
+        if expired:
+            self._op("U", [[m, r, ReceiptState.EXPIRED.value, now] for m, r, _ in expired])
         return expired
 
     def put_thread(self, thread: ThreadRecord) -> None:
-        super().put_thread(thread)
-        self._dirty[f"T.{thread.id}"] = thread.to_wire()
+        SqliteStore.put_thread(self, thread)
+        self._op("T", thread.to_wire())
 
     def subscribe(self, topic: str, name: str) -> None:
-        super().subscribe(topic, name)
-        self._dirty[f"S.{token(topic)}.{token(name)}"] = 1
+        SqliteStore.subscribe(self, topic, name)
+        self._op("S", topic, name)
         self._publish(name)
 
     def unsubscribe(self, topic: str, name: str) -> None:
-        super().unsubscribe(topic, name)
-        self._dirty[f"S.{token(topic)}.{token(name)}"] = None
+        SqliteStore.unsubscribe(self, topic, name)
+        self._op("S-", topic, name)
         self._publish(name)
 
+    def append_audit(self, ts: float, event: str, data: dict[str, Any]) -> None:
+        SqliteStore.append_audit(self, ts, event, data)
+        self._op("L", ts, event, data)
+
+    # -- topics across machines ----------------------------------------------------------
     def subscribers(self, topic: str) -> list[str]:
         """This machine's subscribers and, as ``LABEL:name``, those of other machines
         (from the directory): a topic message is stored for them all here."""
-        local = super().subscribers(topic)
+        local = SqliteStore.subscribers(self, topic)
         remote = self._remote_subs.get(topic)
         return sorted({*local, *remote}) if remote else local
 
@@ -278,101 +301,41 @@ class NatsStore(MemoryStore):
         for topic in wanted:
             self._remote_subs.setdefault(topic, set()).add(remote)
 
-    # -- the shared lease table --------------------------------------------------------
-    def _qualify(self, holder: str) -> str:
-        return holder if ":" in holder else f"{self.layout.machine}:{holder}"
 
-    def _local(self, holder: str) -> str:
-        mine = self.layout.machine + ":"
-        return holder[len(mine) :] if holder.startswith(mine) else holder
+# -- reading the log back: each op applied to the cache alone -----------------------------
 
-    def _read_leases(self) -> None:
-        data, rev = self._conn.call(
-            self._conn.kv_get(self.layout.leases_bucket, "table"),
-            timeout=LEASE_READ_TIMEOUT,
-            doing="reading the lease table",
-        )
-        self._lease_rows = loads(data)["leases"] if data else []
-        self._lease_rev = rev
 
-    def _refresh_leases(self) -> None:
-        """Read the table; when NATS is gone or slow, keep the one last read. A stale
-        table is safe: every write is a compare-and-set on the revision it was read at."""
-        try:
-            self._read_leases()
-        except (Unavailable, StorageError) as exc:
-            log.debug("nats: the lease table as last read (%s)", exc)
+def _restore_message(store: SqliteStore, wire: dict[str, Any], seq: int) -> None:
+    env = Envelope.from_wire(wire)
+    env.seq = seq
+    try:
+        store.restore_message(env)
+    except DuplicateMessage:
+        return
 
-    def _write_leases(self, rows: list[dict[str, Any]]) -> None:
-        """Compare-and-set the table against the revision last read; `Contention` if
-        another broker wrote since (the cached table is then dropped)."""
-        if self._lease_rev is None:
-            self._read_leases()
-        try:
-            rev = self._conn.call(
-                self._conn.kv_put(
-                    self.layout.leases_bucket, "table", dumps({"leases": rows}).encode(), last=self._lease_rev
-                ),
-                doing="writing the lease table",
-            )
-        except Contention:
-            self._lease_rev = None
-            raise
-        self._lease_rows, self._lease_rev = rows, rev
 
-    def leases(self) -> list[Lease]:
-        self._refresh_leases()
-        found = [
-            Lease(
-                r["resource"],
-                self._local(r["holder"]),
-                r["exclusive"],
-                r["reason"],
-                r["acquired_at"],
-                r["expires_at"],
-            )
-            for r in self._lease_rows
-        ]
-        return sorted(found, key=lambda lease: (lease.acquired_at, lease.resource))
+def _restore_receipts(store: SqliteStore, msg_id: str, recipients: list[str], state: str) -> None:
+    env = store.get_message(msg_id)
+    if env is not None:
+        store.add_receipts(env, recipients, ReceiptState(state))
 
-    def put_lease(self, lease: Lease) -> None:
-        """Raises `Contention` if the table changed since `leases` read it."""
-        holder = self._qualify(lease.holder)
-        row = {**lease.to_wire(), "holder": holder}
-        rows = [r for r in self._lease_rows if (r["resource"], r["holder"]) != (lease.resource, holder)]
-        self._write_leases([*rows, row])
 
-    def delete_lease(self, resource: str, holder: str) -> None:
-        holder = self._qualify(holder)
-        for _ in range(50):
-            self._read_leases()
-            rows = [r for r in self._lease_rows if (r["resource"], r["holder"]) != (resource, holder)]
-            if len(rows) == len(self._lease_rows):
-                return
-            try:
-                self._write_leases(rows)
-                return
-            except Contention:
-                continue
-        raise Contention(f"could not release {resource!r}: the lease table keeps changing")
+def _restore_updates(store: SqliteStore, rows: list[list[Any]]) -> None:
+    store.update_receipts(ReceiptUpdate(m, r, ReceiptState(s), ts) for m, r, s, ts in rows)
 
-    # -- audit -------------------------------------------------------------------------
-    def append_audit(self, ts: float, event: str, data: dict[str, Any]) -> None:
-        self._audit_out.append(dumps({"ts": ts, "event": event, **data}).encode())
 
-    def read_audit(self, *, after: int, limit: int) -> list[dict[str, Any]]:
-        if self._audit_out:
-            self.commit()
-        records = self._conn.call(
-            self._conn.read_stream(self.layout.audit_stream, self.layout.audit_subject, after + 1, limit),
-            timeout=max(self._conn.timeout, 60.0),
-            doing="reading the audit log",
-        )
-        out = []
-        for seq, _, data in records:
-            entry = loads(data)
-            out.append({"seq": seq, "ts": entry.pop("ts"), "event": entry.pop("event"), **entry})
-        return out
+_APPLY: dict[str, Callable[..., None]] = {
+    "P": lambda s, *f: SqliteStore.put_peer(s, PeerRecord(*f)),
+    "P-": SqliteStore.delete_peer,
+    "M": _restore_message,
+    "A": SqliteStore.set_answer,
+    "R": _restore_receipts,
+    "U": _restore_updates,
+    "T": lambda s, wire: SqliteStore.put_thread(s, ThreadRecord(**wire)),
+    "S": SqliteStore.subscribe,
+    "S-": SqliteStore.unsubscribe,
+    "L": SqliteStore.append_audit,
+}
 
 
 async def ensure_layout(conn: NatsConnection, layout: Layout, replicas: int) -> None:
@@ -383,7 +346,7 @@ async def ensure_layout(conn: NatsConnection, layout: Layout, replicas: int) -> 
         api.StreamConfig(
             name=layout.state_stream,
             subjects=[layout.state_prefix + ">"],
-            max_msgs_per_subject=1,
+            max_msgs_per_subject=1,  # a batch written again replaces its first copy
             num_replicas=replicas,
             storage=api.StorageType.FILE,
             discard=api.DiscardPolicy.OLD,
@@ -424,7 +387,8 @@ def open_store(settings: Settings) -> NatsStore:
             timeout=max(conn.timeout, 30.0),
             doing="creating streams and buckets",
         )
-        return NatsStore(conn, layout, owns_connection=True)
+        cache = os.path.join(settings.home, f"nats-{layout.namespace}-{layout.machine}.db")
+        return NatsStore(conn, layout, cache, owns_connection=True)
     except BaseException:
         conn.close()
         raise
