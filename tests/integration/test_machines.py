@@ -327,3 +327,26 @@ async def test_an_unsubscribe_on_one_machine_stops_the_other_machine_s_copies(ma
         marker = await alice.send("b:bob", "marker")
         seen = await until_id(bob, marker.id)
         assert after.id not in [m.id for m in seen]
+
+
+async def test_a_catch_up_subscriber_gets_every_stored_topic_message_wherever_it_was_sent(
+    machines: Machines,
+) -> None:
+    async with (
+        AsyncClient(machines.settings("a"), "alice") as alice,
+        AsyncClient(machines.settings("b"), "bob") as bob,
+    ):
+        # stored on a before any machine had a subscriber, and on b by bob
+        early = [await alice.send("#news", f"a says {i}") for i in range(3)]
+        mine = await bob.send("#news", "b says 0")
+        want = {e.id for e in early} | {mine.id}
+        async with AsyncClient(machines.settings("b"), "carol") as carol:
+            await carol.subscribe("#news", from_start=True)
+            got = await collect(carol, want, timeout=20)
+            assert len(got) == len(set(got)), "carol saw a message twice"
+        async with AsyncClient(machines.settings("a"), "dave") as dave:
+            await dave.subscribe("#news", from_start=True)
+            got = await collect(dave, want, timeout=20)
+            assert len(got) == len(set(got)), "dave saw a message twice"
+            later = await bob.send("#news", "b says 1")  # and live from here on
+            assert (await until_id(dave, later.id))[-1].body == "b says 1"

@@ -17,7 +17,7 @@ class TopicsMixin(CoreState):
     def subscribe(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
         topic = topic_arg(args)
         from_start = bool_arg(args, "from_start", False)
-        self.store.subscribe(topic, caller.name)
+        self.store.subscribe(topic, caller.name, catch_up=from_start)
         effects: list[Effect] = []
         caught_up = 0
         if from_start:

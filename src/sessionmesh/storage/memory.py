@@ -185,7 +185,7 @@ class MemoryStore:
     def delete_lease(self, resource: str, holder: str) -> None:
         self._leases.pop((resource, holder), None)
 
-    def subscribe(self, topic: str, name: str) -> None:
+    def subscribe(self, topic: str, name: str, *, catch_up: bool = False) -> None:
         self._subs.setdefault(topic, set()).add(name)
 
     def unsubscribe(self, topic: str, name: str) -> None:

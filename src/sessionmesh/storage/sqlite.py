@@ -518,7 +518,7 @@ class SqliteStore:
         self._db.execute("DELETE FROM leases WHERE resource = ? AND holder = ?", (resource, holder))
 
     # topics --------------------------------------------------------------------
-    def subscribe(self, topic: str, name: str) -> None:
+    def subscribe(self, topic: str, name: str, *, catch_up: bool = False) -> None:
         self._db.execute("INSERT OR IGNORE INTO subscriptions(topic, name) VALUES (?, ?)", (topic, name))
 
     def unsubscribe(self, topic: str, name: str) -> None:

@@ -54,6 +54,11 @@ class LinkConn:
         return None
 
 
+def _strings(value: Any) -> list[str]:
+    """The strings of a list from another machine's record (nothing else)."""
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
 def _remote_name(machine: str, name: str) -> str:
     return f"{machine}:{name}"
 
@@ -86,6 +91,7 @@ class NatsBackend:
         self._deliveries: dict[tuple[str, str], tuple[dict[str, Any], list[str]]] = {}
         self._records: list[tuple[str, bytes, dict[str, str] | None]] = []
         self._drain_scheduled = False
+        self._caught_up: set[tuple[str, str]] = set()  # (LABEL:name, topic) sent its backlog this run
         self._presence_seen: dict[str, dict[str, Any]] = {}  # remote name -> last presence record
         self._local_online: dict[str, float] = {}  # local name -> online since
         self._heard: dict[str, float] = {}  # machine -> when its heartbeat arrived (monotonic)
@@ -411,15 +417,28 @@ class NatsBackend:
             return
         remote = _remote_name(machine, name)
         meta = self._translate_meta(machine, record.get("meta") or {})
-        topics = record.get("topics")
-        self.store.set_remote_topics(
-            remote, [t for t in topics if isinstance(t, str)] if isinstance(topics, list) else []
-        )
+        topics = _strings(record.get("topics"))
+        self.store.set_remote_topics(remote, topics)
         if remote in self._links:
             assert self.runner is not None
+            link = self._links[remote]
             self.runner.carry_out(self.runner.core.update_remote(remote, time.time(), meta=meta))
         else:
-            self._attach(remote, meta, record)
+            link = self._attach(remote, meta, record)
+        self._catch_up(link, [t for t in _strings(record.get("catch_up")) if t in topics])
+
+    def _catch_up(self, link: LinkConn, topics: list[str]) -> None:
+        """A peer elsewhere subscribed to ``topics`` with catch-up: send it this
+        machine's stored messages of each that it has no copy of. That is the core's
+        own ``subscribe`` with ``from_start``, run for the link (the store keeps no
+        subscription for a name elsewhere); it is done once per run, and a rerun
+        sends nothing twice (a message with its receipt here is skipped)."""
+        assert self.runner is not None and link.name is not None
+        for topic in topics:
+            if (link.name, topic) not in self._caught_up:
+                self._caught_up.add((link.name, topic))
+                args = {"topic": topic, "from_start": True}
+                self.runner.submit(Caller(link.name, link.id), "subscribe", args, None)
 
     def _attach(self, remote: str, meta: dict[str, Any], record: dict[str, Any] | None) -> LinkConn:
         assert self.runner is not None

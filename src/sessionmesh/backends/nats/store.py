@@ -24,7 +24,7 @@ from typing import Any
 
 from nats.js import api
 
-from ...codec import dumps
+from ...codec import dumps, loads
 from ...config import Settings
 from ...envelope import Envelope, ReceiptState
 from ...errors import BadRequest, DuplicateMessage
@@ -235,6 +235,7 @@ class NatsStore(SharedLeases, SqliteStore):
             "last_seen": stored.last_seen,
             "machine": self.layout.machine,
             "topics": self.topics_of(name),
+            "catch_up": self._catch_up_topics(name),
         }
 
     def add_message(self, env: Envelope) -> int:
@@ -268,15 +269,34 @@ class NatsStore(SharedLeases, SqliteStore):
         SqliteStore.put_thread(self, thread)
         self._op("T", thread.to_wire())
 
-    def subscribe(self, topic: str, name: str) -> None:
+    def subscribe(self, topic: str, name: str, *, catch_up: bool = False) -> None:
+        """Subscribe a peer of this machine; with ``catch_up`` the directory asks every
+        other machine for the topic's messages it stored (`NatsBackend` there sends
+        those this peer has no copy of). A subscriber elsewhere (``LABEL:name``) is
+        the directory's to know (`set_remote_topics`): nothing is stored here."""
+        if ":" in name:
+            return
         SqliteStore.subscribe(self, topic, name)
         self._op("S", topic, name)
+        if catch_up:
+            self._set_catch_up(name, {*self._catch_up_topics(name), topic})
         self._publish(name)
 
     def unsubscribe(self, topic: str, name: str) -> None:
         SqliteStore.unsubscribe(self, topic, name)
         self._op("S-", topic, name)
+        if topic in self._catch_up_topics(name):
+            self._set_catch_up(name, set(self._catch_up_topics(name)) - {topic})
         self._publish(name)
+
+    def _catch_up_topics(self, name: str) -> list[str]:
+        """The topics ``name`` subscribed to with catch-up."""
+        return loads(self.get_meta(f"catch_up.{name}") or "[]")
+
+    def _set_catch_up(self, name: str, topics: set[str]) -> None:
+        value = dumps(sorted(topics))
+        self.set_meta(f"catch_up.{name}", value)
+        self._op("K", f"catch_up.{name}", value)
 
     def append_audit(self, ts: float, event: str, data: dict[str, Any]) -> None:
         SqliteStore.append_audit(self, ts, event, data)
@@ -335,6 +355,7 @@ _APPLY: dict[str, Callable[..., None]] = {
     "S": SqliteStore.subscribe,
     "S-": SqliteStore.unsubscribe,
     "L": SqliteStore.append_audit,
+    "K": SqliteStore.set_meta,
 }
 
 
