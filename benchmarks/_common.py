@@ -269,7 +269,12 @@ def start_broker(
     for key in ("MESH_URL", "MESH_NAME", "MESH_TOKEN"):
         env.pop(key, None)
     cmd = [sys.executable, *(python_args or []), "-m", "sessionmesh", "serve", "--port", "0", "--home", home]
-    proc = spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    # MESHBENCH_BROKER_LOG=FILE keeps the brokers' stderr (their logs) for a post-mortem
+    log_path = os.environ.get("MESHBENCH_BROKER_LOG")
+    err: Any = open(log_path, "a") if log_path else subprocess.DEVNULL  # noqa: SIM115 - the child owns it
+    proc = spawn(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+    if log_path:
+        err.close()
     line = _read_line(proc, START_TIMEOUT)
     if "listening on" not in line:
         end_group(proc)
