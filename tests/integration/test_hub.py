@@ -25,6 +25,7 @@ from sessionmesh.backends.nats import Layout
 from sessionmesh.client.aio import AsyncClient
 from sessionmesh.envelope import SendStatus
 from tests.conftest import BrokerProcess, read_line
+from tests.natsserver import NatsNode
 
 HUB_START = 60.0
 
@@ -188,3 +189,42 @@ async def test_a_route_record_that_claims_another_machine_is_refused_and_audited
         await nc.close()
     finally:
         gen.close()
+
+
+async def test_cluster_init_and_setup_then_brokers_with_their_own_files_talk(tmp_path: Path) -> None:
+    """The path deployment.md gives for a cluster of your own: init, include
+    auth.conf, setup as the admin, one credentials file per broker."""
+    files = tmp_path / "mesh-cluster"
+    made = mesh(tmp_path / "admin", "cluster", "init", "--machines", "a,b", "--dir", str(files))
+    assert made.returncode == 0, made.stderr
+    (
+        tmp_path / "node"
+    ).mkdir()  # auth.conf next to the node's config: nats-server includes relative paths only
+    (tmp_path / "node" / "auth.conf").write_text((files / "auth.conf").read_text())
+    node = NatsNode("node", tmp_path, extra="include auth.conf").start()
+    brokers: list[BrokerProcess] = []
+    try:
+        done = mesh(tmp_path / "admin", "cluster", "setup", "--dir", str(files), "--nats-url", node.url)
+        assert done.returncode == 0, done.stderr
+        for machine in ("a", "b"):
+            env = {
+                **os.environ,
+                "MESH_HOME": str(tmp_path / machine),
+                "MESH_BACKEND": "nats",
+                "MESH_NATS_URL": node.url,
+                "MESH_NATS_CREDENTIALS": str(files / "credentials" / f"{machine}.json"),
+            }
+            brokers.append(BrokerProcess(tmp_path / machine, env))
+            brokers[-1].start()
+        a, b = brokers
+        async with AsyncClient(a.settings(), "watch", events=True) as watch:
+            async with AsyncClient(b.settings(), "bob") as bob:
+                await until_joined(watch, "b:bob")
+                async with AsyncClient(a.settings(), "alice") as alice:
+                    sent = await alice.send("b:bob", "over my own cluster")
+                    assert sent.status is SendStatus.RECEIVED
+                    assert (await bob.recv(timeout=10)).sender == "a:alice"
+    finally:
+        for broker in brokers:
+            broker.stop()
+        node.stop()
