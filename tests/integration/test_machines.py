@@ -313,6 +313,44 @@ async def test_losing_a_nats_node_mid_stream_loses_nothing_answered(tmp_path: Pa
             node.stop()
 
 
+def restart_hard(node: NatsNode) -> None:
+    """SIGKILL a node and start it again on the same ports and store."""
+    node.kill()
+    node.start()
+
+
+async def test_a_hub_restarted_mid_stream_loses_nothing_answered_and_duplicates_nothing(
+    tmp_path: Path,
+) -> None:
+    hub = NatsNode("hub", tmp_path / "nats").start()
+    machines: Machines | None = None
+    try:
+        machines = start_machines([hub], tmp_path)
+        async with AsyncClient(machines.settings("a"), "watch", events=True) as watch:
+            async with (
+                AsyncClient(machines.settings("b"), "bob") as bob,
+                AsyncClient(machines.settings("a"), "alice") as alice,
+            ):
+                await until_event(watch, "peer_joined", "b:bob")
+                answered: dict[str, SendStatus] = {}
+                restarting = None
+                for i in range(150):
+                    result = await alice.send("b:bob", {"n": i})
+                    answered[result.id] = result.status
+                    if i == 50:  # the hub dies and comes back while the sends go on
+                        restarting = asyncio.create_task(asyncio.to_thread(restart_hard, hub))
+                assert restarting is not None
+                await asyncio.wait_for(restarting, 60)
+                acked = {i for i, s in answered.items() if s in (SendStatus.RECEIVED, SendStatus.QUEUED)}
+                assert len(acked) >= 100, f"only {len(acked)} of 150 sends were answered"
+                got = await collect(bob, acked, timeout=60)
+                assert len(got) == len(set(got)), "bob's application saw a message twice"
+    finally:
+        if machines is not None:
+            machines.stop()
+        hub.kill()
+
+
 async def test_an_unsubscribe_on_one_machine_stops_the_other_machine_s_copies(machines: Machines) -> None:
     async with (
         AsyncClient(machines.settings("b"), "bob") as bob,
