@@ -25,7 +25,7 @@ next turn's context.
 
 Before each tool call (Claude Code and Codex ``PreToolUse``, Gemini CLI
 ``BeforeTool``, Pi's ``tool_call``) the hook only looks for a guard's stop on this
-agent (pair mode, `sessionmesh.blocks`): with one, it refuses the call with the
+agent (pair mode, `sessionmesh.marks`): with one, it refuses the call with the
 guard's reason (``permissionDecision: deny``; Gemini's ``decision: deny``), except
 the call that acknowledges it (`acknowledges`). It asks the broker nothing.
 """
@@ -36,9 +36,10 @@ import contextlib
 import json
 import os
 import sys
+import time
 from typing import Any
 
-from . import injection, programs
+from . import injection, programs, quiet
 from .config import Settings
 from .programs import HookFormat
 
@@ -123,12 +124,15 @@ def run_hook(settings: Settings, tool: str, event: str, name: str | None, *, std
                 shot.call("ack", ids=earlier, state="read")
                 ledger.forget(session)
                 earlier = []
+            fetched = time.time_ns()
             messages = [m for m in shot.call("inbox", limit=200)["messages"] if m["id"] not in earlier]
             output = decide(tool, event, hook_input, messages)
             if output is not None:
                 sys.stdout.write(json.dumps(output, ensure_ascii=False) + "\n")
                 sys.stdout.flush()
                 ledger.record(session, earlier + [m["id"] for m in messages])
+            if shot.local and (output is not None or not messages):
+                _checked(settings.home, shot.name, fetched)  # all it fetched was shown
         _report_activity(shot, fmt, event, blocking=output is not None, home=settings.home)
         if event == fmt.start_event and fmt.waiter:
             _start_waiter(settings, tool, shot.name, session)
@@ -141,16 +145,11 @@ def _pre_tool(
     settings: Settings, fmt: HookFormat, event: str, name: str | None, hook_input: dict[str, Any]
 ) -> int:
     """Refuse this tool call while a guard's stop stands on this agent; always exits 0."""
-    from . import blocks
+    from . import marks
 
     try:
-        if name is None and not settings.name:
-            from .client import discovery
-
-            cwd = hook_input.get("cwd") if isinstance(hook_input.get("cwd"), str) else os.getcwd()
-            name = discovery.default_name(cwd)
-        name = name or settings.name or ""
-        block = blocks.read(settings.home, name)
+        name = name or settings.name or quiet.default_name(_cwd(hook_input))
+        block = marks.read_block(settings.home, name)
         if block is None or acknowledges(hook_input):
             return 0
         sys.stdout.write(
@@ -223,6 +222,19 @@ def _report_activity(shot: BrokerCall, fmt: HookFormat, event: str, *, blocking:
 WAITING_DIR = "waiting"  # names whose agent waits for its user, until their next tool event
 
 
+def _checked(home: str, name: str, fetched_ns: int) -> None:
+    """Date ``shown/NAME.checked`` to just before this hook fetched NAME's mail: until
+    mail newer than that is stored, the next tool events are quiet (`sessionmesh.quiet`)."""
+    path = os.path.join(home, "shown", name + quiet.CHECKED)
+    try:
+        os.utime(path, ns=(fetched_ns, fetched_ns))
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        with open(path, "ab"):
+            pass
+        os.utime(path, ns=(fetched_ns, fetched_ns))
+
+
 def _waiting(settings: Settings, name: str | None, hook_input: dict[str, Any]) -> None:
     """The program shows its user a dialog (a permission prompt): the agent is
     ``waiting`` until a tool event or its stop says otherwise."""
@@ -277,33 +289,56 @@ class BrokerCall:
     ``http.client`` would cost a hook more than the whole request does."""
 
     def __init__(self, url: str, token: str, name: str, secret: str, timeout: float) -> None:
-        import urllib.parse
-
         self.name = name
-        parsed = urllib.parse.urlsplit(url)
         self.url, self.token, self.secret = url, token, secret
-        self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 80
+        netloc = url.split("://", 1)[-1].split("/", 1)[0]
+        host, sep, port = netloc.rpartition(":")
+        if not sep or "]" in port:  # no port (or only an IPv6 address's colons)
+            host, port = netloc, "80"
+        self.host, self.port = host.strip("[]") or "127.0.0.1", int(port)
+        # an ASCII host as bytes: a str would make getaddrinfo import the idna codec (8 ms)
+        self.address = (self.host.encode() if self.host.isascii() else self.host, self.port)
         self.headers = (
-            f"Host: {self.host}:{self.port}\r\nAuthorization: Bearer {token}\r\n"
+            f"Host: {netloc}\r\nAuthorization: Bearer {token}\r\n"
             f"X-Mesh-Name: {name}\r\nX-Mesh-Secret: {secret}\r\n"
             "Content-Type: application/json\r\nConnection: close\r\n"
         )
         self.timeout = timeout
+        self.local = False
+
+    def connect(self) -> Any:
+        """A connected socket. A loopback IPv4 broker (the usual one) is reached with the
+        C module alone: the ``socket`` module would cost a hook more than the request."""
+        if self.host.count(".") == 3 and self.host.replace(".", "").isdigit():
+            import _socket
+
+            sock = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+            try:
+                sock.settimeout(self.timeout)
+                sock.connect((self.host, self.port))
+            except OSError:
+                sock.close()
+                raise
+            return sock
+        import socket
+
+        return socket.create_connection(self.address, timeout=self.timeout)
 
     def call(self, op: str, **args: Any) -> dict[str, Any]:
         """Run one op; raises `MeshError` (the broker's, or `Unavailable`)."""
-        import socket
-
         from .errors import Unavailable, from_wire
 
         body = json.dumps(args).encode()
         head = f"POST /v1/{op} HTTP/1.1\r\n{self.headers}Content-Length: {len(body)}\r\n\r\n"
         chunks = []
         try:
-            with socket.create_connection((self.host, self.port), timeout=self.timeout) as sock:
+            sock = self.connect()
+            try:
                 sock.sendall(head.encode() + body)
                 while chunk := sock.recv(65536):
                     chunks.append(chunk)
+            finally:
+                sock.close()
         except OSError as exc:
             raise Unavailable(f"cannot reach the broker at {self.host}:{self.port}: {exc}") from None
         status_line, _, rest = b"".join(chunks).partition(b"\r\n")
@@ -319,8 +354,34 @@ class BrokerCall:
 
 
 def main(argv: list[str]) -> int:
-    """``mesh hook TOOL EVENT [--as NAME] [--home DIR] [--url URL]``, parsed without
-    argparse's cost; ``mesh hook --help`` goes through the full parser."""
+    """``mesh hook TOOL EVENT [--as NAME] [--home DIR] [--url URL]``: the usual line is
+    read by hand (argparse costs a hook more than its request); anything else, and
+    ``--help``, goes through argparse, which explains what is wrong."""
+    args = _plain_args(argv) or _parsed_args(argv)
+    from .config import load
+
+    settings = load(overrides={"home": args["home"], "url": args["url"]})
+    if args["event"] == WAKE_EVENT:
+        from .wake import run_rewake
+
+        return run_rewake(settings, args["tool"], args["as"])
+    return run_hook(settings, args["tool"], args["event"], args["as"])
+
+
+def _plain_args(argv: list[str]) -> dict[str, Any] | None:
+    if len(argv) < 2 or argv[0] not in programs.NAMES or argv[1].startswith("-"):
+        return None
+    args: dict[str, Any] = {"tool": argv[0], "event": argv[1], "as": None, "home": None, "url": None}
+    rest = argv[2:]
+    while rest:
+        if len(rest) < 2 or rest[0] not in ("--as", "--home", "--url"):
+            return None
+        args[rest[0][2:]] = rest[1]
+        rest = rest[2:]
+    return args
+
+
+def _parsed_args(argv: list[str]) -> dict[str, Any]:
     import argparse
 
     parser = argparse.ArgumentParser(prog="mesh hook", add_help=True)
@@ -330,15 +391,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--home")
     parser.add_argument("--url")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    from .config import load
-
-    settings = load(overrides={"home": args.home, "url": args.url})
-    if args.event == WAKE_EVENT:
-        from .wake import run_rewake
-
-        return run_rewake(settings, args.tool, args.as_name)
-    return run_hook(settings, args.tool, args.event, args.as_name)
+    ns = parser.parse_args(argv)
+    return {"tool": ns.tool, "event": ns.event, "as": ns.as_name, "home": ns.home, "url": ns.url}
 
 
 def _connect(settings: Settings, name: str | None, hook_input: dict[str, Any]) -> BrokerCall | None:
@@ -346,8 +400,7 @@ def _connect(settings: Settings, name: str | None, hook_input: dict[str, Any]) -
     never joined here (then nothing can be waiting for it)."""
     from .client import discovery
 
-    cwd = hook_input.get("cwd") if isinstance(hook_input.get("cwd"), str) else os.getcwd()
-    name = name or settings.name or discovery.default_name(cwd)
+    name = name or settings.name or quiet.default_name(_cwd(hook_input))
     secret = discovery.load_secret(settings, name)
     if secret is None:
         return None
@@ -357,4 +410,11 @@ def _connect(settings: Settings, name: str | None, hook_input: dict[str, Any]) -
         if info is None or not discovery.pid_alive(int(info.get("pid") or 0)):
             return None
         url = info["url"]
-    return BrokerCall(url.rstrip("/"), discovery.read_token(settings), name, secret, settings.request_timeout)
+    call = BrokerCall(url.rstrip("/"), discovery.read_token(settings), name, secret, settings.request_timeout)
+    call.local = not settings.url  # the broker of this home, which keeps its marks here
+    return call
+
+
+def _cwd(hook_input: dict[str, Any]) -> str:
+    cwd = hook_input.get("cwd")
+    return cwd if isinstance(cwd, str) else os.getcwd()

@@ -1,60 +1,96 @@
-"""The blocks a guard put on its grip (pair mode), as files the grip's hook reads.
+"""Per-name files the broker keeps in ``$MESH_HOME`` so that a hook, which runs on
+every tool call, can decide from a ``stat`` alone that it has nothing to do.
 
-A grip's pre-tool hook runs before every tool call, so it must not ask the broker:
-the broker writes ``$MESH_HOME/blocks/NAME.json`` when a guard stops NAME and removes
-it when NAME acknowledges (or the pair ends), and the hook only looks for the file.
-The broker's state is the truth; at start it writes these files again from it.
+- ``blocks/NAME.json``: a guard's stop on NAME (pair mode, core/pairs.py), written
+  when the guard stops NAME, removed when NAME acknowledges or the pair ends, and
+  written again from the broker's state at its start. The grip's pre-tool hook
+  refuses tool calls while it is there.
+- ``mail/NAME``: its modification time is when mail was last stored for NAME (the
+  broker touches it after the commit). A hook that last asked the broker at T (its
+  ``checked`` time, `sessionmesh.quiet`) has nothing new to fetch while this is older.
 
-Every agent runs as the same OS user, so an agent could delete its own file: the
-block is a guard's stop for a model that reads its hooks, not a sandbox (see
-docs/security.md). Standard library only.
+The broker's state is the truth; these are hints it keeps for the hooks. Every agent
+runs as the same OS user, so an agent could delete its own block: a stop is a guard's
+word to a model that reads its hooks, not a sandbox (see docs/security.md). Standard
+library only, and nothing is imported until it is needed.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-from pathlib import Path
 from typing import Any
 
-DIR = "blocks"
+BLOCKS = "blocks"
+MAIL = "mail"
 
 
-def path(home: str | os.PathLike[str], name: str) -> Path:
-    return Path(home) / DIR / f"{name}.json"
+def block_path(home: str, name: str) -> str:
+    return os.path.join(home, BLOCKS, f"{name}.json")
 
 
-def read(home: str | os.PathLike[str], name: str) -> dict[str, Any] | None:
+def mail_path(home: str, name: str) -> str:
+    return os.path.join(home, MAIL, name)
+
+
+def read_block(home: str, name: str) -> dict[str, Any] | None:
     """NAME's block, or None (no file, or one that is not a block)."""
+    import json
+
     try:
-        with open(path(home, name), "rb") as fh:
+        with open(block_path(home, name), "rb") as fh:
             block = json.loads(fh.read())
     except (OSError, ValueError):
         return None
     return block if isinstance(block, dict) else None
 
 
-def write(home: str | os.PathLike[str], name: str, block: dict[str, Any] | None) -> None:
+def write_block(home: str, name: str, block: dict[str, Any] | None) -> None:
     """Mark NAME blocked (atomically), or clear its mark with ``None``."""
-    target = path(home, name)
+    import json
+
+    target = block_path(home, name)
     if block is None:
-        with contextlib.suppress(FileNotFoundError):
-            target.unlink()
+        try:
+            os.unlink(target)
+        except FileNotFoundError:
+            pass
         return
-    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = target.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(block, ensure_ascii=False))
+    os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+    tmp = f"{target}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(block, ensure_ascii=False))
     os.replace(tmp, target)
 
 
-def sync(home: str | os.PathLike[str], blocks: dict[str, dict[str, Any]]) -> None:
+def sync_blocks(home: str, blocks: dict[str, dict[str, Any]]) -> None:
     """Make the folder say exactly ``blocks`` (the broker's state, at its start)."""
-    folder = Path(home) / DIR
-    if folder.is_dir():
-        for stale in folder.glob("*.json"):
-            if stale.stem not in blocks:
-                with contextlib.suppress(FileNotFoundError):
-                    stale.unlink()
+    folder = os.path.join(home, BLOCKS)
+    if os.path.isdir(folder):
+        for entry in os.listdir(folder):
+            if entry.endswith(".json") and entry[: -len(".json")] not in blocks:
+                write_block(home, entry[: -len(".json")], None)
     for name, block in blocks.items():
-        write(home, name, block)
+        write_block(home, name, block)
+
+
+class MailMarks:
+    """The broker's side of ``mail/NAME``: touched once per name per batch of effects."""
+
+    def __init__(self, home: str) -> None:
+        self.folder = os.path.join(home, MAIL)
+        self.made: set[str] = set()
+
+    def touch(self, names: set[str]) -> None:
+        for name in names:
+            path = os.path.join(self.folder, name)
+            if name in self.made:
+                try:
+                    os.utime(path)
+                    continue
+                except FileNotFoundError:
+                    pass  # removed by hand: make it again
+            os.makedirs(self.folder, mode=0o700, exist_ok=True)
+            with open(path, "ab"):
+                pass
+            os.utime(path)
+            self.made.add(name)

@@ -718,7 +718,7 @@ def probe(
     from mcp import ClientSession, StdioServerParameters
     from mcp.client.stdio import stdio_client
 
-    from .client.discovery import default_name
+    from .quiet import default_name
 
     expected = (
         argv[argv.index("--as") + 1]

@@ -26,12 +26,12 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from . import __version__, blocks
+from . import __version__, marks
 from .backends import open_backend
 from .codec import dumps
 from .config import Settings
 from .core.broker import Caller, Core
-from .core.effects import Effect, Mark, Push, Respond
+from .core.effects import Effect, Mail, Mark, Push, Respond
 from .core.safety import SCREENED, SecretAction, costly, warm
 from .dashboard import Dashboard
 from .envelope import PERSON, body_size, is_person_name
@@ -101,7 +101,8 @@ class Runner:
         self.backend = open_backend(settings)
         self.store = self.backend.store
         self.core = Core(self.store, settings)
-        blocks.sync(settings.home, self.core.blocks())  # pair mode's stops, for the grips' hooks
+        marks.sync_blocks(settings.home, self.core.blocks())  # pair mode's stops, for the grips' hooks
+        self.mail_marks = marks.MailMarks(settings.home)
         self.metrics = Metrics(self)
         self.person = PersonGate(settings, self._audit)
         self.gate = Gate()  # connections that have not shown the token (gate.py)
@@ -290,6 +291,7 @@ class Runner:
             self._carry(outbox)
 
     def _carry(self, outbox: list[Effect]) -> None:
+        mailed: set[str] = set()
         for effect in outbox:
             if isinstance(effect, Push):
                 conn = self.conns.get(effect.conn) or self.observers.get(effect.conn)
@@ -298,7 +300,14 @@ class Runner:
             elif isinstance(effect, Respond):
                 self._respond(effect)
             elif isinstance(effect, Mark):
-                blocks.write(self.settings.home, effect.name, effect.block)
+                marks.write_block(self.settings.home, effect.name, effect.block)
+            elif isinstance(effect, Mail):
+                mailed.update(effect.names)
+        if mailed:  # after the commit, so a hook that sees the mark finds the mail
+            try:
+                self.mail_marks.touch(mailed)
+            except OSError as exc:  # hooks then ask the broker every time (quiet.py)
+                log.warning("cannot touch the mail marks in %s: %s", self.mail_marks.folder, exc)
 
     def _respond(self, effect: Respond) -> None:
         key = effect.reply_to

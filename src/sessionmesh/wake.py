@@ -100,7 +100,7 @@ def wait_for_mail(shot: BrokerCall, watch: AgentWatch, exclude: list[str]) -> li
     `Gone` when the agent ends first, `OSError`/`ValueError` when the broker fails."""
     body = json.dumps({"timeout": WAIT_TIMEOUT, "exclude": exclude}).encode()
     head = f"POST /v1/wake HTTP/1.1\r\n{shot.headers}Content-Length: {len(body)}\r\n\r\n"
-    with socket.create_connection((shot.host, shot.port), timeout=shot.timeout) as sock:
+    with socket.create_connection(shot.address, timeout=shot.timeout) as sock:  # a long wait: any cost goes
         sock.sendall(head.encode() + body)
         chunks = []
         while True:

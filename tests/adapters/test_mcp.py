@@ -238,7 +238,7 @@ async def test_list_peers_says_who_is_working(broker: InProcessBroker) -> None:
 async def test_pair_tool_takes_an_agent_through_a_pair_as_grip(broker: InProcessBroker) -> None:
     """Issue #17 item 1, through the agent's own tool: invite, be stopped, acknowledge
     (the stop's file goes), hand over, unpair; a wrong step is a tool error."""
-    from sessionmesh import blocks
+    from sessionmesh import marks
 
     async with AsyncClient(broker.settings, "bob") as bob, mcp_session(broker, "agent") as session:
         error, text = await call(session, "pair", action="invite", name="bob", text="the parser port")
@@ -247,14 +247,14 @@ async def test_pair_tool_takes_an_agent_through_a_pair_as_grip(broker: InProcess
         error, text = await call(session, "pair", action="status")
         assert not error and "agent: grip, paired with bob (guard)" in text
         await bob.request("pair", action="intercept", urgent=True, body="the fixtures are stale")
-        assert blocks.read(broker.settings.home, "agent") is not None
+        assert marks.read_block(broker.settings.home, "agent") is not None
         error, text = await call(session, "get_messages")
         assert "STOP from your guard bob" in text and "| the fixtures are stale" in text
         error, text = await call(session, "pair", action="swap")
         assert error and "pair_state" in text  # a stop stands: acknowledge first
         error, text = await call(session, "pair", action="ack", text="regenerating them")
         assert not error and "stopped by" not in text
-        assert blocks.read(broker.settings.home, "agent") is None
+        assert marks.read_block(broker.settings.home, "agent") is None
         error, text = await call(session, "pair", action="steer", text="x")
         assert error and "wrong_role" in text
         error, text = await call(session, "pair", action="swap")

@@ -7,11 +7,12 @@ as its guard's. The real programs: tests/agents/test_pair.py."""
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import pytest
 
-from sessionmesh import blocks
+from sessionmesh import marks
 from sessionmesh.hooks import acknowledges
 
 from ..conftest import BrokerProcess, mesh_cmd
@@ -48,7 +49,7 @@ def test_a_stop_refuses_the_grip_s_tool_calls_in_each_program_s_format_until_ack
     event = PRE_TOOL[tool]
     assert hook(tool, event, tool_call(tool, "make deploy")) == (0, "")  # no stop: silent
     pair_cmd("intercept!", "the deploy targets production", name="bob")
-    assert blocks.read(paired.home, "agent") is not None
+    assert marks.read_block(paired.home, "agent") is not None
     code, out = hook(tool, event, tool_call(tool, "make deploy"))
     assert code == 0
     output = json.loads(out)
@@ -65,7 +66,7 @@ def test_a_stop_refuses_the_grip_s_tool_calls_in_each_program_s_format_until_ack
     # the acknowledgement itself goes through, and afterwards everything does
     assert hook(tool, event, tool_call(tool, "mesh pair ack --as agent")) == (0, "")
     status = pair_cmd("pair", "ack", "stopping the deploy", name="agent")
-    assert status["block"] is None and blocks.read(paired.home, "agent") is None
+    assert status["block"] is None and marks.read_block(paired.home, "agent") is None
     assert hook(tool, event, tool_call(tool, "make deploy")) == (0, "")
 
 
@@ -91,10 +92,10 @@ def test_a_steering_note_reaches_the_grip_s_next_context_framed_as_its_guard_s(p
 
 def test_the_stop_outlives_a_broker_restart(paired: BrokerProcess) -> None:
     pair_cmd("intercept!", "hold everything", name="bob")
-    blocks.path(paired.home, "agent").unlink()  # lost, or removed by hand: the broker's state wins
+    os.unlink(marks.block_path(str(paired.home), "agent"))  # lost, or removed by hand: the broker's state wins
     paired.stop()
     paired.start()
-    assert blocks.read(paired.home, "agent") is not None
+    assert marks.read_block(paired.home, "agent") is not None
     code, out = hook("claude-code", "PreToolUse", tool_call("claude-code", "ls"))
     assert "hold everything" in out
 
@@ -104,7 +105,7 @@ def test_only_the_roles_that_may_act_do_and_errors_change_nothing(paired: Broker
     assert done.returncode != 0 and "wrong_role" in done.stderr
     done = mesh_cmd("pair", "ack", "--as", "agent")
     assert done.returncode == 7 and "pair_state" in done.stderr  # nothing to acknowledge: a conflict
-    assert blocks.read(paired.home, "agent") is None
+    assert marks.read_block(paired.home, "agent") is None
     assert pair_cmd("pair", name="agent")["pair"]["role"] == "grip"
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from sessionmesh import blocks
+from sessionmesh import marks
 from tests.agents.conftest import require
 from tests.agents.mesh import AGENT, PEER, WAIT, MeshProject, script
 from tests.agents.modelserver import ModelRequest, ModelServer, ToolCall
@@ -75,13 +75,13 @@ def check_stop_then_ack(
     assert REASON in refused.output and "stopped your tool calls" in refused.output
     assert not (workspace / "blocked.txt").exists()  # the refused command never ran
     assert (workspace / "after.txt").exists()  # the call after the acknowledgement did
-    assert blocks.read(home, name) is None
+    assert marks.read_block(home, name) is None
 
 
 def test_a_guard_s_stop_refuses_the_next_tool_call_until_the_grip_acknowledges(project: MeshProject) -> None:
     pair_up(AGENT, PEER)
     project.peer.request("pair", action="intercept", urgent=True, body=REASON)
-    stop = blocks.read(project.broker.home, AGENT)
+    stop = marks.read_block(project.broker.home, AGENT)
     assert stop is not None
     shell = project.program.shell_tool
     step, issued = stepper(

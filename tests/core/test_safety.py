@@ -471,3 +471,11 @@ def test_a_configured_pattern_re2_cannot_run_is_refused_with_a_clear_error() -> 
     with pytest.raises(BadRequest) as err:
         load(env={}, overrides={"home": "/nonexistent", "hold_patterns": (r"(?<=sudo )rm",)})
     assert "RE2 syntax" in (err.value.hint or "")
+
+
+def test_the_settings_know_every_secret_action() -> None:
+    """config checks secret_action without importing screening (a hook loads the settings)."""
+    from sessionmesh import config
+    from sessionmesh.core.safety import SecretAction
+
+    assert set(config.SECRET_ACTIONS) == {action.value for action in SecretAction}

@@ -21,6 +21,7 @@ from ..codec import dumps, loads
 from ..config import Settings
 from ..envelope import Envelope, Kind, Priority, new_id
 from ..errors import Conflict, MeshError, NameTaken, Timeout, TooLarge, Unavailable, from_wire
+from ..quiet import default_name
 from . import discovery
 from .session import SendResult, SessionCore
 
@@ -58,7 +59,7 @@ class AsyncClient:
         person: str | None = None,
     ) -> None:
         self.settings = settings
-        self.name = name or settings.name or discovery.default_name()
+        self.name = name or settings.name or default_name()
         self.meta = discovery.peer_meta(client_kind, role)
         self.unique = unique
         self.events_wanted = events

@@ -9,10 +9,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import sys
 import time
-import urllib.parse
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
@@ -23,6 +21,7 @@ if TYPE_CHECKING:
 
 from ..config import Settings
 from ..errors import Unavailable
+from ..quiet import git_root
 
 SPAWN_TIMEOUT = 15.0
 # Brokers this process started: kept so their Popen objects are never collected
@@ -36,6 +35,8 @@ class BrokerAddress(NamedTuple):
 
     @property
     def host_port(self) -> tuple[str, int]:
+        import urllib.parse
+
         parsed = urllib.parse.urlsplit(self.url)
         return parsed.hostname or "127.0.0.1", parsed.port or 80
 
@@ -47,6 +48,7 @@ class BrokerAddress(NamedTuple):
 def health(url: str, *, timeout: float = 1.0) -> dict[str, Any] | None:
     """GET /health; None when nothing healthy answers."""
     import http.client
+    import urllib.parse
 
     parsed = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(parsed.hostname or "127.0.0.1", parsed.port or 80, timeout=timeout)
@@ -247,26 +249,6 @@ def save_secret(settings: Settings, name: str, secret: str) -> None:
 def forget_secret(settings: Settings, name: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.remove(_secret_path(settings, name))
-
-
-def git_root(cwd: str) -> str | None:
-    """The nearest folder at or above ``cwd`` that holds a ``.git``."""
-    probe = os.path.abspath(cwd)
-    while True:
-        if os.path.exists(os.path.join(probe, ".git")):
-            return probe
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            return None
-        probe = parent
-
-
-def default_name(cwd: str | None = None) -> str:
-    """The basename of the git top-level above ``cwd`` (else ``cwd``), as a valid name."""
-    path = os.path.abspath(cwd or os.getcwd())
-    base = os.path.basename(git_root(path) or path).lower()
-    base = re.sub(r"[^a-z0-9._-]+", "-", base).strip("-._")
-    return (base or "peer")[:64]
 
 
 def peer_meta(client: str, role: str | None = None) -> dict[str, Any]:

@@ -13,13 +13,14 @@ from typing import Any
 from ..config import Settings
 from ..envelope import is_person_name
 from ..errors import BadSecret, MeshError, Timeout, Unavailable, UnknownPeer, from_wire
+from ..quiet import default_name
 from . import discovery
 
 
 class OneShot:
     def __init__(self, settings: Settings, name: str | None = None) -> None:
         self.settings = settings
-        self.name = name or settings.name or discovery.default_name()
+        self.name = name or settings.name or default_name()
         self.address = discovery.locate(settings)
         self._conn: http.client.HTTPConnection | None = None
         self._person: str | None = None

@@ -29,10 +29,18 @@ class Push:
 @dataclass(frozen=True, slots=True)
 class Mark:
     """Set (or, with ``None``, clear) the block a guard put on ``name``, where the
-    grip's pre-tool hook reads it without asking the broker (`sessionmesh.blocks`)."""
+    grip's pre-tool hook reads it without asking the broker (`sessionmesh.marks`)."""
 
     name: str
     block: dict[str, Any] | None
 
 
-Effect = Respond | Push | Mark
+@dataclass(frozen=True, slots=True)
+class Mail:
+    """New mail was stored for ``names``: touch their mail marks, which a quiet hook
+    compares with its last look at the broker (`sessionmesh.marks`, `sessionmesh.quiet`)."""
+
+    names: tuple[str, ...]
+
+
+Effect = Respond | Push | Mark | Mail

@@ -34,7 +34,7 @@ from ..errors import (
     UnknownPeer,
     UnsafeText,
 )
-from .effects import Effect, Push, Respond
+from .effects import Effect, Mail, Push, Respond
 from .policy import Policy, configured, own, stricter
 from .safety import SCREENED, Screen, SecretAction, find_secrets, hold_reason, redact, screen_field
 from .state import SENDER_CACHE, Caller, CoreState
@@ -383,6 +383,7 @@ class SendingMixin(CoreState):
                     if self._confirms(name):
                         waiting.add(name)
         effects.extend(self._mail_for([n for n in recipients if n not in awaited], now))
+        effects.append(Mail(tuple(recipients)))
         return waiting, awaited
 
     def _hold_reason(self, env: Envelope) -> str | None:

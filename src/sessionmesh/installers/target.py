@@ -94,8 +94,8 @@ def resolve(
     ``--dir`` with ``--user`` or a folder that does not exist, and `InvalidName` for
     a bad ``--as``.
     """
-    from ..client.discovery import git_root
     from ..envelope import check_name
+    from ..quiet import git_root
 
     extra: list[str] = []
     if as_name:

@@ -26,12 +26,13 @@ Formats, as documented by Anthropic and checked on the real program (2.1.332):
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import Finding, HookFormat, Server, command_argvs, command_findings, json_server, process_argv
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pathlib only where a function needs it: a hook imports this module
+    from pathlib import Path
+
     from ..installers.changes import FileChange
     from ..installers.target import Target
 

@@ -30,12 +30,13 @@ Formats, as documented by OpenAI and checked on the real program (0.171.0):
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import Finding, HookFormat, Server, command_argvs, command_findings, process_argv
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pathlib only where a function needs it: a hook imports this module
+    from pathlib import Path
+
     from ..installers.changes import FileChange
     from ..installers.target import Target
 
@@ -91,6 +92,8 @@ def hand_over(text: str, session: str, agent_pid: int) -> None:
 
 
 def codex_home() -> Path:
+    from pathlib import Path
+
     return Path(os.environ.get("CODEX_HOME") or Path.home() / ".codex")
 
 
@@ -236,6 +239,8 @@ def checks(target: Target) -> list[Finding]:
 
 def _daemons() -> list[int]:
     """Codex app-server daemons of this CODEX_HOME that are running."""
+    from pathlib import Path
+
     home = str(codex_home())
     found = []
     for proc in Path("/proc").iterdir():

@@ -33,12 +33,13 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import Finding, HookFormat, Server, command_argvs, command_findings, json_server
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pathlib only where a function needs it: a hook imports this module
+    from pathlib import Path
+
     from ..installers.changes import FileChange
     from ..installers.target import Target
 
@@ -111,6 +112,8 @@ def notes(target: Target) -> list[str]:
 
 
 def gemini_home() -> Path:
+    from pathlib import Path
+
     return Path(os.environ.get("GEMINI_CLI_HOME") or Path.home()) / ".gemini"
 
 
@@ -125,6 +128,8 @@ def trusted(folder: Path) -> bool | None:
     user = _json(gemini_home() / "settings.json")
     if ((user.get("security") or {}).get("folderTrust") or {}).get("enabled") is False:
         return True
+    from pathlib import Path
+
     rules = _json(
         Path(os.environ.get("GEMINI_CLI_TRUSTED_FOLDERS_PATH") or gemini_home() / "trustedFolders.json")
     )

@@ -30,12 +30,13 @@ from __future__ import annotations
 import json
 import os
 from importlib import resources
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import Finding, HookFormat, Server, process_argv
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pathlib only where a function needs it: a hook imports this module
+    from pathlib import Path
+
     from ..installers.changes import FileChange
     from ..installers.target import Target
 
@@ -73,6 +74,8 @@ def hand_over(text: str, session: str, agent_pid: int) -> None:
 
 
 def agent_dir() -> Path:
+    from pathlib import Path
+
     return Path(os.environ.get("PI_CODING_AGENT_DIR") or Path.home() / ".pi" / "agent")
 
 
