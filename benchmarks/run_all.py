@@ -14,7 +14,13 @@ round-trip and the throughput workloads.
     python benchmarks/run_all.py --out DIR       # also write DIR/results.json and DIR/results.md
     python benchmarks/run_all.py --experiments   # plus the what-if A/B of fixes not applied yet (+1 min)
 
-Exit status 0 even when targets are missed: the table says which.
+Exit status 0 even when targets are missed: the table says which. The figures are kept
+honest: the run records the commit it measured and the machine's load from everything
+that is not the benchmarks (the machine's busy CPU minus the CPU of this process tree),
+measured for 2 s before the run and during each benchmark. If that outside load moves by
+more than ``--max-load-change`` cores (default 0.3) during the run, the run writes no
+results (``--out``) and exits 3: the figures would compare a quiet machine with a busy
+one. ``--force`` writes them anyway, marked.
 """
 
 from __future__ import annotations
@@ -49,8 +55,42 @@ def run_one(cmd: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
+class OutsideLoad:
+    """The cores busy with anything but this process and its children, between marks."""
+
+    def __init__(self) -> None:
+        self.samples: dict[str, float] = {}
+        self._mark = self._now()
+
+    @staticmethod
+    def _now() -> tuple[int, int, float]:
+        busy, _steal, total = c.machine_ticks()
+        ours = sum(os.times()[:4])  # this process and its ended children, user + system
+        return busy, total, ours
+
+    def measure(self, label: str) -> float:
+        """Outside load since the last mark, in cores; a new mark."""
+        now = self._now()
+        (b0, t0, o0), (b1, t1, o1) = self._mark, now
+        ticks = os.sysconf("SC_CLK_TCK")
+        cores = os.cpu_count() or 1
+        span = max(t1 - t0, 1) / cores / ticks  # seconds of wall time the ticks cover
+        outside = max(0.0, ((b1 - b0) / ticks - (o1 - o0)) / span)
+        self.samples[label] = round(outside, 2)
+        self._mark = now
+        return outside
+
+    def changed(self, limit: float) -> bool:
+        values = list(self.samples.values())
+        return bool(values) and max(values) - min(values) > limit
+
+
+LOAD = OutsideLoad()
+
+
 def bench(script: str, *args: str, timeout: float = 400) -> dict[str, Any]:
     cmd = [sys.executable, os.path.join(HERE, script), "--json", *args]
+    LOAD.measure(f"before {script}")  # a new mark: what ran between benchmarks is ours
     t0 = time.perf_counter()
     print(f"... {script} {' '.join(args)}", file=sys.stderr, flush=True)
     proc = run_one(cmd, timeout)
@@ -58,6 +98,8 @@ def bench(script: str, *args: str, timeout: float = 400) -> dict[str, Any]:
         print(f"    failed ({proc.stderr.strip().splitlines()[-1:]}); once more", file=sys.stderr, flush=True)
         proc = run_one(cmd, timeout)
     took = time.perf_counter() - t0
+    outside = LOAD.measure(script)
+    print(f"    outside load during it: {outside:.2f} cores", file=sys.stderr, flush=True)
     if proc.returncode != 0:
         print(proc.stderr[-3000:], file=sys.stderr)
         return {
@@ -243,6 +285,25 @@ def table(r: dict[str, Any]) -> list[str]:
                     yes(cl["targets"][key]),
                 )
             )
+    hk = r.get("hook", {})
+    if "rows" in hk:
+        base = hk["rows"]["python -c pass"]["median_ms"]
+        for key, target, limit in (
+            ("quiet claude-code PostToolUse", "<= 2x python -c pass", 2.0),
+            ("quiet codex PostToolUse", "<= 2x", 2.0),
+            ("quiet gemini AfterTool", "<= 2x", 2.0),
+            ("one message waiting: PostToolUse", "<= 3x", 3.0),
+        ):
+            row = hk["rows"][key]
+            rows.append(
+                (
+                    f"hook: {key}, median",
+                    f"{row['median_ms']:.1f} ms (x{row['ratio']})",
+                    f"`python -c pass` {base} ms, same rounds",
+                    target,
+                    yes(row["ratio"] <= limit),
+                )
+            )
     co = r.get("core", {})
     if "cases" in co:
         desc = "; ".join(
@@ -284,12 +345,22 @@ def main() -> None:
     p.add_argument("--out", help="write results.json and results.md here")
     p.add_argument("--no-profile", action="store_true")
     p.add_argument(
+        "--max-load-change",
+        type=float,
+        default=0.3,
+        help="cores the outside load may move during the run before it writes no results (default 0.3)",
+    )
+    p.add_argument("--force", action="store_true", help="write results even when the outside load moved")
+    p.add_argument(
         "--experiments",
         action="store_true",
         help="also run experiments.py (what-if A/B of fixes not applied yet; adds ~1 minute)",
     )
     args = p.parse_args()
     q = args.quick
+    time.sleep(2)
+    LOAD.samples.clear()
+    LOAD.measure("idle, before the run")
     t0 = time.perf_counter()
     ticks0 = c.machine_ticks()
     results: dict[str, Any] = {
@@ -309,6 +380,7 @@ def main() -> None:
     results["drain"] = bench("bench_drain.py")
     results["peers"] = bench("bench_peers.py")
     results["cli"] = bench("bench_cli.py", "--runs", "20" if q else "25")
+    results["hook"] = bench("bench_hook.py", "--runs", "25" if q else "30")
     results["mcp_start"] = bench("bench_mcp_start.py", "--runs", "15" if q else "25")
     results["core"] = bench("bench_core.py", "--messages", "2000" if q else "5000")
     # the NATS backend: two brokers on one JetStream node, raw nats-py in the same rounds
@@ -330,6 +402,9 @@ def main() -> None:
     results["machine_after"] = c.machine()
     # a shared host may run someone else on our vCPUs: stolen time slows everything alike
     results["machine_load"] = c.machine_load(ticks0, c.machine_ticks())
+    results["outside_load_cores"] = dict(LOAD.samples)
+    unsteady = LOAD.changed(args.max_load_change)
+    results["outside_load_steady"] = not unsteady
     results["src_after"] = src_state()
     if results["src_after"]["src_sha256"] != results["src"]["src_sha256"]:
         print("WARNING: src/ changed during the run; the figures mix two versions", file=sys.stderr)
@@ -347,6 +422,9 @@ def main() -> None:
         ),
         f"machine over the whole run: {results['machine_load']['busy_cores']} cores busy, "
         f"{results['machine_load']['stolen_cores']} stolen by the hypervisor (figures compare only near 0)",
+        "outside load (cores busy with other work): "
+        + ", ".join(f"{k} {v}" for k, v in results["outside_load_cores"].items())
+        + ("" if not unsteady else f"  -- MOVED by more than {args.max_load_change} cores"),
         "",
         *md,
     ]
@@ -362,7 +440,14 @@ def main() -> None:
                 f"CPU/msg x{v['tp_broker_us_vs_base']}"
             )
     text.append(f"\ntotal wall time {results['total_wall_s']} s")
-    if args.out:
+    refuse = unsteady and not args.force
+    if refuse:
+        print(
+            f"run_all: the outside load moved by more than {args.max_load_change} cores during the run;"
+            " no results written (--force writes them anyway)",
+            file=sys.stderr,
+        )
+    elif args.out:
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "results.json"), "w") as fh:
             json.dump(results, fh, indent=1)
@@ -372,6 +457,8 @@ def main() -> None:
         print(json.dumps(results))
     else:
         print("\n".join(text))
+    if refuse:
+        sys.exit(3)
 
 
 if __name__ == "__main__":
