@@ -103,6 +103,8 @@ class Runner:
         self.core = Core(self.store, settings)
         marks.sync_blocks(settings.home, self.core.blocks())  # pair mode's stops, for the grips' hooks
         self.mail_marks = marks.MailMarks(settings.home)
+        # mail a crash stored before its mark was touched: each name with unread mail
+        self.mail_marks.touch(set(self.store.queue_depths()))
         self.metrics = Metrics(self)
         self.person = PersonGate(settings, self._audit)
         self.gate = Gate()  # connections that have not shown the token (gate.py)

@@ -139,3 +139,16 @@ def test_the_events_table_is_each_program_s_own() -> None:
 def test_a_folder_name_becomes_what_the_name_pattern_would_make_of_it(base: str) -> None:
     expected = (re.sub(r"[^a-z0-9._-]+", "-", base.lower()).strip("-._") or "peer")[:64]
     assert quiet.as_name(base) == expected
+
+
+def test_mail_whose_mark_a_crash_never_touched_is_marked_when_the_broker_starts(mesh: BrokerProcess) -> None:
+    """The mark is touched after the commit; a broker killed in between marks, at its
+    next start, every name with unread mail."""
+    hook("claude-code", "PostToolUse", {"session_id": "s1"})
+    send(NAME, "stored, then the broker died")
+    mark = os.path.join(mesh.home, "mail", NAME)
+    os.utime(mark, ns=(0, 0))  # as if the touch never happened
+    assert quiet_now()  # the gap this closes: the mail would wait for the next turn
+    mesh.kill()
+    mesh.start()
+    assert not quiet_now()
