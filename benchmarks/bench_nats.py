@@ -183,6 +183,21 @@ async def finish(tasks: list[asyncio.Task[Any]], timeout: float = 15.0) -> None:
             await asyncio.wait(pending, timeout=5.0)
 
 
+async def answered(requester: Any, subject: str, body: bytes, timeout: float = 10.0) -> None:
+    """Wait until a request on ``subject`` is answered: the responder's interest
+    reaches the requester's server a moment after the responder's flush (on a
+    cluster, another node), and a request before that fails with no responders."""
+    import nats.errors
+
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                await requester.request(subject, body, timeout=1)
+                return
+            except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+                await asyncio.sleep(0.05)
+
+
 async def nats_requests(urls: list[str], *, samples: int, warmup: int) -> dict:
     import nats
 
@@ -196,6 +211,7 @@ async def nats_requests(urls: list[str], *, samples: int, warmup: int) -> dict:
     await responder.subscribe(subject, cb=echo)
     await responder.flush()
     body = c.BODY.encode()
+    await answered(requester, subject, body)
     for _ in range(warmup):
         await requester.request(subject, body, timeout=5)
     lat: list[float] = []
@@ -225,6 +241,8 @@ async def nats_throughput(urls: list[str], *, senders: int, window: int, duratio
     await responder.subscribe(subject, cb=echo)
     await responder.flush()
     body = c.BODY.encode()
+    for nc in requesters:
+        await answered(nc, subject, body)
     counting = False
     count = 0
 

@@ -167,6 +167,12 @@ def test_a_restart_reads_only_the_batches_its_cache_does_not_hold(
         again.close()
 
 
+def close_and_delete_cache(store: NatsStore) -> None:
+    store.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(store.path + suffix).unlink(missing_ok=True)
+
+
 def test_a_deleted_cache_is_rebuilt_from_jetstream(tmp_path: Path, nats_node: NatsNode) -> None:
     overrides = nats_overrides(nats_node.url)
     store = open_nats(tmp_path, overrides)
@@ -176,10 +182,7 @@ def test_a_deleted_cache_is_rebuilt_from_jetstream(tmp_path: Path, nats_node: Na
     store.subscribe("#build", "bob")
     store.append_audit(T0, "message", {"id": kept[0].id})
     store.commit()
-    cache = store.path
-    store.close()
-    for suffix in ("", "-wal", "-shm"):
-        Path(cache + suffix).unlink(missing_ok=True)
+    close_and_delete_cache(store)
     again = open_nats(tmp_path, overrides)
     try:
         assert again.replayed > 0
@@ -207,10 +210,7 @@ def test_a_commit_jetstream_never_acknowledged_is_written_at_the_next_start(tmp_
         node.kill()  # what it had not read is gone with it
         node.start()
         store = open_nats(tmp_path, overrides)  # writes it now
-        cache = store.path
-        store.close()
-        for suffix in ("", "-wal", "-shm"):
-            Path(cache + suffix).unlink(missing_ok=True)
+        close_and_delete_cache(store)
         rebuilt = open_nats(tmp_path, overrides)
         try:
             assert [e.id for e in rebuilt.unread("bob", 10)] == [first.id, late.id]
