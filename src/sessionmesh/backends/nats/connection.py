@@ -64,13 +64,17 @@ def _differs(wanted: api.StreamConfig, have: api.StreamConfig) -> bool:
 
 
 class NatsConnection:
-    """One NATS client on a thread of its own, callable from synchronous code."""
+    """One NATS client: on a thread of its own, callable from synchronous code (`open`,
+    `call`), or on the caller's running loop (`here`: no hand-over between threads,
+    for the broker's hot path; `call` is not for it)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.settings = settings
         self.timeout = settings.nats_timeout
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name="mesh-nats", daemon=True)
+        self.loop = loop or asyncio.new_event_loop()
+        self._thread = (
+            threading.Thread(target=self._run, name="mesh-nats", daemon=True) if loop is None else None
+        )
         self.nc: Any = None
         self.js: Any = None
         self.connected = False
@@ -93,8 +97,19 @@ class NatsConnection:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
+    @classmethod
+    async def here(cls, settings: Settings) -> NatsConnection:
+        """A client on the running loop; raises `Unavailable` when no server answers."""
+        conn = cls(settings, loop=asyncio.get_running_loop())
+        try:
+            await asyncio.wait_for(conn._connect(), conn.timeout + 5)
+        except TimeoutError:
+            raise Unavailable(f"cannot connect to NATS at {settings.nats_url}: timed out") from None
+        return conn
+
     def open(self) -> NatsConnection:
         """Connect; raises `Unavailable` when no server answers in time."""
+        assert self._thread is not None, "open() starts the connection's own thread"
         self._thread.start()
         try:
             self.call(self._connect(), timeout=self.timeout + 5, doing="connecting")
@@ -152,6 +167,7 @@ class NatsConnection:
         While the client is disconnected this raises `Unavailable` at once: the
         caller is the broker's loop, which must not stall on a NATS that is gone
         (nor hold up a stop)."""
+        assert self._thread is not None, "call() blocks: only for a connection on its own thread"
         if self.nc is not None and not self.connected:
             coro.close()
             raise Unavailable(f"NATS is not reachable ({doing})", hint="check nats_url and the cluster")
@@ -164,21 +180,31 @@ class NatsConnection:
         except NATS_ERRORS as exc:
             raise translate(exc, doing) from None
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
-        """Start ``coro`` on the NATS loop without waiting for it."""
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any] | asyncio.Future[Any]:
+        """Start ``coro`` on the connection's loop without waiting for it: a
+        concurrent future from its own thread, a task on the running loop (`here`)."""
+        if self._thread is None:
+            return asyncio.ensure_future(coro)
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    async def aclose(self) -> None:
+        """Close a client on the running loop (`here`), within what is left of a stop's budget."""
+        self.begin_stop()
+        if self.nc is not None:
+            with contextlib.suppress(*NATS_ERRORS, RuntimeError):
+                await asyncio.wait_for(self.nc.close(), self.time_left(1.0))
 
     def close(self) -> None:
         """Close the client and stop its thread, within what is left of a stop's budget
         (a NATS that is gone or slow does not hold the broker up)."""
         self.begin_stop()
-        if self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive():
             if self.nc is not None:
                 with contextlib.suppress(*NATS_ERRORS, RuntimeError):
                     asyncio.run_coroutine_threadsafe(self.nc.close(), self.loop).result(self.time_left(1.0))
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(self.time_left(1.0))
-        if not self.loop.is_running():
+        if self._thread is not None and not self.loop.is_running():
             self.loop.close()
 
     # -- streams and buckets -----------------------------------------------------------

@@ -5,7 +5,6 @@ stream, and follows the peer directory and presence in KV."""
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import itertools
 import logging
@@ -20,7 +19,7 @@ from ...codec import dumps, loads
 from ...config import Settings
 from ...core.broker import Caller
 from ...errors import MeshError
-from .connection import NATS_ERRORS, translate
+from .connection import NATS_ERRORS, NatsConnection, translate
 from .layout import PRESENCE_TTL, token, untoken
 from .store import NatsStore, open_store
 
@@ -79,6 +78,8 @@ class NatsBackend:
         self.settings = settings
         self.store: NatsStore = open_store(settings)
         self.layout = self.store.layout
+        # the routes, the directory, presence and the store's commits go through a
+        # client on the broker's own loop once it runs (`start`): no thread hand-over
         self.conn = self.store._conn
         self.boot = secrets.token_hex(4)  # tells this run's publish retries from a later re-send
         self.runner: Runner | None = None
@@ -97,7 +98,7 @@ class NatsBackend:
         self._heard: dict[str, float] = {}  # machine -> when its heartbeat arrived (monotonic)
         self._queue: asyncio.Queue[list[tuple[str, bytes, dict[str, str] | None]]] | None = None
         self._arrived: asyncio.Queue[Any] | None = None
-        self._nats_tasks: list[concurrent.futures.Future[Any]] = []
+        self._nats_tasks: list[asyncio.Task[Any]] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._subs: list[Any] = []
 
@@ -108,13 +109,15 @@ class NatsBackend:
         self._events = LinkConn(next(self._ids), "", self._on_event)
         runner.conns[self._events.id] = self._events  # type: ignore[assignment]
         runner.core.watch_events(self._events.id)
+        self.conn = await NatsConnection.here(self.settings)
+        self.store.commit_through(self.conn)
         await self._on_nats(self._start_nats())
         self._tasks.append(asyncio.create_task(self._refresh_presence()))
 
     async def _on_nats(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the NATS loop and await it from the broker's loop."""
+        """Await ``coro``, its nats errors as `MeshError`."""
         try:
-            return await asyncio.wrap_future(self.conn.spawn(coro))
+            return await coro
         except NATS_ERRORS as exc:
             raise translate(exc, "routes") from None
 
@@ -161,18 +164,15 @@ class NatsBackend:
             pending_bytes_limit=-1,
         )
         self._subs.append(route)
-        loop = asyncio.get_running_loop()
-        self._nats_tasks = [
-            asyncio.run_coroutine_threadsafe(self._forward(), loop),
-            asyncio.run_coroutine_threadsafe(self._consume(), loop),
-        ]
+        self._nats_tasks = [asyncio.create_task(self._forward()), asyncio.create_task(self._consume())]
 
     async def stop(self) -> None:
         """Hand NATS the last records and unsubscribe, all within the stop's budget
         (`NatsConnection.begin_stop`), whatever state NATS is in: a route record not
         published by then is sent again when the link comes back (its message waits
-        in the store, queued)."""
+        in the store, queued). The store's commits go back to its own connection."""
         self.conn.begin_stop()
+        self.store._conn.begin_stop()
         for task in self._tasks:
             task.cancel()
         # the last deliveries, receipts and presence records (peers just left)
@@ -187,6 +187,11 @@ class NatsBackend:
         if self.conn.connected:
             with contextlib.suppress(MeshError, asyncio.TimeoutError):
                 await asyncio.wait_for(self._on_nats(self._unsubscribe()), self.conn.time_left(5.0))
+        if self.conn is not self.store._conn:
+            with contextlib.suppress(MeshError, *NATS_ERRORS):  # the last commit through this loop
+                await asyncio.wait_for(asyncio.shield(self.store.commit_async()), self.conn.time_left(5.0))
+            self.store.commit_through(None)
+            await self.conn.aclose()
 
     async def _wait_forwarded(self) -> None:
         assert self._queue is not None
@@ -256,7 +261,7 @@ class NatsBackend:
         self._drain_scheduled = False
         records, self._records = self._records, []
         if records and self._queue is not None:
-            self.conn.loop.call_soon_threadsafe(self._queue.put_nowait, records)
+            self._queue.put_nowait(records)
 
     async def _forward(self) -> None:
         """Publish handed-over records in order, each batch acknowledged before the next."""
@@ -270,7 +275,7 @@ class NatsBackend:
             finally:
                 self._queue.task_done()
 
-    # -- in: this machine's route subject (NATS loop, then the broker loop) ----------
+    # -- in: this machine's route subject -----------------------------------------------
     async def _consume(self) -> None:
         """Hand what arrived to the broker in batches (all that waits, up to
         `ROUTE_BATCH`), one batch at a time, in order."""
@@ -286,9 +291,8 @@ class NatsBackend:
                 except MeshError:
                     log.error("routes: dropped a record that is not JSON")
                     records.append(None)
-            done = asyncio.run_coroutine_threadsafe(self._inbound(records), self.loop)
             try:
-                committed = await asyncio.wrap_future(done)
+                committed = await self._inbound(records)
             except Exception as exc:  # a bug in a record's handling must not stop the routes
                 log.exception("routes: inbound batch failed: %s", exc)
                 committed = False
@@ -306,9 +310,9 @@ class NatsBackend:
         if sender is not None and claimed == sender:
             return record
         log.warning("routes: refused a record on %s that claims to come from %r", subject, claimed)
-        if self.loop is not None:  # the audit entry is committed with the batch (`_inbound`)
-            event = {"subject": subject, "sender": sender, "claimed": str(claimed)}
-            self.loop.call_soon_threadsafe(self.store.append_audit, time.time(), "route_refused", event)
+        # the audit entry is committed with the batch (`_inbound`)
+        event = {"subject": subject, "sender": sender, "claimed": str(claimed)}
+        self.store.append_audit(time.time(), "route_refused", event)
         return None
 
     async def _inbound(self, records: list[dict[str, Any] | None]) -> bool:
@@ -377,13 +381,13 @@ class NatsBackend:
             if machine == self.layout.machine or self.loop is None:
                 return
             if not tok:  # a broker's heartbeat
-                self.loop.call_soon_threadsafe(self._heartbeat, machine)
+                self.loop.call_soon(self._heartbeat, machine)
                 return
             try:
                 record = loads(msg.data) if msg.data else None
             except MeshError:
                 return
-            self.loop.call_soon_threadsafe(handler, machine, untoken(tok), record)
+            self.loop.call_soon(handler, machine, untoken(tok), record)
 
         return on_msg
 

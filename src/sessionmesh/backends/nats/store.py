@@ -15,6 +15,7 @@ again at the next start. The lease table is the mesh's, in KV (`leases`).
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import functools
 import logging
@@ -140,9 +141,12 @@ class NatsStore(SharedLeases, SqliteStore):
     def commit(self) -> None:
         """Write what changed and wait until JetStream has it, and everything committed
         before (within what is left of a stop's budget once one began)."""
-        self.commit_async().result(self._conn.time_left(COMMIT_TIMEOUT))
+        assert self._committer.conn is self._conn, "commit() blocks: not while commits go through the loop"
+        future = self.commit_async()
+        assert isinstance(future, concurrent.futures.Future)
+        future.result(self._conn.time_left(COMMIT_TIMEOUT))
 
-    def commit_async(self) -> concurrent.futures.Future[Any]:
+    def commit_async(self) -> concurrent.futures.Future[Any] | asyncio.Future[Any]:
         """Commit the cache and start writing this batch to the log; the future is done
         when JetStream has it and every earlier batch (`Committer`). The broker goes on
         with the next commands meanwhile and holds back what they caused until their
@@ -163,13 +167,21 @@ class NatsStore(SharedLeases, SqliteStore):
             for key, record in self._directory.items()
         )
         self._directory.clear()
-        future = self._conn.spawn(self._committer.submit(records))
+        future = self._committer.conn.spawn(self._committer.submit(records))
         if batches:
             future.add_done_callback(functools.partial(self._on_stored, batches[-1][0]))
         return future
 
-    def _on_stored(self, batch: int, future: concurrent.futures.Future[Any]) -> None:
-        """(NATS thread) JetStream holds ``batch``: the next commit forgets it."""
+    def commit_through(self, conn: NatsConnection | None) -> None:
+        """Write the next commits through ``conn``, a connection on the broker's own
+        loop (`NatsConnection.here`: no hand-over between threads per commit), or with
+        None through the store's own connection again (`commit` blocks only on that
+        one). Call it between commits: once the last one through the other has been
+        acknowledged (`NatsBackend.stop` waits for it)."""
+        self._committer = Committer(conn or self._conn)
+
+    def _on_stored(self, batch: int, future: concurrent.futures.Future[Any] | asyncio.Future[Any]) -> None:
+        """(the committing connection's loop) JetStream holds ``batch``: the next commit forgets it."""
         if future.cancelled() or future.exception() is not None:
             return
         seqs = [a.seq for a in future.result() if getattr(a, "stream", None) == self.layout.state_stream]
