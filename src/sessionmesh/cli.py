@@ -136,7 +136,7 @@ def _print_send(args: argparse.Namespace, result: dict[str, Any]) -> int:
 
 
 def _send_args(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
-    from .envelope import new_id
+    from .ids import new_id
 
     out: dict[str, Any] = {
         "id": args.id or new_id(),

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import enum
-import os
 import re
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from .codec import dumps
 from .errors import BadFrame, InvalidName
+from .ids import PERSON as PERSON  # re-exported: the rest of the package imports them from here
+from .ids import is_person_name as is_person_name
+from .ids import new_id
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 # A second live claimant that asks for a unique name gets `name#2`, `name#3`, ...
@@ -20,13 +21,6 @@ TOPIC_RE = re.compile(r"#[a-z0-9][a-z0-9._-]{0,63}")
 # A peer on another machine (SPEC §8): its machine's label, ':', its name there.
 REMOTE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}:[a-z0-9][a-z0-9._-]{0,63}(#[0-9]{1,4})?")
 BROADCAST = "broadcast"
-PERSON = "human"  # the name the person acts as; no agent may hold it (sessionmesh.person)
-
-
-def is_person_name(name: object) -> bool:
-    """``human``, and every name that reads as one of its sessions or kin
-    (``human#2``, ``human-2``, ``human.desk``, ``human_bot``): reserved for the person."""
-    return isinstance(name, str) and (name == PERSON or (name.startswith(PERSON) and name[5:6] in "#-._"))
 
 
 class Kind(enum.StrEnum):
@@ -85,18 +79,6 @@ class ReceiptState(enum.StrEnum):
 
 
 RECEIPT_ORDER = {s: i for i, s in enumerate(ReceiptState)}
-
-
-def new_id() -> str:
-    """A UUIDv7 (RFC 9562): 48-bit ms timestamp, version, 74 random bits."""
-    ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & ((1 << 48) - 1)) << 80
-    value |= 0x7 << 76
-    value |= ((rand >> 62) & 0xFFF) << 64
-    value |= 0b10 << 62
-    value |= rand & ((1 << 62) - 1)
-    return str(uuid.UUID(int=value))
 
 
 def check_name(name: Any, *, what: str = "name", claim: bool = False, remote: bool = False) -> str:

@@ -284,69 +284,34 @@ def _start_waiter(settings: Settings, tool: str, name: str, session: str) -> Non
 
 
 class BrokerCall:
-    """One HTTP/1.1 request per op over a plain socket (``Connection: close``): the
-    JSON API of docs/protocol.md §6.2 needs nothing more, and importing
-    ``http.client`` would cost a hook more than the whole request does."""
+    """One op per HTTP request (docs/protocol.md §6.2), over `client.plainhttp`."""
 
     def __init__(self, url: str, token: str, name: str, secret: str, timeout: float) -> None:
-        self.name = name
-        self.url, self.token, self.secret = url, token, secret
-        netloc = url.split("://", 1)[-1].split("/", 1)[0]
-        host, sep, port = netloc.rpartition(":")
-        if not sep or "]" in port:  # no port (or only an IPv6 address's colons)
-            host, port = netloc, "80"
-        self.host, self.port = host.strip("[]") or "127.0.0.1", int(port)
-        # an ASCII host as bytes: a str would make getaddrinfo import the idna codec (8 ms)
-        self.address = (self.host.encode() if self.host.isascii() else self.host, self.port)
-        self.headers = (
-            f"Host: {netloc}\r\nAuthorization: Bearer {token}\r\n"
-            f"X-Mesh-Name: {name}\r\nX-Mesh-Secret: {secret}\r\n"
-            "Content-Type: application/json\r\nConnection: close\r\n"
-        )
+        from .client.plainhttp import Endpoint
+
+        self.name, self.url, self.token, self.secret = name, url, token, secret
+        self.endpoint = Endpoint(url)
+        self.headers = {
+            "Authorization": f"Bearer {token}",
+            "X-Mesh-Name": name,
+            "X-Mesh-Secret": secret,
+            "Content-Type": "application/json",
+        }
         self.timeout = timeout
         self.local = False
-
-    def connect(self) -> Any:
-        """A connected socket. A loopback IPv4 broker (the usual one) is reached with the
-        C module alone: the ``socket`` module would cost a hook more than the request."""
-        if self.host.count(".") == 3 and self.host.replace(".", "").isdigit():
-            import _socket
-
-            sock = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
-            try:
-                sock.settimeout(self.timeout)
-                sock.connect((self.host, self.port))
-            except OSError:
-                sock.close()
-                raise
-            return sock
-        import socket
-
-        return socket.create_connection(self.address, timeout=self.timeout)
 
     def call(self, op: str, **args: Any) -> dict[str, Any]:
         """Run one op; raises `MeshError` (the broker's, or `Unavailable`)."""
         from .errors import Unavailable, from_wire
 
-        body = json.dumps(args).encode()
-        head = f"POST /v1/{op} HTTP/1.1\r\n{self.headers}Content-Length: {len(body)}\r\n\r\n"
-        chunks = []
         try:
-            sock = self.connect()
-            try:
-                sock.sendall(head.encode() + body)
-                while chunk := sock.recv(65536):
-                    chunks.append(chunk)
-            finally:
-                sock.close()
-        except OSError as exc:
-            raise Unavailable(f"cannot reach the broker at {self.host}:{self.port}: {exc}") from None
-        status_line, _, rest = b"".join(chunks).partition(b"\r\n")
-        _, _, payload = rest.partition(b"\r\n\r\n")
-        try:
-            status = int(status_line.split()[1])
+            status, payload = self.endpoint.request(
+                "POST", f"/v1/{op}", json.dumps(args).encode(), self.headers, self.timeout
+            )
             data = json.loads(payload) if payload else {}
-        except (IndexError, ValueError):
+        except OSError as exc:
+            raise Unavailable(f"cannot reach the broker at {self.endpoint.netloc}: {exc}") from None
+        except ValueError:
             raise Unavailable(f"the broker's answer to {op} is not an HTTP JSON response") from None
         if status != 200:
             raise from_wire(data.get("error") or {"message": f"HTTP {status}"})

@@ -28,7 +28,6 @@ import json
 import os
 import select
 import signal
-import socket
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -98,10 +97,11 @@ class AgentWatch:
 def wait_for_mail(shot: BrokerCall, watch: AgentWatch, exclude: list[str]) -> list[dict[str, Any]]:
     """One ``wake`` request: the mail it answers with ([] when it timed out). Raises
     `Gone` when the agent ends first, `OSError`/`ValueError` when the broker fails."""
+    from .client.plainhttp import answer
+
     body = json.dumps({"timeout": WAIT_TIMEOUT, "exclude": exclude}).encode()
-    head = f"POST /v1/wake HTTP/1.1\r\n{shot.headers}Content-Length: {len(body)}\r\n\r\n"
-    with socket.create_connection(shot.address, timeout=shot.timeout) as sock:  # a long wait: any cost goes
-        sock.sendall(head.encode() + body)
+    with contextlib.closing(shot.endpoint.connect(shot.timeout)) as sock:
+        sock.sendall(shot.endpoint.encode("POST", "/v1/wake", body, shot.headers))
         chunks = []
         while True:
             ready, _, _ = select.select(
@@ -117,9 +117,8 @@ def wait_for_mail(shot: BrokerCall, watch: AgentWatch, exclude: list[str]) -> li
             if not chunk:
                 break
             chunks.append(chunk)
-    status_line, _, rest = b"".join(chunks).partition(b"\r\n")
-    payload = rest.partition(b"\r\n\r\n")[2]
-    if int(status_line.split()[1]) != 200:
+    status, payload = answer(b"".join(chunks))
+    if status != 200:
         raise ValueError(f"wake failed: {payload[:200]!r}")
     return list(json.loads(payload)["messages"])
 

@@ -47,22 +47,16 @@ class BrokerAddress(NamedTuple):
 
 def health(url: str, *, timeout: float = 1.0) -> dict[str, Any] | None:
     """GET /health; None when nothing healthy answers."""
-    import http.client
-    import urllib.parse
+    from .plainhttp import Endpoint
 
-    parsed = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(parsed.hostname or "127.0.0.1", parsed.port or 80, timeout=timeout)
     try:
-        conn.request("GET", "/health")
-        resp = conn.getresponse()
-        if resp.status != 200:
+        status, payload = Endpoint(url).request("GET", "/health", b"", {}, timeout)
+        if status != 200:
             return None
-        data = json.loads(resp.read())
+        data = json.loads(payload)
         return data if isinstance(data, dict) and data.get("ok") else None
-    except (OSError, ValueError, http.client.HTTPException):
+    except (OSError, ValueError):
         return None
-    finally:
-        conn.close()
 
 
 def pid_alive(pid: int) -> bool:

@@ -1,20 +1,21 @@
 """One-shot calls over the HTTP JSON API, standard library only (fast to start).
 
-The CLI's send/inbox/peers/track/locks... each make one or two requests here; they
-never claim the name's live session, so they work beside a running ``mesh watch``.
+The CLI's send/inbox/peers/track/locks... each make one or two requests here
+(`plainhttp`, one connection each); they never claim the name's live session, so they
+work beside a running ``mesh watch``.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 from typing import Any
 
 from ..config import Settings
-from ..envelope import is_person_name
 from ..errors import BadSecret, MeshError, Timeout, Unavailable, UnknownPeer, from_wire
+from ..ids import is_person_name
 from ..quiet import default_name
 from . import discovery
+from .plainhttp import Endpoint
 
 
 class OneShot:
@@ -22,42 +23,30 @@ class OneShot:
         self.settings = settings
         self.name = name or settings.name or default_name()
         self.address = discovery.locate(settings)
-        self._conn: http.client.HTTPConnection | None = None
+        self.endpoint = Endpoint(self.address.url)
         self._person: str | None = None
 
     def _post(
         self, path: str, args: dict[str, Any], headers: dict[str, str], timeout: float
     ) -> dict[str, Any]:
-        host, port = self.address.host_port
-        if self._conn is None:
-            self._conn = http.client.HTTPConnection(host, port, timeout=timeout)
-        self._conn.timeout = timeout
         body = json.dumps(args, separators=(",", ":"), ensure_ascii=False).encode()
+        headers = {
+            "Authorization": f"Bearer {self.address.token}",
+            "Content-Type": "application/json",
+            **headers,
+        }
         try:
-            self._conn.request(
-                "POST",
-                path,
-                body=body,
-                headers={
-                    "Authorization": f"Bearer {self.address.token}",
-                    "Content-Type": "application/json",
-                    **headers,
-                },
-            )
-            resp = self._conn.getresponse()
-            data = resp.read()
+            status, data = self.endpoint.request("POST", path, body, headers, timeout)
         except TimeoutError:
-            self.close()
             raise Timeout(f"the broker did not answer {path} in {timeout:g}s") from None
-        except (OSError, http.client.HTTPException) as exc:
-            self.close()
+        except (OSError, ValueError) as exc:
             raise Unavailable(f"cannot reach the broker at {self.address.url}: {exc}") from None
         try:
             payload = json.loads(data) if data else {}
         except ValueError:
             raise Unavailable(f"the broker answered {path} with something that is not JSON") from None
-        if resp.status != 200:
-            raise from_wire(payload.get("error") or {"message": f"HTTP {resp.status}"})
+        if status != 200:
+            raise from_wire(payload.get("error") or {"message": f"HTTP {status}"})
         return payload
 
     def _secret(self, *, register: bool = True) -> str | None:
@@ -135,9 +124,7 @@ class OneShot:
         return self._post("/v1/shutdown", {}, {}, self.settings.request_timeout)
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        """Nothing stays open between requests (kept for callers that close)."""
 
 
 __all__ = ["OneShot", "MeshError"]
