@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from tests.agents.mesh import MeshProject
 from tests.agents.modelserver import ModelServer
 from tests.agents.programs import BIN_ENV, Program, Sandbox, program
+from tests.conftest import BrokerProcess
 
 
 def require(name: str) -> Program:
@@ -37,3 +40,20 @@ def model_server() -> Iterator[ModelServer]:
 def sandbox(tmp_path: Path) -> Sandbox:
     """A fresh HOME and workspace for one program run."""
     return Sandbox.create(tmp_path)
+
+
+@contextmanager
+def installed(
+    request: pytest.FixtureRequest,
+    tools: dict[str, str],
+    sandbox: Sandbox,
+    broker_proc: BrokerProcess,
+    model_server: ModelServer,
+) -> Iterator[MeshProject]:
+    """The program of ``request.param`` installed in a project (``tools`` maps the
+    harness's program name to the name ``mesh install`` knows), closed afterwards."""
+    p = MeshProject(require(request.param), tools[request.param], sandbox, broker_proc, model_server)
+    try:
+        yield p
+    finally:
+        p.close()

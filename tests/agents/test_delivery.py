@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.agents.conftest import require
+from tests.agents.conftest import installed
 from tests.agents.mesh import AGENT, PEER, WAIT, MeshProject, framed, mesh_text_in, once, processes_of, script
 from tests.agents.modelserver import ModelRequest, ModelServer, Say, ToolCall
 from tests.agents.programs import Sandbox
@@ -34,10 +34,9 @@ TOOLS = {"claude": "claude-code", "codex": "codex", "gemini": "gemini"}
 def project(
     request: pytest.FixtureRequest, sandbox: Sandbox, broker_proc: BrokerProcess, model_server: ModelServer
 ) -> Iterator[MeshProject]:
-    p = MeshProject(require(request.param), TOOLS[request.param], sandbox, broker_proc, model_server)
-    p.argv = default_argv(p)
-    yield p
-    p.close()
+    with installed(request, TOOLS, sandbox, broker_proc, model_server) as p:
+        p.argv = default_argv(p)
+        yield p
 
 
 def default_argv(p: MeshProject) -> Callable[[str], list[str]]:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.agents.conftest import require
+from tests.agents.conftest import installed
 from tests.agents.mesh import WAIT, MeshProject, framed, script
 from tests.agents.modelserver import ModelRequest, ModelServer, Say
 from tests.agents.programs import Sandbox, Terminal, start_interactive
@@ -63,9 +63,8 @@ def answer_first_run(name: str, terminal: Terminal, ready: Callable[[str], bool]
 def project(
     request: pytest.FixtureRequest, sandbox: Sandbox, broker_proc: BrokerProcess, model_server: ModelServer
 ) -> Iterator[MeshProject]:
-    p = MeshProject(require(request.param), TOOLS[request.param], sandbox, broker_proc, model_server)
-    yield p
-    p.close()
+    with installed(request, TOOLS, sandbox, broker_proc, model_server) as p:
+        yield p
 
 
 def test_a_message_between_two_prompts_reaches_the_second_prompts_request(project: MeshProject) -> None:

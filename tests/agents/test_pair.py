@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from sessionmesh import marks
-from tests.agents.conftest import require
+from tests.agents.conftest import installed
 from tests.agents.mesh import AGENT, PEER, WAIT, MeshProject, script
 from tests.agents.modelserver import ModelRequest, ModelServer, ToolCall
 from tests.agents.programs import Sandbox
@@ -38,10 +38,9 @@ ACK = f"{sys.executable} -m sessionmesh pair ack --as {{name}}"
 def project(
     request: pytest.FixtureRequest, sandbox: Sandbox, broker_proc: BrokerProcess, model_server: ModelServer
 ) -> Iterator[MeshProject]:
-    p = MeshProject(require(request.param), TOOLS[request.param], sandbox, broker_proc, model_server)
-    p.argv = default_argv(p)
-    yield p
-    p.close()
+    with installed(request, TOOLS, sandbox, broker_proc, model_server) as p:
+        p.argv = default_argv(p)
+        yield p
 
 
 def pair_up(grip: str, guard: str) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.agents.conftest import require
+from tests.agents.conftest import installed
 from tests.agents.mesh import AGENT, MeshProject, script
 from tests.agents.modelserver import ModelRequest, ModelServer, Say, ToolCall
 from tests.agents.programs import Sandbox, start_interactive
@@ -28,9 +28,8 @@ DIALOG = {"claude": "Do you want to proceed?", "gemini": "Allow"}
 def project(
     request: pytest.FixtureRequest, sandbox: Sandbox, broker_proc: BrokerProcess, model_server: ModelServer
 ) -> Iterator[MeshProject]:
-    p = MeshProject(require(request.param), TOOLS[request.param], sandbox, broker_proc, model_server)
-    yield p
-    p.close()
+    with installed(request, TOOLS, sandbox, broker_proc, model_server) as p:
+        yield p
 
 
 def activity(project: MeshProject) -> str | None:

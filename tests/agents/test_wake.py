@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.agents.conftest import require
+from tests.agents.conftest import installed
 from tests.agents.mesh import AGENT, WAIT, MeshProject, end_processes_of, framed, once, processes_of, script
 from tests.agents.modelserver import ModelRequest, ModelServer, Say, ToolCall
 from tests.agents.programs import Sandbox, Terminal, _merge_toml, program_env
@@ -35,17 +35,16 @@ TOOLS = {"claude": "claude-code", "codex": "codex", "pi": "pi", "gemini": "gemin
 def project(
     request: pytest.FixtureRequest, sandbox: Sandbox, broker_proc: BrokerProcess, model_server: ModelServer
 ) -> Iterator[MeshProject]:
-    p = MeshProject(require(request.param), TOOLS[request.param], sandbox, broker_proc, model_server)
-    yield p
-    if p.program.name == "codex":  # its app-server daemon (and the waiter beside it) outlive the UI
-        env = program_env(p.program, p.sandbox, p.model.url, p.env)
-        subprocess.run(
-            [str(p.program.bin), "app-server", "daemon", "stop"], env=env, capture_output=True, timeout=60
-        )
-        end_processes_of(p.sandbox.home)  # its pid-update loop survives the stop
-    else:  # the waiter ends with its agent: nothing is left
-        wait_until(lambda: processes_of(p.sandbox.home) == [], timeout=WAIT, what="no process left")
-    p.close()
+    with installed(request, TOOLS, sandbox, broker_proc, model_server) as p:
+        yield p
+        if p.program.name == "codex":  # its app-server daemon (and the waiter beside it) outlive the UI
+            env = program_env(p.program, p.sandbox, p.model.url, p.env)
+            subprocess.run(
+                [str(p.program.bin), "app-server", "daemon", "stop"], env=env, capture_output=True, timeout=60
+            )
+            end_processes_of(p.sandbox.home)  # its pid-update loop survives the stop
+        else:  # the waiter ends with its agent: nothing is left
+            wait_until(lambda: processes_of(p.sandbox.home) == [], timeout=WAIT, what="no process left")
 
 
 @contextlib.contextmanager
