@@ -75,9 +75,16 @@ class BrokerProcess:
             text=True,
             env=self.env,
         )
-        line = read_line(self.proc, START_TIMEOUT)
-        if "listening on" not in line:
-            raise RuntimeError(f"broker did not start: {line!r}")
+        try:
+            line = read_line(self.proc, START_TIMEOUT)
+            if "listening on" not in line:
+                raise RuntimeError(f"broker did not start: {line!r}")
+        except BaseException:  # leave no process or pipe behind for a later test to trip on
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+            self._close_pipe()
+            raise
         self.url = line.split("listening on ", 1)[1].split()[0]
         return self.url
 

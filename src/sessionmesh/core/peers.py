@@ -230,7 +230,8 @@ class PeersMixin(CoreState):
             )
             if caller.name == PERSON:  # the person sees each peer's inbound policy and stop; peers never do
                 out[-1]["policy"] = self._policy_summary(name)
-                out[-1]["stopped_by"] = (peer.meta.get("pair_block") or {}).get("by")
+                if peer.meta.get("pair_block"):
+                    out[-1]["stopped_by"] = peer.meta["pair_block"]["by"]
         return [Respond(reply_to, {"peers": out})]
 
     def _policy_summary(self, name: str) -> dict[str, Any]:
