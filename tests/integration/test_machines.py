@@ -143,13 +143,26 @@ async def test_exactly_one_of_two_machines_gets_an_overlapping_lock(machines: Ma
             )
             outcomes = sorted(r["outcome"] for r in results)
             assert outcomes == ["conflict", "granted"], results
-        held = {(lock["resource"], lock["holder"]) for lock in await bob.locks()}
-        assert len(held) == 5
+        # a grant is decided on the one table (compare-and-set); a listing on the other
+        # machine shows it once that broker's watch of the table has it (moments later)
+        held = await until_locks(bob, lambda held: len(held) == 5)
         assert all(holder in ("a:alice", "bob") for _, holder in held)
         mine = [r for r, h in held if h == "bob"]
         for resource in mine:
             await bob.unlock(resource)
-        assert {lock["holder"] for lock in await alice.locks()} <= {"alice"}
+        await until_locks(alice, lambda held: {h for _, h in held} <= {"alice"})
+
+
+async def until_locks(
+    peer: AsyncClient, done: Callable[[set[tuple[str, str]]], bool]
+) -> set[tuple[str, str]]:
+    """The (resource, holder) pairs ``peer``'s broker lists, once ``done`` holds (5 s at most)."""
+    async with asyncio.timeout(5):
+        while True:
+            held = {(lock["resource"], lock["holder"]) for lock in await peer.locks()}
+            if done(held):
+                return held
+            await asyncio.sleep(0.02)  # sleep-ok: polls another broker's view, bounded above
 
 
 async def test_a_broadcast_reaches_the_peers_of_both_machines(machines: Machines) -> None:

@@ -31,6 +31,16 @@ class SharedLeases:
     def _init_leases(self) -> None:
         self._lease_rev: int | None = None
         self._lease_rows: list[dict[str, Any]] = []
+        # the table as a KV watch on the broker's loop last delivered it (None: no
+        # watch): `leases` then reads no NATS, unless a write just met `Contention`
+        self._lease_live: tuple[list[dict[str, Any]], int] | None = None
+        self._lease_stale = False
+
+    def lease_table_seen(self, data: bytes | None, rev: int) -> None:
+        """The lease table at revision ``rev``, from the backend's KV watch (on the
+        broker's loop, as every store call)."""
+        if self._lease_live is None or rev > self._lease_live[1]:
+            self._lease_live = (loads(data)["leases"] if data else [], rev)
 
     def _qualify(self, holder: str) -> str:
         return holder if ":" in holder else f"{self.layout.machine}:{holder}"
@@ -47,10 +57,17 @@ class SharedLeases:
         )
         self._lease_rows = loads(data)["leases"] if data else []
         self._lease_rev = rev
+        self._lease_stale = False
+        if self._lease_live is not None:
+            self.lease_table_seen(data, rev)
 
     def _refresh_leases(self) -> None:
-        """Read the table; when NATS is gone or slow, keep the one last read. A stale
-        table is safe: every write is a compare-and-set on the revision it was read at."""
+        """The table as the watch last saw it, else read; when NATS is gone or slow,
+        the one last read. A stale table is safe: every write is a compare-and-set on
+        the revision it was read at, and after a refused one the table is read."""
+        if self._lease_live is not None and not self._lease_stale:
+            self._lease_rows, self._lease_rev = self._lease_live
+            return
         try:
             self._read_leases()
         except (Unavailable, StorageError) as exc:
@@ -70,8 +87,11 @@ class SharedLeases:
             )
         except Contention:
             self._lease_rev = None
+            self._lease_stale = True
             raise
         self._lease_rows, self._lease_rev = rows, rev
+        if self._lease_live is not None and rev > self._lease_live[1]:
+            self._lease_live = (rows, rev)
 
     def leases(self) -> list[Lease]:
         self._refresh_leases()

@@ -136,6 +136,22 @@ class NatsBackend:
                 deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
             )
             self._subs.append(sub)
+        # the lease table, watched: the tick reads it every 0.2 s without a NATS call
+        leases = self.layout.leases_bucket
+        self.store.lease_table_seen(*await self.conn.kv_get(leases, "table"))
+
+        async def on_leases(msg: Any) -> None:
+            self.store.lease_table_seen(msg.data or None, msg.metadata.sequence.stream)
+
+        self._subs.append(
+            await js.subscribe(
+                f"$KV.{leases}.table",
+                stream=f"KV_{leases}",
+                cb=on_leases,
+                ordered_consumer=True,
+                deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
+            )
+        )
         # A durable push consumer: records arrive as they are stored (a pull consumer's
         # fetch waits for a batch to fill or its request to expire).
         durable = f"route-{self.layout.machine}"

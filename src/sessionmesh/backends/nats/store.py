@@ -371,39 +371,30 @@ _APPLY: dict[str, Callable[..., None]] = {
 }
 
 
+def _stream(name: str, subject: str, replicas: int, **more: Any) -> api.StreamConfig:
+    return api.StreamConfig(
+        name=name, subjects=[subject], num_replicas=replicas, storage=api.StorageType.FILE, **more
+    )
+
+
 async def ensure_layout(conn: NatsConnection, layout: Layout, replicas: int) -> None:
     """Create every stream and bucket this machine uses, or update them in place."""
     if replicas < 1 or replicas > 5:
         raise BadRequest("nats_replicas must be 1 to 5")
-    await conn.ensure_stream(
-        api.StreamConfig(
-            name=layout.state_stream,
-            subjects=[layout.state_prefix + ">"],
-            max_msgs_per_subject=1,  # a batch written again replaces its first copy
-            num_replicas=replicas,
-            storage=api.StorageType.FILE,
-            discard=api.DiscardPolicy.OLD,
-        )
-    )
-    await conn.ensure_stream(
-        api.StreamConfig(
-            name=layout.audit_stream,
-            subjects=[layout.audit_subject],
-            num_replicas=replicas,
-            storage=api.StorageType.FILE,
-        )
-    )
-    await conn.ensure_stream(
-        api.StreamConfig(
-            name=layout.route_stream,
-            subjects=[layout.route_filter],
-            num_replicas=replicas,
-            storage=api.StorageType.FILE,
+    for config in (
+        # a batch written again replaces its first copy
+        _stream(layout.state_stream, layout.state_prefix + ">", replicas, max_msgs_per_subject=1),
+        _stream(layout.audit_stream, layout.audit_subject, replicas),
+        _stream(
+            layout.route_stream,
+            layout.route_filter,
+            replicas,
             retention=api.RetentionPolicy.WORK_QUEUE,  # a record is gone once its machine took it
             allow_msg_ttl=True,
             duplicate_window=120.0,
-        )
-    )
+        ),
+    ):
+        await conn.ensure_stream(config)
     await conn.ensure_bucket(layout.peers_bucket, replicas=replicas)
     await conn.ensure_bucket(layout.presence_bucket, replicas=replicas, ttl=PRESENCE_TTL)
     await conn.ensure_bucket(layout.leases_bucket, replicas=replicas)
