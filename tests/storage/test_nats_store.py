@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from sessionmesh.backends.nats import NatsStore, open_store, token, untoken
+from sessionmesh.codec import dumps
 from sessionmesh.config import load
 from sessionmesh.core.locks import Lease
 from sessionmesh.envelope import Priority, ReceiptState
@@ -218,3 +219,37 @@ def test_a_commit_jetstream_never_acknowledged_is_written_at_the_next_start(tmp_
             rebuilt.close()
     finally:
         node.kill()
+
+
+def test_a_state_stream_from_before_the_state_log_is_taken_over(tmp_path: Path, nats_node: NatsNode) -> None:
+    overrides = nats_overrides(nats_node.url)
+    first = open_nats(tmp_path, overrides)  # makes the streams; then writes the older format
+    env = envelope(body={"x": 1})
+    env.seq = 7
+    pre = first.layout.state_prefix
+    records = [
+        (
+            f"{pre}P.alice",
+            {"name": "alice", "secret_hash": "h", "meta": {}, "created_at": T0, "last_seen": T0},
+        ),
+        (f"{pre}M.{env.id}", {"env": env.to_wire(), "seq": 7, "answer": {"status": "queued"}}),
+        (f"{pre}R.{env.id}.bob", ["delivered", T0 + 2, env.expires_at, 7, False]),
+        (f"{pre}S.{token('#build')}.bob", 1),
+    ]
+
+    async def write_older() -> None:
+        for subject, record in records:
+            await first._conn.js.publish(subject, dumps(record).encode())
+
+    first._conn.call(write_older())
+    close_and_delete_cache(first)
+    for _ in range(2):  # taken over; then, the cache gone again, read back from the log
+        again = open_nats(tmp_path, overrides)
+        try:
+            assert again.get_peer("alice") is not None
+            assert again.get_message(env.id) == env and again.get_message(env.id).seq == 7
+            assert again.get_answer(env.id) == {"status": "queued"}
+            assert again.get_receipt(env.id, "bob").state is ReceiptState.DELIVERED
+            assert again.subscribers("#build") == ["bob"]
+        finally:
+            close_and_delete_cache(again)

@@ -303,7 +303,11 @@ class NatsConnection:
             mem_storage=True,
             num_replicas=1,
         )
-        await self.js.add_consumer(stream, config=config)
+        created = await self.js.add_consumer(stream, config=config)
+        if not created.num_pending:  # nothing on that subject: no fetch waiting for its timeout
+            with contextlib.suppress(*NATS_ERRORS):
+                await self.js.delete_consumer(stream, name)
+            return []
         sub = await self.js.pull_subscribe_bind(consumer=name, stream=stream)
         out: list[tuple[int, str, bytes]] = []
         try:

@@ -99,6 +99,11 @@ class NatsStore(SharedLeases, SqliteStore):
         self._settled = order.applied
         if unsure:
             self._write_again(unsure)
+        if order.applied == 0 and info.state.messages:  # a stream from before the state log
+            from .legacy import import_legacy
+
+            if taken := import_legacy(self):
+                log.warning("nats: took over %d records of the state stream's older format", taken)
 
     def _record(self, batch: int, seq: int) -> None:
         self.set_meta(_BATCH, str(batch))
