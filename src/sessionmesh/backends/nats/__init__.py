@@ -1,17 +1,22 @@
 """The NATS backend: a broker's state in JetStream and KV, and routes between machines.
 
 The only package that imports nats-py; every nats error becomes a `MeshError` here.
-Modules: `layout` (names), `connection` (the client and the commit writer), `store`
-(`NatsStore`), `routing` (`NatsBackend`: links, routes, directory, presence).
+Modules: `layout` (names), `connection` (the clients and the commit writer),
+`journal` (the state log's batches, pure), `store` (`NatsStore`), `leases` (the shared
+lease table), `legacy` (taking over a state stream of the older per-record format),
+`auth` (a machine's credentials), `routing` (`NatsBackend`: links, routes, directory,
+presence).
 
 What lives where (``ns`` is ``nats_namespace``, ``L`` this machine's label):
 
-- ``ns_state_L`` (stream, one message per subject): the broker's durable state, one
-  record per peer, message, receipt, thread and subscription under
-  ``ns.state.L.<kind>.<key>``. The broker keeps a working copy in memory and writes
-  every changed record here, acknowledged by JetStream, before any peer is told
-  (the same group commit as SQLite's); on start it reads the stream back.
-- ``ns_audit_L`` (stream): the audit log; an entry's sequence is its stream sequence.
+- ``ns_state_L`` (stream): the machine's **state log**. Each commit is written as
+  numbered batches of operations (`journal`), and nothing is answered before
+  JetStream acknowledged them (group commit). The audit entries travel in the same
+  batches. The broker's working state is a SQLite file under ``$MESH_HOME``
+  (`NatsStore`: the one-machine store's queries and indexes, so memory is bounded by
+  what is live, not by history); the file records how far into the log it is, so a
+  start reads only the batches after it, and a lost file is rebuilt from the log.
+- ``ns_audit_L`` (stream): still created, no longer written (the audit is in the log).
 - ``ns_route_L`` (stream, work queue, per-message TTL): what other brokers hand this
   one: messages for its peers, and the receipts and answers that come back, under
   ``ns.to.L.<sender>``. The subject names the sending machine, whose NATS user may
@@ -22,11 +27,12 @@ What lives where (``ns`` is ``nats_namespace``, ``L`` this machine's label):
 - KV ``ns_presence``: who is online where, key ``L.<name>``; entries age out, so a
   broker that dies takes its peers offline with it.
 - KV ``ns_leases``: the one lease table of the whole mesh, written only by a
-  compare-and-set on its revision, so two brokers never both grant overlapping locks.
+  compare-and-set on its revision, so two brokers never both grant overlapping locks;
+  each broker watches it.
 
-The NATS client runs on a thread of its own with its own event loop: the store's
-methods are synchronous (the core calls them inline), and block on that loop only
-for what must be remote (a commit, the lease table, the audit log).
+Two NATS clients: the hot path (commits, routes, directory, presence) runs on the
+broker's own event loop; the store's synchronous reads that must be remote (the
+lease table's compare-and-set, a start's catch-up) block on a second client's thread.
 """
 
 from .connection import NatsConnection
