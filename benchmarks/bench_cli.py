@@ -98,9 +98,11 @@ LABELS = {
     "mesh_send_queued": "mesh send (recipient offline)",
     "mesh_send_received": "mesh send (recipient live)",
     "mesh_inbox_empty": "mesh inbox (nothing waiting)",
+    "mesh_peers": "mesh peers",
     "mesh_hook_empty": "mesh hook (nothing to report)",
 }
-TARGETED = ("mesh_send_queued", "mesh_send_received", "mesh_inbox_empty")
+TARGETED = ("mesh_send_queued", "mesh_send_received", "mesh_inbox_empty", "mesh_peers")
+RATIO_TARGET = 2.5  # #18: a one-shot command within 2.5x a bare interpreter start, same run
 HOOK_TARGET_MS = 80
 
 
@@ -148,6 +150,7 @@ async def _run(runs: int, pycache: str) -> dict:
                     "received",
                 ),
                 "mesh_inbox_empty": ([c.MESH_BIN, "inbox", "--as", "cli-empty"], "no new messages"),
+                "mesh_peers": ([c.MESH_BIN, "peers"], "NAME"),
                 "mesh_hook_empty": (
                     [c.MESH_BIN, "hook", "claude-code", "PostToolUse", "--as", "cli-hooked"],
                     "",
@@ -190,6 +193,12 @@ async def _run(runs: int, pycache: str) -> dict:
             **{k: cached[k]["median_ms"] < 150 for k in TARGETED},
             "mesh_hook_empty": cached["mesh_hook_empty"]["median_ms"] < HOOK_TARGET_MS,
         },
+        "ratio_to_interpreter": {
+            k: round(cached[k]["median_ms"] / cached["python_c_pass"]["median_ms"], 2) for k in TARGETED
+        },
+        "ratio_targets": {
+            k: cached[k]["median_ms"] / cached["python_c_pass"]["median_ms"] <= RATIO_TARGET for k in TARGETED
+        },
         "hook_over_interpreter_ms": round(
             cached["mesh_hook_empty"]["median_ms"] - cached["python_c_pass"]["median_ms"], 1
         ),
@@ -218,6 +227,10 @@ def main() -> None:
     )
     lines.append(
         f"hook cost over a bare interpreter start (with .pyc cache): {r['hook_over_interpreter_ms']} ms"
+    )
+    lines.append(
+        f"ratio to python -c pass (with .pyc cache; target <= {RATIO_TARGET}x): {r['ratio_to_interpreter']};"
+        f" met: {r['ratio_targets']}"
     )
     lines.append(
         "slowest top-level imports of one 'mesh send' (-X importtime, with .pyc cache; "
