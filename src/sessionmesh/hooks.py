@@ -131,6 +131,8 @@ def run_hook(settings: Settings, tool: str, event: str, name: str | None, *, std
                 sys.stdout.write(json.dumps(output, ensure_ascii=False) + "\n")
                 sys.stdout.flush()
                 ledger.record(session, earlier + [m["id"] for m in messages])
+                if event == fmt.start_event:
+                    ledger.hand_over(session, [m["id"] for m in messages])
             if shot.local and (output is not None or not messages):
                 _checked(settings.home, shot.name, fetched)  # all it fetched was shown
         _report_activity(shot, fmt, event, blocking=output is not None, home=settings.home)

@@ -55,6 +55,21 @@ class Ledger:
             if self.entries.pop(key, None) is not None:
                 self.changed = True
 
+    def hand_over(self, session: str, ids: list[str]) -> None:
+        """``session`` was shown ``ids`` again: other sessions (most likely gone, or they
+        would not be shown again) no longer wait to confirm them; this one does. An
+        entry left with nothing is dropped, so a dead session does not keep the name's
+        hooks from being quiet (`sessionmesh.quiet`) for the week it is kept."""
+        given = set(ids)
+        for key in [k for k in self.entries if k != session]:
+            kept = [i for i in self.shown_to(key) if i not in given]
+            if len(kept) != len(self.shown_to(key)):
+                self.changed = True
+                if kept:
+                    self.entries[key]["ids"] = kept
+                else:
+                    del self.entries[key]
+
     def record(self, session: str, ids: list[str], *, now: float | None = None) -> None:
         """Remember that ``ids`` were shown to ``session`` (replacing what it had)."""
         self.entries[session] = {"ids": list(ids), "at": time.time() if now is None else now}

@@ -92,7 +92,8 @@ def test_a_steering_note_reaches_the_grip_s_next_context_framed_as_its_guard_s(p
 
 def test_the_stop_outlives_a_broker_restart(paired: BrokerProcess) -> None:
     pair_cmd("intercept!", "hold everything", name="bob")
-    os.unlink(marks.block_path(str(paired.home), "agent"))  # lost, or removed by hand: the broker's state wins
+    # lost, or removed by hand: the broker's state wins
+    os.unlink(marks.block_path(str(paired.home), "agent"))
     paired.stop()
     paired.start()
     assert marks.read_block(paired.home, "agent") is not None

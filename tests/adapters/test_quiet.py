@@ -152,3 +152,15 @@ def test_mail_whose_mark_a_crash_never_touched_is_marked_when_the_broker_starts(
     mesh.kill()
     mesh.start()
     assert not quiet_now()
+
+
+def test_a_session_that_died_unconfirmed_does_not_keep_the_next_one_from_being_quiet(
+    mesh: BrokerProcess,
+) -> None:
+    msg = send(NAME, "shown to a session that then died")
+    _, out = hook("claude-code", "PostToolUse", {"session_id": "dead"})
+    assert f"id={msg}" in shown(out)  # shown, never confirmed: that session is gone
+    _, out = hook("claude-code", "SessionStart", {"session_id": "s2"})
+    assert f"id={msg}" in json.loads(out)["hookSpecificOutput"]["additionalContext"]
+    hook("claude-code", "PostToolUse", {"session_id": "s2"})  # after s2's model had it: read
+    assert quiet_now()
