@@ -92,11 +92,9 @@ def _act(args: argparse.Namespace, **call: Any) -> int:
     """Run one action and print what it did, then where the caller stands."""
     from .cli import _oneshot
 
-    shot = _oneshot(args)
-    other = (shot.call("pair").get("pair") or {}).get("with") if call["action"] in ("ack", "swap") else None
-    status = dict(shot.call("pair", **call))
+    status = dict(_oneshot(args).call("pair", **call))
     done = DONE.get("stop" if call.get("urgent") else call["action"])
-    other = other or (status.get("pair") or {}).get("with") or call.get("to")
+    other = (status.get("pair") or {}).get("with") or call.get("to")  # the partner, after any action
     return _show(args, status, done.format(other=other) if done else None)
 
 
