@@ -165,6 +165,20 @@ def processes_of(home: Path) -> list[int]:
     return found
 
 
+def command_lines(pids: list[int]) -> dict[int, str]:
+    """What each process runs, for a failure's message (a process that ended is left out)."""
+    lines = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            lines[pid] = (
+                (Path("/proc") / str(pid) / "cmdline")
+                .read_bytes()
+                .replace(b"\0", b" ")
+                .decode(errors="replace")
+            )
+    return lines
+
+
 def end_processes_of(home: Path) -> None:
     """SIGKILL what ``processes_of(home)`` finds (Codex's daemon outlives its UI)."""
     for pid in processes_of(home):

@@ -20,7 +20,17 @@ from collections.abc import Iterator
 import pytest
 
 from tests.agents.conftest import installed
-from tests.agents.mesh import AGENT, WAIT, MeshProject, end_processes_of, framed, once, processes_of, script
+from tests.agents.mesh import (
+    AGENT,
+    WAIT,
+    MeshProject,
+    command_lines,
+    end_processes_of,
+    framed,
+    once,
+    processes_of,
+    script,
+)
 from tests.agents.modelserver import ModelRequest, ModelServer, Say, ToolCall
 from tests.agents.programs import Sandbox, Terminal, _merge_toml, program_env
 from tests.agents.test_interactive import answer_first_run
@@ -28,6 +38,9 @@ from tests.conftest import BrokerProcess, wait_until
 
 pytestmark = pytest.mark.agents
 
+# seconds for the program and its hooks to exit once its terminal closed; Claude Code runs its
+# SessionEnd hook first, which on a loaded CI machine once took more than 10 s
+EXIT_WAIT = 30.0
 TOOLS = {"claude": "claude-code", "codex": "codex", "pi": "pi", "gemini": "gemini"}
 
 
@@ -44,7 +57,14 @@ def project(
             )
             end_processes_of(p.sandbox.home)  # its pid-update loop survives the stop
         else:  # the waiter ends with its agent: nothing is left
-            wait_until(lambda: processes_of(p.sandbox.home) == [], timeout=WAIT, what="no process left")
+            try:
+                wait_until(
+                    lambda: processes_of(p.sandbox.home) == [], timeout=EXIT_WAIT, what="no process left"
+                )
+            except TimeoutError:
+                left = command_lines(processes_of(p.sandbox.home))
+                end_processes_of(p.sandbox.home)
+                pytest.fail(f"left running {EXIT_WAIT}s after the agent ended: {left}")
 
 
 @contextlib.contextmanager
