@@ -38,8 +38,8 @@ from tests.conftest import BrokerProcess, wait_until
 
 pytestmark = pytest.mark.agents
 
-# seconds for the program and its hooks to exit once its terminal closed; Claude Code runs its
-# SessionEnd hook first, which on a loaded CI machine once took more than 10 s
+# seconds for the program and its hooks to exit once its terminal closed (Claude Code runs its
+# SessionEnd hook first); one loaded CI run left something of Claude Code's running past 10 s
 EXIT_WAIT = 30.0
 TOOLS = {"claude": "claude-code", "codex": "codex", "pi": "pi", "gemini": "gemini"}
 
