@@ -54,6 +54,11 @@ MEANINGS = {
     "nats_tls_ca": "CA file to verify the NATS servers (`tls://` URLs)",
     "nats_tls_cert": "client certificate for NATS (mutual TLS)",
     "nats_tls_key": "client key for NATS (mutual TLS)",
+    "nats_compact_batches": "the state log is compacted (a snapshot of the state written to JetStream, "
+    "then the log before it purged) once it holds this many batches past the last snapshot, "
+    "or `nats_compact_bytes`, and at least as many bytes as that snapshot; 0: not by count",
+    "nats_compact_bytes": "the state log is compacted once it holds this many bytes past the last "
+    "snapshot (or `nats_compact_batches`), and at least as many bytes as that snapshot; 0: not by size",
 }
 
 # Defaults that are not a constant in `Settings`.
@@ -112,6 +117,8 @@ def default(field: str, value: Any) -> str:
         return f"`{str(value).lower()}`"
     if isinstance(value, float) and field.endswith(_DURATION_SUFFIXES):
         return _seconds(value)
+    if field.endswith("_bytes") and value and value % (1024 * 1024) == 0:
+        return f"{value} ({value // (1024 * 1024)} MiB)"
     if field.endswith("_bytes") and value % 1024 == 0:
         return f"{value} ({value // 1024} KiB)"
     if isinstance(value, tuple):

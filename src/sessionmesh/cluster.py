@@ -153,7 +153,7 @@ def _stream_access(stream: str, *, own: bool) -> list[str]:
 def machine_permissions(namespace: str, machine: str) -> dict[str, Any]:
     """What machine ``machine``'s NATS user may publish and subscribe to.
 
-    It publishes its own state, audit and outgoing route records (``NS.route.<to>.<it>``:
+    It publishes its own state, audit, snapshots and outgoing route records (``NS.route.<to>.<it>``:
     the subject names the sender, and the receiving broker checks the record against
     it), its own keys of the peers and presence directories, and the shared lease
     table. It reads its own streams, the three shared buckets, and replies on its own
@@ -166,6 +166,7 @@ def machine_permissions(namespace: str, machine: str) -> dict[str, Any]:
         mine.state_prefix + ">",
         mine.audit_subject,
         mine.route_publish_allowed,
+        f"$O.{mine.snapshot_bucket}.>",
         f"$KV.{mine.peers_bucket}.{machine}",
         f"$KV.{mine.peers_bucket}.{machine}.>",
         f"$KV.{mine.presence_bucket}.{machine}",

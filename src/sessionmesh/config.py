@@ -62,6 +62,13 @@ class Settings(NamedTuple):
     nats_tls_cert: str | None = None
     nats_tls_key: str | None = None
     nats_timeout: float = 10.0  # how long a NATS call may take before the store gives up
+    # -- compaction of the state log (backends/nats/compaction.py) ----------------------
+    nats_compact_batches: int = (
+        100_000  # batches in the state log past the last snapshot that start a new one
+    )
+    nats_compact_bytes: int = (
+        64 * 1024 * 1024
+    )  # bytes in the state log past the last snapshot that start a new one
 
     @property
     def max_frame_bytes(self) -> int:
@@ -185,6 +192,8 @@ def _validate(settings: Settings) -> None:
             f"setting sqlite_synchronous={settings.sqlite_synchronous!r} must be NORMAL or FULL",
             hint="FULL syncs every commit to disk; NORMAL (the default) may lose the last commits on a power cut",
         )
+    if settings.nats_compact_batches < 0 or settings.nats_compact_bytes < 0:
+        raise BadRequest("settings nats_compact_batches and nats_compact_bytes must be 0 (never) or more")
     if settings.inbound:  # policy imports the envelope: a hook loading the defaults need not
         _check_inbound(settings.inbound)
     if not settings.hold_patterns:

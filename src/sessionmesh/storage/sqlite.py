@@ -214,6 +214,26 @@ class SqliteStore:
             except sqlite3.Error as exc:
                 raise StorageError(f"checkpoint failed: {exc}") from exc
 
+    def copy_to(self, dest: str) -> None:
+        """Write a consistent copy of what is committed to ``dest`` (replacing it).
+        It reads on a connection of its own, in one read transaction: safe from
+        another thread while this one writes, and in WAL mode it never blocks the
+        writer. Raises `StorageError`."""
+        try:
+            if os.path.exists(dest):
+                os.unlink(dest)
+            source = sqlite3.connect(self.path, check_same_thread=False)
+            try:
+                copy = sqlite3.connect(dest)
+                try:
+                    source.backup(copy)  # every page in one step: one snapshot of the file
+                finally:
+                    copy.close()
+            finally:
+                source.close()
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(f"cannot copy the store to {dest}: {exc}") from exc
+
     def close(self) -> None:
         self.commit_local()
         with self._checkpoint_lock:

@@ -2,10 +2,11 @@
 
 The only package that imports nats-py; every nats error becomes a `MeshError` here.
 Modules: `layout` (names), `connection` (the clients and the commit writer),
-`journal` (the state log's batches, pure), `store` (`NatsStore`), `leases` (the shared
-lease table), `legacy` (taking over a state stream of the older per-record format),
-`auth` (a machine's credentials), `routing` (`NatsBackend`: links, routes, directory,
-presence).
+`journal` (the state log's batches, pure), `store` (`NatsStore`), `snapshot` (the
+state's snapshots in an object store), `compaction` (snapshot, then purge the log),
+`leases` (the shared lease table), `legacy` (taking over a state stream of the older
+per-record format), `auth` (a machine's credentials), `routing` (`NatsBackend`:
+links, routes, directory, presence).
 
 What lives where (``ns`` is ``nats_namespace``, ``L`` this machine's label):
 
@@ -15,7 +16,12 @@ What lives where (``ns`` is ``nats_namespace``, ``L`` this machine's label):
   batches. The broker's working state is a SQLite file under ``$MESH_HOME``
   (`NatsStore`: the one-machine store's queries and indexes, so memory is bounded by
   what is live, not by history); the file records how far into the log it is, so a
-  start reads only the batches after it, and a lost file is rebuilt from the log.
+  start reads only the batches after it, and a lost file is rebuilt from the newest
+  snapshot and the log after it. Once the log past the last snapshot has grown
+  enough, a new snapshot is written and the batches it holds are purged
+  (`compaction`).
+- ``OBJ_ns_snap_L`` (object store ``ns_snap_L``): the newest snapshot of the
+  machine's state (its SQLite cache, compressed), one object ``state``.
 - ``ns_audit_L`` (stream): still created, no longer written (the audit is in the log).
 - ``ns_route_L`` (stream, work queue, per-message TTL): what other brokers hand this
   one: messages for its peers, and the receipts and answers that come back, under

@@ -74,6 +74,11 @@ class Reorder:
             ready.append(self._waiting.pop(self.applied))
         return ready
 
+    @property
+    def waiting(self) -> list[int]:
+        """The numbers that wait for one before them, in order."""
+        return sorted(self._waiting)
+
     def rest(self) -> list[list[list[Any]]]:
         """What still waits, in order; afterwards `applied` is the last of them."""
         ready = []

@@ -84,6 +84,16 @@ class Layout:
         return f"{self.state_prefix}log.>"
 
     @property
+    def snapshot_bucket(self) -> str:
+        """The object store holding the newest snapshot of the state log (`snapshot`)."""
+        return f"{self.namespace}_snap_{self.machine}"
+
+    @property
+    def snapshot_stream(self) -> str:
+        """The stream behind `snapshot_bucket` (JetStream names it ``OBJ_<bucket>``)."""
+        return f"OBJ_{self.snapshot_bucket}"
+
+    @property
     def audit_stream(self) -> str:
         return f"{self.namespace}_audit_{self.machine}"
 
@@ -121,7 +131,7 @@ class Layout:
     @property
     def own_streams(self) -> tuple[str, ...]:
         """The streams only this machine writes and reads."""
-        return (self.state_stream, self.audit_stream, self.route_stream)
+        return (self.state_stream, self.audit_stream, self.route_stream, self.snapshot_stream)
 
     @property
     def shared_buckets(self) -> tuple[str, ...]:

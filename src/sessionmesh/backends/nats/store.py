@@ -8,9 +8,11 @@ file under ``$MESH_HOME`` (`SqliteStore`: the same queries and indexes as the
 one-machine broker, so memory stays bounded by what is live, not by history). The
 file records the last batch it holds and where in the log that was, so a start
 reads only the batches after it; a file that is gone, or that belongs to another
-stream, is rebuilt from the whole log. A batch the file holds but JetStream may not
-(the broker died before the acknowledgement) waits in its outbox and is written
-again at the next start. The lease table is the mesh's, in KV (`leases`).
+stream, is rebuilt from the newest snapshot of the state (`snapshot`) and the log
+after it. The log is compacted now and then (`compaction`): a snapshot, then the
+batches it holds purged. A batch the file holds but JetStream may not (the broker
+died before the acknowledgement) waits in its outbox and is written again at the
+next start. The lease table is the mesh's, in KV (`leases`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from ...envelope import Envelope, ReceiptState
 from ...errors import BadRequest, DuplicateMessage
 from ...storage import PeerRecord, ReceiptUpdate, ThreadRecord
 from ...storage.sqlite import SqliteStore
-from . import journal
+from . import journal, snapshot
+from .compaction import Compactor
 from .connection import COMMIT_TIMEOUT, Committer, NatsConnection, Record
 from .layout import PRESENCE_TTL, Layout, layout_of, token
 from .leases import SharedLeases
@@ -60,22 +63,45 @@ class NatsStore(SharedLeases, SqliteStore):
         self._settled = 0  # the batch the cache last recorded as acknowledged
         self._closed = False
         self.replayed = 0  # batches read back from the log at start (not already cached)
+        self.restored: snapshot.Head | None = None  # the snapshot a start restored the cache from
+        self.stream_ident = ""  # the state log's name@created, as the cache records it
+        settings = conn.settings
+        self.compactor = Compactor(
+            self, batches=settings.nats_compact_batches, nbytes=settings.nats_compact_bytes
+        )
         self._init_leases()
         self._catch_up()
+        self.compactor.start()
 
     # -- start: the log after what the cache holds -----------------------------------
     def _catch_up(self) -> None:
         info = self._conn.call(
             self._conn.js.stream_info(self.layout.state_stream), doing="reading the state log"
         )
-        ident = f"{self.layout.state_stream}@{info.created}"
+        ident = self.stream_ident = f"{self.layout.state_stream}@{info.created}"
         seq = int(self.get_meta(_SEQ) or 0)
         if self.get_meta(_STREAM) not in (None, ident) or seq > info.state.last_seq:
             log.warning("nats: the cache %s is not this state log's; rebuilding it", self.path)
             self._rebuild()
             seq = 0
+        head = self._conn.call(
+            snapshot.read_head(self._conn.js, self.layout), doing="reading the state snapshot"
+        )
+        if head is not None and head.stream != ident:
+            log.warning("nats: the state snapshot belongs to an earlier state log; it is not used")
+            head = None
+        if head is not None and head.batch > int(self.get_meta(_BATCH) or 0):
+            # the cache lacks batches the snapshot holds (and the log may not any more)
+            self._restore(head)
+            seq = head.seq
         self.set_meta(_STREAM, ident)
-        order = journal.Reorder(int(self.get_meta(_BATCH) or 0))
+        self.compactor.measured(
+            log_batches=info.state.messages,
+            log_bytes=info.state.bytes,
+            snapshot_bytes=head.size if head else 0,
+        )
+        start = int(self.get_meta(_BATCH) or 0)
+        order = journal.Reorder(start)
         unsure = dict(self.outbox())  # batches the cache holds that JetStream may not
         while seq < info.state.last_seq:
             records = self._conn.call(
@@ -93,6 +119,14 @@ class NatsStore(SharedLeases, SqliteStore):
                 for batch in order.add(n, ops):
                     self._apply_all(batch)
             self._record(order.applied, seq)
+        if order.waiting:
+            log.warning(
+                "nats: the state log lacks batches %d to %d (never acknowledged, or purged with no"
+                " snapshot holding them); the %d after them are applied",
+                order.applied + 1,
+                order.waiting[0] - 1,
+                len(order.waiting),
+            )
         for batch in order.rest():
             self._apply_all(batch)
         self._record(order.applied, seq)
@@ -105,10 +139,39 @@ class NatsStore(SharedLeases, SqliteStore):
             if taken := import_legacy(self):
                 log.warning("nats: took over %d records of the state stream's older format", taken)
 
+    def acknowledged(self) -> int:
+        """(any thread) The last batch JetStream has acknowledged, with every one before it."""
+        return max(self._acked[0], self._settled)
+
     def _record(self, batch: int, seq: int) -> None:
         self.set_meta(_BATCH, str(batch))
         self.set_meta(_SEQ, str(seq))
         self.commit_local()
+
+    def _restore(self, head: snapshot.Head) -> None:
+        """Replace the cache file with the snapshot ``head`` names."""
+        path, part = self.path, self.path + ".restore"
+        log.warning(
+            "nats: restoring the cache from the state snapshot (batch %d, %d bytes)", head.batch, head.size
+        )
+        SqliteStore.close(self)
+        try:
+            self._conn.call(
+                snapshot.fetch(self._conn.js, self.layout, head, part),
+                timeout=max(
+                    self._conn.timeout, 120.0 + head.size / 2**20
+                ),  # a second per MiB, beyond two minutes
+                doing="reading the state snapshot",
+            )
+            for suffix in ("-wal", "-shm"):
+                if os.path.exists(path + suffix):
+                    os.unlink(path + suffix)
+            os.replace(part, path)
+        finally:
+            if os.path.exists(part):
+                os.unlink(part)
+            SqliteStore.__init__(self, path)
+        self.restored = head
 
     def _rebuild(self) -> None:
         path = self.path
@@ -163,6 +226,7 @@ class NatsStore(SharedLeases, SqliteStore):
             self.outbox_put(n, payload)
         if batches:
             self.set_meta(_BATCH, str(batches[-1][0]))
+            self.compactor.wrote(len(batches), sum(len(payload) for _, payload in batches))
         self.commit_local()
         records: list[Record] = [
             (self.layout.state_log_subject(n), payload, {"Nats-Msg-Id": str(n)}) for n, payload in batches
@@ -209,6 +273,7 @@ class NatsStore(SharedLeases, SqliteStore):
         if self._closed:
             return
         self._closed = True
+        self.compactor.stop(self._conn.time_left(1.0))
         try:
             self.commit()
         except concurrent.futures.TimeoutError:
@@ -400,6 +465,7 @@ async def ensure_layout(conn: NatsConnection, layout: Layout, replicas: int) -> 
         ),
     ):
         await conn.ensure_stream(config)
+    await conn.ensure_stream(snapshot.stream_config(layout, replicas))
     await conn.ensure_bucket(layout.peers_bucket, replicas=replicas)
     await conn.ensure_bucket(layout.presence_bucket, replicas=replicas, ttl=PRESENCE_TTL)
     await conn.ensure_bucket(layout.leases_bucket, replicas=replicas)
