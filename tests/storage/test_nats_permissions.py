@@ -210,6 +210,29 @@ def test_a_broker_store_opens_with_its_machine_credentials_only(
         open_store(settings_for(ready, files, "b", tmp_path, machine="a"))
 
 
+def test_a_machine_compacts_its_state_log_and_restores_its_snapshot_with_its_own_credentials(
+    ready: NatsNode, files: cluster.ClusterFiles, tmp_path: Path
+) -> None:
+    settings = settings_for(ready, files, "b", tmp_path, nats_compact_batches=0, nats_compact_bytes=0)
+    store = open_store(settings)
+    try:
+        for n in range(5):
+            store.append_audit(float(n), "checked", {"n": n})
+            store.commit()
+        head = store.compactor.compact()  # snapshot written, chunks swept, log purged
+        assert head is not None and head.batch == 5
+    finally:
+        store.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(store.path + suffix).unlink(missing_ok=True)
+    again = open_store(settings)
+    try:
+        assert again.restored == head
+        assert [e["n"] for e in again.read_audit(after=0, limit=10)] == [0, 1, 2, 3, 4]
+    finally:
+        again.close()
+
+
 def test_a_machine_may_not_make_its_own_streams(
     ready: NatsNode, files: cluster.ClusterFiles, tmp_path: Path
 ) -> None:

@@ -4,7 +4,9 @@ created or brought up to date on open, and a NATS that is not there is a clear e
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -253,3 +255,36 @@ def test_a_state_stream_from_before_the_state_log_is_taken_over(tmp_path: Path, 
             assert again.subscribers("#build") == ["bob"]
         finally:
             close_and_delete_cache(again)
+
+
+def test_a_read_cut_off_as_a_slow_consumer_comes_back_whole_and_in_order(tmp_path: Path) -> None:
+    """A start's catch-up once lost the batches in flight when NATS cut its client off
+    as a slow consumer (a gap in the cache, noticed only by the batches' numbers);
+    the delivery count shows the loss now and the rest is read again."""
+    node = NatsNode("strict", tmp_path / "nats", extra='write_deadline: "100ms"').start()
+    store = open_nats(tmp_path, nats_overrides(node.url))
+    conn, layout = store._conn, store.layout
+    payloads = [bytes([65 + n % 26]) * 900_000 for n in range(60)]  # 54 MB
+
+    async def publish() -> None:
+        for n, payload in enumerate(payloads):
+            await conn.js.publish(f"{layout.state_prefix}big.{n}", payload)
+
+    try:
+        conn.call(publish(), timeout=60)
+
+        async def stall() -> None:
+            """Once the read's consumer exists, stop reading the socket for a while."""
+            async with asyncio.timeout(10):
+                while not (await conn.js.stream_info(layout.state_stream)).state.consumer_count:
+                    continue
+            time.sleep(1.5)  # sleep-ok: the stall itself (it blocks the client's loop)
+
+        reading = conn.spawn(conn.read_stream(layout.state_stream, f"{layout.state_prefix}big.>", 1))
+        conn.spawn(stall()).result(15)
+        got = reading.result(60)
+        assert [subject.rsplit(".", 1)[1] for _, subject, _ in got] == [str(n) for n in range(60)]
+        assert [data for _, _, data in got] == payloads
+    finally:
+        store.close()
+        node.kill()

@@ -133,6 +133,8 @@ class Compactor:
             self._wake.clear()
             if self.stopping:
                 return
+            if not self.due():  # woken while the last compaction ran: its purge reset the counts
+                continue
             try:
                 self.compact()
                 wait = RETRY_INTERVAL

@@ -30,6 +30,8 @@ T = TypeVar("T")
 
 PUBLISH_CHUNK = 2000  # records in flight at once during a commit
 COMMIT_TIMEOUT = 60.0  # a commit retries (a node lost, a leader elected) this long
+READ_BYTES = 8 * 1024 * 1024  # a read of a stream fetches about this much at a time
+READ_ATTEMPTS = 10  # a read that keeps losing messages on the way gives up after this many consumers
 STOP_TIMEOUT = 2.5  # from a stop's start, NATS has this long to take what is left; then it is given up
 _WRONG_LAST_SEQUENCE = (10071, 10164)
 
@@ -288,10 +290,31 @@ class NatsConnection:
         self, stream: str, subject: str, start_seq: int, limit: int | None = None
     ) -> list[tuple[int, str, bytes]]:
         """(sequence, subject, data) of a stream's messages on ``subject`` from
-        ``start_seq`` on, at most ``limit``, read by a short-lived consumer."""
+        ``start_seq`` on, at most ``limit``, read by short-lived consumers. A message
+        lost on the way (a slow consumer cut off, a reconnect) is read again: the
+        messages come back whole and in order, or this raises `StorageError`."""
         info = await self.js.stream_info(stream)
         if info.state.messages == 0 or info.state.last_seq < start_seq:
             return []
+        out: list[tuple[int, str, bytes]] = []
+        fruitless = 0
+        while fruitless < READ_ATTEMPTS:
+            left = None if limit is None else limit - len(out)
+            part, whole = await self._read_once(stream, subject, start_seq, left, info.state.last_seq)
+            out += part
+            if whole or (limit is not None and len(out) >= limit):
+                return out if limit is None else out[:limit]
+            log.warning("nats: messages of %s were lost on the way; reading on from there again", stream)
+            fruitless = 0 if part else fruitless + 1
+            start_seq = out[-1][0] + 1 if out else start_seq
+        raise StorageError(f"reading {stream} lost messages {READ_ATTEMPTS} times in a row")
+
+    async def _read_once(
+        self, stream: str, subject: str, start_seq: int, limit: int | None, last_seq: int
+    ) -> tuple[list[tuple[int, str, bytes]], bool]:
+        """What one consumer reads, up to the first message lost on the way (its
+        delivery count skips one, or it ends with messages still pending), and
+        whether nothing was lost."""
         name = f"read-{secrets.token_hex(8)}"
         config = api.ConsumerConfig(
             name=name,
@@ -307,27 +330,42 @@ class NatsConnection:
         if not created.num_pending:  # nothing on that subject: no fetch waiting for its timeout
             with contextlib.suppress(*NATS_ERRORS):
                 await self.js.delete_consumer(stream, name)
-            return []
-        sub = await self.js.pull_subscribe_bind(consumer=name, stream=stream)
+            return [], True
+        # what may wait in the client is bounded: past it nats-py drops messages, which
+        # the delivery count shows and the next consumer reads again
+        sub = await self.js.pull_subscribe_bind(
+            consumer=name, stream=stream, pending_bytes_limit=4 * READ_BYTES
+        )
         out: list[tuple[int, str, bytes]] = []
+        size = 0
+        pending = created.num_pending
         try:
             while limit is None or len(out) < limit:
-                want = 1000 if limit is None else min(1000, limit - len(out))
+                # about READ_BYTES a fetch: a big batch of big messages could outrun the client
+                want = min(1000, max(1, READ_BYTES * len(out) // size) if size else 100)
+                if limit is not None:
+                    want = min(want, limit - len(out))
                 try:
                     msgs = await sub.fetch(want, timeout=2.0)
                 except (TimeoutError, nats.errors.TimeoutError):
-                    break
+                    return out, pending == 0  # still pending: the last ones were lost
                 for msg in msgs:
-                    out.append((msg.metadata.sequence.stream, msg.subject, msg.data))
-                last = msgs[-1].metadata if msgs else None
-                if last is None or last.num_pending == 0 or last.sequence.stream >= info.state.last_seq:
-                    break
+                    meta = msg.metadata
+                    if meta.sequence.consumer != len(out) + 1:
+                        return out, False
+                    out.append((meta.sequence.stream, msg.subject, msg.data))
+                    size += len(msg.data)
+                    pending = meta.num_pending
+                if not msgs:
+                    return out, pending == 0
+                if pending == 0 or out[-1][0] >= last_seq:
+                    return out, True
+            return out, True
         finally:
             with contextlib.suppress(*NATS_ERRORS):
                 await sub.unsubscribe()
             with contextlib.suppress(*NATS_ERRORS):
                 await self.js.delete_consumer(stream, name)
-        return out if limit is None else out[:limit]
 
     async def publish_all(self, records: list[tuple[str, bytes, dict[str, str] | None]]) -> None:
         """Publish every record and wait until JetStream has acknowledged each one.

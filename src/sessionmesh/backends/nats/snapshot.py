@@ -12,6 +12,8 @@ broker died) belong to no object; `sweep` removes them before the next upload.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import os
 import zlib
@@ -29,6 +31,7 @@ OBJECT = "state"
 FORMAT = "sqlite+zlib/1"  # a SQLite file, zlib-compressed
 CHUNK_BYTES = 256 * 1024  # object chunks (NATS's payload limit is 1 MiB)
 _READ_BYTES = 1024 * 1024  # what the compressor reads from the file at a time
+CHUNK_TIMEOUT = 30.0  # a restore gives up when no chunk arrives for this long
 _LEVEL = 1  # zlib's fastest level: the pages are JSON text, most of the gain is there at once
 
 
@@ -109,16 +112,30 @@ async def write(js: Any, layout: Layout, path: str, *, batch: int, seq: int, str
 
 async def fetch(js: Any, layout: Layout, head: Head, dest: str) -> None:
     """Write the snapshot ``head`` names, decompressed, to ``dest``. Raises
-    `StorageError` when what arrives is not that snapshot whole (nats-py checks the
-    object's digest; the size is checked here)."""
-    with open(dest, "wb") as fh:
-        sink = _Inflating(fh)
-        result = await _bucket(js, layout).get(OBJECT, writeinto=sink)  # type: ignore[arg-type]
-        sink.finish()
-        fh.flush()
-        written = fh.tell()
-    if result.info.nuid != head.nuid:
-        raise StorageError("the state snapshot was replaced while it was read; try again")
+    `StorageError` when what arrives is not that snapshot whole (its digest and its
+    size are checked). The chunks are read by an ordered consumer bound to the
+    object store's stream by name (a machine's credentials may not look streams up)."""
+    info = await _bucket(js, layout).get_info(OBJECT)
+    if info.nuid != head.nuid:
+        raise StorageError("the state snapshot was replaced before it was read; start again")
+    sub = await js.subscribe(
+        f"$O.{layout.snapshot_bucket}.C.{info.nuid}", stream=layout.snapshot_stream, ordered_consumer=True
+    )
+    digest = hashlib.sha256()
+    try:
+        with open(dest, "wb") as fh:
+            sink = _Inflating(fh)
+            for _ in range(int(info.chunks or 0)):
+                msg = await sub.next_msg(timeout=CHUNK_TIMEOUT)
+                digest.update(msg.data)
+                sink.write(msg.data)
+            sink.finish()
+            written = fh.tell()
+    finally:
+        await sub.unsubscribe()
+    want = (info.digest or "").partition("=")[2]
+    if base64.urlsafe_b64decode(want + "=" * (-len(want) % 4)) != digest.digest():
+        raise StorageError("the state snapshot's chunks do not match its digest")
     if written != head.raw_size:
         raise StorageError(f"the state snapshot is {written} bytes unpacked, its head says {head.raw_size}")
 
