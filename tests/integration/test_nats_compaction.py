@@ -5,7 +5,10 @@ handed over exactly once, and every receipt a sender was told of is kept."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import urllib.request
 from pathlib import Path
 
 import nats
@@ -19,6 +22,11 @@ from tests.natsserver import NatsNode
 
 KILLS = [(23, True), (41, False), (67, True), (88, False)]  # (after send n, delete the cache)
 SENDS = 110
+
+
+def health(url: str) -> dict:
+    with urllib.request.urlopen(url + "/health", timeout=5) as resp:
+        return json.load(resp)
 
 
 def delete_cache(home: Path) -> None:
@@ -63,6 +71,12 @@ async def test_a_broker_killed_during_compactions_loses_nothing_answered_and_han
 
         settings = broker.settings()
         async with AsyncClient(settings, "bob") as bob, AsyncClient(settings, "alice") as alice:
+            for i in range(12):  # enough batches for a compaction of this run
+                await alice.send("carol", {"after": i})
+            async with asyncio.timeout(15):
+                while (got := health(broker.url))["compactions"] < 1:
+                    await asyncio.sleep(0.05)  # sleep-ok: polling another process, bounded above
+            assert got["snapshot_bytes"] > 0 and got["state_log_bytes"] >= 0
             got = [(await bob.recv(timeout=10)).id for _ in queued]
             assert got == queued, "bob's messages, each once and in order"
             for msg_id in received[::5]:

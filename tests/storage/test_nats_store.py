@@ -198,6 +198,28 @@ def test_a_deleted_cache_is_rebuilt_from_jetstream(tmp_path: Path, nats_node: Na
         again.close()
 
 
+def test_reading_the_log_back_writes_nothing_to_it(tmp_path: Path, nats_node: NatsNode) -> None:
+    """A rebuild once journalled every receipt it read back again: a start with no
+    cache wrote the history's receipts to the log a second time."""
+    overrides = nats_overrides(nats_node.url)
+    store = open_nats(tmp_path, overrides)
+    for n in range(10):
+        env = stored(store, ["bob", "carol"], recipients=["bob", "carol"])
+        store.update_receipts([ReceiptUpdate(env.id, "bob", ReceiptState.READ, T0 + n)])
+        store.commit()
+    conn, stream = store._conn, store.layout.state_stream
+    before = conn.call(conn.js.stream_info(stream)).state.last_seq
+    close_and_delete_cache(store)
+    again = open_nats(tmp_path, overrides)
+    try:
+        assert again.replayed == 10
+        again.commit()
+        assert again._conn.call(again._conn.js.stream_info(stream)).state.last_seq == before
+        assert len(again.unread("carol", 100)) == 10 and again.unread("bob", 100) == []
+    finally:
+        again.close()
+
+
 def test_a_commit_jetstream_never_acknowledged_is_written_at_the_next_start(tmp_path: Path) -> None:
     node = NatsNode("frozen", tmp_path / "nats").start()
     overrides = nats_overrides(node.url, nats_timeout=2.0)

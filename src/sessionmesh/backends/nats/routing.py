@@ -224,6 +224,9 @@ class NatsBackend:
             "machine": self.layout.machine,
             "nats_connected": self.conn.connected,
             "remote_peers": len(self._links),
+            "state_log_bytes": self.store.compactor.log_bytes,
+            "snapshot_bytes": self.store.compactor.snapshot_bytes,
+            "compactions": self.store.compactor.done,
         }
 
     # -- out: what the core pushes down links (broker loop) ---------------------------

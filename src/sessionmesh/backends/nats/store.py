@@ -171,6 +171,11 @@ class NatsStore(SharedLeases, SqliteStore):
             if os.path.exists(part):
                 os.unlink(part)
             SqliteStore.__init__(self, path)
+        # what the head says the file holds (the file says the same; the head decides)
+        self.set_meta(_BATCH, str(head.batch))
+        self.set_meta(_SEQ, str(head.seq))
+        self.outbox_drop(head.batch)
+        self.commit_local()
         self.restored = head
 
     def _rebuild(self) -> None:
@@ -418,12 +423,12 @@ def _restore_message(store: SqliteStore, wire: dict[str, Any], seq: int) -> None
 
 def _restore_receipts(store: SqliteStore, msg_id: str, recipients: list[str], state: str) -> None:
     env = store.get_message(msg_id)
-    if env is not None:
-        store.add_receipts(env, recipients, ReceiptState(state))
+    if env is not None:  # the cache's method: what is read back is not journalled again
+        SqliteStore.add_receipts(store, env, recipients, ReceiptState(state))
 
 
 def _restore_updates(store: SqliteStore, rows: list[list[Any]]) -> None:
-    store.update_receipts(ReceiptUpdate(m, r, ReceiptState(s), ts) for m, r, s, ts in rows)
+    SqliteStore.update_receipts(store, (ReceiptUpdate(m, r, ReceiptState(s), ts) for m, r, s, ts in rows))
 
 
 _APPLY: dict[str, Callable[..., None]] = {
