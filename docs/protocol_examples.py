@@ -1862,12 +1862,14 @@ async def pair(m: Mesh) -> None:
         await reviewer.recv_until("deliver")
         await reviewer.request("pair", {"action": "accept"}, rid=1)
         await builder.recv_until("deliver")
+        await builder.recv_until("receipt")  # the invitation answered: after the commit
     async with m.scene("pair-stop", labels=True):
         stop = {"action": "intercept", "urgent": True, "body": "that loop retries POSTs, which are not idempotent"}
         await reviewer.request("pair", stop, rid=2)
         await builder.recv_until("deliver")
         await builder.request("pair", {"action": "ack", "body": "retrying GETs only"}, rid=2)
         await reviewer.recv_until("deliver")
+        await reviewer.recv_until("receipt")
     for peer in (builder, reviewer):
         await peer.bye()
 

@@ -66,10 +66,12 @@ class BrokerProcess:
     proc: subprocess.Popen[str] | None = None
     url: str = ""
     log: list[str] = field(default_factory=list)
+    # what runs `mesh`'s arguments (tests.crash_at_commit puts a crash before a commit)
+    command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "sessionmesh"])
 
     def start(self) -> str:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sessionmesh", "serve", "--port", "0", "--home", str(self.home)],
+            [*self.command, "serve", "--port", "0", "--home", str(self.home)],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,

@@ -35,7 +35,7 @@ from .core.effects import Effect, Mail, Mark, Push, Respond
 from .core.safety import SCREENED, SecretAction, costly, warm
 from .dashboard import Dashboard
 from .envelope import PERSON, body_size, is_person_name
-from .errors import BadFrame, MeshError, PersonRequired, Unauthorized, Unavailable
+from .errors import BadFrame, MeshError, PersonRequired, StorageError, Unauthorized, Unavailable
 from .gate import Gate, GatedSite, raise_file_limit
 from .metrics import Metrics
 from .person import PersonGate
@@ -119,6 +119,9 @@ class Runner:
             collections.deque()
         )
         self._flush_handle: asyncio.Handle | None = None
+        self._commit_handle: asyncio.Handle | None = None
+        self._uncommitted: list[Effect] = []  # effects waiting for the next commit
+        self._broken = False  # a commit failed: nothing more is answered
         self._http_waiters: dict[Hashable, asyncio.Future[dict[str, Any]]] = {}
         self._send_started: dict[Hashable, float] = {}
         self._http_ids = 0
@@ -262,15 +265,26 @@ class Runner:
     def _flush(self) -> None:
         """Commit, then carry out everything the committed commands asked for.
 
-        A store with `commit_async` (NATS) commits in the background: this batch's
-        effects wait, in order behind the batches before it, until it is stored,
-        while the loop goes on with the next commands."""
+        On a store that commits in place (SQLite), the effects marked ``early`` go
+        out first (`core.effects`), and the commit runs in the loop's next turn, once
+        the connections' writers have put those frames on the wire: the recipient
+        reads its delivery, and the sender its ``received``, while the broker commits.
+        Nothing is read from a socket between the two turns, so no command can see
+        the batch's effects before its commit has run. A store with `commit_async`
+        (NATS) commits in the background: this batch's effects wait, in order behind
+        the batches before it, until it is stored, while the loop goes on with the
+        next commands."""
         self._flush_handle = None
+        if self._broken:
+            self._outbox.clear()
+            return
         begin = getattr(self.store, "commit_async", None)
         if begin is None:
-            self.store.commit()
             outbox, self._outbox = self._outbox, []
-            self._carry(outbox)
+            self._carry([e for e in outbox if isinstance(e, Push | Respond) and e.early])
+            self._uncommitted.extend(e for e in outbox if not (isinstance(e, Push | Respond) and e.early))
+            if self._commit_handle is None:
+                self._commit_handle = asyncio.get_running_loop().call_soon(self._commit)
             return
         outbox, self._outbox = self._outbox, []
         done = begin()
@@ -282,6 +296,25 @@ class Runner:
                 loop.call_soon_threadsafe(self._release)
 
         done.add_done_callback(stored)
+
+    def _commit(self) -> None:
+        """Commit what the commands since the last commit wrote, then carry out the
+        rest of their effects. A commit that fails stops the broker: its early
+        effects are out, so nothing may answer as if the batch were stored."""
+        self._commit_handle = None
+        try:
+            self.store.commit()
+        except StorageError as exc:
+            log.critical("a commit failed; the broker stops without answering the batch: %s", exc)
+            self._broken = True
+            self._uncommitted.clear()
+            for conn in self.conns.values():
+                if conn.transport is not None:
+                    conn.transport.abort()
+            self._stop.set()
+            return
+        done, self._uncommitted = self._uncommitted, []
+        self._carry(done)
 
     def _release(self) -> None:
         """Carry out the effects of every batch now stored, oldest first."""
@@ -462,6 +495,9 @@ class Runner:
             if self._flush_handle is not None:
                 self._flush_handle.cancel()
                 self._flush()
+            if self._commit_handle is not None:
+                self._commit_handle.cancel()
+                self._commit()
             self.core.flush_presence()
             self.store.close()
             self._remove_broker_file()

@@ -306,7 +306,9 @@ class Endpoints:
                 read += 1
                 if read % READ_BATCH == 0:
                     # frames already buffered come without a pause: let their answers
-                    # be queued, so the bound below sees them
+                    # be queued, so the bound below sees them (one turn for the
+                    # runner's flush, one for the commit that carries them out)
+                    await asyncio.sleep(0)
                     await asyncio.sleep(0)
                 await conn.readable()  # a client that does not read its answers is not read either
                 if msg.type is WSMsgType.TEXT:

@@ -1,4 +1,11 @@
-"""What the core asks its server to do after a command: answer, push, or mark."""
+"""What the core asks its server to do after a command: answer, push, or mark.
+
+Effects go out after the commit that stores what they speak of, except those marked
+``early``: a live delivery (the recipient takes it while the broker commits, and
+de-duplicates it by id if a crash makes the sender send it again) and what a
+recipient's ack answers (the message was committed before it could be delivered; the
+ack's own receipt move is what a crash can undo). docs/design.md, "Effects before
+the commit", says what a crash in that window can and cannot do."""
 
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ class Respond:
     reply_to: Hashable
     result: dict[str, Any] | None = None
     error: MeshError | None = None
+    early: bool = False  # may go out before the batch's commit (see above)
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +32,7 @@ class Push:
 
     conn: int
     frame: dict[str, Any]
+    early: bool = False  # may go out before the batch's commit (see above)
 
 
 @dataclass(frozen=True, slots=True)

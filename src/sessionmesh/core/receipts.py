@@ -32,16 +32,16 @@ class ReceiptsMixin(CoreState):
         effects: list[Effect] = []
         changed = 0
         for msg_id in ids:
-            if self._advance(effects, msg_id, None, caller.name, state, now) is not None:
+            if self._advance(effects, msg_id, None, caller.name, state, now, early=True) is not None:
                 changed += 1
         conn = self._conns.get(caller.conn) if caller.conn is not None else None
         if conn is not None and conn.in_flight:
             conn.in_flight.difference_update(ids)
             if conn.catching_up and len(conn.in_flight) <= BACKLOG_WINDOW // 2:
                 assert caller.conn is not None
-                effects.extend(self._next_page(caller.conn))
+                effects.extend(self._next_page(caller.conn, early=True))
         if reply_to is not None:
-            effects.append(Respond(reply_to, {"acked": changed}))
+            effects.append(Respond(reply_to, {"acked": changed}, early=True))
         return effects
 
     def _advance(
@@ -52,8 +52,11 @@ class ReceiptsMixin(CoreState):
         recipient: str,
         state: ReceiptState,
         now: float,
+        *,
+        early: bool = False,
     ) -> str | None:
-        """Move one receipt forward (never back); tell the sender. Returns the sender."""
+        """Move one receipt forward (never back); tell the sender. Returns the sender.
+        ``early``: a recipient's ack, whose answers need not wait for the commit (`Respond`)."""
         current = self._states.get((msg_id, recipient))
         if current is None:
             receipt = self.store.get_receipt(msg_id, recipient)
@@ -77,16 +80,16 @@ class ReceiptsMixin(CoreState):
         if pending is not None and recipient in pending.waiting:
             pending.waiting.discard(recipient)
             pending.answer["statuses"][recipient] = SendStatus.RECEIVED.value
-            effects.extend(self._maybe_finish(pending))
+            effects.extend(self._maybe_finish(pending, early=early))
         self.counters[f"receipts_{state.value}"] += 1
         self._audit(now, "receipt", {"id": msg_id, "recipient": recipient, "state": state.value})
         frame = {"op": "receipt", "id": msg_id, "recipient": recipient, "state": state.value, "ts": now}
         for conn in self._conns_of(sender):
-            effects.append(Push(conn, frame))
+            effects.append(Push(conn, frame, early=early))
         attached = self._attachments.get(recipient, [])
         if len(attached) > 1 and state in (ReceiptState.READ, ReceiptState.ANSWERED):
             # the agent has it: its other attachments must not present it again
-            effects.extend(Push(conn, {"op": "taken", "ids": [msg_id]}) for conn in attached)
+            effects.extend(Push(conn, {"op": "taken", "ids": [msg_id]}, early=early) for conn in attached)
         self._event(effects, now, "receipt", id=msg_id, sender=sender, recipient=recipient, state=state.value)
         return sender
 
@@ -130,8 +133,9 @@ class ReceiptsMixin(CoreState):
             )
         ]
 
-    def _next_page(self, conn: int) -> list[Effect]:
-        """The next window of a connection's backlog, oldest first (urgent ahead)."""
+    def _next_page(self, conn: int, *, early: bool = False) -> list[Effect]:
+        """The next window of a connection's backlog, oldest first (urgent ahead);
+        ``early`` when an ack opens it, so it still comes before the ack's answer."""
         state = self._conns[conn]
         envs = self.store.unread(state.name, BACKLOG_WINDOW, after=state.cursor)
         if envs:
@@ -141,7 +145,11 @@ class ReceiptsMixin(CoreState):
         if len(envs) < BACKLOG_WINDOW:
             state.catching_up = False
         return [
-            Push(conn, {"op": "deliver", "messages": [e.to_wire() for e in envs[i : i + BACKLOG_CHUNK]]})
+            Push(
+                conn,
+                {"op": "deliver", "messages": [e.to_wire() for e in envs[i : i + BACKLOG_CHUNK]]},
+                early=early,
+            )
             for i in range(0, len(envs), BACKLOG_CHUNK)
         ]
 

@@ -379,7 +379,10 @@ class SendingMixin(CoreState):
                 continue
             for conn in self._conns_of(name):
                 if self._live(conn, env):
-                    effects.append(Push(conn, {"op": "deliver", "messages": [wire]}))
+                    # a unicast waits for this copy's ack: it goes out while the broker
+                    # commits (a fan-out's answer comes first instead: §5.5)
+                    awaits = not env.to.is_fanout and self._confirms(name)
+                    effects.append(Push(conn, {"op": "deliver", "messages": [wire]}, early=awaits))
                     if self._confirms(name):
                         waiting.add(name)
         effects.extend(self._mail_for([n for n in recipients if n not in awaited], now))
@@ -513,7 +516,8 @@ class SendingMixin(CoreState):
             },
         )
 
-    def _maybe_finish(self, pending: PendingSend) -> list[Effect]:
+    def _maybe_finish(self, pending: PendingSend, *, early: bool = False) -> list[Effect]:
+        """The send's answers, once no receipt is awaited (``early``: see `Respond`)."""
         if pending.waiting:
             return []
         self._pending.pop(pending.env.id, None)
@@ -523,8 +527,8 @@ class SendingMixin(CoreState):
             answer["status"] = answer["statuses"][pending.env.to.names[0]]
         self._keep_answer(pending.env.id, answer)
         self.counters[f"send_{answer['status']}"] += 1
-        return [Respond(r, dict(answer)) for r in pending.reply_tos] + [
-            Respond(r, {**answer, "duplicate": True}) for r in pending.duplicates
+        return [Respond(r, dict(answer), early=early) for r in pending.reply_tos] + [
+            Respond(r, {**answer, "duplicate": True}, early=early) for r in pending.duplicates
         ]
 
     def _take_token(self, name: str, now: float) -> bool:
