@@ -1857,14 +1857,23 @@ async def pair(m: Mesh) -> None:
     builder = await m.connect("builder")
     reviewer = await m.connect("reviewer")
     async with m.scene("pair", labels=True):
-        invite = {"action": "invite", "to": "reviewer", "role": "grip", "body": "the retry refactor in src/net"}
+        invite = {
+            "action": "invite",
+            "to": "reviewer",
+            "role": "grip",
+            "body": "the retry refactor in src/net",
+        }
         await builder.request("pair", invite, rid=1)
         await reviewer.recv_until("deliver")
         await reviewer.request("pair", {"action": "accept"}, rid=1)
         await builder.recv_until("deliver")
         await builder.recv_until("receipt")  # the invitation answered: after the commit
     async with m.scene("pair-stop", labels=True):
-        stop = {"action": "intercept", "urgent": True, "body": "that loop retries POSTs, which are not idempotent"}
+        stop = {
+            "action": "intercept",
+            "urgent": True,
+            "body": "that loop retries POSTs, which are not idempotent",
+        }
         await reviewer.request("pair", stop, rid=2)
         await builder.recv_until("deliver")
         await builder.request("pair", {"action": "ack", "body": "retrying GETs only"}, rid=2)
