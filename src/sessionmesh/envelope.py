@@ -267,13 +267,16 @@ def parse_handoff(args: dict[str, Any], *, is_reply: bool) -> dict[str, Any] | N
 def body_size(body: Any) -> int:
     """Bytes the body takes on the wire (UTF-8 for strings, compact JSON otherwise)."""
     if isinstance(body, str):
-        return len(body.encode())
+        return len(body) if body.isascii() else len(body.encode())
     return len(dumps(body).encode())
 
 
 def _enum(cls: type[enum.Enum], value: Any, field_name: str, default: Any) -> Any:
     if value is None:
         return default
+    member = cls._value2member_map_.get(value) if isinstance(value, str) else None
+    if member is not None:  # the common case, without Enum.__call__
+        return member
     try:
         return cls(value)
     except ValueError:

@@ -42,6 +42,8 @@ from .person import PersonGate
 from .screener import Screener
 from .transports import Connection, Endpoints
 
+# effects in one flush above which nothing goes out before the commit (docs/performance.md)
+EARLY_BATCH = 16
 log = logging.getLogger("sessionmesh.broker")
 
 
@@ -269,6 +271,8 @@ class Runner:
         out first (`core.effects`), and the commit runs in the loop's next turn, once
         the connections' writers have put those frames on the wire: the recipient
         reads its delivery, and the sender its ``received``, while the broker commits.
+        A batch of more than `EARLY_BATCH` effects is under load, where sending early
+        only splits the batches group commit needs: it commits first, whole.
         Nothing is read from a socket between the two turns, so no command can see
         the batch's effects before its commit has run. A store with `commit_async`
         (NATS) commits in the background: this batch's effects wait, in order behind
@@ -281,6 +285,10 @@ class Runner:
         begin = getattr(self.store, "commit_async", None)
         if begin is None:
             outbox, self._outbox = self._outbox, []
+            if len(outbox) > EARLY_BATCH:  # under load: one commit per batch, as large as it comes
+                self._uncommitted.extend(outbox)
+                self._commit()
+                return
             self._carry([e for e in outbox if isinstance(e, Push | Respond) and e.early])
             self._uncommitted.extend(e for e in outbox if not (isinstance(e, Push | Respond) and e.early))
             if self._commit_handle is None:

@@ -27,8 +27,11 @@ CREATE TABLE IF NOT EXISTS peers (
     created_at REAL NOT NULL,
     last_seen REAL NOT NULL
 );
+-- seq and the audit's seq are plain rowids: no row is ever deleted, so they still only
+-- grow, and no sqlite_sequence page is written with every insert (a store made before
+-- keeps its AUTOINCREMENT, which behaves the same)
 CREATE TABLE IF NOT EXISTS messages (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
     sender TEXT NOT NULL,
     recipient TEXT NOT NULL,
@@ -93,7 +96,7 @@ CREATE TABLE IF NOT EXISTS subscriptions (
 -- yet acknowledged there
 CREATE TABLE IF NOT EXISTS outbox (n INTEGER PRIMARY KEY, payload BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     ts REAL NOT NULL,
     event TEXT NOT NULL,
     data TEXT NOT NULL
@@ -412,11 +415,15 @@ class SqliteStore:
         self, env: Envelope, recipients: Iterable[str], state: ReceiptState = ReceiptState.QUEUED
     ) -> None:
         urgent = 1 if env.priority is Priority.URGENT else 0
-        self._db.executemany(
+        rows = [(env.id, r, env.seq, urgent, state.value, env.ts, env.expires_at) for r in recipients]
+        sql = (
             "INSERT OR IGNORE INTO receipts(msg_id, recipient, seq, urgent, state, updated_at,"
-            " expires_at) VALUES (?,?,?,?,?,?,?)",
-            [(env.id, r, env.seq, urgent, state.value, env.ts, env.expires_at) for r in recipients],
+            " expires_at) VALUES (?,?,?,?,?,?,?)"
         )
+        if len(rows) == 1:  # a unicast: one statement, without executemany's iterator
+            self._db.execute(sql, rows[0])
+        elif rows:
+            self._db.executemany(sql, rows)
 
     def receipts_in_state(self, state: ReceiptState, limit: int) -> list[Receipt]:
         self._flush_receipts()
