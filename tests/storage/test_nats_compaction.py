@@ -6,20 +6,27 @@ the store as a killed process would (nothing more is written, no clean close).""
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from sessionmesh.backends.nats import NatsStore
 from sessionmesh.backends.nats import snapshot as snapshots
 from sessionmesh.envelope import Envelope, ReceiptState
+from sessionmesh.errors import MeshError
 from sessionmesh.storage import PeerRecord, ReceiptUpdate
 from tests.conftest import nats_overrides
-from tests.natsserver import NatsNode
+from tests.natsserver import NatsNode, cluster, start_all
 from tests.storage.test_contract import T0, stored
 from tests.storage.test_nats_store import close_and_delete_cache, open_nats
 
+T = TypeVar("T")
 MANUAL = {"nats_compact_batches": 0, "nats_compact_bytes": 0}  # compactions only when a test runs one
 
 
@@ -186,3 +193,70 @@ def test_a_snapshot_of_another_state_log_is_not_restored(tmp_path: Path, nats_no
         assert again.unread("bob", 10) == []
     finally:
         again.close()
+
+
+def test_a_store_closes_within_its_stop_budget_while_a_compaction_waits_on_a_frozen_nats(
+    tmp_path: Path,
+) -> None:
+    node = NatsNode("frozen", tmp_path / "nats").start()
+    try:
+        store = open_nats(tmp_path, nats_overrides(node.url, nats_timeout=5.0, **MANUAL))
+        write(store, 5)
+        assert node.proc is not None
+        node.proc.send_signal(signal.SIGSTOP)  # NATS stops answering
+
+        def compact() -> None:
+            with contextlib.suppress(MeshError):
+                store.compactor.compact()
+
+        compacting = threading.Thread(target=compact)
+        compacting.start()
+        t0 = time.monotonic()
+        store._conn.begin_stop()
+        store.close()
+        assert time.monotonic() - t0 < 5.0
+        compacting.join(15)
+        assert not compacting.is_alive()
+    finally:
+        if node.proc is not None and node.proc.poll() is None:
+            node.proc.send_signal(signal.SIGCONT)
+        node.kill()
+
+
+def retried(step: Callable[[], T], timeout: float = 60.0) -> T:
+    """``step`` until it does not raise `MeshError` (a compaction's step is tried again
+    later by the compactor's thread, a start by whatever supervises the broker)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return step()
+        except MeshError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)  # sleep-ok: pacing the retries while NATS elects new leaders
+
+
+def test_a_nats_node_lost_during_compactions_on_r3_loses_nothing(tmp_path: Path) -> None:
+    nodes = start_all(cluster(tmp_path / "nats", name="c"))
+    try:
+        urls = ",".join(node.url for node in nodes)
+        overrides = nats_overrides(urls, nats_replicas=3, nats_timeout=10.0, **MANUAL)
+        store = open_nats(tmp_path, overrides)
+        sent = write(store, 10)
+        copy = store.compactor.copy()
+        assert copy is not None
+        nodes[0].kill()  # mid-compaction: a new leader is elected for each stream it led
+        head = retried(lambda: store.compactor.upload(copy))
+        retried(lambda: store.compactor.purge(head))
+        store.compactor.discard()
+        sent += write(store, 3)
+        close_and_delete_cache(store)
+        again = retried(lambda: open_nats(tmp_path, overrides))  # as a supervisor starts it again
+        try:
+            assert again.restored == head
+            expect_all(again, sent)
+        finally:
+            again.close()
+    finally:
+        for node in nodes:
+            node.kill()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import os
 import zlib
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ OBJECT = "state"
 FORMAT = "sqlite+zlib/1"  # a SQLite file, zlib-compressed
 CHUNK_BYTES = 256 * 1024  # object chunks (NATS's payload limit is 1 MiB)
 _READ_BYTES = 1024 * 1024  # what the compressor reads from the file at a time
+_NO_MESSAGE = 10037  # JetStream's error code for "no message found" (a 404 like "no such stream")
 CHUNK_TIMEOUT = 30.0  # a restore gives up when no chunk arrives for this long
 _LEVEL = 1  # zlib's fastest level: the pages are JSON text, most of the gain is there at once
 
@@ -66,10 +68,22 @@ def _bucket(js: Any, layout: Layout) -> ObjectStore:
 
 async def read_head(js: Any, layout: Layout) -> Head | None:
     """The stored snapshot's head, or None when there is none. Raises `StorageError`
-    for an object this version cannot read."""
+    for an object this version cannot read, and what the read raises for anything
+    but "no such message": a stream not found (as a cluster may answer while it
+    elects leaders) must not pass for "no snapshot", or a start would read a
+    compacted log as if it were whole."""
+    name = base64.urlsafe_b64encode(OBJECT.encode()).decode()
     try:
-        info = await _bucket(js, layout).get_info(OBJECT)
-    except nats.js.errors.NotFoundError:
+        msg = await js.get_last_msg(layout.snapshot_stream, f"$O.{layout.snapshot_bucket}.M.{name}")
+    except nats.js.errors.NotFoundError as exc:
+        if exc.err_code == _NO_MESSAGE:
+            return None
+        raise
+    try:
+        info = api.ObjectInfo.from_response(json.loads(msg.data))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise StorageError(f"the state snapshot's meta record is not readable: {exc}") from None
+    if info.deleted:
         return None
     headers = info.headers or {}
     if _header(headers, "Mesh-Format") != FORMAT:
