@@ -19,7 +19,7 @@ import pytest
 from sessionmesh.backends.nats import NatsStore
 from sessionmesh.backends.nats import snapshot as snapshots
 from sessionmesh.envelope import Envelope, ReceiptState
-from sessionmesh.errors import MeshError
+from sessionmesh.errors import MeshError, StorageError
 from sessionmesh.storage import PeerRecord, ReceiptUpdate
 from tests.conftest import nats_overrides
 from tests.natsserver import NatsNode, cluster, start_all
@@ -260,3 +260,23 @@ def test_a_nats_node_lost_during_compactions_on_r3_loses_nothing(tmp_path: Path)
     finally:
         for node in nodes:
             node.kill()
+
+
+def test_a_log_purged_with_no_snapshot_is_not_compacted_again(tmp_path: Path, nats_node: NatsNode) -> None:
+    """Batches gone from the log with no snapshot holding them (the object store
+    emptied by hand): the start applies what is there and says so, and compacts
+    nothing, so the log keeps whatever else it holds."""
+    overrides = nats_overrides(nats_node.url, **MANUAL)
+    store = open_nats(tmp_path, overrides)
+    write(store, 6)
+    conn = store._conn
+    conn.call(conn.js.purge_stream(store.layout.state_stream, seq=3))  # batches 1 and 2 gone
+    close_and_delete_cache(store)
+    again = open_nats(tmp_path, overrides)
+    try:
+        assert again.restored is None and again.replayed == 4
+        assert again.compactor.held is not None and not again.compactor.due()
+        with pytest.raises(StorageError, match="no snapshot holds them"):
+            again.compactor.compact()
+    finally:
+        again.close()

@@ -76,6 +76,7 @@ class Compactor:
         self._stopping = threading.Event()
         self._lock = threading.Lock()  # one compaction at a time
         self._thread: threading.Thread | None = None
+        self.held: str | None = None  # why compaction must not run in this process (None: it may)
 
     @property
     def copy_path(self) -> str:
@@ -93,8 +94,16 @@ class Compactor:
         if self._thread is not None and self.due():
             self._wake.set()
 
+    def hold(self, reason: str) -> None:
+        """Compact nothing in this process: the state it would snapshot lacks history
+        the log may still hold (a purge would make the loss final). Logged as an error."""
+        self.held = reason
+        log.error("nats: the state log is not compacted while this broker runs: %s", reason)
+
     def due(self) -> bool:
         """Whether the log past the last snapshot has grown enough for a new one."""
+        if self.held is not None:
+            return False
         by_count = 0 < self.limit_batches <= self.log_batches
         by_size = 0 < self.limit_bytes <= self.log_bytes
         return (by_count or by_size) and self.log_bytes >= self.snapshot_bytes
@@ -153,6 +162,8 @@ class Compactor:
         """One whole compaction (the module docstring's three steps); returns the new
         snapshot's head, or None when there was nothing new to hold. Raises
         `MeshError` when a step fails (what was done stays safe)."""
+        if self.held is not None:
+            raise StorageError(f"the state log is not compacted while this broker runs: {self.held}")
         with self._lock:
             t0 = time.monotonic()
             try:

@@ -120,13 +120,15 @@ class NatsStore(SharedLeases, SqliteStore):
                     self._apply_all(batch)
             self._record(order.applied, seq)
         if order.waiting:
+            gap = f"the state log lacks batches {order.applied + 1} to {order.waiting[0] - 1}"
             log.warning(
-                "nats: the state log lacks batches %d to %d (never acknowledged, or purged with no"
-                " snapshot holding them); the %d after them are applied",
-                order.applied + 1,
-                order.waiting[0] - 1,
+                "nats: %s (never acknowledged, or purged with no snapshot holding them); the %d after"
+                " them are applied",
+                gap,
                 len(order.waiting),
             )
+            if order.applied == 0:  # nothing before the gap: was the snapshot store emptied?
+                self.compactor.hold(f"{gap}, and no snapshot holds them")
         for batch in order.rest():
             self._apply_all(batch)
         self._record(order.applied, seq)
