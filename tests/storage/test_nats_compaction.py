@@ -251,9 +251,9 @@ def test_a_nats_node_lost_during_compactions_on_r3_loses_nothing(tmp_path: Path)
         store.compactor.discard()
         sent += write(store, 3)
         close_and_delete_cache(store)
-        again = retried(lambda: open_nats(tmp_path, overrides))  # as a supervisor starts it again
+        # as a supervisor starts it again (a try cut short may have restored the cache already)
+        again = retried(lambda: open_nats(tmp_path, overrides))
         try:
-            assert again.restored == head
             expect_all(again, sent)
         finally:
             again.close()
