@@ -25,7 +25,16 @@ async def _collect(peer: AsyncClient, into: list[str], want: set[str], timeout: 
             into.append(env.id)
 
 
-async def test_sigkill_mid_stream_loses_nothing_acknowledged_and_duplicates_nothing(broker_proc):
+@pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
+async def test_sigkill_mid_stream_loses_nothing_acknowledged_and_duplicates_nothing(
+    broker_proc, backend, synchronous
+):
+    if backend == "nats" and synchronous == "FULL":
+        pytest.skip("sqlite_synchronous is the SQLite store's: the NATS store is as durable as JetStream")
+    if synchronous != "NORMAL":
+        broker_proc.stop()
+        broker_proc.env["MESH_SQLITE_SYNCHRONOUS"] = synchronous
+        broker_proc.start()
     settings = broker_proc.settings(url=None)
     async with AsyncClient(settings, "bob") as bob, AsyncClient(settings, "alice") as alice:
         answered: dict[str, SendStatus] = {}
