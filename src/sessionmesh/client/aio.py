@@ -181,6 +181,13 @@ class AsyncClient:
         if self._http is not None:
             await self._http.close()
 
+    def _fail_pending(self, error: Exception) -> None:
+        """Nothing will answer the requests in flight (no reconnect): end their waits
+        now. A send's outcome is unknown, so it answers ``timeout``."""
+        for future in self._futures.values():
+            if not future.done():
+                future.set_exception(error)
+
     async def _drain_until_closed(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         while not ws.closed:
             await asyncio.sleep(0.01)
@@ -197,6 +204,7 @@ class AsyncClient:
                     break
             self._connected.clear()
             if self._closing or not self.reconnect:
+                self._fail_pending(Timeout("the connection to the broker ended before it answered"))
                 return
             await self._reconnect()
 
@@ -278,6 +286,9 @@ class AsyncClient:
                 f"the '{op}' request is over {self.settings.max_frame_bytes} bytes",
                 hint=f"bodies are limited to {self.settings.max_body_bytes} bytes",
             )
+        if not self.reconnect and self._ws is not None and not self._connected.is_set():
+            self.core.forget(rid)
+            raise Unavailable("the connection to the broker has ended", hint="open a new client")
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._futures[rid] = future
         await self._send_text(text)
