@@ -46,6 +46,14 @@ async def _died(broker: BrokerProcess) -> int:
     return proc.returncode
 
 
+async def _crashed_and_restarted(broker: BrokerProcess, marker: Path, what: str) -> None:
+    """The crashing broker died where it was told to; a plain one takes its home."""
+    assert await _died(broker) == 137
+    assert marker.read_text() == what
+    broker.command = [sys.executable, "-m", "sessionmesh"]
+    broker.start()
+
+
 async def _until(peer: AsyncClient, msg_id: str) -> list[Envelope]:
     """What ``peer``'s application is handed, up to and including ``msg_id``."""
     seen = []
@@ -76,10 +84,7 @@ async def test_a_crash_after_the_delivery_and_before_its_commit_stores_it_once(b
     settings = broker_proc.settings(url=None)
     async with AsyncClient(settings, "bob") as bob, AsyncClient(settings, "alice") as alice:
         sending = asyncio.create_task(alice.send("bob", "crash after the delivery (w1)"))
-        assert await _died(broker_proc) == 137
-        assert marker.read_text() == "stored"
-        broker_proc.command = [sys.executable, "-m", "sessionmesh"]
-        broker_proc.start()
+        await _crashed_and_restarted(broker_proc, marker, "stored")
         result = await asyncio.wait_for(sending, 30)
         assert result.status in ANSWERED
         after = await alice.send("bob", "the next one")
@@ -97,10 +102,7 @@ async def test_a_crash_after_the_read_answer_and_before_its_commit_loses_nothing
     async with AsyncClient(settings, "bob") as bob, AsyncClient(settings, "alice") as alice:
         sending = asyncio.create_task(alice.send("bob", "crash after the read answer (w2)"))
         first = await asyncio.wait_for(bob.recv(), 30)  # taking it acks it 'read'
-        assert await _died(broker_proc) == 137
-        assert marker.read_text() == "read"
-        broker_proc.command = [sys.executable, "-m", "sessionmesh"]
-        broker_proc.start()
+        await _crashed_and_restarted(broker_proc, marker, "read")
         result = await asyncio.wait_for(sending, 30)
         assert result.id == first.id and result.status in ANSWERED
         after = await alice.send("bob", "the next one")
