@@ -69,23 +69,33 @@ class BrokerProcess:
     # what runs `mesh`'s arguments (tests.crash_at_commit puts a crash before a commit)
     command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "sessionmesh"])
 
+    @property
+    def stderr_path(self) -> Path:
+        """Where the broker's log goes (beside its home: tests look inside the home)."""
+        return self.home.parent / f"{self.home.name}.stderr"
+
     def start(self) -> str:
-        self.proc = subprocess.Popen(
-            [*self.command, "serve", "--port", "0", "--home", str(self.home)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env=self.env,
-        )
+        self.home.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.stderr_path, "a") as log:
+            self.proc = subprocess.Popen(
+                [*self.command, "serve", "--port", "0", "--home", str(self.home)],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env=self.env,
+            )
         try:
             line = read_line(self.proc, START_TIMEOUT)
             if "listening on" not in line:
                 raise RuntimeError(f"broker did not start: {line!r}")
-        except BaseException:  # leave no process or pipe behind for a later test to trip on
+        except BaseException as exc:  # leave no process or pipe behind for a later test to trip on
             if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
             self._close_pipe()
+            tail = self.stderr_path.read_text(errors="replace")[-3000:]
+            if isinstance(exc, Exception):
+                raise RuntimeError(f"the broker did not start ({exc}); its log ends:\n{tail}") from exc
             raise
         self.url = line.split("listening on ", 1)[1].split()[0]
         return self.url
