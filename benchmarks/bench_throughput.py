@@ -122,20 +122,14 @@ async def jetstream_publish_async(duration: float, warmup: float, window: int = 
             stop = False
             acked = 0
 
-            async def publish() -> None:
+            def stored(ack: asyncio.Future) -> None:
                 nonlocal acked
-                pending: set[asyncio.Future] = set()
-                while not stop:
-                    ack = await js.publish_async("bench.tp", body)
-                    pending.add(ack)
+                if counting and not ack.cancelled() and ack.exception() is None:
+                    acked += 1
 
-                    def done(f: asyncio.Future) -> None:
-                        nonlocal acked
-                        pending.discard(f)
-                        if counting and not f.cancelled() and f.exception() is None:
-                            acked += 1
-
-                    ack.add_done_callback(done)
+            async def publish() -> None:
+                while not stop:  # publish_async waits while `window` are unacknowledged
+                    (await js.publish_async("bench.tp", body)).add_done_callback(stored)
                 await asyncio.wait_for(js.publish_async_completed(), 30)
 
             task = asyncio.create_task(publish())

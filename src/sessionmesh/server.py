@@ -289,8 +289,12 @@ class Runner:
                 self._uncommitted.extend(outbox)
                 self._commit()
                 return
-            self._carry([e for e in outbox if isinstance(e, Push | Respond) and e.early])
-            self._uncommitted.extend(e for e in outbox if not (isinstance(e, Push | Respond) and e.early))
+            early: list[Effect] = []
+            for effect in outbox:
+                (early if isinstance(effect, Push | Respond) and effect.early else self._uncommitted).append(
+                    effect
+                )
+            self._carry(early)
             if self._commit_handle is None:
                 self._commit_handle = asyncio.get_running_loop().call_soon(self._commit)
             return
