@@ -296,6 +296,7 @@ def cmd_peers(args: argparse.Namespace) -> int:
 def cmd_send(args: argparse.Namespace) -> int:
     shot = _oneshot(args)
     if args.when_idle:  # for an agent with no hooks to bring mail into a turn
+        print(f"waiting until {args.to} is idle (at most {args.idle_timeout:g} s)", file=sys.stderr, flush=True)
         _wait_idle(shot, args.to, args.idle_timeout)
     return _print_send(args, shot.call("send", to=_to(args.to), **_send_args(args)))
 

@@ -105,12 +105,24 @@ class MeshTools:
         return "\n".join(lines) or "No peers yet."
 
     async def send(
-        self, to: str, body: str, *, urgent: bool, kind: str = "message", paths: list[str] | None = None
+        self,
+        to: str,
+        body: str,
+        *,
+        urgent: bool,
+        kind: str = "message",
+        paths: list[str] | None = None,
+        ack_required: bool = False,
     ) -> str:
         targets: str | list[str] = [t.strip() for t in to.split(",")] if "," in to else to.strip()
         result = await self.call(
             lambda: self.peer.send(
-                targets, body, kind=kind, priority="urgent" if urgent else "normal", paths=paths or None
+                targets,
+                body,
+                kind=kind,
+                priority="urgent" if urgent else "normal",
+                paths=paths or None,
+                ack_required=ack_required,
             )
         )
         return await self._send_outcome(result.to_wire())
@@ -392,12 +404,17 @@ def build_server(tools: MeshTools, *, push: Callable[[ServerSession], None]) -> 
         ctx: Context[Any, Any, Any],
         urgent: Annotated[bool, Field(description="deliver ahead of normal messages")] = False,
         paths: Annotated[list[str] | None, Field(description="the files the work is about")] = None,
+        ack_required: Annotated[
+            bool, Field(description="the peer must acknowledge (reply) before it starts the work")
+        ] = False,
     ) -> str:
         """Send a request that expects a reply with an end-state. This returns at once
         with the request's id; the reply arrives later through get_messages (check
         progress with track). Keep working meanwhile."""
         await session_seen(ctx)
-        return await tools.send(to, body, urgent=urgent, kind="request", paths=paths)
+        return await tools.send(
+            to, body, urgent=urgent, kind="request", paths=paths, ack_required=ack_required
+        )
 
     @server.tool(structured_output=False)
     async def ask_all(

@@ -109,7 +109,10 @@ def test_the_mesh_tools_are_offered_and_get_messages_is_not(pi: Pi) -> None:
 
     (turn,) = main_requests(pi.server)
     offered = set(turn.tools)
-    assert {"list_peers", "send", "reply", "ask", "track", "lock", "unlock", "locks", "set_status"} <= offered
+    assert {
+        *("list_peers", "send", "reply", "ask", "ask_all", "track", "lock", "unlock", "locks"),
+        *("set_status", "set_policy", "pair", "await_idle"),
+    } <= offered
     assert "get_messages" not in offered
     assert {"read", "bash"} <= offered  # Pi's own tools are still there
 

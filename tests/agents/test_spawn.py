@@ -48,21 +48,34 @@ class Spawner:
     model: ModelServer
     socket: str
 
-    def mesh(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-        env = {
+    def env(self) -> dict[str, str]:
+        return {
             **program_env(self.program, self.sandbox, self.model.url),
             "MESH_HOME": str(self.broker.home),
             "MESH_AUTOSTART": "0",
             # the sessionmesh under test, for `mesh` and for what the agent starts
             **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
         }
+
+    def mesh(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "sessionmesh", *args],
             capture_output=True,
             text=True,
-            env=env,
+            env=self.env(),
             cwd=self.sandbox.workspace,
             timeout=timeout,
+        )
+
+    def mesh_later(self, *args: str) -> subprocess.Popen[str]:
+        """The real ``mesh`` CLI, started and left running."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "sessionmesh", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env(),
+            cwd=self.sandbox.workspace,
         )
 
     def spawn(self, *extra: str, timeout: float = ONLINE_TIMEOUT) -> subprocess.CompletedProcess[str]:
@@ -183,3 +196,40 @@ def test_headless_spawn_answers_a_request_sent_before_the_agent_ran(any_spawner:
     assert reply["status"] == "PASS"
     assert "port 8443" in reply["body"]
     assert reply["from"] == NAME
+
+
+def test_ask_all_waits_for_a_headless_spawn_and_a_peer_and_exits_by_the_worst(any_spawner: Spawner) -> None:
+    """Two reviews, then consensus, in one command: one reviewer is a program that
+    does not run yet (a headless spawn answers), the other a peer that is blocked."""
+    spawner = any_spawner
+
+    def step(request: ModelRequest) -> Say | None:
+        if "is it safe to merge" in request.text:
+            return Say("safe: the migration is reversible (from the spawned agent)")
+        return None
+
+    spawner.model.script = script(step)
+    assert spawner.mesh("join", NAME).returncode == 0
+    with SyncClient(spawner.broker.settings(), "carol") as carol:
+        asking = spawner.mesh_later(
+            "ask",
+            f"{NAME},carol",
+            "is it safe to merge?",
+            "--all",
+            "--as",
+            "lead",
+            "--timeout",
+            "180",
+            "--json",
+        )
+        asked = carol.recv(timeout=30)
+        carol.reply(asked.id, "not until the backfill has run", status="BLOCKED")
+        done = spawner.spawn("--headless", timeout=120.0)
+        assert done.returncode == 0, done.stderr + done.stdout
+        out, err = asking.communicate(timeout=30)
+    assert asking.returncode == 11, err  # BLOCKED, the worst of the two
+    answer = json.loads(out)
+    assert answer["states"] == {NAME: "PASS", "carol": "BLOCKED"}
+    assert answer["worst"] == "BLOCKED"
+    assert "the migration is reversible" in answer["replies"][NAME]["body"]
+    assert answer["replies"]["carol"]["body"] == "not until the backfill has run"

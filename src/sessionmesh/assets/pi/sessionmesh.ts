@@ -32,18 +32,27 @@ const TOOLS = [
   "send",
   "reply",
   "ask",
+  "ask_all",
   "track",
   "lock",
   "unlock",
   "locks",
   "set_status",
+  "set_policy",
   "pair",
   "await_idle",
 ];
+// The tools that wait for peers, with the argument that bounds their wait (seconds)
+// and its default: their call may take that long, and then some.
+const WAITING_TOOLS: Record<string, [string, number]> = {
+  ask_all: ["timeout_seconds", 300],
+  await_idle: ["timeout", 600],
+};
+const MAX_WAIT_S = 3_600; // what the tools accept
 
 const HOOK_TIMEOUT_MS = 10_000; // a hook is one broker call; past this it is stuck
 const MCP_START_TIMEOUT_MS = 15_000; // `mesh mcp` answers initialize before it loads
-const TOOL_CALL_TIMEOUT_MS = 120_000; // every mesh tool answers at once (ask too)
+const TOOL_CALL_TIMEOUT_MS = 120_000; // a mesh tool answers at once (ask too), but WAITING_TOOLS
 const CHILD_EXIT_TIMEOUT_MS = 2_000; // after closing its stdin, before SIGTERM
 // Headless (`pi -p`) exits once its prompt is done; a turn started by an urgent
 // message at the stop is waited for this long before Pi may exit.
@@ -244,7 +253,7 @@ class Mesh {
 
   async call(cwd: string, name: string, args: Json, signal?: AbortSignal): Promise<any> {
     const child = await this.ready(cwd);
-    return child.request("tools/call", { name, arguments: args }, TOOL_CALL_TIMEOUT_MS, signal);
+    return child.request("tools/call", { name, arguments: args }, callTimeoutMs(name, args), signal);
   }
 
   async stop(): Promise<void> {
@@ -252,6 +261,15 @@ class Mesh {
     this.child = null;
     await child?.close();
   }
+}
+
+/** How long a call of the tool `name` may take: a waiting tool's own bound on top. */
+function callTimeoutMs(name: string, args: Json): number {
+  const waits = WAITING_TOOLS[name];
+  if (!waits) return TOOL_CALL_TIMEOUT_MS;
+  const given = Number(args[waits[0]] ?? waits[1]);
+  const seconds = Number.isFinite(given) ? Math.min(Math.max(given, 0), MAX_WAIT_S) : waits[1];
+  return seconds * 1000 + TOOL_CALL_TIMEOUT_MS;
 }
 
 // -- mesh hook pi EVENT -------------------------------------------------------------
