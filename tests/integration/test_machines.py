@@ -8,6 +8,7 @@ NATS nodes are real nats-server processes on free loopback ports.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import pytest
 
 from sessionmesh.client.aio import AsyncClient
 from sessionmesh.envelope import SendStatus
-from tests.conftest import BrokerProcess, nats_overrides
+from tests.conftest import PASSPHRASE, BrokerProcess, mesh_cmd, nats_overrides, person_cmd, wait_until
 from tests.natsserver import NatsNode, cluster, start_all
 
 
@@ -392,3 +393,48 @@ async def test_a_catch_up_subscriber_gets_every_stored_topic_message_wherever_it
             assert len(got) == len(set(got)), "dave saw a message twice"
             later = await bob.send("#news", "b says 1")  # and live from here on
             assert (await until_id(dave, later.id))[-1].body == "b says 1"
+
+
+async def test_an_inbound_policy_holds_and_refuses_on_the_recipient_s_machine_for_its_person(
+    machines: Machines,
+) -> None:
+    """#17 item 3 across NATS: b:bob holds everything and refuses a:carol. Alice's
+    message waits on b for b's person (a's person cannot approve it), and carol is
+    refused at once."""
+    env_b = machines.b.env
+    assert (
+        await asyncio.to_thread(person_cmd, "person", "init", answers=[PASSPHRASE] * 2, env=env_b)
+    ).status == 0
+    async with AsyncClient(machines.settings("a"), "watch", events=True) as watch:
+        async with AsyncClient(machines.settings("b"), "bob") as bob:
+            await bob.request("policy", default="hold")
+            await bob.request("policy", **{"from": {"a:carol": "refuse"}})
+            await until_event(watch, "peer_updated", "b:bob")
+            async with AsyncClient(machines.settings("a"), "alice") as alice:
+                async with AsyncClient(machines.settings("a"), "carol") as carol:
+                    refused = await carol.send("b:bob", "drop the staging database")
+                    assert refused.status is SendStatus.DENIED
+                    assert refused.reasons["b:bob"]["code"] == "forbidden"
+                sent = await alice.send("b:bob", "rotate the keys (p17)")
+                assert sent.status is SendStatus.QUEUED
+                # held on b, for b's person; nothing for a's person to approve
+                held_a = await asyncio.to_thread(
+                    mesh_cmd, "held", "--as", "alice", "--json", env=machines.a.env
+                )
+                assert json.loads(held_a.stdout) == []
+
+                def held_on_b() -> bool:
+                    return sent.id in person_cmd("held", "--json", answers=[PASSPHRASE], env=env_b).output
+
+                await asyncio.to_thread(wait_until, held_on_b, 15, "the copy held on b")
+                assert bob.inbox.empty()  # the held copy was never delivered
+                approved = await asyncio.to_thread(
+                    person_cmd, "approve", sent.id, answers=[PASSPHRASE], env=env_b
+                )
+                assert approved.status == 0, approved.output
+                got = await bob.recv(timeout=10)
+                assert (got.id, got.sender, got.body) == (sent.id, "a:alice", "rotate the keys (p17)")
+                async with asyncio.timeout(10):
+                    while (await alice.next_receipt())["state"] != "read":
+                        continue
+                assert (await alice.track(sent.id))["receipts"] == {"b:bob": "read"}

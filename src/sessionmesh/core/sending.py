@@ -138,7 +138,10 @@ class SendingMixin(CoreState):
         not_received = (ReceiptState.HELD, ReceiptState.QUEUED, ReceiptState.EXPIRED, ReceiptState.REJECTED)
         for name in self._relay_names(env, names, None):
             receipt = self.store.get_receipt(env.id, name)
-            if receipt is None:
+            if receipt is None and self._holds(name, env.sender):
+                self.store.add_receipts(env, [name], ReceiptState.HELD)
+                self._remember(env.id, name, ReceiptState.HELD)
+            elif receipt is None:
                 self.store.add_receipts(env, [name])
                 self._remember(env.id, name, ReceiptState.QUEUED)
                 for conn in self._conns_of(name):
@@ -296,7 +299,7 @@ class SendingMixin(CoreState):
             self._senders[existing.id] = existing.sender  # the next resend is found at once
             return self._duplicate(reply_to, existing, env.sender)
         first = ReceiptState.HELD if held else ReceiptState.QUEUED
-        kept = [] if held else [n for n in recipients if self._inbound(n, env.sender) is Policy.HOLD]
+        kept = [] if held else [n for n in recipients if self._holds(n, env.sender)]
         if kept:  # their inbound policy holds it for the person; the others get it now
             self.store.add_receipts(env, kept, ReceiptState.HELD)
             recipients = [n for n in recipients if n not in kept]
@@ -434,6 +437,12 @@ class SendingMixin(CoreState):
             sender in peer.meta.get("refuse", ()) or self._inbound(name, sender) is Policy.REFUSE
         )
         return refused and not (parent is not None and parent.sender == name)
+
+    def _holds(self, name: str, sender: str) -> bool:
+        """``name``'s inbound policy holds ``sender``'s messages here. A peer on another
+        machine is left to its own broker, which holds the copy for its own person: a
+        person here could not approve what that machine's rules keep from its agent."""
+        return name not in self._remote and self._inbound(name, sender) is Policy.HOLD
 
     def _inbound(self, name: str, sender: str) -> Policy:
         """The inbound policy for ``sender`` → ``name``: the stricter of the person's

@@ -427,12 +427,16 @@ class NatsBackend:
         return to
 
     def _translate_meta(self, machine: str, meta: dict[str, Any]) -> dict[str, Any]:
-        """Another machine's peer metadata as seen here: its refusals name peers as
-        this broker names them."""
+        """Another machine's peer metadata as seen here: its refusals and its inbound
+        policy per sender name peers as this broker names them."""
         meta = {**meta, "machine": machine}
         refuse = meta.get("refuse")
         if isinstance(refuse, list):
             meta["refuse"] = [self._local_view(machine, n) for n in refuse if isinstance(n, str)]
+        policy = meta.get("policy")
+        if isinstance(policy, dict) and isinstance(policy.get("from"), dict):
+            senders = {self._local_view(machine, n): v for n, v in policy["from"].items() if isinstance(n, str)}
+            meta["policy"] = {**policy, "from": senders}
         return meta
 
     def _directory_changed(self, machine: str, name: str, record: Any) -> None:
