@@ -20,6 +20,9 @@ from sessionmesh.server import Runner
 from tests.natsserver import NatsNode
 
 START_TIMEOUT = 15.0
+# A NATS-backed broker first makes its streams and buckets, which on a fresh cluster
+# elect leaders; the broker allows that 30 s (`open_store`), and so does its test.
+NATS_START_TIMEOUT = 45.0
 
 
 class LineReader:
@@ -85,7 +88,8 @@ class BrokerProcess:
                 env=self.env,
             )
         try:
-            line = read_line(self.proc, START_TIMEOUT)
+            nats = self.env.get("MESH_BACKEND") == "nats"
+            line = read_line(self.proc, NATS_START_TIMEOUT if nats else START_TIMEOUT)
             if "listening on" not in line:
                 raise RuntimeError(f"broker did not start: {line!r}")
         except BaseException as exc:  # leave no process or pipe behind for a later test to trip on

@@ -22,6 +22,7 @@ import concurrent.futures
 import functools
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -41,6 +42,7 @@ from .leases import SharedLeases
 
 log = logging.getLogger("sessionmesh.nats")
 CATCH_UP_CHUNK = 500  # batches read from the log at a time at start
+SLOW_START = 2.0  # seconds: a layout taking longer to be ready is logged
 _STREAM, _BATCH, _SEQ = "nats_stream", "nats_batch", "nats_stream_seq"  # cache meta keys
 
 
@@ -455,27 +457,37 @@ def _stream(name: str, subject: str, replicas: int, **more: Any) -> api.StreamCo
 
 
 async def ensure_layout(conn: NatsConnection, layout: Layout, replicas: int) -> None:
-    """Create every stream and bucket this machine uses, or update them in place."""
+    """Create every stream and bucket this machine uses, or update them in place, all
+    at once: on a cluster each new replicated stream elects a leader of its own, which
+    takes a moment, and seven of them one after the other made a start slow."""
     if replicas < 1 or replicas > 5:
         raise BadRequest("nats_replicas must be 1 to 5")
-    for config in (
-        # a batch written again replaces its first copy
-        _stream(layout.state_stream, layout.state_prefix + ">", replicas, max_msgs_per_subject=1),
-        _stream(layout.audit_stream, layout.audit_subject, replicas),
-        _stream(
-            layout.route_stream,
-            layout.route_filter,
-            replicas,
-            retention=api.RetentionPolicy.WORK_QUEUE,  # a record is gone once its machine took it
-            allow_msg_ttl=True,
-            duplicate_window=120.0,
+    started = time.monotonic()
+    await asyncio.gather(
+        *(
+            conn.ensure_stream(config)
+            for config in (
+                # a batch written again replaces its first copy
+                _stream(layout.state_stream, layout.state_prefix + ">", replicas, max_msgs_per_subject=1),
+                _stream(layout.audit_stream, layout.audit_subject, replicas),
+                _stream(
+                    layout.route_stream,
+                    layout.route_filter,
+                    replicas,
+                    retention=api.RetentionPolicy.WORK_QUEUE,  # a record is gone once its machine took it
+                    allow_msg_ttl=True,
+                    duplicate_window=120.0,
+                ),
+                snapshot.stream_config(layout, replicas),
+            )
         ),
-    ):
-        await conn.ensure_stream(config)
-    await conn.ensure_stream(snapshot.stream_config(layout, replicas))
-    await conn.ensure_bucket(layout.peers_bucket, replicas=replicas)
-    await conn.ensure_bucket(layout.presence_bucket, replicas=replicas, ttl=PRESENCE_TTL)
-    await conn.ensure_bucket(layout.leases_bucket, replicas=replicas)
+        conn.ensure_bucket(layout.peers_bucket, replicas=replicas),
+        conn.ensure_bucket(layout.presence_bucket, replicas=replicas, ttl=PRESENCE_TTL),
+        conn.ensure_bucket(layout.leases_bucket, replicas=replicas),
+    )
+    took = time.monotonic() - started
+    if took > SLOW_START:
+        log.warning("nats: the streams and buckets took %.1f s to be ready (%d replicas)", took, replicas)
 
 
 def open_store(settings: Settings) -> NatsStore:
