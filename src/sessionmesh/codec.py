@@ -21,6 +21,14 @@ def dumps(value: Any) -> str:
         raise BadFrame(f"cannot encode as JSON: {exc}") from None
 
 
+def dumps_bytes(value: Any) -> bytes:
+    """Compact JSON as UTF-8 bytes (what goes on a socket). Raises `BadFrame` as `dumps`."""
+    try:
+        return orjson.dumps(value)
+    except TypeError as exc:
+        raise BadFrame(f"cannot encode as JSON: {exc}") from None
+
+
 def loads(data: str | bytes) -> Any:
     """Parse JSON text. Raises `BadFrame` with the parser's reason."""
     try:

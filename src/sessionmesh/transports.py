@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from .codec import dumps, loads
+from .codec import dumps, dumps_bytes, loads
 from .core.broker import Caller
 from .errors import BadFrame, MeshError, Timeout, TooLarge, Unauthorized, WrongHost
 
@@ -71,10 +72,20 @@ CLOSE_TIMEOUT = 2.0
 # (issue #15: 2,000 connections a round grew the broker from 47 to 113 MB).
 HEARTBEAT = 20.0
 READ_BATCH = 32  # frames read from one connection before the loop runs its answers
+# Past this many bytes waiting in a socket's buffer, frames go through the writer task,
+# which waits for the socket to drain, instead of straight to the socket.
+WRITE_LIMIT = 64 * 1024
 
 
 class Connection:
-    """One live WebSocket; frames queue here and a writer task sends them in order."""
+    """One live WebSocket; frames queue here and go out in order.
+
+    The frames one turn of the loop queued are written in the next, together: each
+    is framed here (an unmasked text frame, RFC 6455 §5.2) and all of them go to the
+    socket in one write. A socket whose buffer is past `WRITE_LIMIT` (a client slow
+    to read), or a session with compression, hands its queue to the writer task,
+    which sends through aiohttp and waits for the socket to drain; once that queue is
+    empty, frames go the direct way again."""
 
     _ids = itertools.count(1)
 
@@ -84,6 +95,9 @@ class Connection:
         self.transport = transport  # the socket's, to drop a client that reads nothing
         self.name: str | None = None
         self._queue: deque[dict[str, Any]] = deque()
+        self._loop = asyncio.get_running_loop()
+        self._scheduled = False  # a direct write of the queue is due in the next turn
+        self._slow = False  # the writer task has the queue
         self._wake = asyncio.Event()
         self._closed = False
         self._writable = asyncio.Event()  # set while the queue is under HIGH_WATER
@@ -139,7 +153,41 @@ class Connection:
         self._items += _weight(frame)
         if self._items >= HIGH_WATER:
             self._writable.clear()
-        self._wake.set()
+        if self._slow:
+            self._wake.set()
+        elif not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._write_queued)
+
+    def _write_queued(self) -> None:
+        """Write every queued frame to the socket at once, or hand the queue to the
+        writer task when the socket is backed up (or the session compresses)."""
+        self._scheduled = False
+        if self._slow or self._closed or not self._queue:
+            return
+        transport = self.transport
+        if (
+            transport is None
+            or self.ws.compress
+            or transport.is_closing()
+            or transport.get_write_buffer_size() > WRITE_LIMIT
+        ):
+            self._slow = True
+            self._wake.set()
+            return
+        if self.ws.closed:  # nothing may follow a close frame
+            self._queue.clear()
+            self._items = 0
+            return
+        parts: list[bytes] = []
+        for frame in self._queue:
+            data = dumps_bytes(frame)
+            parts.append(_text_header(len(data)))
+            parts.append(data)
+        self._queue.clear()
+        self._items = 0
+        self._writable.set()
+        transport.write(b"".join(parts))
 
     @property
     def drained(self) -> bool:
@@ -147,6 +195,7 @@ class Connection:
         return not self._queue
 
     async def writer(self) -> None:
+        """Send the queue through aiohttp while the socket is backed up (`_slow`)."""
         try:
             while True:
                 await self._wake.wait()
@@ -157,12 +206,26 @@ class Connection:
                     await self.ws.send_str(dumps(frame))
                     if self._items <= LOW_WATER:
                         self._writable.set()
+                self._slow = self.ws.compress != 0  # a compressing session stays here
         except (ConnectionError, RuntimeError, asyncio.CancelledError):
             self._closed = True
 
 
 def _weight(frame: dict[str, Any]) -> int:
     return len(frame["messages"]) if frame.get("op") == "deliver" else 1
+
+
+def _text_header(length: int) -> bytes:
+    """A final, unmasked text frame's header for a payload of ``length`` bytes."""
+    if length < 126:
+        return bytes((0x81, length))
+    if length < 65536:
+        return _LEN16.pack(0x81, 126, length)
+    return _LEN64.pack(0x81, 127, length)
+
+
+_LEN16 = struct.Struct("!BBH")
+_LEN64 = struct.Struct("!BBQ")
 
 
 def token_of(request: web.Request) -> str | None:
