@@ -403,3 +403,39 @@ async def test_welcome_and_health_announce_the_limits(broker):
     }
     assert welcome["limits"] == limits
     assert (await asyncio.to_thread(health, broker.settings.url))["limits"] == limits
+
+
+@pytest.mark.parametrize("compress", [0, 15], ids=["plain", "permessage-deflate"])
+async def test_frames_of_every_length_arrive_whole_and_in_order_with_or_without_compression(broker, compress):
+    """The broker frames what it writes itself unless the session compresses: bodies
+    whose frames need each of RFC 6455's three length forms (7 bits, 16 bits, 64 bits)
+    arrive whole and in order, pushed in one turn, through either path."""
+    bodies = ["short", "m" * 300, "x" * 70_000, "é" * 40_000, "last"]
+    async with AsyncClient(broker.settings, "alice") as alice:
+        session = aiohttp.ClientSession()
+        try:
+            ws = await session.ws_connect(
+                broker.settings.url + "/v1/ws",
+                headers={"Authorization": f"Bearer {broker.runner.token}"},
+                compress=compress,
+            )
+            assert ws.compress == compress  # what the broker agreed to
+            welcome = await _hello(ws, "bob")
+            assert welcome["op"] == "welcome"
+            got: list[str] = []
+
+            async def read() -> None:
+                while len(got) < len(bodies):
+                    frame = json.loads((await ws.receive(timeout=5)).data)
+                    if frame.get("op") == "deliver":
+                        got.extend(m["body"] for m in frame["messages"])
+                        ids = [m["id"] for m in frame["messages"]]
+                        await ws.send_str(json.dumps({"op": "ack", "args": {"ids": ids}}))
+
+            reader = asyncio.create_task(read())
+            statuses = [(await alice.send("bob", body)).status.value for body in bodies]
+            await asyncio.wait_for(reader, 5)
+            assert got == bodies
+            assert statuses == ["received"] * len(bodies)
+        finally:
+            await session.close()
