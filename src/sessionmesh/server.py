@@ -14,6 +14,7 @@ import concurrent.futures
 import contextlib
 import errno
 import fcntl
+import gc
 import itertools
 import json
 import logging
@@ -481,6 +482,9 @@ class Runner:
         self.gate.start()
         # the screen's parsers, for the small bodies the core screens itself (off the loop)
         warming = asyncio.create_task(asyncio.to_thread(warm))
+        # What start-up made (modules, parsers, rules) lives as long as the broker: the
+        # collector need not walk it again on every full collection.
+        warming.add_done_callback(lambda _: gc.freeze())
         await self.backend.start(self)
         self._write_broker_file()
         ticker = asyncio.create_task(self._ticker())
