@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +27,7 @@ import pytest
 from sessionmesh.client.sync import SyncClient
 from tests.agents.conftest import require
 from tests.agents.mesh import end_processes_of, script
-from tests.agents.modelserver import ModelRequest, ModelServer, Say
+from tests.agents.modelserver import Action, ModelRequest, ModelServer, Say
 from tests.agents.programs import Program, Sandbox, program_env
 from tests.conftest import BrokerProcess, wait_until
 
@@ -174,15 +174,18 @@ def test_spawn_starts_the_program_online_under_its_name_and_despawn_ends_it(any_
         wait_until(lambda: not Path(f"/proc/{spawned['bridge_pid']}").exists(), what="the bridge to end")
 
 
-def test_headless_spawn_answers_a_request_sent_before_the_agent_ran(any_spawner: Spawner) -> None:
-    spawner = any_spawner
+def answering(question: str, answer: str) -> Callable[[ModelRequest], Action]:
+    """A model that says ``answer`` to a request that carries ``question``."""
 
     def step(request: ModelRequest) -> Say | None:
-        if "which port does the API use" in request.text:
-            return Say("port 8443 (from the spawned agent)")
-        return None
+        return Say(answer) if question in request.text else None
 
-    spawner.model.script = script(step)
+    return script(step)
+
+
+def test_headless_spawn_answers_a_request_sent_before_the_agent_ran(any_spawner: Spawner) -> None:
+    spawner = any_spawner
+    spawner.model.script = answering("which port does the API use", "port 8443 (from the spawned agent)")
     asker = SyncClient(spawner.broker.settings(), "lead")
     with asker:
         assert spawner.mesh("join", NAME).returncode == 0
@@ -202,13 +205,9 @@ def test_ask_all_waits_for_a_headless_spawn_and_a_peer_and_exits_by_the_worst(an
     """Two reviews, then consensus, in one command: one reviewer is a program that
     does not run yet (a headless spawn answers), the other a peer that is blocked."""
     spawner = any_spawner
-
-    def step(request: ModelRequest) -> Say | None:
-        if "is it safe to merge" in request.text:
-            return Say("safe: the migration is reversible (from the spawned agent)")
-        return None
-
-    spawner.model.script = script(step)
+    spawner.model.script = answering(
+        "is it safe to merge", "safe: the migration is reversible (from the spawned agent)"
+    )
     assert spawner.mesh("join", NAME).returncode == 0
     with SyncClient(spawner.broker.settings(), "carol") as carol:
         asking = spawner.mesh_later(
