@@ -39,8 +39,7 @@ agent runs under it::
     mesh ask reviewer "review src/x.py" &
     mesh spawn claude-code --as reviewer --headless
 
-How each program is started is in `LAUNCHES` (to move into the program modules of
-`sessionmesh.programs`, beside the rest of what is known about each program).
+How each program is started is its module's ``LAUNCH`` (`sessionmesh.programs`).
 """
 
 from __future__ import annotations
@@ -53,11 +52,11 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from . import programs
 from .config import Settings
 from .errors import BadRequest, NameTaken, NotFound, Timeout
 
@@ -66,32 +65,6 @@ POLL_INTERVAL = 0.2  # seconds between looks at the mesh or the pane
 SCREEN_LINES = 12  # lines of the pane shown when a program does not come online
 DESPAWN_TIMEOUT = 10.0  # seconds despawn waits for the peer to go offline
 MAX_ANSWER_CHARS = 60_000  # a longer final answer is cut (the broker caps a body's size)
-
-
-@dataclass(frozen=True)
-class Launch:
-    """How ``mesh spawn`` starts one program: its executable's name, the arguments of
-    its terminal UI, those of a one-shot run on a prompt, and whether it needs
-    ``mesh bridge tmux --wake`` to be woken when idle."""
-
-    executable: str
-    interactive: Callable[[], list[str]]
-    headless: Callable[[str], list[str]]
-    bridge: bool = False
-
-
-LAUNCHES: dict[str, Launch] = {
-    # The project's .mcp.json server is approved by the person who spawns it (Claude
-    # Code otherwise asks in its UI first); --settings adds to the settings files.
-    "claude-code": Launch(
-        "claude",
-        lambda: ["--settings", json.dumps({"enabledMcpjsonServers": ["sessionmesh"]})],
-        lambda prompt: ["-p", prompt],
-    ),
-    "codex": Launch("codex", lambda: [], lambda prompt: ["exec", "--skip-git-repo-check", prompt]),
-    "gemini": Launch("gemini", lambda: [], lambda prompt: ["-p", prompt], bridge=True),
-    "pi": Launch("pi", lambda: [], lambda prompt: ["-p", prompt]),
-}
 
 
 @dataclass(frozen=True)
@@ -249,7 +222,7 @@ def install(
     `BadRequest` when ``cwd`` is installed for ``tool`` under another name (the install
     would rename that agent), `BadSecret` when another secret holds the name, before
     anything is written."""
-    from . import installers, programs
+    from . import installers
     from .client.http import OneShot
     from .installers.target import installed_extra, resolve
 
@@ -269,7 +242,7 @@ def install(
 
 
 def _executable(tool: str, program: str | None) -> str:
-    launch = LAUNCHES[tool]
+    launch = programs.get(tool).LAUNCH
     found = shutil.which(program or launch.executable)
     if found is None:
         raise BadRequest(
@@ -319,8 +292,8 @@ def spawn(
     tmux = Tmux(socket)
     executable = _executable(tool, program)
     install(settings, tool, name, cwd, home=home, url=url)
-    launch = LAUNCHES[tool]
-    argv = [executable, *launch.interactive(), *([prompt] if prompt else [])]
+    launch = programs.get(tool).LAUNCH
+    argv = [executable, *launch.interactive, *([prompt] if prompt else [])]
     window, pane, pane_pid = _start_window(tmux, name, cwd, argv)
     bridge_pid = None
     if launch.bridge:
@@ -470,7 +443,7 @@ def run_headless(
     request = oldest_request(settings, name, timeout=0 if prompt else timeout)
     if request is None and not prompt:
         raise Timeout(f"no request to {name} arrived within {timeout:g}s, and no --prompt was given")
-    argv = [executable, *LAUNCHES[tool].headless(headless_prompt(prompt, request))]
+    argv = [executable, *programs.get(tool).LAUNCH.headless, headless_prompt(prompt, request)]
     left = max(1.0, timeout - (time.monotonic() - started))
     env = {**os.environ, "MESH_NAME": name}
     proc = subprocess.Popen(

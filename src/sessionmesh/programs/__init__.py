@@ -14,7 +14,8 @@ is one new file (and its tests):
 - ``checks(target)``: the program's own findings for ``mesh doctor`` (trust,
   permissions, hooks switched on, the hooks' commands: `command_findings`);
 - for a program woken by a waiter (`sessionmesh.wake`): ``headless(agent_pid)``
-  (a run with no prompt to wake at) and ``hand_over(text, session, agent_pid)``.
+  (a run with no prompt to wake at) and ``hand_over(text, session, agent_pid)``;
+- ``LAUNCH``: a `Launch`, how ``mesh spawn`` starts it (`sessionmesh.spawn`).
 """
 
 from __future__ import annotations
@@ -77,6 +78,17 @@ class HookFormat(NamedTuple):
         if event == self.stop_event:
             return {"decision": self.stop_decision, "reason": text}
         return {"hookSpecificOutput": {"hookEventName": event, "additionalContext": text}}
+
+
+class Launch(NamedTuple):
+    """How ``mesh spawn`` starts a program: its executable's name, the arguments of its
+    terminal UI, those of a one-shot run on a prompt, and whether it needs ``mesh
+    bridge tmux --wake`` beside it to be woken when idle."""
+
+    executable: str
+    interactive: tuple[str, ...]
+    headless: tuple[str, ...]  # the prompt follows them
+    bridge: bool = False
 
 
 class Server(NamedTuple):

@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from . import Finding, HookFormat, Server, command_argvs, command_findings, json_server, process_argv
+from . import Finding, HookFormat, Launch, Server, command_argvs, command_findings, json_server, process_argv
 
 if TYPE_CHECKING:  # pathlib only where a function needs it: a hook imports this module
     from pathlib import Path
@@ -37,6 +37,9 @@ if TYPE_CHECKING:  # pathlib only where a function needs it: a hook imports this
     from ..installers.target import Target
 
 TITLE = "Claude Code"
+# The project's .mcp.json server is approved by the person who spawns it (Claude Code
+# otherwise asks in its UI first); --settings adds to the settings files.
+LAUNCH = Launch("claude", ("--settings", '{"enabledMcpjsonServers": ["sessionmesh"]}'), ("-p",))
 SERVER = "sessionmesh"
 PERMISSION = f"mcp__{SERVER}"  # every tool of the server
 HOOKS = HookFormat(

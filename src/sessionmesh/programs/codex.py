@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from . import Finding, HookFormat, Server, command_argvs, command_findings, process_argv
+from . import Finding, HookFormat, Launch, Server, command_argvs, command_findings, process_argv
 
 if TYPE_CHECKING:  # pathlib only where a function needs it: a hook imports this module
     from pathlib import Path
@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # pathlib only where a function needs it: a hook imports this
     from ..installers.target import Target
 
 TITLE = "Codex"
+LAUNCH = Launch("codex", (), ("exec", "--skip-git-repo-check"))
 SERVER = "sessionmesh"
 HOOKS = HookFormat(
     frozenset({"SessionStart", "UserPromptSubmit", "PostToolUse"}),

@@ -35,7 +35,7 @@ import json
 import os
 from typing import TYPE_CHECKING
 
-from . import Finding, HookFormat, Server, command_argvs, command_findings, json_server
+from . import Finding, HookFormat, Launch, Server, command_argvs, command_findings, json_server
 
 if TYPE_CHECKING:  # pathlib only where a function needs it: a hook imports this module
     from pathlib import Path
@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # pathlib only where a function needs it: a hook imports this
     from ..installers.target import Target
 
 TITLE = "Gemini CLI"
+LAUNCH = Launch("gemini", (), ("-p",), bridge=True)  # it cannot wake itself
 SERVER = "sessionmesh"
 HOOKS = HookFormat(
     frozenset({"SessionStart", "BeforeAgent", "AfterTool"}),

@@ -32,7 +32,7 @@ import os
 from importlib import resources
 from typing import TYPE_CHECKING
 
-from . import Finding, HookFormat, Server, process_argv
+from . import Finding, HookFormat, Launch, Server, process_argv
 
 if TYPE_CHECKING:  # pathlib only where a function needs it: a hook imports this module
     from pathlib import Path
@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # pathlib only where a function needs it: a hook imports this
     from ..installers.target import Target
 
 TITLE = "Pi"
+LAUNCH = Launch("pi", (), ("-p",))
 EXTENSION = "sessionmesh.ts"
 # Pi's own event names; the extension reads the Claude Code shapes back
 HOOKS = HookFormat(
