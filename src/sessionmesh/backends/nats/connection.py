@@ -179,6 +179,8 @@ class NatsConnection:
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise StorageError(f"NATS did not answer in time ({doing})") from None
+        except concurrent.futures.CancelledError:  # the connection closed under the call
+            raise Unavailable(f"the NATS connection closed ({doing})") from None
         except NATS_ERRORS as exc:
             raise translate(exc, doing) from None
 
@@ -204,6 +206,10 @@ class NatsConnection:
             if self.nc is not None:
                 with contextlib.suppress(*NATS_ERRORS, RuntimeError):
                     asyncio.run_coroutine_threadsafe(self.nc.close(), self.loop).result(self.time_left(1.0))
+            # what still runs there (a commit waiting for a NATS that is gone) ends now,
+            # rather than being dropped pending when the loop closes
+            with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
+                asyncio.run_coroutine_threadsafe(_end_tasks(), self.loop).result(self.time_left(1.0))
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(self.time_left(1.0))
         if self._thread is not None and not self.loop.is_running():
@@ -406,6 +412,15 @@ class NatsConnection:
 
 
 Record = tuple[str, bytes, dict[str, str] | None]
+
+
+async def _end_tasks() -> None:
+    """Cancel every other task of the running loop and wait (briefly) for them to end."""
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=0.5)
 
 
 @dataclass(slots=True)
