@@ -159,9 +159,34 @@ def cluster(root: Path, size: int = 3, *, domain: str | None = None, name: str =
     ]
 
 
+PORT_TRIES = 3  # starts of a cluster whose free ports another process took meanwhile
+
+
 def start_all(nodes: list[NatsNode]) -> list[NatsNode]:
-    for node in nodes:
-        node.start(wait=False)
-    for node in nodes:
-        node.wait_healthy()
-    return nodes
+    """Start one cluster's nodes together. A port `free_port` found free can be taken
+    by another process before nats-server binds it; a node that exits for that reason
+    makes the whole cluster start again on fresh ports (at most `PORT_TRIES` times)."""
+    for attempt in range(PORT_TRIES):
+        for node in nodes:
+            node.start(wait=False)
+        try:
+            for node in nodes:
+                node.wait_healthy()
+            return nodes
+        except RuntimeError as exc:
+            if "address already in use" not in str(exc) or attempt == PORT_TRIES - 1:
+                raise
+            for node in nodes:
+                node.stop()
+            _fresh_ports(nodes)
+    raise AssertionError("unreachable")
+
+
+def _fresh_ports(nodes: list[NatsNode]) -> None:
+    """New client, monitoring and route ports for one cluster's nodes."""
+    routed = [free_port() if node.cluster_port is not None else None for node in nodes]
+    for node, own in zip(nodes, routed, strict=True):
+        node.port, node.http_port = free_port(), free_port()
+        if own is not None:
+            node.cluster_port = own
+            node.routes = [p for p in routed if p is not None and p != own]
