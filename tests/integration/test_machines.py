@@ -399,8 +399,9 @@ async def test_an_inbound_policy_holds_and_refuses_on_the_recipient_s_machine_fo
     machines: Machines,
 ) -> None:
     """#17 item 3 across NATS: b:bob holds everything and refuses a:carol. Alice's
-    message waits on b for b's person (a's person cannot approve it), and carol is
-    refused at once."""
+    messages wait on b for b's person (a's person cannot approve them); one approved
+    there ends read, one rejected there ends rejected on a too. Carol is refused at
+    once."""
     env_b = machines.b.env
     assert (
         await asyncio.to_thread(person_cmd, "person", "init", answers=[PASSPHRASE] * 2, env=env_b)
@@ -423,10 +424,10 @@ async def test_an_inbound_policy_holds_and_refuses_on_the_recipient_s_machine_fo
                 )
                 assert json.loads(held_a.stdout) == []
 
-                def held_on_b() -> bool:
-                    return sent.id in person_cmd("held", "--json", answers=[PASSPHRASE], env=env_b).output
+                def held_on_b(msg_id: str) -> bool:
+                    return msg_id in person_cmd("held", "--json", answers=[PASSPHRASE], env=env_b).output
 
-                await asyncio.to_thread(wait_until, held_on_b, 15, "the copy held on b")
+                await asyncio.to_thread(wait_until, lambda: held_on_b(sent.id), 15, "the copy held on b")
                 assert bob.inbox.empty()  # the held copy was never delivered
                 approved = await asyncio.to_thread(
                     person_cmd, "approve", sent.id, answers=[PASSPHRASE], env=env_b
@@ -438,3 +439,16 @@ async def test_an_inbound_policy_holds_and_refuses_on_the_recipient_s_machine_fo
                     while (await alice.next_receipt())["state"] != "read":
                         continue
                 assert (await alice.track(sent.id))["receipts"] == {"b:bob": "read"}
+
+                # rejected there: the sender here hears it, and the copy never arrives
+                dropped = await alice.send("b:bob", "force-push main (p18)")
+                await asyncio.to_thread(wait_until, lambda: held_on_b(dropped.id), 15, "the second copy held")
+                rejected = await asyncio.to_thread(
+                    person_cmd, "reject", dropped.id, answers=[PASSPHRASE], env=env_b
+                )
+                assert rejected.status == 0, rejected.output
+                async with asyncio.timeout(10):
+                    while (await alice.next_receipt())["state"] != "rejected":
+                        continue
+                assert (await alice.track(dropped.id))["receipts"] == {"b:bob": "rejected"}
+                assert bob.inbox.empty()

@@ -27,7 +27,10 @@ class ReceiptsMixin(CoreState):
             state = ReceiptState("delivered" if args.get("state") is None else args["state"])
         except ValueError:
             raise BadFrame("'state' must be 'delivered' or 'read'") from None
-        if state not in (ReceiptState.DELIVERED, ReceiptState.READ):
+        # another machine's broker also says how its peer's copy ended (held there
+        # and rejected by its person, or expired there)
+        ends = (ReceiptState.REJECTED, ReceiptState.EXPIRED) if caller.name in self._remote else ()
+        if state not in (ReceiptState.DELIVERED, ReceiptState.READ, *ends):
             raise BadFrame("'state' must be 'delivered' or 'read'")
         effects: list[Effect] = []
         changed = 0

@@ -33,6 +33,10 @@ COMMIT_TIMEOUT = 60.0  # a commit retries (a node lost, a leader elected) this l
 READ_BYTES = 8 * 1024 * 1024  # a read of a stream fetches about this much at a time
 READ_ATTEMPTS = 10  # a read that keeps losing messages on the way gives up after this many consumers
 STOP_TIMEOUT = 2.5  # from a stop's start, NATS has this long to take what is left; then it is given up
+# A new cluster can take a while to answer its first stream requests (each replicated
+# stream elects a leader): a request that times out is tried again for this long,
+# unless the server said the broker may not make it.
+LAYOUT_PATIENCE = 20.0
 _WRONG_LAST_SEQUENCE = (10071, 10164)
 
 
@@ -80,6 +84,7 @@ class NatsConnection:
         self.nc: Any = None
         self.js: Any = None
         self.connected = False
+        self.denied: str | None = None  # the last permissions violation the server reported
         self._stop_by: float | None = None
 
     def begin_stop(self, budget: float = STOP_TIMEOUT) -> None:
@@ -153,6 +158,8 @@ class NatsConnection:
         self.connected = True
 
     async def _on_error(self, exc: Exception) -> None:
+        if "permissions violation" in str(exc).lower():
+            self.denied = str(exc)
         log.debug("nats: %s", exc)
 
     async def _on_disconnected(self) -> None:
@@ -220,24 +227,36 @@ class NatsConnection:
         """Create the stream, or bring an existing one to this configuration. One that
         is there as wanted is only looked at: a machine's own credentials may neither
         create nor change a stream (`cluster.machine_permissions`), the admin made it.
-        Raises `StorageError` when it is missing or differs and may not be made so."""
-        try:
-            info = await self.js.stream_info(config.name)
-        except nats.js.errors.NotFoundError:
+        Raises `StorageError` when it is missing or differs and may not be made so.
+
+        A refused API call never answers, and neither does a cluster still electing a
+        stream's leaders: a request that times out is tried again for
+        `LAYOUT_PATIENCE` seconds, unless the server reported a permissions violation."""
+        deadline = time.monotonic() + LAYOUT_PATIENCE
+        while True:
             info = None
-        if info is not None and not _differs(config, info.config):
-            return
-        try:
-            if info is None:
-                await self.js.add_stream(config)
-            else:
+            try:
+                info = await self.js.stream_info(config.name)
+                if not _differs(config, info.config):
+                    return
                 await self.js.update_stream(config)
-        except (TimeoutError, nats.errors.TimeoutError):  # a refused API call never answers
-            raise StorageError(
-                f"stream {config.name} is {'missing' if info is None else 'not as this version wants it'},"
-                " and NATS did not let this broker " + ("create" if info is None else "update") + " it",
-                hint="with per-machine credentials the admin makes the streams: mesh cluster setup, or mesh hub",
-            ) from None
+                return
+            except nats.js.errors.NotFoundError:
+                try:
+                    await self.js.add_stream(config)
+                    return
+                except (TimeoutError, nats.errors.TimeoutError):
+                    pass
+            except (TimeoutError, nats.errors.TimeoutError):
+                pass
+            if self.denied is not None or time.monotonic() >= deadline:
+                raise StorageError(
+                    f"stream {config.name} is {'missing' if info is None else 'not as this version wants it'},"
+                    " and NATS did not let this broker " + ("create" if info is None else "update") + " it",
+                    hint="with per-machine credentials the admin makes the streams: mesh cluster setup,"
+                    " or mesh hub",
+                )
+            log.warning("nats: no answer about stream %s yet; asking again", config.name)
 
     async def ensure_bucket(self, bucket: str, *, replicas: int, ttl: float | None = None) -> None:
         """A KV bucket (a stream named ``KV_<bucket>``), created or updated."""

@@ -53,6 +53,11 @@ class LinkConn:
         return None
 
 
+# the receipts of a local recipient that the sender's machine is told of: a copy held
+# here ends rejected if this machine's person rejects it, or expired
+LINK_RECEIPTS = ("delivered", "read", "rejected", "expired")
+
+
 def _strings(value: Any) -> list[str]:
     """The strings of a list from another machine's record (nothing else)."""
     return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
@@ -243,7 +248,7 @@ class NatsBackend:
                 elif name not in entry[1]:
                     entry[1].append(name)
         elif op == "receipt":
-            if frame["state"] in ("delivered", "read") and ":" not in frame["recipient"]:
+            if frame["state"] in LINK_RECEIPTS and ":" not in frame["recipient"]:
                 self._route(machine, {"op": "receipt", **{k: frame[k] for k in ("id", "recipient", "state")}})
         elif op == "result":
             asked = self._asked.pop(frame["rid"], None)
