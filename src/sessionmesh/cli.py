@@ -345,13 +345,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return _await(args, shot, result["id"], request=result)
 
 
-# how bad an end-state is, for `ask --all`'s exit: the worst one decides
-SEVERITY = ["PASS", "ANSWERED", "PARTIAL", "BLOCKED", "DECLINED", "timeout"]
-
-
 def _await_all(args: argparse.Namespace, shot: Any, request: dict[str, Any]) -> int:
     """Wait for a reply from every recipient of ``request`` (or the timeout); print
     each end-state; exit by the worst (all PASS or ANSWERED: 0)."""
+    from .envelope import end_states
     from .errors import Timeout
     from .render import message_line
 
@@ -370,11 +367,7 @@ def _await_all(args: argparse.Namespace, shot: Any, request: dict[str, Any]) -> 
         except Timeout:
             break
         replies[reply["from"]] = reply
-    states = {
-        name: (replies[name].get("status") or "ANSWERED") if name in replies else "timeout"
-        for name in waiting
-    }
-    worst = max(states.values(), key=SEVERITY.index, default="timeout")
+    states, worst = end_states(waiting, replies, "timeout")
     if args.json:
         _out(args, {"request": request, "replies": replies, "states": states, "worst": worst})
     else:

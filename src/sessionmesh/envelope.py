@@ -40,6 +40,18 @@ class ReplyStatus(enum.StrEnum):
     DECLINED = "DECLINED"
 
 
+# how bad an end-state is, best first: asking several at once is judged by the worst
+SEVERITY = ("PASS", "ANSWERED", "PARTIAL", "BLOCKED", "DECLINED")
+
+
+def end_states(waiting: Any, replies: dict[str, dict[str, Any]], missing: str) -> tuple[dict[str, str], str]:
+    """Each of ``waiting``'s end-state (a reply without one counts as ANSWERED; no
+    reply counts as ``missing``, worse than any), and the worst of them."""
+    order = [*SEVERITY, missing]
+    states = {n: (replies[n].get("status") or "ANSWERED") if n in replies else missing for n in waiting}
+    return states, max(states.values(), key=order.index, default=missing)
+
+
 class Priority(enum.StrEnum):
     NORMAL = "normal"
     URGENT = "urgent"

@@ -30,6 +30,7 @@ from pydantic import Field
 from . import __version__, injection, shown
 from .client.aio import AsyncClient
 from .config import Settings
+from .envelope import end_states
 from .errors import MeshError
 
 CHANNEL = "claude/channel"
@@ -152,16 +153,12 @@ class MeshTools:
             except MeshError:  # the wait timed out
                 break
             replies[got["reply"]["from"]] = got["reply"]
-        order = ["PASS", "ANSWERED", "PARTIAL", "BLOCKED", "DECLINED", "no reply"]
-        states = {
-            n: (replies[n].get("status") or "ANSWERED") if n in replies else "no reply" for n in waiting
-        }
+        states, worst = end_states(waiting, replies, "no reply")
         lines = [
             f"- {n}: {states[n]}"
             + (f": {injection.body_text(replies[n].get('body'))}" if n in replies else "")
             for n in sorted(waiting)
         ]
-        worst = max(states.values(), key=order.index, default="no reply")
         return f"{len(replies)} of {len(waiting)} answered; worst end-state {worst}.\n" + "\n".join(lines)
 
     async def _send_outcome(self, answer: dict[str, Any]) -> str:

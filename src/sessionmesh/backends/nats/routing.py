@@ -440,7 +440,9 @@ class NatsBackend:
             meta["refuse"] = [self._local_view(machine, n) for n in refuse if isinstance(n, str)]
         policy = meta.get("policy")
         if isinstance(policy, dict) and isinstance(policy.get("from"), dict):
-            senders = {self._local_view(machine, n): v for n, v in policy["from"].items() if isinstance(n, str)}
+            senders = {
+                self._local_view(machine, n): v for n, v in policy["from"].items() if isinstance(n, str)
+            }
             meta["policy"] = {**policy, "from": senders}
         return meta
 
