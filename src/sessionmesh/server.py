@@ -269,8 +269,9 @@ class Runner:
         """Commit, then carry out everything the committed commands asked for.
 
         On a store that commits in place (SQLite), the effects marked ``early`` go
-        out first (`core.effects`), and the commit runs in the loop's next turn, once
-        the connections' writers have put those frames on the wire: the recipient
+        out first (`core.effects`), and the commit runs in the loop's next turn, after
+        each connection has written those frames to its socket (the writes were
+        scheduled first: `Connection.write_queued`): the recipient
         reads its delivery, and the sender its ``received``, while the broker commits.
         A batch of more than `EARLY_BATCH` effects is under load, where sending early
         only splits the batches group commit needs: it commits first, whole.
