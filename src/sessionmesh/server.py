@@ -271,7 +271,7 @@ class Runner:
         On a store that commits in place (SQLite), the effects marked ``early`` go
         out first (`core.effects`), and the commit runs in the loop's next turn, after
         each connection has written those frames to its socket (the writes were
-        scheduled first: `Connection.write_queued`): the recipient
+        scheduled first: `Connection._write_queued`): the recipient
         reads its delivery, and the sender its ``received``, while the broker commits.
         A batch of more than `EARLY_BATCH` effects is under load, where sending early
         only splits the batches group commit needs: it commits first, whole.
