@@ -32,7 +32,7 @@ from sessionmesh.client.sync import SyncClient
 from sessionmesh.config import Settings
 from tests.agents.conftest import installed
 from tests.agents.mesh import AGENT, PEER, WAIT, MeshProject, framed, script
-from tests.agents.modelserver import ModelRequest, ModelServer, Say, ToolCall
+from tests.agents.modelserver import ModelRequest, ModelServer, Say, ToolCall, use_tool
 from tests.agents.programs import CompletedRun, Program, Sandbox
 from tests.agents.test_delivery import TOOLS, default_argv, permitted_argv
 from tests.agents.test_pi import AGENT as PI_AGENT
@@ -263,3 +263,22 @@ def test_ask_all_called_by_the_model_gives_each_end_state_and_the_worst(agent: A
     assert "2 of 2 answered; worst end-state BLOCKED" in result.output, result.output
     assert f"- {PEER}: PASS: looks right to me" in result.output
     assert f"- {OTHER}: BLOCKED: the migration is missing" in result.output
+
+
+def test_a_handoff_the_model_sends_with_ask_carries_its_paths_and_gate(agent: Agent) -> None:
+    """The other way round: the model hands work over with the mesh tool ``ask``."""
+    agent.model.script = use_tool(
+        "ask",
+        {
+            "to": PEER,
+            "body": "review the retry change (k71)",
+            "paths": ["src/net/retry.py"],
+            "ack_required": True,
+        },
+        then="handed over",
+    )
+    agent.run("hand the review to bob", permitted=True)
+    got = agent.bob.recv(timeout=WAIT).to_wire()
+    assert (got["from"], got["kind"], got["body"]) == (agent.name, "request", "review the retry change (k71)")
+    assert got["paths"] == ["src/net/retry.py"]
+    assert got["ack_required"] is True
