@@ -15,14 +15,12 @@ from .errors import BadFrame
 
 def dumps(value: Any) -> str:
     """Compact JSON text. Raises `BadFrame` for values JSON cannot carry."""
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError as exc:
-        raise BadFrame(f"cannot encode as JSON: {exc}") from None
+    return dumps_bytes(value).decode()
 
 
 def dumps_bytes(value: Any) -> bytes:
-    """Compact JSON as UTF-8 bytes (what goes on a socket). Raises `BadFrame` as `dumps`."""
+    """Compact JSON as UTF-8 bytes (what goes on a socket). Raises `BadFrame` for
+    values JSON cannot carry."""
     try:
         return orjson.dumps(value)
     except TypeError as exc:
