@@ -45,6 +45,9 @@ from .transports import Connection, Endpoints
 
 # effects in one flush above which nothing goes out before the commit (docs/performance.md)
 EARLY_BATCH = 16
+# (NATS) how long JetStream may lag behind the cache before nothing goes out early:
+# while it is away, the broker answers no more than the cache alone makes durable
+EARLY_PATIENCE = 1.0
 log = logging.getLogger("sessionmesh.broker")
 
 
@@ -93,6 +96,21 @@ class AlreadyRunning(Unavailable):
     http_status = 409
 
 
+def _conn_of(effect: Effect) -> Hashable | None:
+    """The connection an effect writes to (a `Respond` to an HTTP call: its own
+    waiter), or None for one that writes to none."""
+    if isinstance(effect, Push):
+        return effect.conn
+    if isinstance(effect, Respond):
+        key = effect.reply_to
+        return key[0] if isinstance(key, tuple) and key and key[0] != "http" else key
+    return None
+
+
+def _delivers(effect: Effect) -> bool:
+    return isinstance(effect, Push) and effect.frame.get("op") == "deliver"
+
+
 class Runner:
     """One broker: the core, its store, the live connections and the outbox."""
 
@@ -118,12 +136,17 @@ class Runner:
         self.started_at = time.time()
         self.last_activity = time.monotonic()
         self._outbox: list[Effect] = []
-        self._committing: collections.deque[tuple[concurrent.futures.Future[None], list[Effect]]] = (
+        # (`commit_async` stores) batches not yet stored: (begun at, done, held effects)
+        self._committing: collections.deque[tuple[float, concurrent.futures.Future[None], list[Effect]]] = (
             collections.deque()
         )
         self._flush_handle: asyncio.Handle | None = None
         self._commit_handle: asyncio.Handle | None = None
+        self._begin_handle: asyncio.Handle | None = None  # (NATS) the next `_begin`
+        self._to_begin: list[Effect] = []  # (NATS) held effects of the batch `_begin` starts
         self._uncommitted: list[Effect] = []  # effects waiting for the next commit
+        # (`commit_async` stores) connection -> how many of its effects wait in `_committing`
+        self._held: collections.Counter[Hashable] = collections.Counter()
         self._broken = False  # a commit failed: nothing more is answered
         self._http_waiters: dict[Hashable, asyncio.Future[dict[str, Any]]] = {}
         self._send_started: dict[Hashable, float] = {}
@@ -276,33 +299,77 @@ class Runner:
         A batch of more than `EARLY_BATCH` effects is under load, where sending early
         only splits the batches group commit needs: it commits first, whole.
         Nothing is read from a socket between the two turns, so no command can see
-        the batch's effects before its commit has run. A store with `commit_async`
-        (NATS) commits in the background: this batch's effects wait, in order behind
-        the batches before it, until it is stored, while the loop goes on with the
-        next commands."""
+        the batch's effects before its commit has run.
+
+        A store with `commit_async` (NATS) writes its batches to JetStream in the
+        background (`_flush_async`)."""
         self._flush_handle = None
         if self._broken:
             self._outbox.clear()
             return
-        begin = getattr(self.store, "commit_async", None)
-        if begin is None:
-            outbox, self._outbox = self._outbox, []
-            if len(outbox) > EARLY_BATCH:  # under load: one commit per batch, as large as it comes
-                self._uncommitted.extend(outbox)
-                self._commit()
-                return
-            early: list[Effect] = []
-            for effect in outbox:
-                (early if isinstance(effect, Push | Respond) and effect.early else self._uncommitted).append(
-                    effect
-                )
-            self._carry(early)
-            if self._commit_handle is None:
-                self._commit_handle = asyncio.get_running_loop().call_soon(self._commit)
-            return
         outbox, self._outbox = self._outbox, []
-        done = begin()
-        self._committing.append((done, outbox))
+        if hasattr(self.store, "commit_async"):
+            self._flush_async(outbox)
+            return
+        if len(outbox) > EARLY_BATCH:  # under load: one commit per batch, as large as it comes
+            self._uncommitted.extend(outbox)
+            self._commit()
+            return
+        early: list[Effect] = []
+        for effect in outbox:
+            (early if isinstance(effect, Push | Respond) and effect.early else self._uncommitted).append(
+                effect
+            )
+        self._carry(early)
+        if self._commit_handle is None:
+            self._commit_handle = asyncio.get_running_loop().call_soon(self._commit)
+
+    def _flush_async(self, outbox: list[Effect]) -> None:
+        """Commit through a store that writes in the background (NATS): `_begin` runs
+        in the loop's next turn, after each connection has written this turn's early
+        frames. It commits the cache and starts writing the batch to JetStream; the
+        effects wait, in order behind the batches before them, until JetStream has
+        it, while the loop goes on with the next commands. The early ones need not:
+
+        - a live delivery goes out at once (as on SQLite);
+        - an answer or receipt goes out at once when JetStream has stored every
+          earlier batch, the one that stored the message among them: what is
+          acknowledged is durable. One to a link answers another machine, whose
+          route record stays in JetStream until this batch is stored.
+
+        Nothing goes out early past a frame that an earlier batch still holds for
+        the same connection (frames on one connection keep their order, protocol.md
+        5.5), nor while JetStream has not stored a batch begun `EARLY_PATIENCE` ago."""
+        stored = not self._committing and not self._to_begin  # JetStream has every earlier batch
+        keeping_up = stored or (
+            bool(self._committing) and time.monotonic() - self._committing[0][0] < EARLY_PATIENCE
+        )
+        early: list[Effect] = []
+        for effect in outbox:
+            key = _conn_of(effect)
+            if (
+                key is not None
+                and keeping_up
+                and effect.early  # type: ignore[union-attr]
+                and not self._held[key]
+                and (stored or _delivers(effect) or getattr(self.conns.get(key), "redelivers", False))  # type: ignore[arg-type]
+            ):
+                early.append(effect)
+                continue
+            self._to_begin.append(effect)
+            if key is not None:
+                self._held[key] += 1
+        self._carry(early)
+        if self._begin_handle is None:
+            self._begin_handle = asyncio.get_running_loop().call_soon(self._begin)
+
+    def _begin(self) -> None:
+        """Commit the cache and start writing the batch to JetStream (`_flush_async`)."""
+        self._begin_handle = None
+        begun = time.monotonic()
+        done = self.store.commit_async()  # type: ignore[attr-defined]
+        held, self._to_begin = self._to_begin, []
+        self._committing.append((begun, done, held))
         loop = asyncio.get_running_loop()
 
         def stored(_: concurrent.futures.Future[None]) -> None:
@@ -332,8 +399,14 @@ class Runner:
 
     def _release(self) -> None:
         """Carry out the effects of every batch now stored, oldest first."""
-        while self._committing and self._committing[0][0].done():
-            done, outbox = self._committing.popleft()
+        while self._committing and self._committing[0][1].done():
+            _, done, outbox = self._committing.popleft()
+            for effect in outbox:
+                key = _conn_of(effect)
+                if key is not None:
+                    self._held[key] -= 1
+                    if not self._held[key]:
+                        del self._held[key]
             if done.cancelled() or done.exception() is not None:
                 log.error("a commit failed; its answers and deliveries are dropped: %s", done.exception())
                 continue
@@ -515,6 +588,9 @@ class Runner:
             if self._commit_handle is not None:
                 self._commit_handle.cancel()
                 self._commit()
+            if self._begin_handle is not None:
+                self._begin_handle.cancel()
+                self._begin()
             self.core.flush_presence()
             self.store.close()
             self._remove_broker_file()

@@ -45,6 +45,9 @@ class LinkConn:
         self._sink = sink
         self.ws = self  # the Runner closes each connection's socket when it stops
         self.drained = True
+        # what it brings stays in JetStream until this broker stored what it caused:
+        # the Runner may answer it before that (`Runner._flush_async`)
+        self.redelivers = True
 
     def push(self, frame: dict[str, Any]) -> None:
         self._sink(self, frame)

@@ -1,0 +1,157 @@
+"""Effects before JetStream has the batch, on a NATS-backed broker (docs/design.md,
+"Effects before the commit"), against a nats-server of its own that the tests freeze
+(SIGSTOP) so that JetStream's acknowledgements stop while the broker runs on.
+
+- A live delivery goes out before JetStream has the message; an answer that says
+  it was taken waits until JetStream has it.
+- Frames on one connection keep their order: nothing early overtakes a frame an
+  earlier batch still holds.
+- Once JetStream lags behind by more than `EARLY_PATIENCE`, deliveries wait too.
+- A broker killed while JetStream had not stored what it delivered early loses
+  nothing: the cache writes it to the state log at the next start, and a cache
+  rebuilt from the log holds it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from sessionmesh import server
+from sessionmesh.client.aio import AsyncClient
+from sessionmesh.envelope import SendStatus
+from tests.conftest import nats_overrides, visit
+from tests.natsserver import NatsNode
+
+
+@pytest.fixture
+def own_node(tmp_path: Path) -> Iterator[NatsNode]:
+    """A nats-server for this test alone: freezing it stops no other test."""
+    node = NatsNode("own", tmp_path / "nats").start()
+    yield node
+    thaw(node)
+    node.stop()
+
+
+@pytest.fixture
+def backend_overrides(own_node: NatsNode) -> dict[str, Any]:
+    return nats_overrides(own_node.url, "desk")
+
+
+def freeze(node: NatsNode) -> None:
+    assert node.proc is not None
+    node.proc.send_signal(signal.SIGSTOP)
+
+
+def thaw(node: NatsNode) -> None:
+    if node.proc is not None and node.proc.poll() is None:
+        node.proc.send_signal(signal.SIGCONT)
+
+
+async def _nothing_within(coro: Any, seconds: float) -> None:
+    """``coro`` does not finish within ``seconds`` (it is cancelled then)."""
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(coro, seconds)
+
+
+async def test_a_live_delivery_goes_out_before_jetstream_has_it_and_its_answer_waits(broker, own_node):
+    async with AsyncClient(broker.settings, "bob") as bob, AsyncClient(broker.settings, "alice") as alice:
+        assert (await alice.send("bob", "warm")).status is SendStatus.RECEIVED
+        assert (await bob.recv()).body == "warm"
+        freeze(own_node)
+        sending = asyncio.create_task(alice.send("bob", "while JetStream sleeps"))
+        got = await asyncio.wait_for(bob.recv(), 10)  # early: JetStream has not stored it
+        assert got.body == "while JetStream sleeps"
+        await _nothing_within(asyncio.shield(sending), 1.0)  # `received` is not said yet
+        thaw(own_node)
+        result = await asyncio.wait_for(sending, 30)
+        assert (result.id, result.status) == (got.id, SendStatus.RECEIVED)
+
+
+async def test_nothing_early_overtakes_a_frame_an_earlier_batch_holds_for_the_same_connection(
+    broker, own_node
+):
+    await visit(broker.settings, "carol")  # known and offline: a send to her is answered `queued`
+    session = aiohttp.ClientSession()
+    try:
+        ws = await session.ws_connect(
+            broker.settings.url + "/v1/ws", headers={"Authorization": f"Bearer {broker.runner.token}"}
+        )
+        await ws.send_str(json.dumps({"op": "hello", "args": {"name": "alice"}}))
+        assert json.loads((await ws.receive(timeout=10)).data)["op"] == "welcome"
+        async with AsyncClient(broker.settings, "bob") as bob:
+            freeze(own_node)
+            # alice's `queued` answer waits for JetStream; bob's live delivery to her
+            # could go out early, but not before that answer
+            await ws.send_str(json.dumps({"op": "send", "rid": 1, "args": {"to": "carol", "body": "later"}}))
+            sending = asyncio.create_task(bob.send("alice", "after your answer"))
+            await _nothing_within(ws.receive(), 1.0)
+            thaw(own_node)
+            frames = []
+            while len(frames) < 2:
+                frame = json.loads((await ws.receive(timeout=30)).data)
+                if frame["op"] in ("result", "deliver"):
+                    frames.append(frame)
+            assert [f["op"] for f in frames] == ["result", "deliver"]
+            assert frames[0]["rid"] == 1 and frames[0]["result"]["status"] == "queued"
+            assert frames[1]["messages"][0]["body"] == "after your answer"
+            msg_id = frames[1]["messages"][0]["id"]
+            await ws.send_str(json.dumps({"op": "ack", "args": {"ids": [msg_id], "state": "read"}}))
+            assert (await asyncio.wait_for(sending, 30)).status is SendStatus.RECEIVED
+        await ws.close()
+    finally:
+        await session.close()
+
+
+async def test_deliveries_wait_too_once_jetstream_lags_past_the_patience(broker, own_node, monkeypatch):
+    monkeypatch.setattr(server, "EARLY_PATIENCE", 0.3)
+    async with (
+        AsyncClient(broker.settings, "bob") as bob,
+        AsyncClient(broker.settings, "carol") as carol,
+        AsyncClient(broker.settings, "alice") as alice,
+    ):
+        freeze(own_node)
+        first = asyncio.create_task(alice.send("bob", "one"))
+        assert (await asyncio.wait_for(bob.recv(), 10)).body == "one"  # JetStream is only just behind
+        await asyncio.sleep(0.5)  # sleep-ok: the patience under test must run out
+        # carol's connection holds nothing back, so only the patience keeps this in
+        second = asyncio.create_task(alice.send("carol", "two"))
+        await _nothing_within(carol.recv(), 1.0)
+        thaw(own_node)
+        assert (await asyncio.wait_for(carol.recv(), 30)).body == "two"
+        assert [(await asyncio.wait_for(t, 30)).status for t in (first, second)] == [SendStatus.RECEIVED] * 2
+
+
+async def test_a_broker_killed_before_jetstream_stored_an_early_delivery_loses_nothing(broker_proc, own_node):
+    settings = broker_proc.settings(url=None)
+    async with AsyncClient(settings, "bob") as bob, AsyncClient(settings, "alice") as alice:
+        freeze(own_node)
+        sending = asyncio.create_task(alice.send("bob", "in the cache only"))
+        got = await asyncio.wait_for(bob.recv(), 10)
+        broker_proc.kill()  # JetStream never acknowledged the batch that stored it
+        thaw(own_node)
+        broker_proc.start()
+        result = await asyncio.wait_for(sending, 30)  # the client sends it again, same id
+        assert result.id == got.id and result.status in (SendStatus.RECEIVED, SendStatus.QUEUED)
+        after = await alice.send("bob", "the next one")
+        async with asyncio.timeout(30):  # the first is not handed on a second time
+            assert (await bob.recv()).id == after.id
+    broker_proc.stop()
+    (cache,) = broker_proc.home.glob("nats-*.db")
+    for path in broker_proc.home.glob("nats-*.db*"):  # what is left is what JetStream holds
+        path.unlink()
+    broker_proc.start()
+    async with AsyncClient(broker_proc.settings(url=None), "alice") as alice:
+        tracked = await alice.request("track", id=got.id)
+        assert tracked["receipts"]["bob"] in ("delivered", "read")
+    broker_proc.stop()
+    with sqlite3.connect(cache) as db:
+        assert db.execute("SELECT count(*) FROM messages WHERE id = ?", (got.id,)).fetchone() == (1,)
