@@ -144,6 +144,7 @@ class Runner:
         self._commit_handle: asyncio.Handle | None = None
         self._begin_handle: asyncio.Handle | None = None  # (NATS) the next `_begin`
         self._to_begin: list[Effect] = []  # (NATS) held effects of the batch `_begin` starts
+        self._to_begin_conns: set[Hashable] = set()  # the connections they write to
         self._uncommitted: list[Effect] = []  # effects waiting for the next commit
         # (`commit_async` stores) connection -> how many of its effects wait in `_committing`
         self._held: collections.Counter[Hashable] = collections.Counter()
@@ -288,6 +289,12 @@ class Runner:
         if self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
 
+    @property
+    def flushing(self) -> bool:
+        """A flush, or the commit of a background-committing store that one started,
+        is still to run in a coming turn of the loop."""
+        return self._flush_handle is not None or self._begin_handle is not None
+
     def _flush(self) -> None:
         """Commit, then carry out everything the committed commands asked for.
 
@@ -339,26 +346,36 @@ class Runner:
 
         Nothing goes out early past a frame that an earlier batch still holds for
         the same connection (frames on one connection keep their order, protocol.md
-        5.5), nor while JetStream has not stored a batch begun `EARLY_PATIENCE` ago."""
+        5.5), nor while JetStream has not stored a batch begun `EARLY_PATIENCE` ago.
+        An early effect that may not go out yet waits for the last batch already
+        begun (and so for every earlier one), not for its own, unless a frame for
+        its connection waits for its own."""
         stored = not self._committing and not self._to_begin  # JetStream has every earlier batch
         keeping_up = stored or (
             bool(self._committing) and time.monotonic() - self._committing[0][0] < EARLY_PATIENCE
         )
+        last = self._committing[-1][2] if self._committing and not self._to_begin else None
         early: list[Effect] = []
         for effect in outbox:
             key = _conn_of(effect)
-            if (
-                key is not None
-                and keeping_up
-                and effect.early  # type: ignore[union-attr]
-                and not self._held[key]
-                and (stored or _delivers(effect) or getattr(self.conns.get(key), "redelivers", False))  # type: ignore[arg-type]
-            ):
-                early.append(effect)
+            if key is None:  # a mark: after the commit
+                self._to_begin.append(effect)
                 continue
+            if effect.early and key not in self._to_begin_conns:  # type: ignore[union-attr]
+                if (
+                    keeping_up
+                    and not self._held[key]
+                    and (stored or _delivers(effect) or getattr(self.conns.get(key), "redelivers", False))  # type: ignore[arg-type]
+                ):
+                    early.append(effect)
+                    continue
+                if last is not None:
+                    last.append(effect)
+                    self._held[key] += 1
+                    continue
             self._to_begin.append(effect)
-            if key is not None:
-                self._held[key] += 1
+            self._to_begin_conns.add(key)
+            self._held[key] += 1
         self._carry(early)
         if self._begin_handle is None:
             self._begin_handle = asyncio.get_running_loop().call_soon(self._begin)
@@ -369,6 +386,7 @@ class Runner:
         begun = time.monotonic()
         done = self.store.commit_async()  # type: ignore[attr-defined]
         held, self._to_begin = self._to_begin, []
+        self._to_begin_conns.clear()
         self._committing.append((begun, done, held))
         loop = asyncio.get_running_loop()
 

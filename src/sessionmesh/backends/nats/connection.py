@@ -8,11 +8,12 @@ import collections
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import logging
 import secrets
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -37,6 +38,8 @@ STOP_TIMEOUT = 2.5  # from a stop's start, NATS has this long to take what is le
 # stream elects a leader): a request that times out is tried again for this long,
 # unless the server said the broker may not make it.
 LAYOUT_PATIENCE = 20.0
+# what JetStream answers while it cannot serve a request for a moment
+_TRANSIENT = (nats.js.errors.ServiceUnavailableError, TimeoutError, nats.errors.TimeoutError)
 _WRONG_LAST_SEQUENCE = (10071, 10164)
 
 
@@ -311,21 +314,39 @@ class NatsConnection:
         pre = len(f"$KV.{bucket}.")
         return {subject[pre:]: data for _, subject, data in records if data}
 
+    async def patiently(self, make: Callable[[], Awaitable[T]], what: str) -> T:
+        """Await ``make()``, and again while JetStream answers that it is not available
+        now (503: a cluster electing a leader, or busy) or not in time, for
+        `LAYOUT_PATIENCE` seconds; then the error is raised."""
+        deadline = time.monotonic() + LAYOUT_PATIENCE
+        while True:
+            try:
+                return await make()
+            except _TRANSIENT as exc:
+                if self.denied is not None or time.monotonic() >= deadline:
+                    raise
+                log.warning("nats: %s: %s; asking again", what, type(exc).__name__)
+                await asyncio.sleep(0.2)
+
     async def read_stream(
         self, stream: str, subject: str, start_seq: int, limit: int | None = None
     ) -> list[tuple[int, str, bytes]]:
         """(sequence, subject, data) of a stream's messages on ``subject`` from
         ``start_seq`` on, at most ``limit``, read by short-lived consumers. A message
         lost on the way (a slow consumer cut off, a reconnect) is read again: the
-        messages come back whole and in order, or this raises `StorageError`."""
-        info = await self.js.stream_info(stream)
+        messages come back whole and in order, or this raises `StorageError`.
+        JetStream not available for a moment is waited out (`patiently`)."""
+        info = await self.patiently(lambda: self.js.stream_info(stream), f"reading {stream}")
         if info.state.messages == 0 or info.state.last_seq < start_seq:
             return []
         out: list[tuple[int, str, bytes]] = []
         fruitless = 0
         while fruitless < READ_ATTEMPTS:
             left = None if limit is None else limit - len(out)
-            part, whole = await self._read_once(stream, subject, start_seq, left, info.state.last_seq)
+            part, whole = await self.patiently(
+                functools.partial(self._read_once, stream, subject, start_seq, left, info.state.last_seq),
+                f"reading {stream}",
+            )
             out += part
             if whole or (limit is not None and len(out) >= limit):
                 return out if limit is None else out[:limit]

@@ -348,7 +348,11 @@ class NatsBackend:
         for record in records:
             if record is not None:
                 self._apply(record)
-        await asyncio.sleep(0)  # the runner's flush (which starts their commit) runs first
+        assert self.runner is not None
+        for _ in range(3):  # the runner's flush, then the commit it starts, go first (a turn each)
+            await asyncio.sleep(0)
+            if not self.runner.flushing:
+                break
         try:  # a barrier: done when everything written so far is stored
             await asyncio.wrap_future(self.store.commit_async())
         except (MeshError, *NATS_ERRORS):

@@ -36,7 +36,7 @@ from ...storage import PeerRecord, ReceiptUpdate, ThreadRecord
 from ...storage.sqlite import SqliteStore
 from . import journal, snapshot
 from .compaction import Compactor
-from .connection import COMMIT_TIMEOUT, Committer, NatsConnection, Record
+from .connection import COMMIT_TIMEOUT, LAYOUT_PATIENCE, Committer, NatsConnection, Record
 from .layout import PRESENCE_TTL, Layout, layout_of, token
 from .leases import SharedLeases
 
@@ -77,8 +77,11 @@ class NatsStore(SharedLeases, SqliteStore):
 
     # -- start: the log after what the cache holds -----------------------------------
     def _catch_up(self) -> None:
+        stream = self.layout.state_stream
         info = self._conn.call(
-            self._conn.js.stream_info(self.layout.state_stream), doing="reading the state log"
+            self._conn.patiently(lambda: self._conn.js.stream_info(stream), "reading the state log"),
+            timeout=max(self._conn.timeout, LAYOUT_PATIENCE + 5.0),
+            doing="reading the state log",
         )
         ident = self.stream_ident = f"{self.layout.state_stream}@{info.created}"
         seq = int(self.get_meta(_SEQ) or 0)
