@@ -9,8 +9,6 @@ and every delivery a peer sees is already durable.
 from __future__ import annotations
 
 import asyncio
-import collections
-import concurrent.futures
 import contextlib
 import errno
 import fcntl
@@ -39,15 +37,11 @@ from .envelope import PERSON, body_size, is_person_name
 from .errors import BadFrame, MeshError, PersonRequired, StorageError, Unauthorized, Unavailable
 from .gate import Gate, GatedSite, raise_file_limit
 from .metrics import Metrics
+from .outbox import Outbox
 from .person import PersonGate
 from .screener import Screener
 from .transports import Connection, Endpoints
 
-# effects in one flush above which nothing goes out before the commit (docs/performance.md)
-EARLY_BATCH = 16
-# (NATS) how long JetStream may lag behind the cache before nothing goes out early:
-# while it is away, the broker answers no more than the cache alone makes durable
-EARLY_PATIENCE = 1.0
 log = logging.getLogger("sessionmesh.broker")
 
 
@@ -96,21 +90,6 @@ class AlreadyRunning(Unavailable):
     http_status = 409
 
 
-def _conn_of(effect: Effect) -> Hashable | None:
-    """The connection an effect writes to (a `Respond` to an HTTP call: its own
-    waiter), or None for one that writes to none."""
-    if isinstance(effect, Push):
-        return effect.conn
-    if isinstance(effect, Respond):
-        key = effect.reply_to
-        return key[0] if isinstance(key, tuple) and key and key[0] != "http" else key
-    return None
-
-
-def _delivers(effect: Effect) -> bool:
-    return isinstance(effect, Push) and effect.frame.get("op") == "deliver"
-
-
 class Runner:
     """One broker: the core, its store, the live connections and the outbox."""
 
@@ -135,20 +114,7 @@ class Runner:
         self._observer_ids = itertools.count(-1, -1)  # never a connection's id
         self.started_at = time.time()
         self.last_activity = time.monotonic()
-        self._outbox: list[Effect] = []
-        # (`commit_async` stores) batches not yet stored: (begun at, done, held effects)
-        self._committing: collections.deque[tuple[float, concurrent.futures.Future[None], list[Effect]]] = (
-            collections.deque()
-        )
-        self._flush_handle: asyncio.Handle | None = None
-        self._commit_handle: asyncio.Handle | None = None
-        self._begin_handle: asyncio.Handle | None = None  # (NATS) the next `_begin`
-        self._to_begin: list[Effect] = []  # (NATS) held effects of the batch `_begin` starts
-        self._to_begin_conns: set[Hashable] = set()  # the connections they write to
-        self._uncommitted: list[Effect] = []  # effects waiting for the next commit
-        # (`commit_async` stores) connection -> how many of its effects wait in `_committing`
-        self._held: collections.Counter[Hashable] = collections.Counter()
-        self._broken = False  # a commit failed: nothing more is answered
+        self.outbox = Outbox(self.store, self._carry, self._redelivers, self._commit_failed)
         self._http_waiters: dict[Hashable, asyncio.Future[dict[str, Any]]] = {}
         self._send_started: dict[Hashable, float] = {}
         self._http_ids = 0
@@ -161,7 +127,7 @@ class Runner:
 
     def _audit(self, event: str, data: dict[str, Any]) -> None:
         self.store.append_audit(time.time(), event, data)
-        self._schedule_flush()
+        self.outbox.schedule()
 
     def is_person(self, name: Any, session: Any) -> bool:
         """Whether a caller naming ``name`` acts as the person: it must show a person
@@ -180,14 +146,14 @@ class Runner:
             raise BadFrame("'meta' must be a JSON object")
         as_person = self.is_person(name, person)
         name, issued = self.core.authenticate(name, secret, time.time(), meta=meta, person=as_person)
-        self._schedule_flush()
+        self.outbox.schedule()
         return {"name": name, "secret": issued}
 
     def join_person(self, meta: dict[str, Any]) -> None:
         """Register ``human`` for a caller that has already checked the person (the
         dashboard's routes)."""
         self.core.authenticate(PERSON, None, time.time(), meta=meta, person=True)
-        self._schedule_flush()
+        self.outbox.schedule()
 
     def authenticate(self, name: Any, secret: Any, person: Any = None) -> str:
         """The peer an HTTP call acts as; the name must have joined (POST /v1/join),
@@ -219,12 +185,12 @@ class Runner:
         conn.name = welcome["name"]
         self.conns[conn.id] = conn
         conn.push({"op": "welcome", **welcome, "version": __version__, "limits": self.limits()})
-        self._run(effects)
+        self.outbox.add(effects)
         return welcome
 
     def disconnect(self, conn: Connection, *, graceful: bool) -> None:
         self.conns.pop(conn.id, None)
-        self._run(self.core.disconnect(conn.id, time.time(), graceful=graceful))
+        self.outbox.add(self.core.disconnect(conn.id, time.time(), graceful=graceful))
 
     async def prescreen(self, op: Any, args: Any) -> None:
         """Screen a costly send's body in a worker process before the core sees it
@@ -258,7 +224,7 @@ class Runner:
         self.touch()
         if op == "send" and reply_to is not None and reply_to[-1] is not None:  # type: ignore[index]
             self._send_started[reply_to] = time.perf_counter()
-        self._run(self.core.handle(caller, op, args, reply_to, time.time()))
+        self.outbox.add(self.core.handle(caller, op, args, reply_to, time.time()))
 
     async def call(self, caller: Caller, op: str, args: dict[str, Any]) -> dict[str, Any]:
         """Run a command and wait for its answer (the HTTP path)."""
@@ -279,156 +245,21 @@ class Runner:
     def carry_out(self, effects: list[Effect]) -> None:
         """Effects of a core call made outside `submit` (a backend's links): they go
         out after the next commit, like every other effect."""
-        self._run(effects)
+        self.outbox.add(effects)
 
-    def _run(self, effects: list[Effect]) -> None:
-        self._outbox.extend(effects)
-        self._schedule_flush()
+    def _redelivers(self, conn_id: Hashable) -> bool:
+        """What ``conn_id`` brings stays in JetStream until this broker stored what it
+        caused (a link to another machine's broker, `LinkConn`)."""
+        return getattr(self.conns.get(conn_id), "redelivers", False)  # type: ignore[call-overload]
 
-    def _schedule_flush(self) -> None:
-        if self._flush_handle is None:
-            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
-
-    @property
-    def flushing(self) -> bool:
-        """A flush, or the commit of a background-committing store that one started,
-        is still to run in a coming turn of the loop."""
-        return self._flush_handle is not None or self._begin_handle is not None
-
-    def _flush(self) -> None:
-        """Commit, then carry out everything the committed commands asked for.
-
-        On a store that commits in place (SQLite), the effects marked ``early`` go
-        out first (`core.effects`), and the commit runs in the loop's next turn, after
-        each connection has written those frames to its socket (the writes were
-        scheduled first: `Connection._write_queued`): the recipient
-        reads its delivery, and the sender its ``received``, while the broker commits.
-        A batch of more than `EARLY_BATCH` effects is under load, where sending early
-        only splits the batches group commit needs: it commits first, whole.
-        Nothing is read from a socket between the two turns, so no command can see
-        the batch's effects before its commit has run.
-
-        A store with `commit_async` (NATS) writes its batches to JetStream in the
-        background (`_flush_async`)."""
-        self._flush_handle = None
-        if self._broken:
-            self._outbox.clear()
-            return
-        outbox, self._outbox = self._outbox, []
-        if hasattr(self.store, "commit_async"):
-            self._flush_async(outbox)
-            return
-        if len(outbox) > EARLY_BATCH:  # under load: one commit per batch, as large as it comes
-            self._uncommitted.extend(outbox)
-            self._commit()
-            return
-        early: list[Effect] = []
-        for effect in outbox:
-            (early if isinstance(effect, Push | Respond) and effect.early else self._uncommitted).append(
-                effect
-            )
-        self._carry(early)
-        if self._commit_handle is None:
-            self._commit_handle = asyncio.get_running_loop().call_soon(self._commit)
-
-    def _flush_async(self, outbox: list[Effect]) -> None:
-        """Commit through a store that writes in the background (NATS): `_begin` runs
-        in the loop's next turn, after each connection has written this turn's early
-        frames. It commits the cache and starts writing the batch to JetStream; the
-        effects wait, in order behind the batches before them, until JetStream has
-        it, while the loop goes on with the next commands. The early ones need not:
-
-        - a live delivery goes out at once (as on SQLite);
-        - an answer or receipt goes out at once when JetStream has stored every
-          earlier batch, the one that stored the message among them: what is
-          acknowledged is durable. One to a link answers another machine, whose
-          route record stays in JetStream until this batch is stored.
-
-        Nothing goes out early past a frame that an earlier batch still holds for
-        the same connection (frames on one connection keep their order, protocol.md
-        5.5), nor while JetStream has not stored a batch begun `EARLY_PATIENCE` ago.
-        An early effect that may not go out yet waits for the last batch already
-        begun (and so for every earlier one), not for its own, unless a frame for
-        its connection waits for its own."""
-        stored = not self._committing and not self._to_begin  # JetStream has every earlier batch
-        keeping_up = stored or (
-            bool(self._committing) and time.monotonic() - self._committing[0][0] < EARLY_PATIENCE
-        )
-        last = self._committing[-1][2] if self._committing and not self._to_begin else None
-        early: list[Effect] = []
-        for effect in outbox:
-            key = _conn_of(effect)
-            if key is None:  # a mark: after the commit
-                self._to_begin.append(effect)
-                continue
-            if effect.early and key not in self._to_begin_conns:  # type: ignore[union-attr]
-                if (
-                    keeping_up
-                    and not self._held[key]
-                    and (stored or _delivers(effect) or getattr(self.conns.get(key), "redelivers", False))  # type: ignore[arg-type]
-                ):
-                    early.append(effect)
-                    continue
-                if last is not None:
-                    last.append(effect)
-                    self._held[key] += 1
-                    continue
-            self._to_begin.append(effect)
-            self._to_begin_conns.add(key)
-            self._held[key] += 1
-        self._carry(early)
-        if self._begin_handle is None:
-            self._begin_handle = asyncio.get_running_loop().call_soon(self._begin)
-
-    def _begin(self) -> None:
-        """Commit the cache and start writing the batch to JetStream (`_flush_async`)."""
-        self._begin_handle = None
-        begun = time.monotonic()
-        done = self.store.commit_async()  # type: ignore[attr-defined]
-        held, self._to_begin = self._to_begin, []
-        self._to_begin_conns.clear()
-        self._committing.append((begun, done, held))
-        loop = asyncio.get_running_loop()
-
-        def stored(_: concurrent.futures.Future[None]) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is gone: the broker stopped
-                loop.call_soon_threadsafe(self._release)
-
-        done.add_done_callback(stored)
-
-    def _commit(self) -> None:
-        """Commit what the commands since the last commit wrote, then carry out the
-        rest of their effects. A commit that fails stops the broker: its early
-        effects are out, so nothing may answer as if the batch were stored."""
-        self._commit_handle = None
-        try:
-            self.store.commit()
-        except StorageError as exc:
-            log.critical("a commit failed; the broker stops without answering the batch: %s", exc)
-            self._broken = True
-            self._uncommitted.clear()
-            for conn in self.conns.values():
-                if conn.transport is not None:
-                    conn.transport.abort()
-            self._stop.set()
-            return
-        done, self._uncommitted = self._uncommitted, []
-        self._carry(done)
-
-    def _release(self) -> None:
-        """Carry out the effects of every batch now stored, oldest first."""
-        while self._committing and self._committing[0][1].done():
-            _, done, outbox = self._committing.popleft()
-            for effect in outbox:
-                key = _conn_of(effect)
-                if key is not None:
-                    self._held[key] -= 1
-                    if not self._held[key]:
-                        del self._held[key]
-            if done.cancelled() or done.exception() is not None:
-                log.error("a commit failed; its answers and deliveries are dropped: %s", done.exception())
-                continue
-            self._carry(outbox)
+    def _commit_failed(self, exc: StorageError) -> None:
+        """A commit failed: early frames of its batch may be out, so the broker stops
+        at once and answers nothing more (`Outbox`)."""
+        log.critical("a commit failed; the broker stops without answering the batch: %s", exc)
+        for conn in self.conns.values():
+            if conn.transport is not None:
+                conn.transport.abort()
+        self._stop.set()
 
     def _carry(self, outbox: list[Effect]) -> None:
         mailed: set[str] = set()
@@ -519,7 +350,7 @@ class Runner:
         last_presence = time.monotonic()
         while True:
             await asyncio.sleep(TICK_INTERVAL)
-            self._run(self.core.tick(time.time()))
+            self.outbox.add(self.core.tick(time.time()))
             mono = time.monotonic()
             if mono - last_presence > PRESENCE_FLUSH_INTERVAL:
                 self.core.flush_presence()
@@ -594,21 +425,13 @@ class Runner:
             checkpointer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await checkpointer
-            self._run(self.core.release_wakes())  # long waits answer before the HTTP server drains
+            self.outbox.add(self.core.release_wakes())  # long waits answer before the HTTP server drains
             for conn in list(self.conns.values()):
                 with contextlib.suppress(Exception):
                     await conn.ws.close(code=1001, message=b"broker stopping")
             await runner.cleanup()
             await self.backend.stop()
-            if self._flush_handle is not None:
-                self._flush_handle.cancel()
-                self._flush()
-            if self._commit_handle is not None:
-                self._commit_handle.cancel()
-                self._commit()
-            if self._begin_handle is not None:
-                self._begin_handle.cancel()
-                self._begin()
+            self.outbox.finish()
             self.core.flush_presence()
             self.store.close()
             self._remove_broker_file()

@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from sessionmesh import server
+from sessionmesh import outbox
 from sessionmesh.client.aio import AsyncClient
 from sessionmesh.envelope import SendStatus
 from tests.conftest import nats_overrides, visit
@@ -112,7 +112,7 @@ async def test_nothing_early_overtakes_a_frame_an_earlier_batch_holds_for_the_sa
 
 
 async def test_deliveries_wait_too_once_jetstream_lags_past_the_patience(broker, own_node, monkeypatch):
-    monkeypatch.setattr(server, "EARLY_PATIENCE", 0.3)
+    monkeypatch.setattr(outbox, "EARLY_PATIENCE", 0.3)
     async with (
         AsyncClient(broker.settings, "bob") as bob,
         AsyncClient(broker.settings, "carol") as carol,

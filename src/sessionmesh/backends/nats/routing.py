@@ -46,7 +46,7 @@ class LinkConn:
         self.ws = self  # the Runner closes each connection's socket when it stops
         self.drained = True
         # what it brings stays in JetStream until this broker stored what it caused:
-        # the Runner may answer it before that (`Runner._flush_async`)
+        # the Runner may answer it before that (`Outbox._flush_async`)
         self.redelivers = True
 
     def push(self, frame: dict[str, Any]) -> None:
@@ -351,7 +351,7 @@ class NatsBackend:
         assert self.runner is not None
         for _ in range(3):  # the runner's flush, then the commit it starts, go first (a turn each)
             await asyncio.sleep(0)
-            if not self.runner.flushing:
+            if not self.runner.outbox.flushing:
                 break
         try:  # a barrier: done when everything written so far is stored
             await asyncio.wrap_future(self.store.commit_async())
