@@ -95,6 +95,24 @@ class NatsNode:
         return "\n".join(lines) + "\n"
 
     def start(self, *, wait: bool = True) -> NatsNode:
+        """Start the node. A lone node's first start that finds a port taken (another
+        process bound it after `free_port` saw it free) tries fresh ports, at most
+        `PORT_TRIES` times; a cluster's nodes start together (`start_all`), and a
+        restart keeps its ports."""
+        lone = self.cluster_port is None and not self.leaf_remotes and self.leafnode_port is None
+        first = self.proc is None
+        for attempt in range(PORT_TRIES):
+            try:
+                return self._start(wait=wait)
+            except RuntimeError as exc:
+                if not (wait and lone and first) or "address already in use" not in str(exc):
+                    raise
+                if attempt == PORT_TRIES - 1:
+                    raise
+                self.port, self.http_port = free_port(), free_port()
+        raise AssertionError("unreachable")
+
+    def _start(self, *, wait: bool) -> NatsNode:
         (self.root / self.name).mkdir(parents=True, exist_ok=True)
         conf = self.root / self.name / "server.conf"
         conf.write_text(self.config())
@@ -159,7 +177,7 @@ def cluster(root: Path, size: int = 3, *, domain: str | None = None, name: str =
     ]
 
 
-PORT_TRIES = 3  # starts of a cluster whose free ports another process took meanwhile
+PORT_TRIES = 3  # starts of a node or cluster whose free ports another process took meanwhile
 
 
 def start_all(nodes: list[NatsNode]) -> list[NatsNode]:
@@ -168,7 +186,7 @@ def start_all(nodes: list[NatsNode]) -> list[NatsNode]:
     makes the whole cluster start again on fresh ports (at most `PORT_TRIES` times)."""
     for attempt in range(PORT_TRIES):
         for node in nodes:
-            node.start(wait=False)
+            node._start(wait=False)
         try:
             for node in nodes:
                 node.wait_healthy()

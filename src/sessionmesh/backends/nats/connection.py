@@ -38,6 +38,18 @@ STOP_TIMEOUT = 2.5  # from a stop's start, NATS has this long to take what is le
 # stream elects a leader): a request that times out is tried again for this long,
 # unless the server said the broker may not make it.
 LAYOUT_PATIENCE = 20.0
+# a stream request a cluster cannot serve yet goes unanswered, or is answered "no
+# suitable peers for placement" (10005) while its nodes are still finding each other
+_NO_ANSWER = (TimeoutError, nats.errors.TimeoutError)
+_PLACEMENT = 10005
+
+
+def _raise_unless_unplaced(exc: BaseException) -> None:
+    """Raise ``exc`` unless it says the cluster cannot place the stream yet."""
+    if isinstance(exc, nats.js.errors.APIError) and exc.err_code != _PLACEMENT:
+        raise exc
+
+
 # what JetStream answers while it cannot serve a request for a moment
 _TRANSIENT = (nats.js.errors.ServiceUnavailableError, TimeoutError, nats.errors.TimeoutError)
 _WRONG_LAST_SEQUENCE = (10071, 10164)
@@ -233,8 +245,9 @@ class NatsConnection:
         Raises `StorageError` when it is missing or differs and may not be made so.
 
         A refused API call never answers, and neither does a cluster still electing a
-        stream's leaders: a request that times out is tried again for
-        `LAYOUT_PATIENCE` seconds, unless the server reported a permissions violation."""
+        stream's leaders; one whose nodes are still finding each other answers "no
+        suitable peers for placement". Either is tried again for `LAYOUT_PATIENCE`
+        seconds, unless the server reported a permissions violation."""
         deadline = time.monotonic() + LAYOUT_PATIENCE
         while True:
             info = None
@@ -248,10 +261,10 @@ class NatsConnection:
                 try:
                     await self.js.add_stream(config)
                     return
-                except (TimeoutError, nats.errors.TimeoutError):
-                    pass
-            except (TimeoutError, nats.errors.TimeoutError):
-                pass
+                except (*_NO_ANSWER, nats.js.errors.APIError) as exc:
+                    _raise_unless_unplaced(exc)
+            except (*_NO_ANSWER, nats.js.errors.APIError) as exc:
+                _raise_unless_unplaced(exc)
             if self.denied is not None or time.monotonic() >= deadline:
                 raise StorageError(
                     f"stream {config.name} is {'missing' if info is None else 'not as this version wants it'},"
