@@ -399,7 +399,8 @@ async def test_an_inbound_policy_holds_and_refuses_on_the_recipient_s_machine_fo
     machines: Machines,
 ) -> None:
     """#17 item 3 across NATS: b:bob holds everything and refuses a:carol. Alice's
-    messages wait on b for b's person (a's person cannot approve them); one approved
+    messages wait on b for b's person (a's person cannot approve them), and her
+    answer says they are held (`held`, naming b:bob); one approved
     there ends read, one rejected there ends rejected on a too. Carol is refused at
     once."""
     env_b = machines.b.env
@@ -418,6 +419,9 @@ async def test_an_inbound_policy_holds_and_refuses_on_the_recipient_s_machine_fo
                     assert refused.reasons["b:bob"]["code"] == "forbidden"
                 sent = await alice.send("b:bob", "rotate the keys (p17)")
                 assert sent.status is SendStatus.QUEUED
+                # the answer says why, as for a copy held on this machine
+                assert sent.held is not None and sent.held["recipients"] == ["b:bob"]
+                assert sent.held["message"] == "held for a person by the inbound policy of b:bob"
                 # held on b, for b's person; nothing for a's person to approve
                 held_a = await asyncio.to_thread(
                     mesh_cmd, "held", "--as", "alice", "--json", env=machines.a.env

@@ -17,6 +17,20 @@ from .args import int_arg
 from .effects import Effect, Respond
 from .state import Caller, CoreState
 
+POLICY_HOLD = "the recipient's inbound policy: hold"
+
+
+def held_note(match: str, recipients: list[str] | None) -> dict[str, Any]:
+    """A send's ``held``: what it asks for (``match``), or with ``recipients`` the
+    names whose inbound policy holds it."""
+    if recipients is None:
+        return {"match": match, "message": f"held until a person approves it: it asks for {match!r}"}
+    return {
+        "match": match,
+        "message": "held for a person by the inbound policy of " + ", ".join(recipients),
+        "recipients": recipients,
+    }
+
 
 class HoldsMixin(CoreState):
     """The ``held``, ``approve`` and ``reject`` ops, and holding a new envelope."""
@@ -39,14 +53,7 @@ class HoldsMixin(CoreState):
         for name in recipients:
             statuses[name] = SendStatus.QUEUED.value
         answer = self._answer(env, statuses, reasons, now)
-        answer["held"] = {
-            "match": reason,
-            "message": "held for a person by the inbound policy of " + ", ".join(recipients)
-            if policy
-            else f"held until a person approves it: it asks for {reason!r}",
-        }
-        if policy:
-            answer["held"]["recipients"] = recipients
+        answer["held"] = held_note(reason, recipients if policy else None)
         self.store.set_answer(env.id, answer)
         self.counters["messages_held"] += 1
         self.counters[f"send_{answer['status']}"] += 1
@@ -85,7 +92,7 @@ class HoldsMixin(CoreState):
         held = self._answer_of(env).get("held")
         if isinstance(held, dict):
             return held.get("match")
-        return self._hold_reason(env) or "the recipient's inbound policy: hold"
+        return self._hold_reason(env) or POLICY_HOLD
 
     def approve(self, caller: Caller, args: dict[str, Any], reply_to: Hashable, now: float) -> list[Effect]:
         """Release held messages: each copy becomes ``queued`` and is delivered."""

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..storage import PeerRecord
 from .effects import Effect
+from .holds import POLICY_HOLD, held_note
 from .peers import Presence
 from .state import BACKLOG_WINDOW, CoreState, LiveConn
 
@@ -97,11 +98,12 @@ class RemoteMixin(CoreState):
                 self._event(effects, now, "peer_left", name=name, graceful=True)
         return effects
 
-    def release(self, conn: int, ids: list[str], now: float) -> list[Effect]:
+    def release(self, conn: int, ids: list[str], now: float, *, held: str | None = None) -> list[Effect]:
         """The broker behind link ``conn`` holds these copies but cannot confirm them
-        now (its peer is offline): waiting sends answer ``queued``, and the link's
-        backlog window moves on. The receipts stay ``queued`` until that peer's
-        broker reports them delivered."""
+        now (its peer is offline, or ``held`` there for that machine's person, for
+        what ``held`` names): waiting sends answer ``queued``, with a held copy named
+        in their ``held``, and the link's backlog window moves on. The receipts stay
+        ``queued`` until that peer's broker reports them delivered (or rejected)."""
         state = self._conns.get(conn)
         if state is None:
             return []
@@ -110,6 +112,8 @@ class RemoteMixin(CoreState):
             pending = self._pending.get(msg_id)
             if pending is not None and state.name in pending.waiting:
                 pending.waiting.discard(state.name)
+                if held is not None:
+                    _note_held(pending.answer, held, state.name)
                 effects.extend(self._maybe_finish(pending))
         if state.in_flight:
             state.in_flight.difference_update(ids)
@@ -140,3 +144,14 @@ class RemoteMixin(CoreState):
             return remote.since
         conn = self._online.get(name)
         return self._conns[conn].since if conn is not None else None
+
+
+def _note_held(answer: dict[str, Any], match: str, name: str) -> None:
+    """Name ``name`` in a send's ``held``: another machine holds its copy for
+    ``match`` (that machine's words are not passed on, only what they matched)."""
+    before = answer.get("held") or {}
+    names = [*before.get("recipients", []), name]
+    if match == POLICY_HOLD:
+        answer["held"] = held_note(POLICY_HOLD, names)
+    else:
+        answer["held"] = {**held_note(match[:200], None), "recipients": names}

@@ -35,6 +35,7 @@ from ..errors import (
     UnsafeText,
 )
 from .effects import Effect, Mail, Push, Respond
+from .holds import POLICY_HOLD, held_note
 from .policy import Policy, configured, own, stricter
 from .safety import SCREENED, Screen, SecretAction, find_secrets, hold_reason, redact, screen_field
 from .state import SENDER_CACHE, Caller, CoreState
@@ -72,9 +73,6 @@ def _uuid7_ms(msg_id: str) -> int:
     if msg_id[14] != "7":
         return 0
     return int(msg_id[:8] + msg_id[9:13], 16)
-
-
-POLICY_HOLD = "the recipient's inbound policy: hold"
 
 
 def _empty(body: Any) -> bool:
@@ -343,11 +341,7 @@ class SendingMixin(CoreState):
             statuses[name] = SendStatus.QUEUED.value
         answer = self._answer(env, statuses, reasons, now)
         if kept:
-            answer["held"] = {
-                "match": POLICY_HOLD,
-                "message": "held for a person by the inbound policy of " + ", ".join(kept),
-                "recipients": kept,
-            }
+            answer["held"] = held_note(POLICY_HOLD, kept)
             self._audit(
                 now, "held", {"id": env.id, "from": env.sender, "recipients": kept, "match": POLICY_HOLD}
             )

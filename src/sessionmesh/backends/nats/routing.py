@@ -287,9 +287,21 @@ class NatsBackend:
             asked = self._asked.pop(frame["rid"], None)
             if asked is not None:
                 origin, msg_id, names = asked
-                statuses = frame["result"]["statuses"] if frame.get("ok") else {}
-                answer = {n: statuses.get(n, "denied") for n in names}
-                self._route(origin, {"op": "answer", "id": msg_id, "statuses": answer})
+                result = frame["result"] if frame.get("ok") else {}
+                statuses = result.get("statuses") or {}
+                record: dict[str, Any] = {
+                    "op": "answer",
+                    "id": msg_id,
+                    "statuses": {n: statuses.get(n, "denied") for n in names},
+                }
+                held = result.get("held")
+                if isinstance(held, dict):  # held here for this machine's person
+                    kept = _strings(held.get("recipients")) or names
+                    record["held"] = {
+                        "match": str(held.get("match")),
+                        "names": [n for n in kept if n in names],
+                    }
+                self._route(origin, record)
         elif op == "error":
             log.warning("a command from %s failed: %s", link.name, frame.get("error"))
         self._schedule_drain()
@@ -416,6 +428,8 @@ class NatsBackend:
                     None,
                 )
         elif op == "answer":
+            held = record.get("held") if isinstance(record.get("held"), dict) else {}
+            held_names = set(_strings(held.get("names")))
             for name, status in record["statuses"].items():
                 link = self._links.get(_remote_name(origin, name))
                 if link is None:
@@ -428,7 +442,10 @@ class NatsBackend:
                         None,
                     )
                 else:
-                    self.runner.carry_out(self.runner.core.release(link.id, [record["id"]], time.time()))
+                    match = str(held.get("match")) if name in held_names else None
+                    self.runner.carry_out(
+                        self.runner.core.release(link.id, [record["id"]], time.time(), held=match)
+                    )
 
     # -- the directory and presence (KV watchers) --------------------------------------
     def _kv_callback(
