@@ -84,6 +84,7 @@ class AsyncClient:
         # the broker lost the read ack, they are acknowledged read, not delivered
         self._had: OrderedDict[str, None] = OrderedDict()
         self._ack_scheduled = False
+        self._ack_task: asyncio.Future[None] | None = None  # held: the loop keeps only weak refs
         self.address: discovery.BrokerAddress | None = None
         self.reconnects = 0
         self._keepers: list[asyncio.Task[None]] = []  # lease renewals
@@ -293,7 +294,9 @@ class AsyncClient:
         self._futures[rid] = future
         await self._send_text(text)
         try:
-            return await asyncio.wait_for(future, answer_timeout or self.settings.request_timeout)
+            # (asyncio.timeout, not wait_for: on 3.11 wait_for wakes the caller a turn later)
+            async with asyncio.timeout(answer_timeout or self.settings.request_timeout):
+                return await future
         except TimeoutError:
             raise Timeout(f"the broker did not answer '{op}' in time") from None
         finally:
@@ -404,16 +407,13 @@ class AsyncClient:
         for msg_id in ids:
             if state == "read" or msg_id not in self._acks:
                 self._acks[msg_id] = state
-        if not self._ack_scheduled:
-            self._ack_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_acks)
+        if not self._ack_scheduled:  # the sending task runs in the loop's next turn,
+            self._ack_scheduled = True  # after an application woken by this frame took it
+            self._ack_task = asyncio.ensure_future(self._send_acks())
 
     async def messages(self) -> AsyncIterator[Envelope]:
         while True:
             yield await self.recv()
-
-    def _flush_acks(self) -> None:
-        asyncio.ensure_future(self._send_acks())
 
     async def _send_acks(self) -> None:
         """One ack frame per state for everything acknowledged in this loop turn."""
