@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ...codec import dumps, loads
+from ...codec import dumps_bytes, loads
 from ...core.locks import Lease
 from ...errors import Contention, StorageError, Unavailable
 from .connection import NatsConnection
@@ -81,7 +81,7 @@ class SharedLeases:
         try:
             rev = self._conn.call(
                 self._conn.kv_put(
-                    self.layout.leases_bucket, "table", dumps({"leases": rows}).encode(), last=self._lease_rev
+                    self.layout.leases_bucket, "table", dumps_bytes({"leases": rows}), last=self._lease_rev
                 ),
                 doing="writing the lease table",
             )

@@ -28,7 +28,7 @@ from typing import Any
 
 from nats.js import api
 
-from ...codec import dumps, loads
+from ...codec import dumps, dumps_bytes, loads
 from ...config import Settings
 from ...envelope import Envelope, ReceiptState
 from ...errors import BadRequest, DuplicateMessage
@@ -244,7 +244,7 @@ class NatsStore(SharedLeases, SqliteStore):
             (self.layout.state_log_subject(n), payload, {"Nats-Msg-Id": str(n)}) for n, payload in batches
         ]
         records.extend(
-            (self._conn.kv_subject(self.layout.peers_bucket, key), dumps(record).encode(), None)
+            (self._conn.kv_subject(self.layout.peers_bucket, key), dumps_bytes(record), None)
             for key, record in self._directory.items()
         )
         self._directory.clear()
@@ -305,7 +305,7 @@ class NatsStore(SharedLeases, SqliteStore):
 
     # -- journalled writes ---------------------------------------------------------------
     def _op(self, *op: Any) -> None:
-        self._ops.append(dumps(op).encode())
+        self._ops.append(dumps_bytes(op))
 
     def put_peer(self, peer: PeerRecord) -> None:
         SqliteStore.put_peer(self, peer)
