@@ -22,6 +22,11 @@ EARLY_BATCH = 16
 # (NATS) how long JetStream may lag behind the cache before nothing goes out early:
 # while it is away, the broker answers no more than the cache alone makes durable
 EARLY_PATIENCE = 1.0
+# (NATS) turns of the loop a commit waits after an early frame went down a link: the
+# backend drains its route records in the next turn, publishes them in the one after,
+# and nats-py's flusher writes them to the socket in the third; the cache commit
+# (100-200 µs) runs after that instead of in front of it
+LINK_TURNS = 3
 log = logging.getLogger("sessionmesh.broker")
 
 
@@ -123,9 +128,10 @@ class Outbox:
     def _flush_async(self, outbox: list[Effect]) -> None:
         """Commit through a store that writes in the background (NATS): `_begin` runs
         in the loop's next turn, after each connection has written this turn's early
-        frames. It commits the cache and starts writing the batch to JetStream; the
-        effects wait, in order behind the batches before them, until JetStream has
-        it, while the loop goes on with the next commands. The early ones need not:
+        frames (`LINK_TURNS` turns later when one went down a link). It commits the
+        cache and starts writing the batch to JetStream; the effects wait, in order
+        behind the batches before them, until JetStream has it, while the loop goes
+        on with the next commands. The early ones need not:
 
         - a live delivery goes out at once (as on SQLite);
         - an answer or receipt goes out at once when JetStream has stored every
@@ -167,7 +173,16 @@ class Outbox:
             self._held[key] += 1
         self._carry(early)
         if self._begin_handle is None:
-            self._begin_handle = asyncio.get_running_loop().call_soon(self._begin)
+            linked = any(self._redelivers(_conn_of(e)) for e in early)  # type: ignore[arg-type]
+            self._begin_in(LINK_TURNS if linked else 1)
+
+    def _begin_in(self, turns: int) -> None:
+        """Run `_begin` in ``turns`` turns of the loop (`finish` can still run it now)."""
+        loop = asyncio.get_running_loop()
+        if turns > 1:
+            self._begin_handle = loop.call_soon(self._begin_in, turns - 1)
+        else:
+            self._begin_handle = loop.call_soon(self._begin)
 
     def _begin(self) -> None:
         """Commit the cache and start writing the batch to JetStream (`_flush_async`)."""
