@@ -145,11 +145,12 @@ class Outbox:
         An early effect that may not go out yet waits for the last batch already
         begun (and so for every earlier one), not for its own, unless a frame for
         its connection waits for its own."""
-        stored = not self._committing and not self._to_begin  # JetStream has every earlier batch
+        begun = self._begin_handle is None  # every earlier command's batch has begun
+        stored = begun and not self._committing  # and JetStream has it
         keeping_up = stored or (
             bool(self._committing) and time.monotonic() - self._committing[0][0] < EARLY_PATIENCE
         )
-        last = self._committing[-1][2] if self._committing and not self._to_begin else None
+        last = self._committing[-1][2] if self._committing and begun else None
         early: list[Effect] = []
         for effect in outbox:
             key = _conn_of(effect)

@@ -7,6 +7,8 @@
 - Frames on one connection keep their order: nothing early overtakes a frame an
   earlier batch still holds.
 - Once JetStream lags behind by more than `EARLY_PATIENCE`, deliveries wait too.
+- An answer waits for a batch that has not begun yet (one whose early frame went
+  down a link begins `LINK_TURNS` turns later).
 - A broker killed while JetStream had not stored what it delivered early loses
   nothing: the cache writes it to the state log at the next start, and a cache
   rebuilt from the log holds it once.
@@ -18,6 +20,7 @@ import asyncio
 import json
 import signal
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,10 @@ import aiohttp
 import pytest
 
 from sessionmesh import outbox
+from sessionmesh.backends.nats.store import open_store
 from sessionmesh.client.aio import AsyncClient
+from sessionmesh.config import load
+from sessionmesh.core.effects import Push, Respond
 from sessionmesh.envelope import SendStatus
 from tests.conftest import nats_overrides, visit
 from tests.natsserver import NatsNode
@@ -155,3 +161,34 @@ async def test_a_broker_killed_before_jetstream_stored_an_early_delivery_loses_n
     broker_proc.stop()
     with sqlite3.connect(cache) as db:
         assert db.execute("SELECT count(*) FROM messages WHERE id = ?", (got.id,)).fetchone() == (1,)
+
+
+async def test_an_answer_waits_for_a_batch_that_has_not_begun(own_node, tmp_path):
+    """The outbox of a real NATS store: a batch whose early frame went down a link
+    begins `LINK_TURNS` turns later, and an answer given in between (an ack of the
+    message that batch stores) must wait for it, not go out as if JetStream had it."""
+    settings = load(
+        env={}, overrides={"home": str(tmp_path / "home"), "autostart": False, **nats_overrides(own_node.url)}
+    )
+    store = open_store(settings)
+    carried: list[Any] = []
+    link, alice = -7, 5
+    box = outbox.Outbox(store, carried.extend, lambda conn: conn == link, lambda exc: None)
+    try:
+        freeze(own_node)
+        store.append_audit(time.time(), "sent", {"id": "m1"})  # what the batch stores
+        box.add([Push(link, {"op": "deliver", "messages": []}, early=True)])
+        await asyncio.sleep(0)  # sleep-ok: one turn of the loop, the flush
+        assert carried == [Push(link, {"op": "deliver", "messages": []}, early=True)]
+        answer = Respond((alice, 1), {"status": "received"}, early=True)
+        box.add([answer])
+        for _ in range(outbox.LINK_TURNS + 2):
+            await asyncio.sleep(0)  # sleep-ok: turns of the loop, past the batch's begin
+        assert answer not in carried  # JetStream has not got the batch the answer speaks of
+        thaw(own_node)
+        async with asyncio.timeout(30):
+            while answer not in carried:
+                await asyncio.sleep(0.02)  # sleep-ok: bounded wait for JetStream's acknowledgement
+    finally:
+        thaw(own_node)
+        store.close()
