@@ -318,8 +318,9 @@ class NatsBackend:
 
     def _drain(self) -> None:
         """Hand this loop turn's records to the forwarder, deliveries grouped per
-        message and machine (one record names every recipient there)."""
-        self._drain_scheduled = False
+        message and machine (one record names every recipient there). The flag
+        stays set while the deliveries become records, so `_route` schedules no
+        second drain for them."""
         deliveries, self._deliveries = self._deliveries, {}
         for (machine, msg_id), (wire, names) in deliveries.items():
             headers = {
