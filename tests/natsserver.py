@@ -153,6 +153,26 @@ class NatsNode:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
 
+    def freeze(self, timeout: float = 10.0) -> None:
+        """SIGSTOP, and wait until every thread has stopped: the socket stays open and
+        nothing answers, as with a NATS cut off by the network. The kernel stops a
+        process's threads one by one after ``kill`` returns (the thread it picks must
+        first run), so on a loaded machine the server could otherwise acknowledge a
+        few more milliseconds of writes."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+        tasks = Path(f"/proc/{self.proc.pid}/task")
+        deadline = time.monotonic() + timeout
+        while not all(_stopped(stat) for stat in tasks.glob("*/stat")):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nats-server {self.name} did not stop within {timeout}s")
+            time.sleep(0.001)  # sleep-ok: bounded poll of the kernel's view of another process
+
+    def thaw(self) -> None:
+        """SIGCONT: a frozen node runs on (nothing if it is gone)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -160,6 +180,16 @@ class NatsNode:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def _stopped(stat: Path) -> bool:
+    """A thread's state, from /proc/<pid>/task/<tid>/stat, is stopped (``T``); a thread
+    that has exited meanwhile counts as stopped."""
+    try:
+        text = stat.read_text()
+    except OSError:
+        return True
+    return text[text.rindex(")") + 2] == "T"
 
 
 def cluster(root: Path, size: int = 3, *, domain: str | None = None, name: str = "n") -> list[NatsNode]:

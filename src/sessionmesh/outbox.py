@@ -217,7 +217,10 @@ class Outbox:
         self._carry(done)
 
     def _release(self) -> None:
-        """Carry out the effects of every batch now stored, oldest first."""
+        """Carry out the effects of every batch now stored, oldest first. A batch that
+        JetStream never stored (its write was cancelled, or failed) breaks the outbox
+        as a failed commit does: were it only dropped, `_committing` could empty and
+        the next answer go out as if JetStream had every batch before it."""
         while self._committing and self._committing[0][1].done():
             _, done, outbox = self._committing.popleft()
             for effect in outbox:
@@ -226,8 +229,12 @@ class Outbox:
                     self._held[key] -= 1
                     if not self._held[key]:
                         del self._held[key]
+            if self.broken:
+                continue
             if done.cancelled() or done.exception() is not None:
-                log.error("a commit failed; its answers and deliveries are dropped: %s", done.exception())
+                self.broken = True
+                reason = "cancelled" if done.cancelled() else done.exception()
+                self._failed(StorageError(f"JetStream did not store a batch ({reason})"))
                 continue
             self._carry(outbox)
 

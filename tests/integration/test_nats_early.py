@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -43,23 +42,13 @@ def own_node(tmp_path: Path) -> Iterator[NatsNode]:
     """A nats-server for this test alone: freezing it stops no other test."""
     node = NatsNode("own", tmp_path / "nats").start()
     yield node
-    thaw(node)
+    node.thaw()
     node.stop()
 
 
 @pytest.fixture
 def backend_overrides(own_node: NatsNode) -> dict[str, Any]:
     return nats_overrides(own_node.url, "desk")
-
-
-def freeze(node: NatsNode) -> None:
-    assert node.proc is not None
-    node.proc.send_signal(signal.SIGSTOP)
-
-
-def thaw(node: NatsNode) -> None:
-    if node.proc is not None and node.proc.poll() is None:
-        node.proc.send_signal(signal.SIGCONT)
 
 
 async def _nothing_within(coro: Any, seconds: float) -> None:
@@ -72,12 +61,12 @@ async def test_a_live_delivery_goes_out_before_jetstream_has_it_and_its_answer_w
     async with AsyncClient(broker.settings, "bob") as bob, AsyncClient(broker.settings, "alice") as alice:
         assert (await alice.send("bob", "warm")).status is SendStatus.RECEIVED
         assert (await bob.recv()).body == "warm"
-        freeze(own_node)
+        own_node.freeze()
         sending = asyncio.create_task(alice.send("bob", "while JetStream sleeps"))
         got = await asyncio.wait_for(bob.recv(), 10)  # early: JetStream has not stored it
         assert got.body == "while JetStream sleeps"
         await _nothing_within(asyncio.shield(sending), 1.0)  # `received` is not said yet
-        thaw(own_node)
+        own_node.thaw()
         result = await asyncio.wait_for(sending, 30)
         assert (result.id, result.status) == (got.id, SendStatus.RECEIVED)
 
@@ -94,13 +83,13 @@ async def test_nothing_early_overtakes_a_frame_an_earlier_batch_holds_for_the_sa
         await ws.send_str(json.dumps({"op": "hello", "args": {"name": "alice"}}))
         assert json.loads((await ws.receive(timeout=10)).data)["op"] == "welcome"
         async with AsyncClient(broker.settings, "bob") as bob:
-            freeze(own_node)
+            own_node.freeze()
             # alice's `queued` answer waits for JetStream; bob's live delivery to her
             # could go out early, but not before that answer
             await ws.send_str(json.dumps({"op": "send", "rid": 1, "args": {"to": "carol", "body": "later"}}))
             sending = asyncio.create_task(bob.send("alice", "after your answer"))
             await _nothing_within(ws.receive(), 1.0)
-            thaw(own_node)
+            own_node.thaw()
             frames = []
             while len(frames) < 2:
                 frame = json.loads((await ws.receive(timeout=30)).data)
@@ -124,14 +113,14 @@ async def test_deliveries_wait_too_once_jetstream_lags_past_the_patience(broker,
         AsyncClient(broker.settings, "carol") as carol,
         AsyncClient(broker.settings, "alice") as alice,
     ):
-        freeze(own_node)
+        own_node.freeze()
         first = asyncio.create_task(alice.send("bob", "one"))
         assert (await asyncio.wait_for(bob.recv(), 10)).body == "one"  # JetStream is only just behind
         await asyncio.sleep(0.5)  # sleep-ok: the patience under test must run out
         # carol's connection holds nothing back, so only the patience keeps this in
         second = asyncio.create_task(alice.send("carol", "two"))
         await _nothing_within(carol.recv(), 1.0)
-        thaw(own_node)
+        own_node.thaw()
         assert (await asyncio.wait_for(carol.recv(), 30)).body == "two"
         assert [(await asyncio.wait_for(t, 30)).status for t in (first, second)] == [SendStatus.RECEIVED] * 2
 
@@ -139,11 +128,11 @@ async def test_deliveries_wait_too_once_jetstream_lags_past_the_patience(broker,
 async def test_a_broker_killed_before_jetstream_stored_an_early_delivery_loses_nothing(broker_proc, own_node):
     settings = broker_proc.settings(url=None)
     async with AsyncClient(settings, "bob") as bob, AsyncClient(settings, "alice") as alice:
-        freeze(own_node)
+        own_node.freeze()
         sending = asyncio.create_task(alice.send("bob", "in the cache only"))
         got = await asyncio.wait_for(bob.recv(), 10)
         broker_proc.kill()  # JetStream never acknowledged the batch that stored it
-        thaw(own_node)
+        own_node.thaw()
         broker_proc.start()
         result = await asyncio.wait_for(sending, 30)  # the client sends it again, same id
         assert result.id == got.id and result.status in (SendStatus.RECEIVED, SendStatus.QUEUED)
@@ -175,7 +164,7 @@ async def test_an_answer_waits_for_a_batch_that_has_not_begun(own_node, tmp_path
     link, alice = -7, 5
     box = outbox.Outbox(store, carried.extend, lambda conn: conn == link, lambda exc: None)
     try:
-        freeze(own_node)
+        own_node.freeze()
         store.append_audit(time.time(), "sent", {"id": "m1"})  # what the batch stores
         box.add([Push(link, {"op": "deliver", "messages": []}, early=True)])
         await asyncio.sleep(0)  # sleep-ok: one turn of the loop, the flush
@@ -185,10 +174,44 @@ async def test_an_answer_waits_for_a_batch_that_has_not_begun(own_node, tmp_path
         for _ in range(outbox.LINK_TURNS + 2):
             await asyncio.sleep(0)  # sleep-ok: turns of the loop, past the batch's begin
         assert answer not in carried  # JetStream has not got the batch the answer speaks of
-        thaw(own_node)
+        own_node.thaw()
         async with asyncio.timeout(30):
             while answer not in carried:
                 await asyncio.sleep(0.02)  # sleep-ok: bounded wait for JetStream's acknowledgement
     finally:
-        thaw(own_node)
+        own_node.thaw()
+        store.close()
+
+
+async def test_a_batch_jetstream_never_stored_stops_every_later_answer(own_node, tmp_path):
+    """A batch whose write ends without JetStream's acknowledgement (here: cancelled)
+    breaks the outbox: an answer given after it does not go out as if JetStream had
+    every batch before it, and the broker is told to stop."""
+    settings = load(
+        env={}, overrides={"home": str(tmp_path / "home"), "autostart": False, **nats_overrides(own_node.url)}
+    )
+    store = open_store(settings)
+    carried: list[Any] = []
+    failures: list[Exception] = []
+    alice, bob = 5, 6
+    box = outbox.Outbox(store, carried.extend, lambda conn: False, failures.append)
+    try:
+        own_node.freeze()
+        store.append_audit(time.time(), "sent", {"id": "m1"})
+        box.add([Push(bob, {"op": "deliver", "messages": []}, early=True)])
+        for _ in range(3):
+            await asyncio.sleep(0)  # sleep-ok: turns of the loop, the flush and the batch's begin
+        assert len(box._committing) == 1
+        box._committing[0][1].cancel()  # the write ends, never acknowledged
+        async with asyncio.timeout(10):
+            while not failures:
+                await asyncio.sleep(0.01)  # sleep-ok: bounded wait for the release, a thread away
+        answer = Respond((alice, 1), {"status": "received"}, early=True)
+        box.add([answer])
+        for _ in range(3):
+            await asyncio.sleep(0)  # sleep-ok: turns of the loop, the flush
+        assert answer not in carried
+        assert box.broken and "did not store" in str(failures[0])
+    finally:
+        own_node.thaw()
         store.close()

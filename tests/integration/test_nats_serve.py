@@ -95,7 +95,7 @@ async def test_sigterm_stops_a_broker_within_5s_whatever_became_of_its_nats_serv
             if fate == "killed":
                 node.kill()
             else:
-                node.proc.send_signal(signal.SIGSTOP)
+                node.freeze()
             started = time.monotonic()
             result = await alice.send("bob", "while NATS is gone")
             assert result.status is SendStatus.TIMEOUT

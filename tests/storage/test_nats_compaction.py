@@ -7,7 +7,6 @@ the store as a killed process would (nothing more is written, no clean close).""
 from __future__ import annotations
 
 import contextlib
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -203,7 +202,7 @@ def test_a_store_closes_within_its_stop_budget_while_a_compaction_waits_on_a_fro
         store = open_nats(tmp_path, nats_overrides(node.url, nats_timeout=5.0, **MANUAL))
         write(store, 5)
         assert node.proc is not None
-        node.proc.send_signal(signal.SIGSTOP)  # NATS stops answering
+        node.freeze()  # NATS stops answering
 
         def compact() -> None:
             with contextlib.suppress(MeshError):
@@ -218,8 +217,7 @@ def test_a_store_closes_within_its_stop_budget_while_a_compaction_waits_on_a_fro
         compacting.join(15)
         assert not compacting.is_alive()
     finally:
-        if node.proc is not None and node.proc.poll() is None:
-            node.proc.send_signal(signal.SIGCONT)
+        node.thaw()
         node.kill()
 
 
