@@ -108,9 +108,13 @@ async def jetstream_publish_async(duration: float, warmup: float, window: int = 
         try:
             nc = None
             deadline = time.monotonic() + 10
+
+            async def quiet(exc: Exception) -> None:  # a refused connect while the server starts
+                pass
+
             while nc is None:
                 try:
-                    nc = await nats.connect(f"nats://127.0.0.1:{port}", max_reconnect_attempts=0)
+                    nc = await nats.connect(f"nats://127.0.0.1:{port}", max_reconnect_attempts=0, error_cb=quiet)
                 except Exception:
                     if time.monotonic() > deadline or proc.poll() is not None:
                         raise
