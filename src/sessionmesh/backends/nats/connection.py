@@ -38,20 +38,21 @@ STOP_TIMEOUT = 2.5  # from a stop's start, NATS has this long to take what is le
 # stream elects a leader): a request that times out is tried again for this long,
 # unless the server said the broker may not make it.
 LAYOUT_PATIENCE = 20.0
-# a stream request a cluster cannot serve yet goes unanswered, or is answered "no
-# suitable peers for placement" (10005) while its nodes are still finding each other
-_NO_ANSWER = (TimeoutError, nats.errors.TimeoutError)
+# a stream a forming cluster cannot place yet: "no suitable peers for placement"
 _PLACEMENT = 10005
-
-
-def _raise_unless_unplaced(exc: BaseException) -> None:
-    """Raise ``exc`` unless it says the cluster cannot place the stream yet."""
-    if isinstance(exc, nats.js.errors.APIError) and exc.err_code != _PLACEMENT:
-        raise exc
-
-
-# what JetStream answers while it cannot serve a request for a moment
+# what JetStream answers while it cannot serve a request for a moment (or it does
+# not answer at all: a cluster electing a stream's leader)
 _TRANSIENT = (nats.js.errors.ServiceUnavailableError, TimeoutError, nats.errors.TimeoutError)
+
+
+def _waited_out(exc: BaseException, *, unplaced: bool) -> bool:
+    """``exc`` says JetStream cannot serve the request for a moment (`_TRANSIENT`), or,
+    with ``unplaced``, that a forming cluster cannot place a stream yet."""
+    if isinstance(exc, _TRANSIENT):
+        return True
+    return unplaced and isinstance(exc, nats.js.errors.APIError) and exc.err_code == _PLACEMENT
+
+
 _WRONG_LAST_SEQUENCE = (10071, 10164)
 
 
@@ -246,33 +247,31 @@ class NatsConnection:
 
         A refused API call never answers, and neither does a cluster still electing a
         stream's leaders; one whose nodes are still finding each other answers "no
-        suitable peers for placement". Either is tried again for `LAYOUT_PATIENCE`
-        seconds, unless the server reported a permissions violation."""
-        deadline = time.monotonic() + LAYOUT_PATIENCE
-        while True:
-            info = None
+        suitable peers for placement". Each is tried again (`patiently`), unless the
+        server reported a permissions violation."""
+        seen: list[api.StreamInfo] = []
+
+        async def once() -> None:
             try:
                 info = await self.js.stream_info(config.name)
-                if not _differs(config, info.config):
-                    return
-                await self.js.update_stream(config)
-                return
             except nats.js.errors.NotFoundError:
-                try:
-                    await self.js.add_stream(config)
-                    return
-                except (*_NO_ANSWER, nats.js.errors.APIError) as exc:
-                    _raise_unless_unplaced(exc)
-            except (*_NO_ANSWER, nats.js.errors.APIError) as exc:
-                _raise_unless_unplaced(exc)
-            if self.denied is not None or time.monotonic() >= deadline:
-                raise StorageError(
-                    f"stream {config.name} is {'missing' if info is None else 'not as this version wants it'},"
-                    " and NATS did not let this broker " + ("create" if info is None else "update") + " it",
-                    hint="with per-machine credentials the admin makes the streams: mesh cluster setup,"
-                    " or mesh hub",
-                )
-            log.warning("nats: no answer about stream %s yet; asking again", config.name)
+                await self.js.add_stream(config)
+                return
+            seen.append(info)
+            if _differs(config, info.config):
+                await self.js.update_stream(config)
+
+        try:
+            await self.patiently(once, f"stream {config.name}", unplaced=True)
+        except (*_TRANSIENT, nats.js.errors.APIError) as exc:
+            if not _waited_out(exc, unplaced=True):
+                raise
+            raise StorageError(
+                f"stream {config.name} is {'not as this version wants it' if seen else 'missing'},"
+                " and NATS did not let this broker " + ("update" if seen else "create") + " it",
+                hint="with per-machine credentials the admin makes the streams: mesh cluster setup,"
+                " or mesh hub",
+            ) from exc
 
     async def ensure_bucket(self, bucket: str, *, replicas: int, ttl: float | None = None) -> None:
         """A KV bucket (a stream named ``KV_<bucket>``), created or updated."""
@@ -327,15 +326,19 @@ class NatsConnection:
         pre = len(f"$KV.{bucket}.")
         return {subject[pre:]: data for _, subject, data in records if data}
 
-    async def patiently(self, make: Callable[[], Awaitable[T]], what: str) -> T:
+    async def patiently(self, make: Callable[[], Awaitable[T]], what: str, *, unplaced: bool = False) -> T:
         """Await ``make()``, and again while JetStream answers that it is not available
-        now (503: a cluster electing a leader, or busy) or not in time, for
-        `LAYOUT_PATIENCE` seconds; then the error is raised."""
+        now (503: a cluster electing a leader, or busy) or not in time, and with
+        ``unplaced`` while a forming cluster cannot place a stream yet, for
+        `LAYOUT_PATIENCE` seconds; then the error is raised. A permissions violation
+        the server reported ends the wait at once."""
         deadline = time.monotonic() + LAYOUT_PATIENCE
         while True:
             try:
                 return await make()
-            except _TRANSIENT as exc:
+            except (*_TRANSIENT, nats.js.errors.APIError) as exc:
+                if not _waited_out(exc, unplaced=unplaced):
+                    raise
                 if self.denied is not None or time.monotonic() >= deadline:
                     raise
                 log.warning("nats: %s: %s; asking again", what, type(exc).__name__)
