@@ -254,7 +254,11 @@ class Runner:
 
     def _commit_failed(self, exc: StorageError) -> None:
         """A commit failed: early frames of its batch may be out, so the broker stops
-        at once and answers nothing more (`Outbox`)."""
+        at once and answers nothing more (`Outbox`). One that ends with the stop (its
+        write cancelled as the loop closes) is only what a stop leaves unanswered."""
+        if self._stop.is_set():
+            log.warning("the broker stopped before its store took a batch; it was not answered: %s", exc)
+            return
         log.critical("a commit failed; the broker stops without answering the batch: %s", exc)
         for conn in self.conns.values():
             if conn.transport is not None:

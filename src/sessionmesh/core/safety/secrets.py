@@ -175,7 +175,8 @@ def _entropy_findings(text: str, *, whole: bool) -> list[SecretFinding]:
     spans = []
     if whole and ENTROPY_MIN <= len(text) <= ENTROPY_MAX and set(text) <= _TOKEN_SET:
         spans.append((0, len(text)))  # a JSON string is a quoted string
-    spans.extend(m.span(1) if m.group(1) is not None else m.span(2) for m in regex.finditer(text))
+    if '"' in text or "'" in text:  # every span the regex finds is quoted (one RE2 pass less)
+        spans.extend(m.span(1) if m.group(1) is not None else m.span(2) for m in regex.finditer(text))
     found = []
     for start, end in spans:
         value = text[start:end]
