@@ -241,12 +241,15 @@ class Outbox:
 
 def _conn_of(effect: Effect) -> Hashable | None:
     """The connection an effect writes to (a `Respond` to an HTTP call: its own
-    waiter), or None for one that writes to none."""
+    waiter), or None for one that writes to none: a mark, or the answer to a frame
+    without ``rid`` that succeeded (an ack's, `Runner._respond`)."""
     if isinstance(effect, Push):
         return effect.conn
     if isinstance(effect, Respond):
         key = effect.reply_to
-        return key[0] if isinstance(key, tuple) and key and key[0] != "http" else key
+        if isinstance(key, tuple) and key and key[0] != "http":
+            return None if key[-1] is None and effect.error is None else key[0]
+        return key
     return None
 
 

@@ -215,3 +215,33 @@ async def test_a_batch_jetstream_never_stored_stops_every_later_answer(own_node,
     finally:
         own_node.thaw()
         store.close()
+
+
+async def test_an_ack_that_wants_no_answer_holds_nothing_back(own_node, tmp_path):
+    """A recipient's ack frame has no ``rid``: its answer writes nothing, so while
+    JetStream sleeps it must not hold the recipient's connection, and the next live
+    delivery to it still goes out at once."""
+    settings = load(
+        env={}, overrides={"home": str(tmp_path / "home"), "autostart": False, **nats_overrides(own_node.url)}
+    )
+    store = open_store(settings)
+    carried: list[Any] = []
+    bob = 6
+    box = outbox.Outbox(store, carried.extend, lambda conn: False, lambda exc: None)
+    try:
+        own_node.freeze()
+        store.append_audit(time.time(), "sent", {"id": "m1"})
+        box.add([Push(bob, {"op": "deliver", "messages": [{"id": "m1"}]}, early=True)])
+        for _ in range(3):
+            await asyncio.sleep(0)  # sleep-ok: turns of the loop, the flush and the batch's begin
+        assert len(box._committing) == 1  # JetStream does not have it
+        store.append_audit(time.time(), "read", {"id": "m1"})  # bob's ack, answered to no rid
+        box.add([Respond((bob, None), {"acked": 1}, early=True)])
+        await asyncio.sleep(0)  # sleep-ok: one turn of the loop, the flush
+        delivery = Push(bob, {"op": "deliver", "messages": [{"id": "m2"}]}, early=True)
+        box.add([delivery])
+        await asyncio.sleep(0)  # sleep-ok: one turn of the loop, the flush
+        assert delivery in carried
+    finally:
+        own_node.thaw()
+        store.close()
