@@ -114,7 +114,9 @@ async def jetstream_publish_async(duration: float, warmup: float, window: int = 
 
             while nc is None:
                 try:
-                    nc = await nats.connect(f"nats://127.0.0.1:{port}", max_reconnect_attempts=0, error_cb=quiet)
+                    nc = await nats.connect(
+                        f"nats://127.0.0.1:{port}", max_reconnect_attempts=0, error_cb=quiet
+                    )
                 except Exception:
                     if time.monotonic() > deadline or proc.poll() is not None:
                         raise
