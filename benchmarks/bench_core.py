@@ -18,7 +18,10 @@ watch when changing core/broker.py or storage/sqlite.py.
 * ``batched``: 64 sends, one commit, their 64 acks, one commit (and the read acks,
   one commit, in the two-ack flow): what group commit achieves under load.
 
-    python benchmarks/bench_core.py [--messages 5000] [--flow read --flow delivered+read] [--json]
+``--unscreened`` replaces the core's two body screens (secrets, destructive requests)
+with no-ops: run it alternately with the plain command to see what screening costs.
+
+    python benchmarks/bench_core.py [--messages 5000] [--flow read --flow delivered+read] [--unscreened] [--json]
 """
 
 from __future__ import annotations
@@ -33,9 +36,10 @@ import time
 import _common as c
 
 
-def run(mode: str, messages: int, store_kind: str, flow: str = "read") -> dict:
+def run(mode: str, messages: int, store_kind: str, flow: str = "read", *, screened: bool = True) -> dict:
     from sessionmesh.codec import dumps
     from sessionmesh.config import load
+    from sessionmesh.core import sending
     from sessionmesh.core.broker import Caller, Core
     from sessionmesh.core.effects import Push, Respond
     from sessionmesh.core.safety import warm
@@ -71,6 +75,9 @@ def run(mode: str, messages: int, store_kind: str, flow: str = "read") -> dict:
     warm()
     gc.collect()
     gc.freeze()
+    screens = sending.find_secrets, sending.hold_reason
+    if not screened:
+        sending.find_secrets, sending.hold_reason = (lambda body: []), (lambda body, patterns=(): None)
     batch = 1 if mode == "sequential" else 64
     rid = 0
     t0 = time.perf_counter()
@@ -93,12 +100,14 @@ def run(mode: str, messages: int, store_kind: str, flow: str = "read") -> dict:
         store.commit()
         done += n
     elapsed = time.perf_counter() - t0
+    sending.find_secrets, sending.hold_reason = screens
     store.close()
     shutil.rmtree(home, ignore_errors=True)
     return {
         "mode": mode,
         "flow": flow,
         "store": store_kind,
+        "screened": screened,
         "messages": messages,
         "us_per_message": round(elapsed / messages * 1e6, 1),
         "messages_per_s": round(messages / elapsed, 1),
@@ -117,6 +126,11 @@ def main() -> None:
         help="ack flow (repeatable; default: both)",
     )
     p.add_argument(
+        "--unscreened",
+        action="store_true",
+        help="the core's body screens replaced by no-ops (what screening costs, against a plain run)",
+    )
+    p.add_argument(
         "--memory",
         action="store_true",
         help="also the in-memory test store (it deep-copies everything: not a production figure)",
@@ -127,7 +141,10 @@ def main() -> None:
         for flow, mode in itertools.product(
             args.flow or ["read", "delivered+read"], ("sequential", "batched")
         ):
-            runs = [run(mode, args.messages, store_kind, flow) for _ in range(args.repeat)]
+            runs = [
+                run(mode, args.messages, store_kind, flow, screened=not args.unscreened)
+                for _ in range(args.repeat)
+            ]
             best = sorted(runs, key=lambda r: r["us_per_message"])[len(runs) // 2]
             best["all_us_per_message"] = [r["us_per_message"] for r in runs]
             cases.append(best)

@@ -261,9 +261,8 @@ class Runner:
             return
         log.critical("a commit failed; the broker stops without answering the batch: %s", exc)
         for conn in self.conns.values():
-            transport = getattr(conn, "transport", None)  # a link has none
-            if transport is not None:
-                transport.abort()
+            if conn.transport is not None:
+                conn.transport.abort()
         self._stop.set()
 
     def _carry(self, outbox: list[Effect]) -> None:

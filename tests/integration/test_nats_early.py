@@ -51,6 +51,25 @@ def backend_overrides(own_node: NatsNode) -> dict[str, Any]:
     return nats_overrides(own_node.url, "desk")
 
 
+@pytest.fixture
+def own_store(own_node: NatsNode, tmp_path: Path) -> Iterator[Any]:
+    """A NATS store of its own on `own_node`, for a test that drives an `Outbox`
+    directly; the node is thawed before the store closes."""
+    settings = load(
+        env={}, overrides={"home": str(tmp_path / "home"), "autostart": False, **nats_overrides(own_node.url)}
+    )
+    store = open_store(settings)
+    yield store
+    own_node.thaw()
+    store.close()
+
+
+async def _turns(n: int) -> None:
+    """Let ``n`` turns of the loop go by."""
+    for _ in range(n):
+        await asyncio.sleep(0)  # sleep-ok: turns of the loop, not time
+
+
 async def _nothing_within(coro: Any, seconds: float) -> None:
     """``coro`` does not finish within ``seconds`` (it is cancelled then)."""
     with pytest.raises(TimeoutError):
@@ -152,96 +171,68 @@ async def test_a_broker_killed_before_jetstream_stored_an_early_delivery_loses_n
         assert db.execute("SELECT count(*) FROM messages WHERE id = ?", (got.id,)).fetchone() == (1,)
 
 
-async def test_an_answer_waits_for_a_batch_that_has_not_begun(own_node, tmp_path):
+async def test_an_answer_waits_for_a_batch_that_has_not_begun(own_node, own_store):
     """The outbox of a real NATS store: a batch whose early frame went down a link
     begins `LINK_TURNS` turns later, and an answer given in between (an ack of the
     message that batch stores) must wait for it, not go out as if JetStream had it."""
-    settings = load(
-        env={}, overrides={"home": str(tmp_path / "home"), "autostart": False, **nats_overrides(own_node.url)}
-    )
-    store = open_store(settings)
     carried: list[Any] = []
     link, alice = -7, 5
-    box = outbox.Outbox(store, carried.extend, lambda conn: conn == link, lambda exc: None)
-    try:
-        own_node.freeze()
-        store.append_audit(time.time(), "sent", {"id": "m1"})  # what the batch stores
-        box.add([Push(link, {"op": "deliver", "messages": []}, early=True)])
-        await asyncio.sleep(0)  # sleep-ok: one turn of the loop, the flush
-        assert carried == [Push(link, {"op": "deliver", "messages": []}, early=True)]
-        answer = Respond((alice, 1), {"status": "received"}, early=True)
-        box.add([answer])
-        for _ in range(outbox.LINK_TURNS + 2):
-            await asyncio.sleep(0)  # sleep-ok: turns of the loop, past the batch's begin
-        assert answer not in carried  # JetStream has not got the batch the answer speaks of
-        own_node.thaw()
-        async with asyncio.timeout(30):
-            while answer not in carried:
-                await asyncio.sleep(0.02)  # sleep-ok: bounded wait for JetStream's acknowledgement
-    finally:
-        own_node.thaw()
-        store.close()
+    box = outbox.Outbox(own_store, carried.extend, lambda conn: conn == link, lambda exc: None)
+    own_node.freeze()
+    own_store.append_audit(time.time(), "sent", {"id": "m1"})  # what the batch stores
+    box.add([Push(link, {"op": "deliver", "messages": []}, early=True)])
+    await _turns(1)  # the flush
+    assert carried == [Push(link, {"op": "deliver", "messages": []}, early=True)]
+    answer = Respond((alice, 1), {"status": "received"}, early=True)
+    box.add([answer])
+    await _turns(outbox.LINK_TURNS + 2)  # past the batch's begin
+    assert answer not in carried  # JetStream has not got the batch the answer speaks of
+    own_node.thaw()
+    async with asyncio.timeout(30):
+        while answer not in carried:
+            await asyncio.sleep(0.02)  # sleep-ok: bounded wait for JetStream's acknowledgement
 
 
-async def test_a_batch_jetstream_never_stored_stops_every_later_answer(own_node, tmp_path):
+async def test_a_batch_jetstream_never_stored_stops_every_later_answer(own_node, own_store):
     """A batch whose write ends without JetStream's acknowledgement (here: cancelled)
     breaks the outbox: an answer given after it does not go out as if JetStream had
     every batch before it, and the broker is told to stop."""
-    settings = load(
-        env={}, overrides={"home": str(tmp_path / "home"), "autostart": False, **nats_overrides(own_node.url)}
-    )
-    store = open_store(settings)
     carried: list[Any] = []
     failures: list[Exception] = []
     alice, bob = 5, 6
-    box = outbox.Outbox(store, carried.extend, lambda conn: False, failures.append)
-    try:
-        own_node.freeze()
-        store.append_audit(time.time(), "sent", {"id": "m1"})
-        box.add([Push(bob, {"op": "deliver", "messages": []}, early=True)])
-        for _ in range(3):
-            await asyncio.sleep(0)  # sleep-ok: turns of the loop, the flush and the batch's begin
-        assert len(box._committing) == 1
-        box._committing[0][1].cancel()  # the write ends, never acknowledged
-        async with asyncio.timeout(10):
-            while not failures:
-                await asyncio.sleep(0.01)  # sleep-ok: bounded wait for the release, a thread away
-        answer = Respond((alice, 1), {"status": "received"}, early=True)
-        box.add([answer])
-        for _ in range(3):
-            await asyncio.sleep(0)  # sleep-ok: turns of the loop, the flush
-        assert answer not in carried
-        assert box.broken and "did not store" in str(failures[0])
-    finally:
-        own_node.thaw()
-        store.close()
+    box = outbox.Outbox(own_store, carried.extend, lambda conn: False, failures.append)
+    own_node.freeze()
+    own_store.append_audit(time.time(), "sent", {"id": "m1"})
+    box.add([Push(bob, {"op": "deliver", "messages": []}, early=True)])
+    await _turns(3)  # the flush and the batch's begin
+    assert len(box._committing) == 1
+    box._committing[0][1].cancel()  # the write ends, never acknowledged
+    async with asyncio.timeout(10):
+        while not failures:
+            await asyncio.sleep(0.01)  # sleep-ok: bounded wait for the release, a thread away
+    answer = Respond((alice, 1), {"status": "received"}, early=True)
+    box.add([answer])
+    await _turns(3)  # the flush
+    assert answer not in carried
+    assert box.broken and "did not store" in str(failures[0])
 
 
-async def test_an_ack_that_wants_no_answer_holds_nothing_back(own_node, tmp_path):
+async def test_an_ack_that_wants_no_answer_holds_nothing_back(own_node, own_store):
     """A recipient's ack frame has no ``rid``: its answer writes nothing, so while
     JetStream sleeps it must not hold the recipient's connection, and the next live
     delivery to it still goes out at once."""
-    settings = load(
-        env={}, overrides={"home": str(tmp_path / "home"), "autostart": False, **nats_overrides(own_node.url)}
-    )
-    store = open_store(settings)
     carried: list[Any] = []
     bob = 6
-    box = outbox.Outbox(store, carried.extend, lambda conn: False, lambda exc: None)
-    try:
-        own_node.freeze()
-        store.append_audit(time.time(), "sent", {"id": "m1"})
-        box.add([Push(bob, {"op": "deliver", "messages": [{"id": "m1"}]}, early=True)])
-        for _ in range(3):
-            await asyncio.sleep(0)  # sleep-ok: turns of the loop, the flush and the batch's begin
-        assert len(box._committing) == 1  # JetStream does not have it
-        store.append_audit(time.time(), "read", {"id": "m1"})  # bob's ack, answered to no rid
-        box.add([Respond((bob, None), {"acked": 1}, early=True)])
-        await asyncio.sleep(0)  # sleep-ok: one turn of the loop, the flush
-        delivery = Push(bob, {"op": "deliver", "messages": [{"id": "m2"}]}, early=True)
-        box.add([delivery])
-        await asyncio.sleep(0)  # sleep-ok: one turn of the loop, the flush
-        assert delivery in carried
-    finally:
-        own_node.thaw()
-        store.close()
+    box = outbox.Outbox(own_store, carried.extend, lambda conn: False, lambda exc: None)
+    own_node.freeze()
+    own_store.append_audit(time.time(), "sent", {"id": "m1"})
+    box.add([Push(bob, {"op": "deliver", "messages": [{"id": "m1"}]}, early=True)])
+    await _turns(3)  # the flush and the batch's begin
+    assert len(box._committing) == 1  # JetStream does not have it
+    own_store.append_audit(time.time(), "read", {"id": "m1"})  # bob's ack, answered to no rid
+    box.add([Respond((bob, None), {"acked": 1}, early=True)])
+    await _turns(1)  # the flush
+    delivery = Push(bob, {"op": "deliver", "messages": [{"id": "m2"}]}, early=True)
+    box.add([delivery])
+    await _turns(1)  # the flush
+    assert delivery in carried

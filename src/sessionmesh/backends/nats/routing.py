@@ -44,6 +44,7 @@ class LinkConn:
         self.name: str | None = name
         self._sink = sink
         self.ws = self  # the Runner closes each connection's socket when it stops
+        self.transport = None  # and aborts each one's transport when a commit fails: none here
         self.drained = True
         # what it brings stays in JetStream until this broker stored what it caused:
         # the Runner may answer it before that (`Outbox._flush_async`)
