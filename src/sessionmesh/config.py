@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, NamedTuple
 
 from .errors import BadRequest
 from .quiet import default_home
+from .record import record
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a hook imports this)
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_PORT = 9474
 
 
-class Settings(NamedTuple):
-    """Every setting (a NamedTuple, not a dataclass: a hook imports this on every tool
+@record
+class Settings:
+    """Every setting (a named tuple, not a dataclass: a hook imports this on every tool
     call, and ``dataclasses`` would cost it 8 ms of imports)."""
 
     home: str
@@ -165,8 +170,7 @@ def load(*, env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] |
             layers[field_name] = value
     layers.update(overrides)
     layers["home"] = home
-    # NamedTuple keeps each annotation as a ForwardRef of its source text
-    known = {k: getattr(v, "__forward_arg__", v) for k, v in Settings.__annotations__.items()}
+    known = dict(Settings.__annotations__)  # each field's type, as its source text
     unknown = set(layers) - set(known)
     if unknown:
         raise BadRequest(f"unknown setting(s): {', '.join(sorted(unknown))}")

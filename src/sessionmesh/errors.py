@@ -47,7 +47,9 @@ exceptions: a send answers with the status ``refused`` and the error as its reas
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a hook imports this)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class MeshError(Exception):

@@ -33,17 +33,21 @@ the call that acknowledges it (`acknowledges`). It asks the broker nothing.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import time
-from typing import Any
 
 from . import injection, programs, quiet
-from .config import Settings
-from .programs import HookFormat
+from .plainjson import dumps, loads
 
-Output = dict[str, Any]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a hook imports this)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .config import Settings
+    from .programs import HookFormat
+
+    Output = dict[str, Any]
 
 
 def hook_format(tool: str) -> HookFormat:
@@ -60,7 +64,7 @@ STOP_PREAMBLE = "Urgent messages from other agents arrived before you finished. 
 def read_input(stream: Any) -> dict[str, Any]:
     """The hook's JSON on stdin; anything unreadable counts as no input."""
     try:
-        data = json.loads(stream.read() or "{}")
+        data = loads(stream.read() or "{}")
     except (ValueError, OSError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -128,7 +132,7 @@ def run_hook(settings: Settings, tool: str, event: str, name: str | None, *, std
             messages = [m for m in shot.call("inbox", limit=200)["messages"] if m["id"] not in earlier]
             output = decide(tool, event, hook_input, messages)
             if output is not None:
-                sys.stdout.write(json.dumps(output, ensure_ascii=False) + "\n")
+                sys.stdout.write(dumps(output) + "\n")
                 sys.stdout.flush()
                 ledger.record(session, earlier + [m["id"] for m in messages])
                 if event == fmt.start_event:
@@ -154,9 +158,7 @@ def _pre_tool(
         block = marks.read_block(settings.home, name)
         if block is None or acknowledges(hook_input):
             return 0
-        sys.stdout.write(
-            json.dumps(fmt.deny(event, injection.stop_reason(block, name)), ensure_ascii=False) + "\n"
-        )
+        sys.stdout.write(dumps(fmt.deny(event, injection.stop_reason(block, name))) + "\n")
         sys.stdout.flush()
     except Exception as exc:  # noqa: BLE001 - a hook must never break the agent's turn
         print(f"mesh hook: {exc}", file=sys.stderr)
@@ -308,9 +310,9 @@ class BrokerCall:
 
         try:
             status, payload = self.endpoint.request(
-                "POST", f"/v1/{op}", json.dumps(args).encode(), self.headers, self.timeout
+                "POST", f"/v1/{op}", dumps(args).encode(), self.headers, self.timeout
             )
-            data = json.loads(payload) if payload else {}
+            data = loads(payload) if payload else {}
         except OSError as exc:
             raise Unavailable(f"cannot reach the broker at {self.endpoint.netloc}: {exc}") from None
         except ValueError:

@@ -18,7 +18,12 @@ library only, and nothing is imported until it is needed.
 from __future__ import annotations
 
 import os
-from typing import Any
+
+from .plainjson import dumps, loads
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a hook imports this)
+if TYPE_CHECKING:
+    from typing import Any
 
 BLOCKS = "blocks"
 MAIL = "mail"
@@ -34,11 +39,9 @@ def mail_path(home: str, name: str) -> str:
 
 def read_block(home: str, name: str) -> dict[str, Any] | None:
     """NAME's block, or None (no file, or one that is not a block)."""
-    import json
-
     try:
         with open(block_path(home, name), "rb") as fh:
-            block = json.loads(fh.read())
+            block = loads(fh.read())
     except (OSError, ValueError):
         return None
     return block if isinstance(block, dict) else None
@@ -46,8 +49,6 @@ def read_block(home: str, name: str) -> dict[str, Any] | None:
 
 def write_block(home: str, name: str, block: dict[str, Any] | None) -> None:
     """Mark NAME blocked (atomically), or clear its mark with ``None``."""
-    import json
-
     target = block_path(home, name)
     if block is None:
         try:
@@ -58,7 +59,7 @@ def write_block(home: str, name: str, block: dict[str, Any] | None) -> None:
     os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
     tmp = f"{target}.{os.getpid()}.tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps(block, ensure_ascii=False))
+        fh.write(dumps(block))
     os.replace(tmp, target)
 
 

@@ -22,11 +22,15 @@ Standard library only: a hook imports this on every tool call.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from collections.abc import Iterator
-from typing import Any
+
+from .plainjson import dumps, loads
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a hook imports this)
+if TYPE_CHECKING:
+    from typing import Any
 
 KEEP = 7 * 24 * 3600.0  # seconds an unconfirmed entry is kept
 
@@ -124,7 +128,7 @@ def _locked(lock_path: str) -> Iterator[None]:
 def _load(path: str) -> dict[str, dict[str, Any]]:
     try:
         with open(path) as fh:
-            data = json.load(fh)
+            data = loads(fh.read())
     except (FileNotFoundError, ValueError, OSError):
         return {}
     if not isinstance(data, dict):
@@ -140,5 +144,5 @@ def _save(path: str, entries: dict[str, dict[str, Any]]) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        json.dump(entries, fh)
+        fh.write(dumps(entries))
     os.replace(tmp, path)

@@ -4,10 +4,14 @@ with the hook's JSON on stdin, its stdout parsed as the tool would parse it."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 
+import sessionmesh
 from sessionmesh.person import write_credential
 
 from ..conftest import PASSPHRASE, BrokerProcess, mesh_cmd, person_cmd
@@ -214,3 +218,31 @@ def test_an_agent_that_holds_its_mail_gets_nothing_through_its_hooks_until_appro
     assert refused.returncode == 0
     done = mesh_cmd("send", "--json", "--as", "bob", "agent", "one more")
     assert done.returncode == 3 and json.loads(done.stdout)["status"] == "denied"
+
+
+@pytest.mark.parametrize(
+    ("tool", "event"), [("claude-code", "PostToolUse"), ("gemini", "AfterTool"), ("pi", "tool_result")]
+)
+def test_the_hook_that_injects_a_message_imports_neither_json_nor_typing(
+    mesh: BrokerProcess, tool: str, event: str
+) -> None:
+    """#18 item 1: `json` (with `re` and `enum`) and `typing` cost a hook more than half
+    of a bare interpreter's start; the hook's whole path does without them."""
+    msg_id = send("agent", "the API moved to /v2")
+    # -S: what this machine's site-packages/*.pth files import at start would hide the hook's
+    env = {**mesh.env, "PYTHONPATH": os.path.dirname(os.path.dirname(sessionmesh.__file__))}
+    done = subprocess.run(
+        [sys.executable, "-S", "-X", "importtime", "-m", "sessionmesh", "hook", tool, event, "--as", "agent"],
+        input=json.dumps({"session_id": "s1"}),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
+    assert done.returncode == 0
+    assert msg_id in json.loads(done.stdout)["hookSpecificOutput"]["additionalContext"]
+    imported = {
+        line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")
+    }
+    assert "sessionmesh.hooks" in imported  # the full hook ran, not the quiet one
+    assert not imported & {"json", "re", "enum", "typing", "pathlib", "argparse"}

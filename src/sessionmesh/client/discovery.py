@@ -7,21 +7,22 @@ Only the standard library, so that one-shot commands and hooks start fast.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Any, NamedTuple
-
-if TYPE_CHECKING:
-    import subprocess
 
 # http.client, subprocess, socket and fcntl are imported where used: a hook that
 # only reads broker.json and makes one request should not pay for them.
-
 from ..config import Settings
 from ..errors import Unavailable
+from ..plainjson import loads
 from ..quiet import git_root
+from ..record import record
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a hook imports this)
+if TYPE_CHECKING:
+    import subprocess
+    from typing import Any
 
 SPAWN_TIMEOUT = 15.0
 # Brokers this process started: kept so their Popen objects are never collected
@@ -29,7 +30,8 @@ SPAWN_TIMEOUT = 15.0
 _spawned: list[subprocess.Popen[bytes]] = []
 
 
-class BrokerAddress(NamedTuple):
+@record
+class BrokerAddress:
     url: str
     token: str
 
@@ -53,7 +55,7 @@ def health(url: str, *, timeout: float = 1.0) -> dict[str, Any] | None:
         status, payload = Endpoint(url).request("GET", "/health", b"", {}, timeout)
         if status != 200:
             return None
-        data = json.loads(payload)
+        data = loads(payload)
         return data if isinstance(data, dict) and data.get("ok") else None
     except (OSError, ValueError):
         return None
@@ -77,7 +79,7 @@ def pid_alive(pid: int) -> bool:
 def read_broker_file(settings: Settings) -> dict[str, Any] | None:
     try:
         with open(settings.broker_file) as fh:
-            data = json.load(fh)
+            data = loads(fh.read())
     except (FileNotFoundError, ValueError, OSError):
         return None
     return data if isinstance(data, dict) and isinstance(data.get("url"), str) else None

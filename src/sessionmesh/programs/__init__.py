@@ -23,12 +23,18 @@ from __future__ import annotations
 import importlib
 import os
 from types import ModuleType
-from typing import Any, NamedTuple
+
+from ..record import record
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a hook imports this)
+if TYPE_CHECKING:
+    from typing import Any
 
 NAMES = ("claude-code", "codex", "gemini", "pi")
 
 
-class HookFormat(NamedTuple):
+@record
+class HookFormat:
     """One program's hook events: which add context, which one is the stop, and which
     come only after a model response (and so prove the model had what an earlier
     event of the session printed; see `sessionmesh.shown`)."""
@@ -80,7 +86,8 @@ class HookFormat(NamedTuple):
         return {"hookSpecificOutput": {"hookEventName": event, "additionalContext": text}}
 
 
-class Launch(NamedTuple):
+@record
+class Launch:
     """How ``mesh spawn`` starts a program: its executable's name, the arguments of its
     terminal UI, those of a one-shot run on a prompt, and whether it needs ``mesh
     bridge tmux --wake`` beside it to be woken when idle."""
@@ -91,7 +98,8 @@ class Launch(NamedTuple):
     bridge: bool = False
 
 
-class Server(NamedTuple):
+@record
+class Server:
     """The MCP server a program would start: its command line and environment, or
     ``None`` in ``argv`` when the program's config has no sessionmesh entry."""
 
@@ -100,7 +108,8 @@ class Server(NamedTuple):
     source: str  # the config file it was read from, as shown to people
 
 
-class Finding(NamedTuple):
+@record
+class Finding:
     """One line of ``mesh doctor``: ``ok``, ``warn`` or ``fail``, what was seen, and
     (unless ok) what to do about it."""
 

@@ -26,10 +26,10 @@ Formats, as documented by Anthropic and checked on the real program (2.1.332):
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 from . import Finding, HookFormat, Launch, Server, command_argvs, command_findings, json_server, process_argv
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a hook imports this)
 if TYPE_CHECKING:  # pathlib only where a function needs it: a hook imports this module
     from pathlib import Path
 

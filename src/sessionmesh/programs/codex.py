@@ -30,12 +30,13 @@ Formats, as documented by OpenAI and checked on the real program (0.171.0):
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
 
 from . import Finding, HookFormat, Launch, Server, command_argvs, command_findings, process_argv
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a hook imports this)
 if TYPE_CHECKING:  # pathlib only where a function needs it: a hook imports this module
     from pathlib import Path
+    from typing import Any
 
     from ..installers.changes import FileChange
     from ..installers.target import Target

@@ -31,12 +31,12 @@ the real program (0.61.0):
 
 from __future__ import annotations
 
-import json
 import os
-from typing import TYPE_CHECKING
 
+from ..plainjson import loads
 from . import Finding, HookFormat, Launch, Server, command_argvs, command_findings, json_server
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a hook imports this)
 if TYPE_CHECKING:  # pathlib only where a function needs it: a hook imports this module
     from pathlib import Path
 
@@ -202,7 +202,7 @@ def checks(target: Target) -> list[Finding]:
 
 def _json(path: Path) -> dict[str, object]:
     try:
-        data = json.loads(path.read_text())
+        data = loads(path.read_text())
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}

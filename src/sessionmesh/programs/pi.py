@@ -27,13 +27,12 @@ Skills (Pi's ``docs/skills.md``): ``.pi/skills/<name>/SKILL.md``, ``~/.pi/agent/
 
 from __future__ import annotations
 
-import json
 import os
-from importlib import resources
-from typing import TYPE_CHECKING
 
+from ..plainjson import dumps
 from . import Finding, HookFormat, Launch, Server, process_argv
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a hook imports this)
 if TYPE_CHECKING:  # pathlib only where a function needs it: a hook imports this module
     from pathlib import Path
 
@@ -70,7 +69,7 @@ def hand_over(text: str, session: str, agent_pid: int) -> None:
 
     from ..wake import WOKE
 
-    sys.stdout.write(json.dumps({"wake": f"{WOKE}\n\n{text}"}) + "\n")
+    sys.stdout.write(dumps({"wake": f"{WOKE}\n\n{text}"}) + "\n")
     sys.stdout.flush()
 
 
@@ -82,6 +81,9 @@ def agent_dir() -> Path:
 
 def extension_text(target: Target) -> str:
     """The shipped extension with the command and arguments of this install filled in."""
+    import json
+    from importlib import resources
+
     source = resources.files("sessionmesh").joinpath("assets", "pi", EXTENSION).read_text(encoding="utf-8")
     program, extra = target.program, target.extra
     lines = []
@@ -119,6 +121,8 @@ def notes(target: Target) -> list[str]:
 def server(target: Target) -> Server:
     """The MCP server the extension starts (from the installed extension's two lines),
     with Pi's environment (the extension passes it on whole)."""
+    import json
+
     path = _extension(target)
     try:
         text = path.read_text()
