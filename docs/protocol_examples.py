@@ -1889,6 +1889,13 @@ async def rate(m: Mesh) -> None:
     await m.join("alice")
     await m.join("bob")
     alice = await m.connect("alice")
+    # Unseen: on this fresh broker, the first send may wait for the screen's rules,
+    # which load in the background while a dozen brokers start. Inside the scene, on a
+    # busy machine, that wait came between alice's first send (whose token was already
+    # taken) and her third, and refilled her bucket. Two seconds refill it again.
+    await alice.send({"op": "send", "rid": 0, "args": {"to": "bob", "body": "warming up"}})
+    await alice.recv()
+    await asyncio.sleep(2.1)
     async with m.scene("send-rate-limited"):
         # all at once on one connection: the broker reads them one right after the
         # other, so no token comes back in between (curl after curl can take a second

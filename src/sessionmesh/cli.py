@@ -11,13 +11,16 @@ Imports are lazy so one-shot commands start fast. Exit codes (see README):
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from types import SimpleNamespace
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DENIED, EXIT_REFUSED = 0, 1, 2, 3, 4
 EXIT_TIMEOUT, EXIT_UNAVAILABLE, EXIT_CONFLICT = 5, 6, 7
@@ -33,6 +36,8 @@ EXIT_BY_SEND_STATUS = {
 
 
 def _out(args: argparse.Namespace, data: Any) -> None:
+    import json
+
     print(json.dumps(data, ensure_ascii=False), flush=True)
 
 
@@ -94,6 +99,8 @@ def _body(args: argparse.Namespace) -> Any:
     if text == "-" or (not args.body and not sys.stdin.isatty()):
         text = sys.stdin.read()
     if getattr(args, "json_body", False):
+        import json
+
         try:
             return json.loads(text)
         except ValueError as exc:
@@ -327,6 +334,8 @@ def cmd_inbox(args: argparse.Namespace) -> int:
 
 
 def cmd_log(args: argparse.Namespace) -> int:
+    import json
+
     from .render import clock
 
     entries = _read_only(args, "log", after=args.after, limit=args.limit)["entries"]
@@ -394,7 +403,36 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # -- parser ------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
+class _Unbuilt:
+    """The parser of a command this run does not need: whatever is asked of it
+    (``add_argument``, ``set_defaults``, ``add_subparsers``…) does nothing and returns
+    it. Building all ~40 commands' parsers cost a one-shot command ~8 ms of its ~45."""
+
+    def __getattr__(self, _name: str) -> Callable[..., _Unbuilt]:
+        return self._nothing
+
+    def _nothing(self, *_args: Any, **_kwargs: Any) -> _Unbuilt:
+        return self
+
+
+class _Commands:
+    """``mesh``'s subcommand parsers, each made only if it is ``only`` (all when None)."""
+
+    def __init__(self, action: Any, only: str | None) -> None:
+        self.action = action
+        self.only = only
+
+    def add_parser(self, name: str, **kwargs: Any) -> Any:
+        if self.only is not None and name != self.only:
+            return _Unbuilt()
+        return self.action.add_parser(name, **kwargs)
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """``mesh``'s parser: every command's, or with ``only`` that command's alone (a
+    parser without it when no command has that name)."""
+    import argparse
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="machine-readable output")
     common.add_argument("--home", help="state dir (MESH_HOME)")
@@ -422,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"sessionmesh {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = _Commands(parser.add_subparsers(dest="command", metavar="COMMAND", required=True), only)
 
     def add(
         name: str, fn: Callable[[argparse.Namespace], int], help: str, parents: list[Any]
@@ -529,8 +567,9 @@ def _exit_codes() -> list[tuple[type, int]]:
 def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     """Parse a command line; a command's options may stand anywhere, even between its
     positionals (``mesh send reviewer --urgent "x"``)."""
-    commands = next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
-    command = commands.get(argv[0]) if argv else None
+    import argparse
+
+    command = _commands(parser).get(argv[0]) if argv else None
     if command is not None and not any(isinstance(a, argparse._SubParsersAction) for a in command._actions):
         args = command.parse_intermixed_args(argv[1:])
         args.command = argv[0]
@@ -538,8 +577,85 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
     return parser.parse_args(argv)  # no command yet, or one with commands of its own (bridge, channel)
 
 
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    import argparse
+
+    return next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
+
+
+def parse_line(argv: list[str]) -> argparse.Namespace | SimpleNamespace:
+    """The arguments of a ``mesh`` command line: `quick_args`, else argparse's, which
+    exits with usage for a line that is wrong."""
+    quick = quick_args(argv)
+    if quick is not None:
+        return quick
+    parser = build_parser(only=argv[0]) if argv and not argv[0].startswith("-") else None
+    if parser is None or not _commands(parser):
+        parser = build_parser()  # no command, or none by that name: say which there are
+    return parse(parser, argv)
+
+
+# The usual lines of the commands agents run most, read by hand: argparse's import and
+# parser cost a one-shot command ~12 ms of ~40 (benchmarks/bench_cli.py). A line with
+# anything else (another flag, --help, '-', --as=NAME, a word starting with '-') goes
+# to argparse, which knows every form and explains what is wrong. A test holds both
+# parsers to the same arguments for every line this one takes.
+_QUICK_VALUES = {"--as": "as_name", "--home": "home", "--url": "url"}
+_QUICK: dict[str, tuple[Callable[..., int], bool, tuple[str, ...], dict[str, Any]]] = {
+    # command: (function, takes TO and BODY..., its switches, its other options' defaults)
+    "send": (
+        cmd_send,
+        True,
+        ("--json", "--urgent"),
+        {
+            "ttl": None,
+            "id": None,
+            "json_body": False,
+            "path": None,
+            "ack_required": False,
+            "when_idle": False,
+            "idle_timeout": 600.0,
+        },
+    ),
+    "inbox": (cmd_inbox, False, ("--json", "--peek"), {"limit": 1000}),
+    "peers": (cmd_peers, False, ("--json",), {}),
+}
+
+
+def quick_args(argv: list[str]) -> SimpleNamespace | None:
+    """The arguments of a usual ``mesh send``, ``inbox`` or ``peers`` line, as argparse
+    would give them; None for any other line."""
+    spec = _QUICK.get(argv[0]) if argv else None
+    if spec is None:
+        return None
+    fn, addressed, switches, defaults = spec
+    values: dict[str, Any] = {v: None for v in _QUICK_VALUES.values()}
+    values |= {flag[2:]: False for flag in switches} | defaults
+    words: list[str] = []
+    rest = iter(argv[1:])
+    for word in rest:
+        if word in _QUICK_VALUES:
+            value = next(rest, "-")
+            if value.startswith("-"):
+                return None
+            values[_QUICK_VALUES[word]] = value
+        elif word in switches:
+            values[word[2:]] = True
+        elif word.startswith("-"):
+            return None
+        else:
+            words.append(word)
+    if addressed:
+        if not words:
+            return None
+        values["to"], values["body"] = words[0], words[1:]
+    elif words:
+        return None
+    return SimpleNamespace(**values, fn=fn, command=argv[0])
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse(build_parser(), sys.argv[1:] if argv is None else argv)
+    args = parse_line(sys.argv[1:] if argv is None else argv)
     from .errors import MeshError
 
     try:
@@ -547,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
     except MeshError as exc:
         code = next((c for kind, c in _exit_codes() if isinstance(exc, kind)), EXIT_ERROR)
         if getattr(args, "json", False):
-            print(json.dumps({"error": exc.to_wire()}), flush=True)
+            _out(args, {"error": exc.to_wire()})
         print(f"mesh: {exc.code}: {exc}", file=sys.stderr)
         return code
     except KeyboardInterrupt:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import datetime
-import json
 import os
 import sys
+import time
 from collections.abc import Sequence
-from typing import Any, TextIO
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a one-shot command imports this)
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 _COLOURS = {
     "received": "32",
@@ -50,7 +52,7 @@ def paint(text: str, stream: TextIO = sys.stdout) -> str:
 def clock(ts: float | None) -> str:
     if not ts:
         return "-"
-    return datetime.datetime.fromtimestamp(ts).strftime("%H:%M:%S")
+    return time.strftime("%H:%M:%S", time.localtime(ts))
 
 
 def ago(ts: float | None, now: float) -> str:
@@ -64,8 +66,11 @@ def ago(ts: float | None, now: float) -> str:
 
 
 def body_text(body: Any, width: int = 0) -> str:
-    text = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)
-    text = text.replace("\n", " ⏎ ")
+    if not isinstance(body, str):
+        import json
+
+        body = json.dumps(body, ensure_ascii=False)
+    text = body.replace("\n", " ⏎ ")
     return text if not width or len(text) <= width else text[: width - 1] + "…"
 
 

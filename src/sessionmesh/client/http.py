@@ -7,15 +7,17 @@ work beside a running ``mesh watch``.
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from ..config import Settings
 from ..errors import BadSecret, MeshError, Timeout, Unavailable, UnknownPeer, from_wire
 from ..ids import is_person_name
+from ..plainjson import dumps, loads
 from ..quiet import default_name
 from . import discovery
 from .plainhttp import Endpoint
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a one-shot command imports this)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class OneShot:
@@ -29,7 +31,7 @@ class OneShot:
     def _post(
         self, path: str, args: dict[str, Any], headers: dict[str, str], timeout: float
     ) -> dict[str, Any]:
-        body = json.dumps(args, separators=(",", ":"), ensure_ascii=False).encode()
+        body = dumps(args).encode()
         headers = {
             "Authorization": f"Bearer {self.address.token}",
             "Content-Type": "application/json",
@@ -42,7 +44,7 @@ class OneShot:
         except (OSError, ValueError) as exc:
             raise Unavailable(f"cannot reach the broker at {self.address.url}: {exc}") from None
         try:
-            payload = json.loads(data) if data else {}
+            payload = loads(data) if data else {}
         except ValueError:
             raise Unavailable(f"the broker answered {path} with something that is not JSON") from None
         if status != 200:
