@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sessionmesh
@@ -29,6 +29,7 @@ def argparse_args(argv: list[str]) -> dict[str, object] | None:
         return None
 
 
+@settings(deadline=None)  # argparse's parser is built for each line
 @given(st.sampled_from(["send", "inbox", "peers"]), st.lists(st.sampled_from(WORDS), max_size=7))
 def test_a_line_read_by_hand_gets_what_argparse_gives_it(command: str, words: list[str]) -> None:
     argv = [command, *words]
