@@ -11,8 +11,6 @@ import os
 import sys
 import time
 
-# http.client, subprocess, socket and fcntl are imported where used: a hook that
-# only reads broker.json and makes one request should not pay for them.
 from ..config import Settings
 from ..errors import Unavailable
 from ..plainjson import loads
@@ -23,6 +21,9 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (a hook 
 if TYPE_CHECKING:
     import subprocess
     from typing import Any
+
+# http.client, subprocess, socket and fcntl are imported where used: a hook that
+# only reads broker.json and makes one request should not pay for them.
 
 SPAWN_TIMEOUT = 15.0
 # Brokers this process started: kept so their Popen objects are never collected
