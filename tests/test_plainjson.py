@@ -62,7 +62,8 @@ def test_bytes_that_are_not_utf8_raise_a_value_error() -> None:
     [
         (math.nan, ValueError),
         (math.inf, ValueError),
-        ({1: "a"}, TypeError),
+        ({math.nan: "a"}, ValueError),
+        ({(1,): "a"}, TypeError),
         (b"x", TypeError),
         ({"a"}, TypeError),
     ],
@@ -93,3 +94,21 @@ def test_bad_input_is_reported_without_json_loaded_beforehand() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("JSONDecodeError Expecting value")
+
+
+def test_keys_that_are_not_strings_are_written_as_json_writes_them() -> None:
+    value = {7: "a", 2.5: "b", True: "c", False: "f", None: "d", "e": 0}
+    assert json.loads(plainjson.dumps(value)) == json.loads(json.dumps(value))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'\xef\xbb\xbf{"a": 1}',  # a UTF-8 BOM
+        '{"a": "\u00e9"}'.encode("utf-16"),
+        '["x"]'.encode("utf-32-le"),
+        b'"\xed\xa0\x80"',  # a lone surrogate, encoded as UTF-8 bytes
+    ],
+)
+def test_bytes_are_read_in_every_encoding_json_reads(data: bytes) -> None:
+    assert plainjson.loads(data) == json.loads(data)

@@ -310,7 +310,7 @@ class BrokerCall:
 
         try:
             status, payload = self.endpoint.request(
-                "POST", f"/v1/{op}", dumps(args).encode(), self.headers, self.timeout
+                "POST", f"/v1/{op}", dumps(args, ascii_only=True).encode(), self.headers, self.timeout
             )
             data = loads(payload) if payload else {}
         except OSError as exc:

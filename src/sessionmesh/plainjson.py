@@ -46,35 +46,31 @@ if _json is not None:
 
 
 def loads(data: str | bytes) -> Any:
-    """The value of one JSON text (bytes are UTF-8). Raises `ValueError` for anything
-    else, trailing data included."""
-    if isinstance(data, bytes | bytearray):
-        data = data.decode("utf-8")  # UnicodeDecodeError is a ValueError
-    if _json is None:  # pragma: no cover
-        return _loads_by_json(data)
-    text = data.strip(_WHITESPACE)
-    try:
-        value, end = _scan(text, 0)
-    except (StopIteration, SystemError):
-        # Not JSON. The scanner raises its errors as json.decoder's JSONDecodeError
-        # and, in 3.11, cannot when nothing imported json.decoder (SystemError): the
-        # rare bad input pays for `json`, which says what is wrong.
-        return _loads_by_json(text)
-    if end != len(text):
-        raise ValueError(f"extra data after the JSON value, at character {end}")
-    return value
-
-
-def _loads_by_json(text: str) -> Any:
+    """The value of one JSON text (bytes as ``json.loads`` reads them). Raises
+    `ValueError` for anything else, trailing data included."""
+    if _json is not None:
+        try:
+            text = data.decode("utf-8") if isinstance(data, bytes | bytearray) else data
+            text = text.strip(_WHITESPACE)
+            value, end = _scan(text, 0)
+            if end == len(text):
+                return value
+        except (UnicodeDecodeError, StopIteration, SystemError):
+            pass
+    # Not plain UTF-8 JSON. The scanner raises its errors as json.decoder's
+    # JSONDecodeError and, in 3.11, cannot when nothing imported json.decoder
+    # (SystemError): the rare odd input pays for `json`, which reads the other
+    # encodings and a BOM as it always does, and says what is wrong.
     import json
 
-    return json.loads(text, parse_constant=_no_constant)
+    return json.loads(data, parse_constant=_no_constant)
 
 
 def dumps(value: Any, *, ascii_only: bool = False) -> str:
-    """Compact JSON text of ``value`` (dicts with string keys, lists, tuples, strings,
-    numbers, booleans, None). Raises `TypeError` for anything else, `ValueError` for
-    NaN, an infinity, or a container inside itself."""
+    """Compact JSON text of ``value`` (dicts, lists, tuples, strings, numbers, booleans,
+    None; keys that are numbers, booleans or None become strings, as ``json.dumps``
+    makes them). Raises `TypeError` for anything else, `ValueError` for NaN, an
+    infinity, or a container inside itself."""
     if _json is None:  # pragma: no cover
         import json
 
@@ -82,6 +78,23 @@ def dumps(value: Any, *, ascii_only: bool = False) -> str:
     parts: list[str] = []
     _write(value, parts, _quote_ascii if ascii_only else _quote, set())
     return "".join(parts)
+
+
+def _key(key: Any) -> str:
+    """A key that is not a string, as ``json.dumps`` writes it."""
+    if key is True or key is False or key is None:
+        return {True: "true", False: "false", None: "null"}[key]
+    if isinstance(key, int):
+        return int.__repr__(key)
+    if isinstance(key, float):
+        return _number(key)
+    raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")
+
+
+def _number(value: float) -> str:
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{value!r} is not JSON")
+    return float.__repr__(value)
 
 
 def _write(value: Any, out: list[str], quote: Any, open_ids: set[int]) -> None:
@@ -96,9 +109,7 @@ def _write(value: Any, out: list[str], quote: Any, open_ids: set[int]) -> None:
     elif isinstance(value, int):
         out.append(int.__repr__(value))
     elif isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ValueError(f"{value!r} is not JSON")
-        out.append(float.__repr__(value))
+        out.append(_number(value))
     elif isinstance(value, dict | list | tuple):
         if id(value) in open_ids:
             raise ValueError("a container inside itself is not JSON")
@@ -106,10 +117,8 @@ def _write(value: Any, out: list[str], quote: Any, open_ids: set[int]) -> None:
         if isinstance(value, dict):
             out.append("{")
             for i, (key, item) in enumerate(value.items()):
-                if not isinstance(key, str):
-                    raise TypeError(f"a JSON object's keys are strings, not {type(key).__name__}")
                 out.append("," if i else "")
-                out.append(quote(key))
+                out.append(quote(key if isinstance(key, str) else _key(key)))
                 out.append(":")
                 _write(item, out, quote, open_ids)
             out.append("}")

@@ -144,5 +144,5 @@ def _save(path: str, entries: dict[str, dict[str, Any]]) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        fh.write(dumps(entries))
+        fh.write(dumps(entries, ascii_only=True))  # whatever the locale's encoding
     os.replace(tmp, path)

@@ -91,3 +91,16 @@ def test_a_usual_send_imports_neither_argparse_nor_json_nor_typing(broker_proc: 
     }
     assert "sessionmesh.client.http" in imported
     assert not imported & {"argparse", "json", "typing", "datetime", "shutil"}
+
+
+def test_a_number_json_cannot_carry_is_a_clear_error_not_a_traceback(broker_proc: object) -> None:
+    for name in ("alice", "bob"):
+        assert subprocess.run([sys.executable, "-m", "sessionmesh", "join", name]).returncode == 0
+    done = subprocess.run(
+        [sys.executable, "-m", "sessionmesh", "send", "--as", "alice", "bob", "hi", "--ttl", "nan"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr.startswith("mesh: bad_frame: cannot send this as JSON"), done.stderr

@@ -8,7 +8,7 @@ work beside a running ``mesh watch``.
 from __future__ import annotations
 
 from ..config import Settings
-from ..errors import BadSecret, MeshError, Timeout, Unavailable, UnknownPeer, from_wire
+from ..errors import BadFrame, BadSecret, MeshError, Timeout, Unavailable, UnknownPeer, from_wire
 from ..ids import is_person_name
 from ..plainjson import dumps, loads
 from ..quiet import default_name
@@ -31,7 +31,10 @@ class OneShot:
     def _post(
         self, path: str, args: dict[str, Any], headers: dict[str, str], timeout: float
     ) -> dict[str, Any]:
-        body = dumps(args).encode()
+        try:
+            body = dumps(args).encode()
+        except (TypeError, ValueError) as exc:  # NaN or an infinity (--ttl nan), a lone surrogate
+            raise BadFrame(f"cannot send this as JSON: {exc}") from None
         headers = {
             "Authorization": f"Bearer {self.address.token}",
             "Content-Type": "application/json",

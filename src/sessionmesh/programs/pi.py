@@ -69,7 +69,7 @@ def hand_over(text: str, session: str, agent_pid: int) -> None:
 
     from ..wake import WOKE
 
-    sys.stdout.write(dumps({"wake": f"{WOKE}\n\n{text}"}) + "\n")
+    sys.stdout.write(dumps({"wake": f"{WOKE}\n\n{text}"}, ascii_only=True) + "\n")
     sys.stdout.flush()
 
 
