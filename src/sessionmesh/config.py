@@ -176,7 +176,7 @@ def load(*, env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] |
         raise BadRequest(f"unknown setting(s): {', '.join(sorted(unknown))}")
     values = {}
     for key, raw in layers.items():
-        kind = str(known[key]).replace(" | None", "")
+        kind = known[key].replace(" | None", "")
         values[key] = raw if key == "home" else _coerce(key, kind, raw)
     settings = Settings(**values)
     _validate(settings)

@@ -82,8 +82,12 @@ def dumps(value: Any, *, ascii_only: bool = False) -> str:
 
 def _key(key: Any) -> str:
     """A key that is not a string, as ``json.dumps`` writes it."""
-    if key is True or key is False or key is None:
-        return {True: "true", False: "false", None: "null"}[key]
+    if key is True:
+        return "true"
+    if key is False:
+        return "false"
+    if key is None:
+        return "null"
     if isinstance(key, int):
         return int.__repr__(key)
     if isinstance(key, float):
