@@ -14,6 +14,12 @@ round by round, interleaved:
   NATS store costs against SQLite's ``bench_roundtrip.py`` figure.
 * raw NATS request/reply with nats-py on the same server(s), a requester and a
   responder: no storage at all, the floor.
+* JetStream request/reply: the same two hops made durable the way the brokers' route
+  records are (a record published to a stream with the other side's push consumer,
+  explicit acks, the replicas of the run), with nothing else: a requester publishes
+  to its peer's stream, the peer's consumer gets it, acks it and publishes the
+  answer to the requester's stream, whose consumer gets it. What a cross-broker
+  ``received`` costs beyond this is the brokers' and the clients' own work.
 * throughput: SENDERS senders on ``a``, each WINDOW sends in flight to its own
   consuming recipient on ``b``; messages/s answered (``received``) in the window.
   Against it, raw nats-py request/reply with the same senders and window.
@@ -21,7 +27,7 @@ round by round, interleaved:
     python benchmarks/bench_nats.py [--nodes 1|3] [--samples 1000] [--rounds 3]
                                     [--senders 10] [--window 16] [--duration 6] [--json]
 
-Time bound: every phase has its own limit, and the whole run `run_bound` (296 s at
+Time bound: every phase has its own limit, and the whole run `run_bound` (335 s at
 the defaults); past it the run fails instead of hanging. Every child (nats-server,
 brokers) runs in a process group of its own that is ended however the run ends.
 """
@@ -228,6 +234,69 @@ async def nats_requests(urls: list[str], *, samples: int, warmup: int) -> dict:
     return out
 
 
+async def jetstream_requests(urls: list[str], *, samples: int, warmup: int, replicas: int) -> dict:
+    """Request/reply over two JetStream streams, one per side (see the module's doc)."""
+    import nats
+    from nats.js import api
+
+    tag = secrets.token_hex(3)
+    ask_nc, answer_nc = await nats.connect(servers=urls), await nats.connect(servers=urls)
+    ask_js, answer_js = ask_nc.jetstream(), answer_nc.jetstream()
+    for side in ("ask", "answer"):
+        await ask_js.add_stream(
+            name=f"bench-{side}-{tag}", subjects=[f"bench.{side}.{tag}"], num_replicas=replicas
+        )
+
+    def consumer(subject: str, stream: str, cb: Any) -> Any:
+        # a config of its own for each: nats-py fills in the one it is given
+        config = api.ConsumerConfig(
+            ack_policy=api.AckPolicy.EXPLICIT, flow_control=True, idle_heartbeat=5.0, num_replicas=replicas
+        )
+        return (ask_js if stream.startswith("bench-ask") else answer_js).subscribe(
+            subject,
+            stream=stream,
+            cb=cb,
+            manual_ack=True,
+            config=config,
+            pending_msgs_limit=-1,
+            pending_bytes_limit=-1,
+        )
+
+    waiting: asyncio.Future[None] | None = None
+
+    async def answer(msg: Any) -> None:
+        await msg.ack()
+        await answer_js.publish_async(f"bench.ask.{tag}", msg.data)
+
+    async def answered(msg: Any) -> None:
+        await msg.ack()
+        if waiting is not None and not waiting.done():
+            waiting.set_result(None)
+
+    subs = [
+        await consumer(f"bench.answer.{tag}", f"bench-answer-{tag}", answer),
+        await consumer(f"bench.ask.{tag}", f"bench-ask-{tag}", answered),
+    ]
+    body = c.BODY.encode()
+    lat: list[float] = []
+    for i in range(warmup + samples):
+        waiting = asyncio.get_running_loop().create_future()
+        t0 = time.perf_counter()
+        await ask_js.publish_async(f"bench.answer.{tag}", body)
+        await asyncio.wait_for(waiting, 10)
+        if i >= warmup:
+            lat.append(time.perf_counter() - t0)
+    for sub in subs:
+        await sub.unsubscribe()
+    for side in ("ask", "answer"):
+        await ask_js.delete_stream(f"bench-{side}-{tag}")
+    await ask_nc.close()
+    await answer_nc.close()
+    out = c.summary_ms(lat)
+    out["_lat"] = lat
+    return out
+
+
 async def nats_throughput(urls: list[str], *, senders: int, window: int, duration: float) -> dict:
     import nats
 
@@ -282,7 +351,14 @@ async def main_async(args: Any) -> dict:
     nodes = start_nodes(root / "nats", args.nodes)
     urls = [n.url for n in nodes]
     a, b = start_machines(nodes, root)
-    rounds: dict[str, list[dict]] = {"cross": [], "local": [], "nats": [], "tp_mesh": [], "tp_nats": []}
+    rounds: dict[str, list[dict]] = {
+        "cross": [],
+        "local": [],
+        "nats": [],
+        "jetstream": [],
+        "tp_mesh": [],
+        "tp_nats": [],
+    }
     try:
         kw = {"samples": args.samples, "warmup": args.warmup}
         bound = 60 + args.samples * 0.05  # every phase is bounded: a stuck run fails, never hangs
@@ -292,6 +368,7 @@ async def main_async(args: Any) -> dict:
             for key, phase, limit in (
                 ("cross", lambda: mesh_roundtrip(a, b, cross=True, **kw), bound),
                 ("nats", lambda: nats_requests(urls, **kw), bound),
+                ("jetstream", lambda: jetstream_requests(urls, replicas=args.nodes, **kw), bound),
                 ("local", lambda: mesh_roundtrip(a, b, cross=False, **kw), bound),
                 ("tp_mesh", lambda: mesh_throughput(a, b, **tp), tp_bound),
                 ("tp_nats", lambda: nats_throughput(urls, **tp), tp_bound),
@@ -305,7 +382,7 @@ async def main_async(args: Any) -> dict:
         for node in nodes:
             node.stop()
     result: dict[str, Any] = {"nodes": args.nodes, "replicas": args.nodes}
-    for key in ("cross", "local", "nats"):
+    for key in ("cross", "local", "nats", "jetstream"):
         lat = [x for r in rounds[key] for x in r.pop("_lat")]
         result[key] = {
             **c.summary_ms(lat),
@@ -313,6 +390,9 @@ async def main_async(args: Any) -> dict:
             "statuses": [r.get("statuses") for r in rounds[key]],
         }
     result["ratio_cross_to_nats_p50"] = round(result["cross"]["p50_ms"] / result["nats"]["p50_ms"], 1)
+    result["ratio_cross_to_jetstream_p50"] = round(
+        result["cross"]["p50_ms"] / result["jetstream"]["p50_ms"], 1
+    )
     result["throughput"] = {
         "mesh_cross_msgs_per_s": _median_of(rounds["tp_mesh"], "msgs_per_s"),
         "mesh_rounds": rounds["tp_mesh"],
@@ -328,7 +408,7 @@ async def main_async(args: Any) -> dict:
 def run_bound(args: Any) -> float:
     """How long the whole run may take: setup, and per round both round trips, raw
     NATS and both throughput windows with their warm-ups, with room for a slow host."""
-    per_round = 3 * (args.samples + args.warmup) * 0.012 + 2 * (args.duration + 1) + 25
+    per_round = 4 * (args.samples + args.warmup) * 0.012 + 2 * (args.duration + 1) + 25
     return 60 + args.rounds * per_round
 
 
@@ -350,7 +430,9 @@ def main() -> None:
         c.fmt_summary("cross-broker send → received", r["cross"]),
         c.fmt_summary("one NATS-backed broker", r["local"]),
         c.fmt_summary("raw nats-py request/reply", r["nats"]),
-        f"cross-broker p50 / raw NATS p50: ×{r['ratio_cross_to_nats_p50']}",
+        c.fmt_summary("JetStream request/reply", r["jetstream"]),
+        f"cross-broker p50 / raw NATS p50: ×{r['ratio_cross_to_nats_p50']}; "
+        f"/ JetStream request/reply p50: ×{r['ratio_cross_to_jetstream_p50']}",
         f"throughput, {tp['senders']} senders × {tp['window']} in flight: mesh a→b "
         f"{tp['mesh_cross_msgs_per_s']:,.0f}/s, raw NATS request/reply {tp['nats_request_reply_msgs_per_s']:,.0f}/s",
     ]
