@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from types import SimpleNamespace
 
+from . import cli_fast
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     import argparse
@@ -403,31 +405,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # -- parser ------------------------------------------------------------------------
-class _Unbuilt:
-    """The parser of a command this run does not need: whatever is asked of it
-    (``add_argument``, ``set_defaults``, ``add_subparsers``…) does nothing and returns
-    it. Building all ~40 commands' parsers cost a one-shot command ~8 ms of its ~45."""
-
-    def __getattr__(self, _name: str) -> Callable[..., _Unbuilt]:
-        return self._nothing
-
-    def _nothing(self, *_args: Any, **_kwargs: Any) -> _Unbuilt:
-        return self
-
-
-class _Commands:
-    """``mesh``'s subcommand parsers, each made only if it is ``only`` (all when None)."""
-
-    def __init__(self, action: Any, only: str | None) -> None:
-        self.action = action
-        self.only = only
-
-    def add_parser(self, name: str, **kwargs: Any) -> Any:
-        if self.only is not None and name != self.only:
-            return _Unbuilt()
-        return self.action.add_parser(name, **kwargs)
-
-
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """``mesh``'s parser: every command's, or with ``only`` that command's alone (a
     parser without it when no command has that name)."""
@@ -460,7 +437,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"sessionmesh {__version__}")
-    sub = _Commands(parser.add_subparsers(dest="command", metavar="COMMAND", required=True), only)
+    sub = cli_fast.Commands(parser.add_subparsers(dest="command", metavar="COMMAND", required=True), only)
 
     def add(
         name: str, fn: Callable[[argparse.Namespace], int], help: str, parents: list[Any]
@@ -586,72 +563,13 @@ def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentPar
 def parse_line(argv: list[str]) -> argparse.Namespace | SimpleNamespace:
     """The arguments of a ``mesh`` command line: `quick_args`, else argparse's, which
     exits with usage for a line that is wrong."""
-    quick = quick_args(argv)
+    quick = cli_fast.quick_args(argv)
     if quick is not None:
         return quick
     parser = build_parser(only=argv[0]) if argv and not argv[0].startswith("-") else None
     if parser is None or not _commands(parser):
         parser = build_parser()  # no command, or none by that name: say which there are
     return parse(parser, argv)
-
-
-# The usual lines of the commands agents run most, read by hand: argparse's import and
-# parser cost a one-shot command ~12 ms of ~40 (benchmarks/bench_cli.py). A line with
-# anything else (another flag, --help, '-', --as=NAME, a word starting with '-') goes
-# to argparse, which knows every form and explains what is wrong. A test holds both
-# parsers to the same arguments for every line this one takes.
-_QUICK_VALUES = {"--as": "as_name", "--home": "home", "--url": "url"}
-_QUICK: dict[str, tuple[Callable[..., int], bool, tuple[str, ...], dict[str, Any]]] = {
-    # command: (function, takes TO and BODY..., its switches, its other options' defaults)
-    "send": (
-        cmd_send,
-        True,
-        ("--json", "--urgent"),
-        {
-            "ttl": None,
-            "id": None,
-            "json_body": False,
-            "path": None,
-            "ack_required": False,
-            "when_idle": False,
-            "idle_timeout": 600.0,
-        },
-    ),
-    "inbox": (cmd_inbox, False, ("--json", "--peek"), {"limit": 1000}),
-    "peers": (cmd_peers, False, ("--json",), {}),
-}
-
-
-def quick_args(argv: list[str]) -> SimpleNamespace | None:
-    """The arguments of a usual ``mesh send``, ``inbox`` or ``peers`` line, as argparse
-    would give them; None for any other line."""
-    spec = _QUICK.get(argv[0]) if argv else None
-    if spec is None:
-        return None
-    fn, addressed, switches, defaults = spec
-    values: dict[str, Any] = {v: None for v in _QUICK_VALUES.values()}
-    values |= {flag[2:]: False for flag in switches} | defaults
-    words: list[str] = []
-    rest = iter(argv[1:])
-    for word in rest:
-        if word in _QUICK_VALUES:
-            value = next(rest, "-")
-            if value.startswith("-"):
-                return None
-            values[_QUICK_VALUES[word]] = value
-        elif word in switches:
-            values[word[2:]] = True
-        elif word.startswith("-"):
-            return None
-        else:
-            words.append(word)
-    if addressed:
-        if not words:
-            return None
-        values["to"], values["body"] = words[0], words[1:]
-    elif words:
-        return None
-    return SimpleNamespace(**values, fn=fn, command=argv[0])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""`cli.quick_args` reads the usual lines of ``mesh send``, ``inbox`` and ``peers``
+"""`cli_fast.quick_args` reads the usual lines of ``mesh send``, ``inbox`` and ``peers``
 without argparse (#18 item 2): for every line it takes, argparse gives the same
 arguments, and every other line goes to argparse."""
 
@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sessionmesh
-from sessionmesh import cli
+from sessionmesh import cli, cli_fast
 
 WORDS = [
     "--json", "--urgent", "--peek", "--as", "--home", "--url", "--limit", "--ttl", "--jso", "--as=bob",
@@ -33,7 +33,7 @@ def argparse_args(argv: list[str]) -> dict[str, object] | None:
 @given(st.sampled_from(["send", "inbox", "peers"]), st.lists(st.sampled_from(WORDS), max_size=7))
 def test_a_line_read_by_hand_gets_what_argparse_gives_it(command: str, words: list[str]) -> None:
     argv = [command, *words]
-    quick = cli.quick_args(argv)
+    quick = cli_fast.quick_args(argv)
     if quick is not None:
         assert vars(quick) == argparse_args(argv)
 
@@ -48,8 +48,8 @@ def test_a_line_read_by_hand_gets_what_argparse_gives_it(command: str, words: li
     ],
 )
 def test_the_usual_lines_are_read_by_hand(argv: list[str]) -> None:
-    assert cli.quick_args(argv) is not None
-    assert vars(cli.quick_args(argv)) == argparse_args(argv)
+    assert cli_fast.quick_args(argv) is not None
+    assert vars(cli_fast.quick_args(argv)) == argparse_args(argv)
 
 
 @pytest.mark.parametrize(
@@ -68,7 +68,7 @@ def test_the_usual_lines_are_read_by_hand(argv: list[str]) -> None:
     ],
 )
 def test_every_other_line_goes_to_argparse(argv: list[str]) -> None:
-    assert cli.quick_args(argv) is None
+    assert cli_fast.quick_args(argv) is None
 
 
 def test_a_usual_send_imports_neither_argparse_nor_json_nor_typing(broker_proc: object) -> None:
