@@ -1,6 +1,6 @@
 """Routes between machines: the `NatsBackend` gives every peer of another machine a
 link in this broker's core, carries deliveries, receipts and answers over the route
-stream, and follows the peer directory and presence in KV."""
+stream, and follows the peer directory and presence in KV (`directory.Directory`)."""
 
 from __future__ import annotations
 
