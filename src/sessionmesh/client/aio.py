@@ -345,7 +345,8 @@ class AsyncClient:
 
     async def _send(self, args: dict[str, Any]) -> SendResult:
         """Run a send op; a missing answer or an oversize frame is a status, not an error."""
-        args.setdefault("id", new_id())
+        if "id" not in args:  # (not setdefault: a new id costs a clock read and random bytes)
+            args["id"] = new_id()
         try:
             return SendResult.from_wire(await self.request("send", **args))
         except Timeout:
