@@ -6,6 +6,12 @@ Three measurements in the same run, same sample count, same 100-byte body:
   process, the broker in a subprocess). One sample = ``await tx.send(...)`` until the
   answer ``received`` (stored, committed, pushed, acknowledged by the recipient's
   client, committed again, answered). Sequential: one send in flight.
+* with ``--raw-clients``, sessionmesh again with the thinnest clients there can be: two
+  WebSocket connections (aiohttp, the json module) that say ``hello`` and then speak
+  frames by hand (protocol.md): the sender writes ``send`` and reads until its
+  ``result``; the recipient answers each ``deliver`` with ``ack read``. What the
+  broker costs with nothing of the client library around it; each round also gives
+  this process's CPU per round trip for both (the clients' share).
 * NATS: request/reply through a real ``nats-server`` (``-p PORT``) with nats-py, a
   requester and a responder on two connections in this process. Sequential.
 * bare aiohttp relay (ws_relay_server.py): the same hops through a WebSocket relay
@@ -15,7 +21,7 @@ Three measurements in the same run, same sample count, same 100-byte body:
 * JSONL file channel: a writer thread appends ``{"ts","from","body"}`` lines; a reader
   thread polls the file every 200 ms and records now - ts for each new line.
 
-    python benchmarks/bench_roundtrip.py [--samples 3000] [--json]
+    python benchmarks/bench_roundtrip.py [--samples 3000] [--raw-clients] [--json]
 """
 
 from __future__ import annotations
@@ -67,13 +73,13 @@ async def mesh_roundtrip(samples: int, warmup: int) -> dict:
                 await tx.send("rt-recv", c.BODY)
             cpu0, m0 = c.cpu_seconds(b.pid), c.machine_ticks()
             lat: list[float] = []
-            t_start = time.perf_counter()
+            t_start, own0 = time.perf_counter(), time.thread_time()
             for _ in range(samples):
                 t0 = time.perf_counter()
                 res = await tx.send("rt-recv", c.BODY)
                 lat.append(time.perf_counter() - t0)
                 statuses[res.status.value] = statuses.get(res.status.value, 0) + 1
-            elapsed = time.perf_counter() - t_start
+            elapsed, own = time.perf_counter() - t_start, time.thread_time() - own0
             cpu1, m1 = c.cpu_seconds(b.pid), c.machine_ticks()
             await asyncio.wait_for(_until(lambda: got >= warmup + samples), 10)
             consumer.cancel()
@@ -84,6 +90,76 @@ async def mesh_roundtrip(samples: int, warmup: int) -> dict:
             "statuses": statuses,
             "rate_per_s": round(samples / elapsed, 1),
             "broker_cpu_us_per_msg": round((cpu1 - cpu0) / samples * 1e6, 1),
+            "clients_cpu_us_per_msg": round(own / samples * 1e6, 1),
+            "machine": c.machine_load(m0, m1),
+        }
+    )
+    return out
+
+
+async def _hello(http, address, name: str):  # type: ignore[no-untyped-def]
+    """A WebSocket session that has said hello as ``name`` (a new name: no secret)."""
+    ws = await http.ws_connect(address.ws_url, headers={"Authorization": f"Bearer {address.token}"})
+    await ws.send_str(json.dumps({"op": "hello", "args": {"name": name}}))
+    welcome = json.loads((await ws.receive(timeout=10)).data)
+    if welcome.get("op") != "welcome":
+        raise RuntimeError(f"no welcome for {name}: {welcome}")
+    return ws
+
+
+async def mesh_raw_roundtrip(samples: int, warmup: int) -> dict:
+    """The broker's round trip with two clients that speak frames by hand."""
+    import aiohttp
+
+    from sessionmesh.client import discovery
+    from sessionmesh.ids import new_id
+
+    with c.broker() as b:
+        address = discovery.locate(b.settings())
+        async with aiohttp.ClientSession() as http:
+            rx = await _hello(http, address, "raw-recv")
+            tx = await _hello(http, address, "raw-send")
+
+            async def acknowledge() -> None:
+                async for msg in rx:
+                    frame = json.loads(msg.data)
+                    if frame.get("op") == "deliver":
+                        ids = [m["id"] for m in frame["messages"]]
+                        await rx.send_str(json.dumps({"op": "ack", "args": {"ids": ids, "state": "read"}}))
+
+            async def one(rid: int) -> str:
+                args = {"id": new_id(), "to": "raw-recv", "body": c.BODY}
+                await tx.send_str(json.dumps({"op": "send", "rid": rid, "args": args}))
+                while True:  # a receipt frame for the earlier message may come first
+                    frame = json.loads((await tx.receive(timeout=10)).data)
+                    if frame.get("rid") == rid:
+                        return frame["result"]["status"] if frame.get("ok") else "error"
+
+            acker = asyncio.create_task(acknowledge())
+            for rid in range(warmup):
+                await one(rid)
+            statuses: dict[str, int] = {}
+            lat: list[float] = []
+            cpu0, m0 = c.cpu_seconds(b.pid), c.machine_ticks()
+            t_start, own0 = time.perf_counter(), time.thread_time()
+            for rid in range(warmup, warmup + samples):
+                t0 = time.perf_counter()
+                status = await one(rid)
+                lat.append(time.perf_counter() - t0)
+                statuses[status] = statuses.get(status, 0) + 1
+            elapsed, own = time.perf_counter() - t_start, time.thread_time() - own0
+            cpu1, m1 = c.cpu_seconds(b.pid), c.machine_ticks()
+            acker.cancel()
+            await tx.close()
+            await rx.close()
+    out = c.summary_ms(lat)
+    out.update(
+        {
+            "_lat": lat,
+            "statuses": statuses,
+            "rate_per_s": round(samples / elapsed, 1),
+            "broker_cpu_us_per_msg": round((cpu1 - cpu0) / samples * 1e6, 1),
+            "clients_cpu_us_per_msg": round(own / samples * 1e6, 1),
             "machine": c.machine_load(m0, m1),
         }
     )
@@ -279,11 +355,24 @@ def main() -> None:
     p.add_argument("--skip-nats", action="store_true")
     p.add_argument("--skip-file", action="store_true")
     p.add_argument("--skip-relay", action="store_true")
+    p.add_argument(
+        "--raw-clients",
+        action="store_true",
+        help="also sessionmesh with two clients that speak frames by hand (what the client library costs)",
+    )
     args = p.parse_args()
 
-    runs: dict[str, list[dict]] = {"mesh": [], "nats": [], "aiohttp_relay": [], "aiohttp_relay_plain": []}
+    runs: dict[str, list[dict]] = {
+        "mesh": [],
+        "mesh_raw": [],
+        "nats": [],
+        "aiohttp_relay": [],
+        "aiohttp_relay_plain": [],
+    }
     for _ in range(args.rounds):
         runs["mesh"].append(asyncio.run(mesh_roundtrip(args.samples, args.warmup)))
+        if args.raw_clients:
+            runs["mesh_raw"].append(asyncio.run(mesh_raw_roundtrip(args.samples, args.warmup)))
         if not args.skip_nats:
             runs["nats"].append(asyncio.run(nats_roundtrip(args.samples, args.warmup)))
         if not args.skip_relay:
@@ -294,12 +383,22 @@ def main() -> None:
 
     result: dict = {"samples_per_round": args.samples, "rounds": args.rounds, "body_bytes": len(c.BODY)}
     result["mesh"] = _pool(runs["mesh"], "broker_cpu_us_per_msg")
+    result["mesh"]["clients_cpu_us_per_msg"] = [r["clients_cpu_us_per_msg"] for r in runs["mesh"]]
     lines = [
         c.fmt_summary("sessionmesh send -> received", result["mesh"]),
         f"{'':34} per-round p50 {result['mesh']['round_p50_ms']} ms; broker CPU "
-        f"{result['mesh']['broker_cpu_us_per_msg']} us/msg; {result['mesh']['over_2_5ms']} samples over 2.5 ms; "
+        f"{result['mesh']['broker_cpu_us_per_msg']} us/msg; clients' CPU per round "
+        f"{result['mesh']['clients_cpu_us_per_msg']} us/msg; {result['mesh']['over_2_5ms']} samples over 2.5 ms; "
         f"statuses {result['mesh']['statuses']}; machine per round {result['mesh']['round_machine']}",
     ]
+    if runs["mesh_raw"]:
+        raw = result["mesh_raw"] = _pool(runs["mesh_raw"], "broker_cpu_us_per_msg")
+        raw["clients_cpu_us_per_msg"] = [r["clients_cpu_us_per_msg"] for r in runs["mesh_raw"]]
+        lines += [
+            c.fmt_summary("sessionmesh, raw-frame clients", raw),
+            f"{'':34} per-round p50 {raw['round_p50_ms']} ms; broker CPU {raw['broker_cpu_us_per_msg']} us/msg; "
+            f"clients' CPU per round {raw['clients_cpu_us_per_msg']} us/msg; statuses {raw['statuses']}",
+        ]
     if runs["nats"]:
         result["nats"] = _pool(runs["nats"], "server_cpu_us_per_msg")
         p50r = [m["p50_ms"] / n["p50_ms"] for m, n in zip(runs["mesh"], runs["nats"], strict=True)]
@@ -314,6 +413,14 @@ def main() -> None:
             f"ratio mesh/NATS (median of per-round ratios): p50 x{result['ratio_p50_mesh_over_nats']} "
             f"{result['ratio_p50_per_round']}, p99 x{result['ratio_p99_mesh_over_nats']}",
         ]
+        if runs["mesh_raw"]:
+            rr = [m["p50_ms"] / n["p50_ms"] for m, n in zip(runs["mesh_raw"], runs["nats"], strict=True)]
+            result["ratio_p50_raw_clients_over_nats"] = round(c.median(rr), 2)
+            result["ratio_p50_raw_clients_per_round"] = [round(x, 2) for x in rr]
+            lines.append(
+                f"ratio mesh with raw-frame clients/NATS: p50 x{result['ratio_p50_raw_clients_over_nats']} "
+                f"{result['ratio_p50_raw_clients_per_round']}"
+            )
     for key, label in (
         ("aiohttp_relay", "bare aiohttp relay, uvloop+orjson"),
         ("aiohttp_relay_plain", "bare aiohttp relay, asyncio+json"),
