@@ -83,15 +83,22 @@ async def mesh_roundtrip(samples: int, warmup: int) -> dict:
             cpu1, m1 = c.cpu_seconds(b.pid), c.machine_ticks()
             await asyncio.wait_for(_until(lambda: got >= warmup + samples), 10)
             consumer.cancel()
+    return _measured(lat, statuses, elapsed, own, cpu1 - cpu0, c.machine_load(m0, m1))
+
+
+def _measured(
+    lat: list[float], statuses: dict[str, int], elapsed: float, own_cpu: float, broker_cpu: float, load: dict
+) -> dict:
+    """A sessionmesh round's figures: latencies, statuses, rate, both sides' CPU per message."""
     out = c.summary_ms(lat)
     out.update(
         {
             "_lat": lat,
             "statuses": statuses,
-            "rate_per_s": round(samples / elapsed, 1),
-            "broker_cpu_us_per_msg": round((cpu1 - cpu0) / samples * 1e6, 1),
-            "clients_cpu_us_per_msg": round(own / samples * 1e6, 1),
-            "machine": c.machine_load(m0, m1),
+            "rate_per_s": round(len(lat) / elapsed, 1),
+            "broker_cpu_us_per_msg": round(broker_cpu / len(lat) * 1e6, 1),
+            "clients_cpu_us_per_msg": round(own_cpu / len(lat) * 1e6, 1),
+            "machine": load,
         }
     )
     return out
@@ -152,18 +159,7 @@ async def mesh_raw_roundtrip(samples: int, warmup: int) -> dict:
             acker.cancel()
             await tx.close()
             await rx.close()
-    out = c.summary_ms(lat)
-    out.update(
-        {
-            "_lat": lat,
-            "statuses": statuses,
-            "rate_per_s": round(samples / elapsed, 1),
-            "broker_cpu_us_per_msg": round((cpu1 - cpu0) / samples * 1e6, 1),
-            "clients_cpu_us_per_msg": round(own / samples * 1e6, 1),
-            "machine": c.machine_load(m0, m1),
-        }
-    )
-    return out
+    return _measured(lat, statuses, elapsed, own, cpu1 - cpu0, c.machine_load(m0, m1))
 
 
 async def _until(pred, step: float = 0.005) -> None:
