@@ -247,14 +247,15 @@ async def jetstream_requests(urls: list[str], *, samples: int, warmup: int, repl
             name=f"bench-{side}-{tag}", subjects=[f"bench.{side}.{tag}"], num_replicas=replicas
         )
 
-    def consumer(subject: str, stream: str, cb: Any) -> Any:
-        # a config of its own for each: nats-py fills in the one it is given
+    def consume(js: Any, side: str, cb: Any) -> Any:
+        """``side``'s stream, pushed to ``cb`` (a config of its own each time: nats-py
+        fills in the one it is given)."""
         config = api.ConsumerConfig(
             ack_policy=api.AckPolicy.EXPLICIT, flow_control=True, idle_heartbeat=5.0, num_replicas=replicas
         )
-        return (ask_js if stream.startswith("bench-ask") else answer_js).subscribe(
-            subject,
-            stream=stream,
+        return js.subscribe(
+            f"bench.{side}.{tag}",
+            stream=f"bench-{side}-{tag}",
             cb=cb,
             manual_ack=True,
             config=config,
@@ -273,10 +274,7 @@ async def jetstream_requests(urls: list[str], *, samples: int, warmup: int, repl
         if waiting is not None and not waiting.done():
             waiting.set_result(None)
 
-    subs = [
-        await consumer(f"bench.answer.{tag}", f"bench-answer-{tag}", answer),
-        await consumer(f"bench.ask.{tag}", f"bench-ask-{tag}", answered),
-    ]
+    subs = [await consume(answer_js, "answer", answer), await consume(ask_js, "ask", answered)]
     body = c.BODY.encode()
     lat: list[float] = []
     for i in range(warmup + samples):
