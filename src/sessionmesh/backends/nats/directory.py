@@ -74,12 +74,8 @@ class Directory:
     _presence_seen: dict[str, dict[str, Any]]
     _local_online: dict[str, float]
     _heard: dict[str, float]
-
-    def _schedule_drain(self) -> None:
-        raise NotImplementedError
-
-    def _on_link(self, link: LinkConn, frame: dict[str, Any]) -> None:
-        raise NotImplementedError
+    _schedule_drain: Callable[[], None]  # (routing) publish the queued records soon
+    _on_link: Callable[[LinkConn, dict[str, Any]], None]  # (routing) a frame down a link
 
     def _kv_callback(
         self, bucket: str, handler: Callable[[str, str, Any], None]
